@@ -1,0 +1,312 @@
+// deskpulse-fleetsim: N simulated agents of M customers speaking the real protocol.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <asio.hpp>
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "agent/fleetsim/model.h"
+#include "agent/uplink/uplink.h"
+#include "deskpulse/common/exit_codes.h"
+#include "deskpulse/common/host_port.h"
+#include "deskpulse/common/logging.h"
+
+namespace dp = deskpulse;
+namespace fs = deskpulse::fleetsim;
+namespace v1 = deskpulse::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Flags {
+  std::string collector;
+  std::string tokens;
+  int endpoints = 0;
+  int days = 0;
+  std::uint64_t seed = 1;
+  double duration_s = 0;
+  double rate = 0;
+  int live_interval_s = 10;
+  int batch = 100;
+  int window = 2;
+  double timeout_s = 600;
+  std::string acked_file;
+  std::string log_level = "info";
+};
+
+/// One simulated agent: its endpoint model, the reports not yet acknowledged,
+/// and its uplink.
+class SimAgent : public dp::agent::ReportQueue {
+ public:
+  SimAgent(asio::io_context& io, const fs::CustomerSpec& customer, int index, const Flags& f,
+           const dp::HostPort& collector, std::int64_t history_start_ms)
+      : endpoint_(customer, index, f.seed, history_start_ms),
+        history_done_(f.days <= 0),
+        uplink_(io.get_executor(), MakeOptions(customer, endpoint_, f, collector), *this,
+                f.seed * 7919 + static_cast<std::uint64_t>(index)) {}
+
+  void Peek(std::uint64_t after_seq, std::size_t max,
+            std::vector<std::pair<std::uint64_t, std::string>>* out) override {
+    auto it = std::upper_bound(pending_.begin(), pending_.end(), after_seq,
+                               [](std::uint64_t s, const auto& p) { return s < p.first; });
+    for (; it != pending_.end() && out->size() < max; ++it) out->push_back(*it);
+  }
+  void Acknowledge(std::uint64_t seq) override {
+    while (!pending_.empty() && pending_.front().first <= seq) pending_.pop_front();
+  }
+
+  /// Generate up to `budget` reports; returns how many were made.
+  std::size_t Produce(std::size_t budget, std::int64_t now_ms, bool live, std::size_t cap,
+                      std::uint32_t live_window_s) {
+    std::size_t made = 0;
+    v1::Report r;
+    while (made < budget && pending_.size() < cap) {
+      if (!history_done_) {
+        if (!endpoint_.NextHistory(now_ms, &r)) {
+          history_done_ = true;
+          continue;
+        }
+      } else if (live) {
+        endpoint_.Live(now_ms, live_window_s, &r);
+      } else {
+        break;
+      }
+      pending_.emplace_back(r.seq(), r.SerializeAsString());
+      ++made;
+    }
+    generated_ += made;
+    if (made > 0) uplink_.Notify();
+    return made;
+  }
+
+  bool history_done() const { return history_done_; }
+  bool drained() const { return pending_.empty(); }
+  std::size_t pending() const { return pending_.size(); }
+  std::uint64_t generated() const { return generated_; }
+  dp::agent::Uplink& uplink() { return uplink_; }
+  const fs::SimEndpoint& endpoint() const { return endpoint_; }
+
+ private:
+  static dp::agent::UplinkOptions MakeOptions(const fs::CustomerSpec& c,
+                                              const fs::SimEndpoint& ep, const Flags& f,
+                                              const dp::HostPort& collector) {
+    dp::agent::UplinkOptions o;
+    o.collector = collector;
+    o.credential = c.token;
+    o.agent_id = ep.agent_id();
+    o.host = ep.facts();
+    o.epoch = 1;
+    o.max_batch_reports = static_cast<std::size_t>(f.batch);
+    o.max_inflight_batches = f.window;
+    o.backoff_min = std::chrono::milliseconds(100);
+    o.backoff_max = std::chrono::milliseconds(5000);
+    return o;
+  }
+
+  fs::SimEndpoint endpoint_;
+  std::deque<std::pair<std::uint64_t, std::string>> pending_;
+  bool history_done_;
+  std::uint64_t generated_ = 0;
+  dp::agent::Uplink uplink_;
+};
+
+int Run(const Flags& f) {
+  auto collector = dp::ParseHostPort(f.collector, "--collector");
+  if (!collector.ok()) {
+    spdlog::error("{}", collector.status().message());
+    return dp::kExitUsage;
+  }
+  auto customers = fs::ParseTokensFile(f.tokens);
+  if (!customers.ok()) {
+    spdlog::error("{}", customers.status().message());
+    return dp::ExitCodeFor(customers.status());
+  }
+  asio::io_context io(1);
+  const std::int64_t start_ms = NowMs();
+  const std::int64_t history_start = start_ms - static_cast<std::int64_t>(f.days) * 86'400'000;
+
+  std::vector<std::unique_ptr<SimAgent>> agents;
+  agents.reserve(static_cast<std::size_t>(f.endpoints));
+  for (int i = 0; i < f.endpoints; ++i) {
+    const auto& c = (*customers)[static_cast<std::size_t>(i) % customers->size()];
+    agents.push_back(std::make_unique<SimAgent>(io, c, i, f, *collector, history_start));
+  }
+  for (auto& a : agents) asio::co_spawn(io, a->uplink().Run(), asio::detached);
+
+  // A ticker feeds every agent: as fast as the window allows when --rate is 0,
+  // else an even share of --rate. Live reports start once history is sent.
+  const auto t0 = Clock::now();
+  const auto live_until = t0 + std::chrono::milliseconds(static_cast<std::int64_t>(f.duration_s * 1000));
+  const auto give_up = t0 + std::chrono::milliseconds(static_cast<std::int64_t>(f.timeout_s * 1000));
+  const std::size_t cap = static_cast<std::size_t>(f.batch) * static_cast<std::size_t>(f.window) * 2;
+  const double per_agent_rate = f.rate > 0 ? f.rate / f.endpoints : 0;
+  std::vector<double> credit(agents.size(), 0.0);
+  std::vector<Clock::time_point> next_live(agents.size(), t0);
+  int exit_code = dp::kExitOk;
+  bool finished = false;
+  asio::steady_timer tick(io);
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  auto signals_cancel = [&] {
+    asio::error_code ignored;
+    signals.cancel(ignored);
+  };
+  auto last = t0;
+  std::function<void()> on_tick = [&] {
+    const auto now = Clock::now();
+    const double dt = std::chrono::duration<double>(now - last).count();
+    last = now;
+    const bool live = now < live_until;
+    const std::int64_t wall_ms = NowMs();
+    bool all_done = true;
+    bool all_refused = true;
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      auto& a = *agents[i];
+      all_refused = all_refused && a.uplink().refused();
+      std::size_t budget = cap;
+      if (per_agent_rate > 0) {
+        credit[i] = std::min(credit[i] + per_agent_rate * dt, per_agent_rate + 1.0);
+        budget = static_cast<std::size_t>(credit[i]);
+      }
+      bool live_now = false;
+      if (live && a.history_done()) {
+        if (per_agent_rate > 0) {
+          live_now = true;
+        } else if (now >= next_live[i]) {
+          live_now = true;
+          budget = 1;
+          next_live[i] = now + std::chrono::seconds(f.live_interval_s);
+        }
+      }
+      const std::size_t made =
+          a.Produce(budget, wall_ms, live_now, cap, static_cast<std::uint32_t>(f.live_interval_s));
+      if (per_agent_rate > 0) credit[i] -= static_cast<double>(made);
+      if (!a.history_done() || !a.drained() || live) all_done = false;
+    }
+    if (all_done || all_refused || now >= give_up) {
+      if (!all_done) exit_code = all_refused ? dp::kExitAuth : dp::kExitIncomplete;
+      finished = true;
+      signals_cancel();
+      for (auto& a : agents) a->uplink().Stop();
+      return;
+    }
+    tick.expires_after(std::chrono::milliseconds(10));
+    tick.async_wait([&](const asio::error_code& ec) {
+      if (!ec) on_tick();
+    });
+  };
+  signals.async_wait([&](const asio::error_code& ec, int) {
+    if (ec || finished) return;
+    spdlog::warn("interrupted: stopping with reports unacknowledged");
+    exit_code = dp::kExitIncomplete;
+    finished = true;
+    tick.cancel();
+    for (auto& a : agents) a->uplink().Stop();
+  });
+  on_tick();
+  io.run();  // returns once every uplink has stopped
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  std::uint64_t generated = 0;
+  std::uint64_t acked = 0;
+  std::uint64_t connects = 0;
+  std::uint64_t connect_failures = 0;
+  std::uint64_t sent = 0;
+  dp::SparseHistogram latency;
+  for (auto& a : agents) {
+    generated += a->generated();
+    acked += a->uplink().acked_through();
+    const auto& st = a->uplink().stats();
+    connects += st.connects;
+    connect_failures += st.connect_failures;
+    sent += st.reports_sent;
+    latency.Merge(st.ack_latency_us);
+  }
+  if (!f.acked_file.empty()) {
+    std::ofstream out(f.acked_file);
+    for (auto& a : agents) {
+      out << a->endpoint().agent_id() << " 1 " << a->uplink().acked_through() << " "
+          << a->generated() << "\n";
+    }
+  }
+  nlohmann::json summary = {
+      {"endpoints", f.endpoints},
+      {"customers", customers->size()},
+      {"reports_generated", generated},
+      {"reports_acked", acked},
+      {"reports_sent", sent},
+      {"resent", sent > acked ? sent - acked : 0},
+      {"connects", connects},
+      {"connect_failures", connect_failures},
+      {"elapsed_s", elapsed},
+      {"acked_per_s", elapsed > 0 ? static_cast<double>(acked) / elapsed : 0},
+      {"ack_latency_ms",
+       {{"p50", latency.Quantile(0.50) / 1000},
+        {"p90", latency.Quantile(0.90) / 1000},
+        {"p99", latency.Quantile(0.99) / 1000},
+        {"max", latency.Quantile(1.0) / 1000}}}};
+  std::cout << summary.dump() << std::endl;
+  spdlog::info("{} endpoints of {} customers: {} reports generated, {} acknowledged in {:.1f} s "
+               "({:.0f}/s), ack p50 {:.1f} ms p99 {:.1f} ms, {} connects",
+               f.endpoints, customers->size(), generated, acked, elapsed,
+               elapsed > 0 ? static_cast<double>(acked) / elapsed : 0.0,
+               latency.Quantile(0.5) / 1000, latency.Quantile(0.99) / 1000, connects);
+  if (exit_code == dp::kExitOk && acked != generated) exit_code = dp::kExitIncomplete;
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"deskpulse-fleetsim: simulates a fleet of DeskPulse agents of several customers "
+               "speaking the real protocol to a collector.",
+               "deskpulse-fleetsim"};
+  app.set_version_flag("--version", std::string("deskpulse-fleetsim ") + DESKPULSE_VERSION);
+  app.footer("Prints a one-line JSON summary on stdout. Exit codes: 0 all acknowledged, 2 bad "
+             "usage, 5 tokens file not found, 6 every credential refused, 7 reports left "
+             "unacknowledged (timeout or interrupt).");
+  Flags f;
+  app.add_option("--collector", f.collector, "collector HOST:PORT")->required();
+  app.add_option("--tokens", f.tokens, "file of `customer token profile` lines")->required();
+  app.add_option("--endpoints", f.endpoints, "simulated endpoints, spread over the customers")
+      ->required()
+      ->check(CLI::Range(1, 1'000'000));
+  app.add_option("--days", f.days, "days of history to backfill (simulated timestamps)")
+      ->check(CLI::Range(0, 400));
+  app.add_option("--seed", f.seed, "random seed (same seed, same fleet)");
+  app.add_option("--duration", f.duration_s, "seconds of live reporting after the backfill")
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--rate", f.rate, "total reports/s across the fleet (0: as fast as acks allow)")
+      ->check(CLI::Range(0.0, 10'000'000.0));
+  app.add_option("--interval", f.live_interval_s, "live report interval per agent, s (--rate 0)")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--batch", f.batch, "most reports per Batch")->check(CLI::Range(1, 100000));
+  app.add_option("--window", f.window, "Batches in flight per agent")->check(CLI::Range(1, 64));
+  app.add_option("--timeout", f.timeout_s, "give up after this many seconds")
+      ->check(CLI::Range(1.0, 864000.0));
+  app.add_option("--acked-file", f.acked_file,
+                 "write `agent_id epoch acked_through_seq generated` per agent");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? dp::kExitOk : dp::kExitUsage;
+  }
+  if (auto s = dp::SetUpLogging("fleetsim", f.log_level); !s.ok()) {
+    std::cerr << "deskpulse-fleetsim: " << s.message() << "\n";
+    return dp::kExitUsage;
+  }
+  return Run(f);
+}

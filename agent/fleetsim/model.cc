@@ -1,0 +1,328 @@
+#include "agent/fleetsim/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+namespace deskpulse::fleetsim {
+
+namespace v1 = deskpulse::v1;
+
+namespace {
+constexpr std::int64_t kHourMs = 3'600'000;
+constexpr std::int64_t kDayMs = 24 * kHourMs;
+constexpr int kFirstHour = 8;   // boot around 08:00 local (UTC here)
+constexpr int kWorkHours = 9;   // hourly reports 09:00..17:00
+
+std::uint64_t Mix(std::uint64_t x) {  // splitmix64
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::uint64_t HashString(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+double LogNormal(std::mt19937_64& rng, double median, double sigma) {
+  std::normal_distribution<double> n(0, sigma);
+  return median * std::exp(n(rng));
+}
+
+bool Chance(std::mt19937_64& rng, double p) {
+  return std::uniform_real_distribution<double>(0, 1)(rng) < p;
+}
+
+bool IsWeekend(std::int64_t day_start_ms) {
+  const std::int64_t days = day_start_ms / kDayMs;  // 1970-01-01 was a Thursday
+  const int weekday = static_cast<int>((days + 4) % 7);  // 0 = Sunday
+  return weekday == 0 || weekday == 6;
+}
+
+std::string Slug(const std::string& name) {
+  std::string s;
+  for (char c : name) {
+    if (std::isalnum(static_cast<unsigned char>(c))) {
+      s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else if (!s.empty() && s.back() != '-') {
+      s += '-';
+    }
+  }
+  while (!s.empty() && s.back() == '-') s.pop_back();
+  return s.empty() ? "customer" : s;
+}
+}  // namespace
+
+Result<Profile> ParseProfile(const std::string& name) {
+  if (name == "healthy") return Profile::kHealthy;
+  if (name == "typical") return Profile::kTypical;
+  if (name == "struggling") return Profile::kStruggling;
+  return InvalidArgument("profile '" + name + "' is not one of healthy, typical, struggling");
+}
+
+const char* ProfileName(Profile p) {
+  switch (p) {
+    case Profile::kHealthy: return "healthy";
+    case Profile::kTypical: return "typical";
+    case Profile::kStruggling: return "struggling";
+  }
+  return "?";
+}
+
+const ProfileParams& ParamsFor(Profile p) {
+  // healthy: boots ~25 s, LAN-like RTT, ~95% of devices work.
+  // typical: the field average: boots ~58 s, RTT near the 100 ms target, 78% of devices work.
+  // struggling: slow VM boots (median 80 s, a quarter past 100 s), RTT past 150 ms.
+  static const ProfileParams kHealthy{24, 0.18, 45, 0.30, 800, 0.95, 0.002, 15, 0.002};
+  static const ProfileParams kTypical{55, 0.30, 130, 0.35, 4000, 0.78, 0.010, 40, 0.01};
+  static const ProfileParams kStruggling{80, 0.35, 230, 0.40, 12000, 0.66, 0.040, 90, 0.04};
+  switch (p) {
+    case Profile::kHealthy: return kHealthy;
+    case Profile::kTypical: return kTypical;
+    case Profile::kStruggling: return kStruggling;
+  }
+  return kTypical;
+}
+
+Result<std::vector<CustomerSpec>> ParseTokensFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status(Code::kNotFound, "cannot open tokens file " + path);
+  std::vector<CustomerSpec> out;
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    std::istringstream words(line);
+    std::vector<std::string> w;
+    for (std::string x; words >> x;) w.push_back(x);
+    if (w.empty()) continue;
+    if (w.size() < 3) {
+      return InvalidArgument(path + ":" + std::to_string(lineno) +
+                             ": expected `customer token profile`");
+    }
+    auto profile = ParseProfile(w.back());
+    if (!profile.ok()) {
+      return InvalidArgument(path + ":" + std::to_string(lineno) + ": " +
+                             profile.status().message());
+    }
+    CustomerSpec c;
+    c.profile = *profile;
+    c.token = w[w.size() - 2];
+    for (std::size_t i = 0; i + 2 < w.size(); ++i) c.name += (i ? " " : "") + w[i];
+    out.push_back(std::move(c));
+  }
+  if (out.empty()) return InvalidArgument(path + ": no customers");
+  return out;
+}
+
+const std::vector<DeviceModel>& DeviceModels() {
+  // Real USB ids (hwdata usb.ids). The peripheral catalog will supply these later.
+  static const std::vector<DeviceModel> kModels = {
+      {0x03f0, 0x2b17, 0x00, 0x07, "HP LaserJet 1020", "usblp"},
+      {0x046d, 0x082d, 0xef, 0x0e, "Logitech HD Pro Webcam C920", "uvcvideo"},
+      {0x046d, 0x0825, 0xef, 0x0e, "Logitech Webcam C270", "uvcvideo"},
+      {0x04e6, 0x5116, 0x00, 0x0b, "SCM Microsystems SCR331x smart card reader", "usbfs"},
+      {0x076b, 0x3021, 0x00, 0x0b, "OmniKey CardMan 3121", "usbfs"},
+      {0x1050, 0x0407, 0x00, 0x03, "Yubico YubiKey OTP+FIDO+CCID", "usbhid"},
+      {0x04a9, 0x190f, 0xff, 0xff, "Canon CanoScan LiDE 220", "usbfs"},
+      {0x04c5, 0x132e, 0x00, 0xff, "Fujitsu fi-7160 scanner", "usbfs"},
+      {0x0781, 0x5567, 0x00, 0x08, "SanDisk Cruzer Blade", "usb-storage"},
+  };
+  return kModels;
+}
+
+SimEndpoint::SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t seed,
+                         std::int64_t start_ms)
+    : params_(&ParamsFor(customer.profile)),
+      rng_(Mix(seed ^ Mix(HashString(customer.name)) ^ Mix(static_cast<std::uint64_t>(index)))),
+      cursor_ms_(start_ms - start_ms % kDayMs) {
+  char id[160];
+  std::snprintf(id, sizeof id, "sim-%s-%05d-%llx", Slug(customer.name).c_str(), index,
+                static_cast<unsigned long long>(seed));
+  agent_id_ = id;
+  const int site = index % 3;
+  facts_.set_hostname("tc-" + std::to_string(index));
+  facts_.set_os("Debian GNU/Linux 12 (bookworm)");
+  facts_.set_kernel("6.1.0-27-amd64");
+  facts_.set_agent_version("fleetsim");
+  facts_.set_role(index % 5 == 0 ? v1::ENDPOINT_ROLE_VDI_GUEST : v1::ENDPOINT_ROLE_THIN_CLIENT);
+  facts_.set_site("site-" + std::to_string(site + 1));
+  facts_.set_pool(index % 2 ? "office-vdi" : "finance-vdi");
+
+  // The site's base RTT: drawn once per (customer, site) so endpoints of a site agree.
+  std::mt19937_64 site_rng(Mix(seed ^ HashString(customer.name) ^ Mix(1000 + site)));
+  site_rtt_ms_ = LogNormal(site_rng, params_->rtt_site_median_ms, params_->rtt_site_sigma);
+
+  const auto& models = DeviceModels();
+  std::uniform_int_distribution<int> count(1, 4);
+  std::uniform_int_distribution<std::size_t> pick(0, models.size() - 1);
+  const int n = count(rng_);
+  for (int i = 0; i < n; ++i) {
+    Device d;
+    d.model = &models[pick(rng_)];
+    char serial[24];
+    std::snprintf(serial, sizeof serial, "%016llx", static_cast<unsigned long long>(rng_()));
+    d.serial_hash = serial;
+    d.redirected = Chance(rng_, 0.6);
+    if (Chance(rng_, params_->device_working_p)) {
+      d.state = v1::DEVICE_STATE_WORKING;
+    } else {
+      const double f = std::uniform_real_distribution<double>(0, 1)(rng_);
+      d.state = f < 0.40   ? v1::DEVICE_STATE_NO_DRIVER
+                : f < 0.75 ? (d.redirected ? v1::DEVICE_STATE_REDIRECT_FAILED
+                                           : v1::DEVICE_STATE_NO_DRIVER)
+                : f < 0.90 ? v1::DEVICE_STATE_BLOCKED_BY_POLICY
+                           : v1::DEVICE_STATE_ERROR;
+    }
+    devices_.push_back(std::move(d));
+  }
+}
+
+void SimEndpoint::FillBoot(std::int64_t at_ms, v1::Report* r) {
+  auto* b = r->mutable_boot();
+  char boot_id[40];
+  std::snprintf(boot_id, sizeof boot_id, "%016llx%016llx", static_cast<unsigned long long>(rng_()),
+                static_cast<unsigned long long>(rng_()));
+  b->set_boot_id(boot_id);
+  b->set_source(v1::BOOT_SOURCE_SYSTEMD);
+  const double total_ms = std::min(600'000.0, LogNormal(rng_, params_->boot_median_s * 1000,
+                                                        params_->boot_sigma));
+  const auto total = static_cast<std::uint64_t>(total_ms);
+  // Thin clients with stock GRUB/OVMF report no firmware time; most do.
+  if (Chance(rng_, 0.8)) {
+    b->set_firmware_ms(total * 12 / 100);
+    b->set_loader_ms(total * 3 / 100);
+  }
+  b->set_kernel_ms(total * 9 / 100);
+  b->set_initrd_ms(total * 11 / 100);
+  b->set_userspace_ms(total * 40 / 100);
+  b->set_login_ready_ms(total);
+  b->set_desktop_ready_ms(total + static_cast<std::uint64_t>(LogNormal(rng_, 6000, 0.4)));
+  b->set_booted_at_unix_ms(at_ms);
+}
+
+void SimEndpoint::FillHour(std::int64_t start_ms, std::uint32_t window_s, v1::Report* r) {
+  auto* w = r->add_sessions();
+  w->set_protocol(v1::DISPLAY_PROTOCOL_ICA);
+  w->set_peer("vdi-gw.example:2598");
+  w->set_window_start_unix_ms(start_ms);
+  w->set_window_s(window_s);
+  const double p95 = LogNormal(rng_, site_rtt_ms_, 0.2);
+  w->set_rtt_p95_us(static_cast<std::uint32_t>(p95 * 1000));
+  w->set_rtt_p50_us(static_cast<std::uint32_t>(p95 * 650));
+  w->set_rtt_max_us(static_cast<std::uint32_t>(p95 * 1600));
+  w->set_jitter_us(static_cast<std::uint32_t>(p95 * 120));
+  w->set_retransmit_ppm(static_cast<std::uint32_t>(
+      std::min(200'000.0, LogNormal(rng_, params_->retransmit_median_ppm, 0.7))));
+  w->set_source(v1::LATENCY_SOURCE_PASSIVE_TCP_INFO);
+
+  auto* s = r->mutable_stability();
+  s->set_session_s(window_s);
+  const double hours = window_s / 3600.0;
+  if (Chance(rng_, params_->disconnect_per_hour * hours)) {
+    auto* e = s->add_session_events();
+    e->set_kind(v1::SESSION_EVENT_KIND_DISCONNECT);
+    e->set_at_unix_ms(start_ms + static_cast<std::int64_t>(window_s) * 500);
+    e->set_reason("network: peer reset");
+    e->set_downtime_ms(
+        static_cast<std::uint64_t>(LogNormal(rng_, params_->downtime_median_s * 1000, 0.6)));
+    auto* re = s->add_session_events();
+    re->set_kind(v1::SESSION_EVENT_KIND_RECONNECT);
+    re->set_at_unix_ms(e->at_unix_ms() + static_cast<std::int64_t>(e->downtime_ms()));
+    re->set_reason("auto-reconnect");
+  }
+  if (Chance(rng_, params_->crash_per_day * hours / kWorkHours)) {
+    auto* c = s->add_crashes();
+    c->set_component(v1::CRASH_COMPONENT_VDI_CLIENT);
+    c->set_at_unix_ms(start_ms + static_cast<std::int64_t>(window_s) * 300);
+    c->set_reason("wfica: SIGSEGV");
+    c->set_downtime_ms(static_cast<std::uint64_t>(LogNormal(rng_, 45'000, 0.5)));
+  }
+}
+
+void SimEndpoint::FillPeripherals(std::int64_t at_ms, v1::Report* r) {
+  for (const auto& d : devices_) {
+    auto* p = r->add_peripherals();
+    p->set_bus(v1::PERIPHERAL_BUS_USB);
+    p->set_vendor_id(d.model->vendor_id);
+    p->set_product_id(d.model->product_id);
+    p->set_device_class(d.model->device_class);
+    p->add_interface_classes(d.model->interface_class);
+    p->set_serial_hash(d.serial_hash);
+    p->set_name(d.model->name);
+    p->set_redirected(d.redirected);
+    p->set_state(d.state);
+    if (d.state == v1::DEVICE_STATE_WORKING) {
+      p->add_drivers(d.redirected ? "usbip-host" : d.model->driver);
+    } else if (d.state == v1::DEVICE_STATE_NO_DRIVER) {
+      p->set_reason("no interface driver bound");
+    } else if (d.state == v1::DEVICE_STATE_REDIRECT_FAILED) {
+      p->set_reason("redirection claim failed: device busy");
+    } else if (d.state == v1::DEVICE_STATE_BLOCKED_BY_POLICY) {
+      p->set_reason("authorized=0 (USB policy)");
+    } else {
+      p->set_reason("device reported an error");
+    }
+  }
+  // Flaky cables and hubs: the occasional detach+attach of a working device.
+  if (!devices_.empty() && Chance(rng_, 0.02)) {
+    const auto& d = devices_[rng_() % devices_.size()];
+    auto* e = r->add_peripheral_events();
+    e->set_kind(v1::PERIPHERAL_EVENT_KIND_RECONNECT);
+    e->set_vendor_id(d.model->vendor_id);
+    e->set_product_id(d.model->product_id);
+    e->set_serial_hash(d.serial_hash);
+    e->set_at_unix_ms(at_ms);
+  }
+}
+
+bool SimEndpoint::NextHistory(std::int64_t until_ms, v1::Report* out) {
+  for (;;) {
+    const std::int64_t day = cursor_ms_;
+    if (day >= until_ms) return false;
+    if (IsWeekend(day)) {
+      cursor_ms_ += kDayMs;
+      hour_of_day_ = -1;
+      continue;
+    }
+    std::int64_t at;
+    out->Clear();
+    if (hour_of_day_ < 0) {
+      std::uniform_int_distribution<int> jitter(-1800, 1800);
+      at = day + kFirstHour * kHourMs + jitter(rng_) * 1000LL;
+      if (at >= until_ms) return false;
+      FillBoot(at, out);
+      FillPeripherals(at, out);
+    } else {
+      at = day + (kFirstHour + 1 + hour_of_day_) * kHourMs;
+      if (at + kHourMs > until_ms) return false;
+      FillHour(at, 3600, out);
+    }
+    out->set_seq(++seq_);
+    out->set_observed_at_unix_ms(hour_of_day_ < 0 ? at : at + kHourMs);
+    if (++hour_of_day_ >= kWorkHours) {
+      hour_of_day_ = -1;
+      cursor_ms_ += kDayMs;
+    }
+    return true;
+  }
+}
+
+void SimEndpoint::Live(std::int64_t now_ms, std::uint32_t window_s, v1::Report* out) {
+  out->Clear();
+  FillHour(now_ms - static_cast<std::int64_t>(window_s) * 1000, window_s, out);
+  auto* h = out->mutable_agent_health();
+  h->set_rss_bytes(3'200'000);
+  h->set_cpu_us(900);
+  out->set_seq(++seq_);
+  out->set_observed_at_unix_ms(now_ms);
+}
+
+}  // namespace deskpulse::fleetsim

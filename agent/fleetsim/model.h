@@ -1,0 +1,97 @@
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "deskpulse/common/status.h"
+#include "deskpulse/v1/report.pb.h"
+#include "deskpulse/v1/wire.pb.h"
+
+namespace deskpulse::fleetsim {
+
+/// How a simulated customer's desktops behave.
+enum class Profile { kHealthy, kTypical, kStruggling };
+
+Result<Profile> ParseProfile(const std::string& name);
+const char* ProfileName(Profile p);
+
+/// The seeded distributions behind one profile.
+struct ProfileParams {
+  double boot_median_s;      // power-on → login-ready, lognormal
+  double boot_sigma;
+  double rtt_site_median_ms; // per-site base RTT p95, lognormal across sites
+  double rtt_site_sigma;
+  double retransmit_median_ppm;
+  double device_working_p;   // chance a device instance works
+  double disconnect_per_hour;
+  double downtime_median_s;
+  double crash_per_day;
+};
+const ProfileParams& ParamsFor(Profile p);
+
+struct CustomerSpec {
+  std::string name;
+  std::string token;
+  Profile profile;
+};
+
+/// Parse a tokens file: one `customer token profile` line per customer (the
+/// customer name may contain spaces; '#' starts a comment).
+Result<std::vector<CustomerSpec>> ParseTokensFile(const std::string& path);
+
+/// A real USB device model the simulator can plug into endpoints.
+struct DeviceModel {
+  std::uint32_t vendor_id;
+  std::uint32_t product_id;
+  std::uint32_t device_class;
+  std::uint32_t interface_class;
+  const char* name;
+  const char* driver;
+};
+const std::vector<DeviceModel>& DeviceModels();
+
+/// One simulated endpoint: its identity and a deterministic timeline of reports.
+///
+/// Reports are generated lazily in time order: backfilled history from
+/// `start_ms` (one boot per working day, one report per working hour), then
+/// live reports every `live_interval_ms` of wall time.
+class SimEndpoint {
+ public:
+  SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t seed, std::int64_t start_ms);
+
+  const std::string& agent_id() const { return agent_id_; }
+  const deskpulse::v1::HostFacts& facts() const { return facts_; }
+
+  /// The next backfill report (observed before `until_ms`), or false when the
+  /// history is exhausted.
+  bool NextHistory(std::int64_t until_ms, deskpulse::v1::Report* out);
+  /// A report describing the last `window_s` seconds ending at `now_ms`.
+  void Live(std::int64_t now_ms, std::uint32_t window_s, deskpulse::v1::Report* out);
+
+  std::uint64_t next_seq() const { return seq_ + 1; }
+
+ private:
+  void FillBoot(std::int64_t at_ms, deskpulse::v1::Report* r);
+  void FillHour(std::int64_t start_ms, std::uint32_t window_s, deskpulse::v1::Report* r);
+  void FillPeripherals(std::int64_t at_ms, deskpulse::v1::Report* r);
+
+  const ProfileParams* params_;
+  std::mt19937_64 rng_;
+  std::string agent_id_;
+  deskpulse::v1::HostFacts facts_;
+  double site_rtt_ms_;
+  struct Device {
+    const DeviceModel* model;
+    std::string serial_hash;
+    deskpulse::v1::DeviceState state;
+    bool redirected;
+  };
+  std::vector<Device> devices_;
+  std::uint64_t seq_ = 0;
+  std::int64_t cursor_ms_;  // next history slot
+  int hour_of_day_ = -1;    // -1: the day's boot comes next
+};
+
+}  // namespace deskpulse::fleetsim

@@ -1,0 +1,83 @@
+#include "collector/reports/scores.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace deskpulse::collector {
+
+namespace {
+nlohmann::json ComponentJson(const scoring::Component& c) {
+  nlohmann::json j;
+  j["score"] = c.score ? nlohmann::json(std::round(*c.score * 10) / 10) : nlohmann::json();
+  j["band"] = c.score ? nlohmann::json(scoring::BandName(scoring::BandOf(*c.score)))
+                      : nlohmann::json();
+  j["weight"] = c.weight;
+  j["detail"] = c.detail;
+  return j;
+}
+
+std::string Cell(const std::optional<double>& v) {
+  return v ? fmt::format("{:.1f}", *v) : std::string("n/a");
+}
+}  // namespace
+
+Result<std::vector<CustomerScore>> ScoreAllCustomers(Store& store, const scoring::Policy& policy,
+                                                     std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(policy.Validate());
+  const std::int64_t to = FloorTo(now_ms, kDayMs) + kDayMs;
+  const std::int64_t from = to - policy.window_days * kDayMs;
+  DP_ASSIGN_OR_RETURN(auto customers, store.ListCustomers());
+  std::vector<CustomerScore> out;
+  for (const auto& c : customers) {
+    DP_ASSIGN_OR_RETURN(auto w, store.LoadWindow(c.id, from, to));
+    out.push_back({c, w, scoring::ScoreWindow(w, policy)});
+  }
+  std::stable_sort(out.begin(), out.end(), [](const CustomerScore& a, const CustomerScore& b) {
+    return a.score.tps.value_or(-1) > b.score.tps.value_or(-1);
+  });
+  return out;
+}
+
+std::string FormatScoreTable(const std::vector<CustomerScore>& scores) {
+  std::string s = fmt::format("{:<24} {:>9} {:>9} {:>6} {:>7} {:>7} {:>7} {:>6} {:<5} {:>8}\n",
+                              "CUSTOMER", "ENDPOINTS", "REPORTS", "BOOT", "LATENCY", "PERIPH",
+                              "STABIL", "TPS", "BAND", "COVERAGE");
+  for (const auto& c : scores) {
+    const auto& t = c.score;
+    s += fmt::format("{:<24} {:>9} {:>9} {:>6} {:>7} {:>7} {:>7} {:>6} {:<5} {:>7.0f}%\n",
+                     c.customer.name.substr(0, 24), c.window.endpoints, c.window.reports,
+                     Cell(t.boot.score), Cell(t.latency.score), Cell(t.peripherals.score),
+                     Cell(t.stability.score), Cell(t.tps),
+                     t.band ? scoring::BandName(*t.band) : "n/a", t.coverage * 100);
+  }
+  return s;
+}
+
+nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
+                            const scoring::Policy& policy, std::int64_t from_ms,
+                            std::int64_t to_ms) {
+  nlohmann::json out;
+  out["score_version"] = "tps-v1";
+  out["window"] = {{"from_unix_ms", from_ms}, {"to_unix_ms", to_ms}, {"days", policy.window_days}};
+  out["customers"] = nlohmann::json::array();
+  for (const auto& c : scores) {
+    const auto& t = c.score;
+    nlohmann::json j;
+    j["customer"] = c.customer.name;
+    j["endpoints"] = c.window.endpoints;
+    j["reports"] = c.window.reports;
+    j["components"] = {{"boot", ComponentJson(t.boot)},
+                       {"latency", ComponentJson(t.latency)},
+                       {"peripherals", ComponentJson(t.peripherals)},
+                       {"stability", ComponentJson(t.stability)}};
+    j["tps"] = t.tps ? nlohmann::json(std::round(*t.tps * 10) / 10) : nlohmann::json();
+    j["band"] = t.band ? nlohmann::json(scoring::BandName(*t.band)) : nlohmann::json();
+    j["coverage"] = std::round(t.coverage * 1000) / 1000;
+    j["drivers"] = t.drivers;
+    out["customers"].push_back(std::move(j));
+  }
+  return out;
+}
+
+}  // namespace deskpulse::collector

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "collector/scoring/score.h"
+#include "collector/store/store.h"
+
+namespace deskpulse::collector {
+
+struct CustomerScore {
+  Customer customer;
+  scoring::WindowRollup window;
+  scoring::TechScore score;
+};
+
+/// Scores every customer over the policy's window ending with the day of `now_ms`.
+Result<std::vector<CustomerScore>> ScoreAllCustomers(Store& store, const scoring::Policy& policy,
+                                                     std::int64_t now_ms);
+
+/// A fixed-width table for a terminal, best TPS first.
+std::string FormatScoreTable(const std::vector<CustomerScore>& scores);
+nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
+                            const scoring::Policy& policy, std::int64_t from_ms,
+                            std::int64_t to_ms);
+
+}  // namespace deskpulse::collector

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "deskpulse/common/histogram.h"
+#include "deskpulse/common/status.h"
+
+namespace deskpulse::scoring {
+
+/// Contract thresholds and weights (DESIGN §3). Defaults are the published ones.
+struct Policy {
+  double boot_good_s = 30, boot_poor_s = 100;
+  double rtt_good_ms = 100, rtt_poor_ms = 375;
+  double retransmit_good_pct = 1, retransmit_poor_pct = 5;
+  double unavailability_good = 1e-4, unavailability_poor = 1e-2;
+  double weight_latency = 0.30, weight_boot = 0.25, weight_peripherals = 0.25,
+         weight_stability = 0.20;
+  int window_days = 30;
+
+  /// Rejects thresholds that are not ordered and weights that are negative or sum to 0.
+  Status Validate() const;
+};
+
+/// Everything scoring needs about one customer over one window, read from rollups.
+struct WindowRollup {
+  std::int64_t endpoints = 0;
+  std::int64_t reports = 0;
+  SparseHistogram boot_ms;  // 1-D: power-on → login-ready, ms buckets
+  SparseHistogram latency;  // 2-D: (rtt p95 µs bucket, retransmit ppm bucket) → window seconds
+  std::int64_t latency_windows = 0;
+  double session_s = 0;
+  double downtime_ms = 0;
+  std::int64_t disconnects = 0;
+  std::int64_t reconnects = 0;
+  std::int64_t crashes = 0;
+  std::int64_t peripherals_working = 0;  // device instances seen, never failing in the window
+  std::int64_t peripherals_failed = 0;   // device instances seen failing in the window
+  std::int64_t peripheral_reconnects = 0;
+};
+
+enum class Band { kGood, kFair, kPoor };
+const char* BandName(Band band);
+Band BandOf(double score);
+
+struct Component {
+  std::optional<double> score;  // absent: no data in the window
+  double weight = 0;            // policy weight
+  std::string detail;           // the figures behind the score, for a person
+};
+
+struct TechScore {
+  Component boot, latency, peripherals, stability;
+  std::optional<double> tps;
+  std::optional<Band> band;
+  double coverage = 0;  // share of the weight that had data, 0..1
+  std::vector<std::string> drivers;  // what pulls the score down most, worst first
+};
+
+/// Per-event score: 1 at or better than `good`, 0 at or worse than `poor`, linear in between.
+double EventScore(double x, double good, double poor);
+
+double BootComponent(const SparseHistogram& boot_ms, const Policy& p);
+double LatencyComponent(const SparseHistogram& latency, const Policy& p);
+double StabilityComponent(double unavailability, const Policy& p);
+
+/// The technical performance score of one window. Pure.
+TechScore ScoreWindow(const WindowRollup& w, const Policy& p);
+
+}  // namespace deskpulse::scoring

@@ -1,0 +1,183 @@
+#include "collector/store/rollup.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace deskpulse::collector {
+
+namespace v1 = deskpulse::v1;
+
+bool RollupAccumulator::IsFailure(v1::DeviceState s) {
+  return s == v1::DEVICE_STATE_NO_DRIVER || s == v1::DEVICE_STATE_BLOCKED_BY_POLICY ||
+         s == v1::DEVICE_STATE_REDIRECT_FAILED || s == v1::DEVICE_STATE_ERROR;
+}
+
+std::string RollupAccumulator::DeviceKey(const v1::PeripheralState& p) {
+  const char* bus = p.bus() == v1::PERIPHERAL_BUS_CUPS   ? "cups"
+                    : p.bus() == v1::PERIPHERAL_BUS_PCSC ? "pcsc"
+                                                         : "usb";
+  char ids[32];
+  std::snprintf(ids, sizeof ids, "%04x:%04x", p.vendor_id() & 0xFFFFu, p.product_id() & 0xFFFFu);
+  std::string key = std::string(bus) + ":" + ids + ":";
+  key += p.serial_hash().empty() ? p.name() : p.serial_hash();
+  return key;
+}
+
+void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
+                                  const v1::Report& r) {
+  const std::int64_t t = r.observed_at_unix_ms();
+  ++reports_;
+  At(customer_id, endpoint_id, t, Metric::kReports).count += 1;
+  auto& seen = endpoints_seen_[endpoint_id];
+  seen = std::max(seen, t);
+
+  if (r.has_boot() && r.boot().has_login_ready_ms()) {
+    const std::int64_t bt = r.boot().booted_at_unix_ms() != 0 ? r.boot().booted_at_unix_ms() : t;
+    auto& c = At(customer_id, endpoint_id, bt, Metric::kBootLoginMs);
+    c.count += 1;
+    c.sum += static_cast<double>(r.boot().login_ready_ms());
+    c.hist.AddValue(r.boot().login_ready_ms());
+  }
+
+  for (const auto& w : r.sessions()) {
+    if (!w.has_rtt_p95_us() || w.window_s() == 0) continue;  // nothing to score
+    const std::int64_t wt = w.window_start_unix_ms() != 0 ? w.window_start_unix_ms() : t;
+    auto& c = At(customer_id, endpoint_id, wt, Metric::kLatency);
+    c.count += 1;
+    c.sum += w.window_s();
+    const std::uint32_t loss =
+        w.has_retransmit_ppm() ? std::min(buckets::IndexOf(w.retransmit_ppm()), kLossUnknown - 1)
+                               : kLossUnknown;
+    c.hist.Add(Key2D(buckets::IndexOf(w.rtt_p95_us()), loss), w.window_s());
+  }
+
+  if (r.has_stability()) {
+    const auto& s = r.stability();
+    if (s.session_s() > 0) At(customer_id, endpoint_id, t, Metric::kSessionS).sum += s.session_s();
+    for (const auto& e : s.session_events()) {
+      const std::int64_t et = e.at_unix_ms() != 0 ? e.at_unix_ms() : t;
+      if (e.kind() == v1::SESSION_EVENT_KIND_RECONNECT) {
+        At(customer_id, endpoint_id, et, Metric::kReconnects).count += 1;
+      }
+      if (e.planned()) continue;
+      if (e.kind() == v1::SESSION_EVENT_KIND_DISCONNECT) {
+        At(customer_id, endpoint_id, et, Metric::kDisconnects).count += 1;
+      }
+      if (e.has_downtime_ms()) {
+        auto& d = At(customer_id, endpoint_id, et, Metric::kDowntimeMs);
+        d.count += 1;
+        d.sum += static_cast<double>(e.downtime_ms());
+      }
+    }
+    for (const auto& c : s.crashes()) {
+      const std::int64_t ct = c.at_unix_ms() != 0 ? c.at_unix_ms() : t;
+      At(customer_id, endpoint_id, ct, Metric::kCrashes).count += 1;
+      if (c.has_downtime_ms()) {
+        auto& d = At(customer_id, endpoint_id, ct, Metric::kDowntimeMs);
+        d.count += 1;
+        d.sum += static_cast<double>(c.downtime_ms());
+      }
+    }
+  }
+
+  for (const auto& p : r.peripherals()) {
+    auto key = std::make_tuple(customer_id, endpoint_id, DeviceKey(p));
+    auto [it, fresh] = instances_.try_emplace(key);
+    PeripheralInstance& inst = it->second;
+    if (fresh) {
+      inst.customer_id = customer_id;
+      inst.endpoint_id = endpoint_id;
+      inst.device_key = std::get<2>(key);
+    }
+    inst.first_seen_ms = inst.observations == 0 ? t : std::min(inst.first_seen_ms, t);
+    if (t >= inst.last_seen_ms) {
+      inst.last_seen_ms = t;
+      inst.last = p;
+    }
+    inst.observations += 1;
+    if (IsFailure(p.state())) {
+      inst.fail_observations += 1;
+      inst.last_fail_ms = std::max(inst.last_fail_ms, t);
+    }
+  }
+  for (const auto& e : r.peripheral_events()) {
+    if (e.kind() != v1::PERIPHERAL_EVENT_KIND_RECONNECT) continue;
+    At(customer_id, endpoint_id, e.at_unix_ms() != 0 ? e.at_unix_ms() : t,
+       Metric::kPeripheralReconnects)
+        .count += 1;
+    // Attribute the reconnect to its device instance; an instance that this
+    // accumulator has not seen in a state report only carries the count
+    // (observations stay 0), and the store then updates an existing row only.
+    v1::PeripheralState probe;
+    probe.set_bus(v1::PERIPHERAL_BUS_USB);
+    probe.set_vendor_id(e.vendor_id());
+    probe.set_product_id(e.product_id());
+    probe.set_serial_hash(e.serial_hash());
+    auto key = std::make_tuple(customer_id, endpoint_id, DeviceKey(probe));
+    auto [it, fresh] = instances_.try_emplace(key);
+    if (fresh) {
+      it->second.customer_id = customer_id;
+      it->second.endpoint_id = endpoint_id;
+      it->second.device_key = std::get<2>(key);
+      it->second.last = probe;
+    }
+    it->second.reconnects += 1;
+  }
+}
+
+void RollupAccumulator::Merge(RollupAccumulator&& other) {
+  for (auto& [k, c] : other.cells_) cells_[k].Merge(c);
+  for (auto& [k, inst] : other.instances_) {
+    auto [it, fresh] = instances_.try_emplace(k, inst);
+    if (fresh) continue;
+    PeripheralInstance& mine = it->second;
+    if (inst.observations > 0) {
+      mine.first_seen_ms = mine.observations == 0 ? inst.first_seen_ms
+                                                  : std::min(mine.first_seen_ms, inst.first_seen_ms);
+    }
+    if (inst.last_seen_ms >= mine.last_seen_ms) {
+      mine.last_seen_ms = inst.last_seen_ms;
+      mine.last = inst.last;
+    }
+    mine.last_fail_ms = std::max(mine.last_fail_ms, inst.last_fail_ms);
+    mine.observations += inst.observations;
+    mine.fail_observations += inst.fail_observations;
+    mine.reconnects += inst.reconnects;
+  }
+  for (auto& [e, t] : other.endpoints_seen_) {
+    auto& seen = endpoints_seen_[e];
+    seen = std::max(seen, t);
+  }
+  reports_ += other.reports_;
+  other.Clear();
+}
+
+void RollupAccumulator::Clear() {
+  cells_.clear();
+  instances_.clear();
+  endpoints_seen_.clear();
+  reports_ = 0;
+}
+
+std::vector<RollupRow> RollupAccumulator::Expand() const {
+  // (grain, customer, endpoint, bucket, metric) → cell, ordered for a
+  // locality-friendly upsert.
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, int>, RollupCell> out;
+  for (const auto& [k, c] : cells_) {
+    const std::int64_t day = FloorTo(k.hour_ms, kDayMs);
+    const int m = static_cast<int>(k.metric);
+    out[{1, k.customer_id, k.endpoint_id, k.hour_ms, m}].Merge(c);
+    out[{2, k.customer_id, k.endpoint_id, day, m}].Merge(c);
+    out[{1, k.customer_id, 0, k.hour_ms, m}].Merge(c);
+    out[{2, k.customer_id, 0, day, m}].Merge(c);
+  }
+  std::vector<RollupRow> rows;
+  rows.reserve(out.size());
+  for (auto& [k, c] : out) {
+    rows.push_back(RollupRow{static_cast<Grain>(std::get<0>(k)), std::get<1>(k), std::get<2>(k),
+                             std::get<3>(k), static_cast<Metric>(std::get<4>(k)), std::move(c)});
+  }
+  return rows;
+}
+
+}  // namespace deskpulse::collector

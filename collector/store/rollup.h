@@ -1,0 +1,130 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "deskpulse/common/histogram.h"
+#include "deskpulse/v1/report.pb.h"
+
+namespace deskpulse::collector {
+
+/// What a rollup row measures. Values are stored in the schema: never renumber.
+enum class Metric : std::int32_t {
+  kReports = 1,      // count: reports received
+  kBootLoginMs = 2,  // count: boots; sum: ms; hist: login-ready ms buckets
+  kLatency = 3,      // count: windows; sum: window s; hist: 2-D (rtt p95 µs, retransmit ppm) → s
+  kSessionS = 4,     // sum: remote-session seconds
+  kDowntimeMs = 5,   // count: unplanned outages; sum: downtime ms
+  kDisconnects = 6,  // count: unplanned disconnects
+  kReconnects = 7,   // count: session reconnects
+  kCrashes = 8,      // count: crashes (agent, VDI client, OS)
+  kPeripheralReconnects = 9,  // count: detach+attach of the same device
+};
+
+enum class Grain : std::int32_t { kHour = 1, kDay = 2 };
+
+inline constexpr std::int64_t kHourMs = 3'600'000;
+inline constexpr std::int64_t kDayMs = 24 * kHourMs;
+
+/// Loss bucket for a window whose retransmit rate is unknown.
+inline constexpr std::uint32_t kLossUnknown = 0xFFF;
+
+inline std::int64_t FloorTo(std::int64_t t_ms, std::int64_t step_ms) {
+  const std::int64_t r = t_ms % step_ms;
+  return r < 0 ? t_ms - r - step_ms : t_ms - r;
+}
+
+struct RollupCell {
+  std::int64_t count = 0;
+  double sum = 0;
+  SparseHistogram hist;
+
+  void Merge(const RollupCell& o) {
+    count += o.count;
+    sum += o.sum;
+    hist.Merge(o.hist);
+  }
+};
+
+/// One row of a rollup table; endpoint_id 0 is the customer-level row.
+struct RollupRow {
+  Grain grain;
+  std::int64_t customer_id;
+  std::int64_t endpoint_id;
+  std::int64_t bucket_start_ms;
+  Metric metric;
+  RollupCell cell;
+};
+
+/// The latest knowledge of one device instance (endpoint × device).
+struct PeripheralInstance {
+  std::int64_t customer_id = 0;
+  std::int64_t endpoint_id = 0;
+  std::string device_key;  // "usb:03f0:2b17:<serial hash>"
+  deskpulse::v1::PeripheralState last;  // state at last_seen_ms
+  std::int64_t first_seen_ms = 0;
+  std::int64_t last_seen_ms = 0;
+  std::int64_t last_fail_ms = 0;  // 0: never seen failing
+  std::int64_t observations = 0;
+  std::int64_t fail_observations = 0;
+  std::int64_t reconnects = 0;
+};
+
+/// Turns committed reports into rollup deltas. Pure: no SQL, no clock.
+///
+/// On the hot path only endpoint × hour cells are touched; Expand() derives the
+/// endpoint-day, customer-hour and customer-day rows when they are flushed.
+class RollupAccumulator {
+ public:
+  void AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
+                 const deskpulse::v1::Report& report);
+  void Merge(RollupAccumulator&& other);
+  void Clear();
+  bool empty() const { return cells_.empty() && instances_.empty(); }
+  std::size_t reports() const { return reports_; }
+
+  std::vector<RollupRow> Expand() const;
+  const std::map<std::tuple<std::int64_t, std::int64_t, std::string>, PeripheralInstance>&
+  instances() const {
+    return instances_;
+  }
+  /// endpoint_id → latest observed_at_unix_ms.
+  const std::unordered_map<std::int64_t, std::int64_t>& endpoints_seen() const {
+    return endpoints_seen_;
+  }
+
+  static std::string DeviceKey(const deskpulse::v1::PeripheralState& p);
+  static bool IsFailure(deskpulse::v1::DeviceState s);
+
+ private:
+  struct Key {
+    std::int64_t customer_id;
+    std::int64_t endpoint_id;
+    std::int64_t hour_ms;
+    Metric metric;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const {
+      std::size_t h = std::hash<std::int64_t>()(k.endpoint_id);
+      h ^= std::hash<std::int64_t>()(k.hour_ms) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+      h ^= static_cast<std::size_t>(k.metric) * 0x100000001b3ULL;
+      return h;
+    }
+  };
+  RollupCell& At(std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t t_ms,
+                 Metric m) {
+    return cells_[Key{customer_id, endpoint_id, FloorTo(t_ms, kHourMs), m}];
+  }
+
+  std::unordered_map<Key, RollupCell, KeyHash> cells_;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::string>, PeripheralInstance> instances_;
+  std::unordered_map<std::int64_t, std::int64_t> endpoints_seen_;
+  std::size_t reports_ = 0;
+};
+
+}  // namespace deskpulse::collector

@@ -1,0 +1,606 @@
+#include "collector/store/store.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <cstdio>
+
+namespace deskpulse::collector {
+
+namespace v1 = deskpulse::v1;
+
+namespace {
+
+// Versioned migrations: append only, never edit one that has shipped.
+constexpr const char* kMigrations[] = {
+    // v1: the pipeline foundation.
+    R"sql(
+CREATE TABLE customers(
+  customer_id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL);
+CREATE TABLE tokens(
+  token_hash TEXT PRIMARY KEY,
+  customer_id INTEGER NOT NULL REFERENCES customers(customer_id),
+  created_ms INTEGER NOT NULL,
+  revoked_ms INTEGER) WITHOUT ROWID;
+CREATE TABLE endpoints(
+  endpoint_id INTEGER PRIMARY KEY,
+  customer_id INTEGER NOT NULL,
+  agent_id TEXT NOT NULL,
+  hostname TEXT, os TEXT, kernel TEXT, agent_version TEXT,
+  role INTEGER, site TEXT, pool TEXT,
+  first_seen_ms INTEGER NOT NULL,
+  last_seen_ms INTEGER NOT NULL DEFAULT 0,
+  last_connect_ms INTEGER NOT NULL,
+  UNIQUE(customer_id, agent_id));
+CREATE TABLE streams(
+  stream_id INTEGER PRIMARY KEY,
+  endpoint_id INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL DEFAULT 0,
+  UNIQUE(endpoint_id, epoch));
+-- Append-ordered by rowid; deliberately no secondary index (DESIGN §2.3).
+CREATE TABLE reports(
+  customer_id INTEGER NOT NULL,
+  endpoint_id INTEGER NOT NULL,
+  stream_id INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  observed_at_ms INTEGER NOT NULL,
+  received_at_ms INTEGER NOT NULL,
+  body BLOB NOT NULL);
+CREATE TABLE rollups(
+  grain INTEGER NOT NULL,          -- 1 hour, 2 day
+  customer_id INTEGER NOT NULL,
+  endpoint_id INTEGER NOT NULL,    -- 0: the customer as a whole
+  bucket_start_ms INTEGER NOT NULL,
+  metric INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  sum REAL NOT NULL,
+  hist BLOB,
+  PRIMARY KEY(grain, customer_id, endpoint_id, bucket_start_ms, metric)) WITHOUT ROWID;
+CREATE TABLE peripheral_instances(
+  customer_id INTEGER NOT NULL,
+  endpoint_id INTEGER NOT NULL,
+  device_key TEXT NOT NULL,
+  bus INTEGER, vendor_id INTEGER, product_id INTEGER, device_class INTEGER,
+  interface_classes TEXT, name TEXT, drivers TEXT, redirected INTEGER, ieee1284_id TEXT,
+  last_state INTEGER, last_reason TEXT,
+  first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL, last_fail_ms INTEGER NOT NULL,
+  observations INTEGER NOT NULL, fail_observations INTEGER NOT NULL, reconnects INTEGER NOT NULL,
+  PRIMARY KEY(customer_id, endpoint_id, device_key)) WITHOUT ROWID;
+CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
+)sql",
+};
+
+// SQL function dp_hist_merge(a, b): the merge of two encoded histograms.
+void HistMergeFn(sqlite3_context* ctx, int /*argc*/, sqlite3_value** argv) {
+  auto blob = [](sqlite3_value* v) {
+    const auto* p = static_cast<const char*>(sqlite3_value_blob(v));
+    return std::string_view(p ? p : "", static_cast<std::size_t>(sqlite3_value_bytes(v)));
+  };
+  auto a = SparseHistogram::Decode(blob(argv[0]));
+  auto b = SparseHistogram::Decode(blob(argv[1]));
+  if (!a.ok() || !b.ok()) {
+    sqlite3_result_error(ctx, "dp_hist_merge: corrupt histogram blob", -1);
+    return;
+  }
+  a->Merge(*b);
+  const std::string out = a->Encode();
+  sqlite3_result_blob(ctx, out.data(), static_cast<int>(out.size()), SQLITE_TRANSIENT);
+}
+
+std::string JoinInts(const google::protobuf::RepeatedField<std::uint32_t>& v) {
+  std::string s;
+  for (auto x : v) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(x);
+  }
+  return s;
+}
+
+std::string JoinStrings(const google::protobuf::RepeatedPtrField<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) {
+    if (!s.empty()) s += ',';
+    s += x;
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string HashToken(const std::string& token) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_Digest(token.data(), token.size(), md.data(), &len, EVP_sha256(), nullptr);
+  std::string hex;
+  char buf[3];
+  for (unsigned int i = 0; i < len; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", md[i]);
+    hex += buf;
+  }
+  return hex;
+}
+
+Result<std::string> NewToken() {
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Internal("no randomness for a new token");
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out = "dpt_";
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : raw) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      out += kAlphabet[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  std::unique_ptr<Store> store(new Store(options));
+  DP_ASSIGN_OR_RETURN(store->db_, Database::Open(options.path, options.read_only));
+  DP_RETURN_IF_ERROR(store->Configure());
+  if (options.read_only) {
+    DP_ASSIGN_OR_RETURN(auto v, store->ReadMetaInt("schema_version", 0));
+    if (v == 0) {
+      return Status(Code::kNotFound, options.path + " is not a DeskPulse store (no schema)");
+    }
+    store->schema_version_ = static_cast<int>(v);
+    return store;
+  }
+  DP_RETURN_IF_ERROR(store->Migrate());
+  DP_RETURN_IF_ERROR(store->PrepareWriteStatements());
+  DP_RETURN_IF_ERROR(store->ReplayUnrolled());
+  return store;
+}
+
+Store::~Store() = default;
+
+Status Store::Configure() {
+  sqlite3_create_function_v2(db_->handle(), "dp_hist_merge", 2,
+                             SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, HistMergeFn, nullptr,
+                             nullptr, nullptr);
+  if (options_.read_only) return db_->Exec("PRAGMA query_only=ON;");
+  // FULL: an acknowledged commit survives power loss, not just a process crash.
+  DP_RETURN_IF_ERROR(db_->Exec("PRAGMA journal_mode=WAL;"));
+  DP_RETURN_IF_ERROR(db_->Exec("PRAGMA synchronous=FULL;"));
+  DP_RETURN_IF_ERROR(db_->Exec("PRAGMA cache_size=-65536;"));
+  DP_RETURN_IF_ERROR(db_->Exec("PRAGMA wal_autocheckpoint=4000;"));
+  return Status::Ok();
+}
+
+Result<std::int64_t> Store::ReadMetaInt(const std::string& key, std::int64_t fallback) {
+  auto has = db_->Prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'");
+  if (!has.ok()) return has.status();
+  DP_ASSIGN_OR_RETURN(bool exists, has->Step());
+  if (!exists) return fallback;
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT value FROM meta WHERE key=?"));
+  st.Bind(1, key);
+  DP_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.Int(0) : fallback;
+}
+
+Status Store::Migrate() {
+  DP_ASSIGN_OR_RETURN(auto current, ReadMetaInt("schema_version", 0));
+  constexpr int kLatest = static_cast<int>(std::size(kMigrations));
+  if (current > kLatest) {
+    return Status(Code::kUnavailable, options_.path + " has schema v" + std::to_string(current) +
+                                          ", newer than this collector's v" +
+                                          std::to_string(kLatest));
+  }
+  for (int v = static_cast<int>(current) + 1; v <= kLatest; ++v) {
+    DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+    DP_RETURN_IF_ERROR(db_->Exec(kMigrations[v - 1]));
+    DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
+                                     "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
+                                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
+    DP_RETURN_IF_ERROR(st.Bind(1, std::int64_t{v}).Run());
+    DP_RETURN_IF_ERROR(tx.Commit());
+    spdlog::info("store {}: applied schema migration v{}", options_.path, v);
+  }
+  schema_version_ = kLatest;
+  return Status::Ok();
+}
+
+Status Store::PrepareWriteStatements() {
+  DP_ASSIGN_OR_RETURN(insert_report_,
+                      db_->Prepare("INSERT INTO reports(customer_id, endpoint_id, stream_id, seq, "
+                                   "observed_at_ms, received_at_ms, body) VALUES(?,?,?,?,?,?,?)"));
+  DP_ASSIGN_OR_RETURN(update_stream_,
+                      db_->Prepare("UPDATE streams SET last_seq=? WHERE stream_id=?"));
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT coalesce(max(rowid), 0) FROM reports"));
+  DP_ASSIGN_OR_RETURN(bool row, st.Step());
+  last_committed_rowid_ = row ? st.Int(0) : 0;
+  return Status::Ok();
+}
+
+Status Store::ReplayUnrolled() {
+  DP_ASSIGN_OR_RETURN(auto through, ReadMetaInt("rolled_up_through_rowid", 0));
+  if (through >= last_committed_rowid_) return Status::Ok();
+  const std::int64_t end = last_committed_rowid_;
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
+                                   "SELECT rowid, customer_id, endpoint_id, body FROM reports "
+                                   "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT 20000"));
+  std::int64_t replayed = 0;
+  std::int64_t corrupt = 0;
+  while (through < end) {
+    RollupAccumulator acc;
+    st.Bind(1, through).Bind(2, end);
+    std::int64_t last = through;
+    for (;;) {
+      DP_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      last = st.Int(0);
+      v1::Report r;
+      const auto body = st.Blob(3);
+      if (!r.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+        ++corrupt;  // it was validated at ingest; count rather than stop the collector
+        continue;
+      }
+      acc.AddReport(st.Int(1), st.Int(2), r);
+      ++replayed;
+    }
+    st.Reset();
+    if (last == through) break;
+    last_committed_rowid_ = last;
+    DP_RETURN_IF_ERROR(FlushRollups(&acc));
+    through = last;
+  }
+  last_committed_rowid_ = end;
+  spdlog::info("store {}: rolled up {} reports committed before the last stop{}", options_.path,
+               replayed, corrupt ? fmt::format(" ({} unreadable, skipped)", corrupt) : "");
+  return Status::Ok();
+}
+
+Result<Customer> Store::EnsureCustomer(const std::string& name, std::int64_t now_ms) {
+  if (name.empty() || name.size() > 200) {
+    return InvalidArgument("customer name must be 1..200 characters");
+  }
+  DP_ASSIGN_OR_RETURN(auto ins, db_->Prepare("INSERT INTO customers(name, created_ms) VALUES(?,?) "
+                                             "ON CONFLICT(name) DO NOTHING"));
+  DP_RETURN_IF_ERROR(ins.Bind(1, name).Bind(2, now_ms).Run());
+  DP_ASSIGN_OR_RETURN(auto sel, db_->Prepare("SELECT customer_id FROM customers WHERE name=?"));
+  sel.Bind(1, name);
+  DP_ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row) return Internal("customer vanished after insert");
+  return Customer{sel.Int(0), name};
+}
+
+Result<std::string> Store::CreateToken(const std::string& customer, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(Customer c, EnsureCustomer(customer, now_ms));
+  DP_ASSIGN_OR_RETURN(std::string token, NewToken());
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
+                                   "INSERT INTO tokens(token_hash, customer_id, created_ms) "
+                                   "VALUES(?,?,?)"));
+  DP_RETURN_IF_ERROR(st.Bind(1, HashToken(token)).Bind(2, c.id).Bind(3, now_ms).Run());
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return token;
+}
+
+Result<Customer> Store::Authenticate(const std::string& token) {
+  DP_ASSIGN_OR_RETURN(auto st,
+                      db_->Prepare("SELECT c.customer_id, c.name FROM tokens t JOIN customers c "
+                                   "USING(customer_id) WHERE t.token_hash=? AND t.revoked_ms IS "
+                                   "NULL"));
+  st.Bind(1, HashToken(token));
+  DP_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status(Code::kUnauthenticated, "unknown or revoked enrollment token");
+  return Customer{st.Int(0), std::string(st.Text(1))};
+}
+
+Result<std::vector<Customer>> Store::ListCustomers() {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT customer_id, name FROM customers ORDER BY name"));
+  std::vector<Customer> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back({st.Int(0), std::string(st.Text(1))});
+  }
+  return out;
+}
+
+Result<StreamInfo> Store::RegisterStream(std::int64_t customer_id, const v1::Hello& hello,
+                                         std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  const auto& h = hello.host();
+  DP_ASSIGN_OR_RETURN(
+      auto up, db_->Prepare(
+                   "INSERT INTO endpoints(customer_id, agent_id, hostname, os, kernel, "
+                   "agent_version, role, site, pool, first_seen_ms, last_connect_ms) "
+                   "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(customer_id, agent_id) DO UPDATE SET "
+                   "hostname=excluded.hostname, os=excluded.os, kernel=excluded.kernel, "
+                   "agent_version=excluded.agent_version, role=excluded.role, site=excluded.site, "
+                   "pool=excluded.pool, last_connect_ms=excluded.last_connect_ms"));
+  DP_RETURN_IF_ERROR(up.Bind(1, customer_id)
+                         .Bind(2, hello.agent_id())
+                         .Bind(3, h.hostname())
+                         .Bind(4, h.os())
+                         .Bind(5, h.kernel())
+                         .Bind(6, h.agent_version())
+                         .Bind(7, std::int64_t{h.role()})
+                         .Bind(8, h.site())
+                         .Bind(9, h.pool())
+                         .Bind(10, now_ms)
+                         .Bind(11, now_ms)
+                         .Run());
+  DP_ASSIGN_OR_RETURN(auto sel, db_->Prepare("SELECT endpoint_id FROM endpoints WHERE "
+                                             "customer_id=? AND agent_id=?"));
+  sel.Bind(1, customer_id).Bind(2, hello.agent_id());
+  DP_ASSIGN_OR_RETURN(bool found, sel.Step());
+  if (!found) return Internal("endpoint vanished after upsert");
+  const std::int64_t endpoint_id = sel.Int(0);
+
+  // SQLite integers are signed; epochs above 2^63 are refused upstream.
+  const auto epoch = static_cast<std::int64_t>(hello.epoch());
+  DP_ASSIGN_OR_RETURN(auto ins, db_->Prepare("INSERT INTO streams(endpoint_id, epoch) VALUES(?,?) "
+                                             "ON CONFLICT(endpoint_id, epoch) DO NOTHING"));
+  DP_RETURN_IF_ERROR(ins.Bind(1, endpoint_id).Bind(2, epoch).Run());
+  DP_ASSIGN_OR_RETURN(auto ss, db_->Prepare("SELECT stream_id, last_seq FROM streams WHERE "
+                                            "endpoint_id=? AND epoch=?"));
+  ss.Bind(1, endpoint_id).Bind(2, epoch);
+  DP_ASSIGN_OR_RETURN(bool srow, ss.Step());
+  if (!srow) return Internal("stream vanished after insert");
+  StreamInfo info{customer_id, endpoint_id, ss.Int(0), static_cast<std::uint64_t>(ss.Int(1))};
+  DP_RETURN_IF_ERROR(tx.Commit());
+  // The in-memory watermark is authoritative once loaded: this store instance
+  // is the only writer.
+  auto [it, fresh] = watermarks_.try_emplace(info.stream_id, info.last_acked_seq);
+  info.last_acked_seq = it->second;
+  stream_owner_[info.stream_id] = {customer_id, endpoint_id};
+  return info;
+}
+
+Status Store::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
+                            RollupAccumulator* pending) {
+  RollupAccumulator fresh;
+  std::unordered_map<std::int64_t, std::uint64_t> marks;
+  std::int64_t inserted = 0;
+  {
+    DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+    for (auto& b : batches) {
+      const auto owner = stream_owner_.find(b.stream_id);
+      if (owner == stream_owner_.end()) return Internal("batch for an unregistered stream");
+      const auto [customer_id, endpoint_id] = owner->second;
+      auto [mit, first] = marks.try_emplace(b.stream_id, 0);
+      if (first) mit->second = watermarks_[b.stream_id];
+      std::uint64_t mark = mit->second;
+      b.duplicates = 0;
+      for (const auto& in : b.reports) {
+        const std::uint64_t seq = in.report.seq();
+        if (seq <= mark) {
+          ++b.duplicates;
+          continue;
+        }
+        insert_report_.Bind(1, customer_id)
+            .Bind(2, endpoint_id)
+            .Bind(3, b.stream_id)
+            .Bind(4, static_cast<std::int64_t>(seq))
+            .Bind(5, std::int64_t{in.report.observed_at_unix_ms()})
+            .Bind(6, now_ms)
+            .BindBlob(7, in.bytes);
+        DP_RETURN_IF_ERROR(insert_report_.Run());
+        fresh.AddReport(customer_id, endpoint_id, in.report);
+        mark = seq;
+        ++inserted;
+      }
+      mit->second = mark;
+      b.acked_through = mark;
+    }
+    for (const auto& [stream, mark] : marks) {
+      if (mark == watermarks_[stream]) continue;
+      update_stream_.Bind(1, static_cast<std::int64_t>(mark)).Bind(2, stream);
+      DP_RETURN_IF_ERROR(update_stream_.Run());
+    }
+    DP_RETURN_IF_ERROR(tx.Commit());
+  }
+  for (const auto& [stream, mark] : marks) watermarks_[stream] = mark;
+  if (inserted > 0) last_committed_rowid_ = db_->LastInsertRowid();
+  pending->Merge(std::move(fresh));
+  return Status::Ok();
+}
+
+Status Store::FlushRollups(RollupAccumulator* pending) {
+  if (pending->empty()) return Status::Ok();
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(
+      auto up, db_->Prepare("INSERT INTO rollups(grain, customer_id, endpoint_id, bucket_start_ms, "
+                            "metric, count, sum, hist) VALUES(?,?,?,?,?,?,?,?) "
+                            "ON CONFLICT DO UPDATE SET count=count+excluded.count, "
+                            "sum=sum+excluded.sum, hist=dp_hist_merge(hist, excluded.hist)"));
+  for (const RollupRow& r : pending->Expand()) {
+    up.Bind(1, std::int64_t{static_cast<int>(r.grain)})
+        .Bind(2, r.customer_id)
+        .Bind(3, r.endpoint_id)
+        .Bind(4, r.bucket_start_ms)
+        .Bind(5, std::int64_t{static_cast<int>(r.metric)})
+        .Bind(6, r.cell.count)
+        .Bind(7, r.cell.sum);
+    if (r.cell.hist.empty()) {
+      up.BindNull(8);
+    } else {
+      up.BindBlob(8, r.cell.hist.Encode());
+    }
+    DP_RETURN_IF_ERROR(up.Run());
+  }
+
+  DP_ASSIGN_OR_RETURN(
+      auto pi,
+      db_->Prepare(
+          "INSERT INTO peripheral_instances(customer_id, endpoint_id, device_key, bus, vendor_id, "
+          "product_id, device_class, interface_classes, name, drivers, redirected, ieee1284_id, "
+          "last_state, last_reason, first_seen_ms, last_seen_ms, last_fail_ms, observations, "
+          "fail_observations, reconnects) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+          "ON CONFLICT DO UPDATE SET "
+          "bus=iif(excluded.last_seen_ms>=last_seen_ms, excluded.bus, bus), "
+          "device_class=iif(excluded.last_seen_ms>=last_seen_ms, excluded.device_class, "
+          "device_class), "
+          "interface_classes=iif(excluded.last_seen_ms>=last_seen_ms, excluded.interface_classes, "
+          "interface_classes), "
+          "name=iif(excluded.last_seen_ms>=last_seen_ms, excluded.name, name), "
+          "drivers=iif(excluded.last_seen_ms>=last_seen_ms, excluded.drivers, drivers), "
+          "redirected=iif(excluded.last_seen_ms>=last_seen_ms, excluded.redirected, redirected), "
+          "ieee1284_id=iif(excluded.last_seen_ms>=last_seen_ms, excluded.ieee1284_id, "
+          "ieee1284_id), "
+          "last_state=iif(excluded.last_seen_ms>=last_seen_ms, excluded.last_state, last_state), "
+          "last_reason=iif(excluded.last_seen_ms>=last_seen_ms, excluded.last_reason, "
+          "last_reason), "
+          "first_seen_ms=min(first_seen_ms, excluded.first_seen_ms), "
+          "last_seen_ms=max(last_seen_ms, excluded.last_seen_ms), "
+          "last_fail_ms=max(last_fail_ms, excluded.last_fail_ms), "
+          "observations=observations+excluded.observations, "
+          "fail_observations=fail_observations+excluded.fail_observations, "
+          "reconnects=reconnects+excluded.reconnects"));
+  DP_ASSIGN_OR_RETURN(auto pr, db_->Prepare("UPDATE peripheral_instances SET "
+                                            "reconnects=reconnects+? WHERE customer_id=? AND "
+                                            "endpoint_id=? AND device_key=?"));
+  for (const auto& [key, inst] : pending->instances()) {
+    if (inst.observations == 0) {  // a reconnect event only: count it on a known device
+      DP_RETURN_IF_ERROR(pr.Bind(1, inst.reconnects)
+                             .Bind(2, inst.customer_id)
+                             .Bind(3, inst.endpoint_id)
+                             .Bind(4, inst.device_key)
+                             .Run());
+      continue;
+    }
+    const auto& s = inst.last;
+    pi.Bind(1, inst.customer_id)
+        .Bind(2, inst.endpoint_id)
+        .Bind(3, inst.device_key)
+        .Bind(4, std::int64_t{s.bus()})
+        .Bind(5, std::int64_t{s.vendor_id()})
+        .Bind(6, std::int64_t{s.product_id()})
+        .Bind(7, std::int64_t{s.device_class()})
+        .Bind(8, JoinInts(s.interface_classes()))
+        .Bind(9, s.name())
+        .Bind(10, JoinStrings(s.drivers()))
+        .Bind(11, std::int64_t{s.redirected()});
+    if (s.has_ieee1284_id()) {
+      pi.Bind(12, s.ieee1284_id());
+    } else {
+      pi.BindNull(12);
+    }
+    pi.Bind(13, std::int64_t{s.state()})
+        .Bind(14, s.reason())
+        .Bind(15, inst.first_seen_ms)
+        .Bind(16, inst.last_seen_ms)
+        .Bind(17, inst.last_fail_ms)
+        .Bind(18, inst.observations)
+        .Bind(19, inst.fail_observations)
+        .Bind(20, inst.reconnects);
+    DP_RETURN_IF_ERROR(pi.Run());
+  }
+
+  DP_ASSIGN_OR_RETURN(auto seen, db_->Prepare("UPDATE endpoints SET last_seen_ms=max(last_seen_ms, "
+                                              "?) WHERE endpoint_id=?"));
+  for (const auto& [endpoint, t] : pending->endpoints_seen()) {
+    DP_RETURN_IF_ERROR(seen.Bind(1, t).Bind(2, endpoint).Run());
+  }
+  DP_ASSIGN_OR_RETURN(auto mark,
+                      db_->Prepare("INSERT INTO meta(key, value) VALUES('rolled_up_through_rowid', "
+                                   "?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
+  DP_RETURN_IF_ERROR(mark.Bind(1, last_committed_rowid_).Run());
+  DP_RETURN_IF_ERROR(tx.Commit());
+  pending->Clear();
+  return Status::Ok();
+}
+
+Status Store::ApplyRetention(std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto through, ReadMetaInt("rolled_up_through_rowid", 0));
+  const std::int64_t raw_cutoff = now_ms - options_.raw_retention_days * kDayMs;
+  // Raw rows are in arrival order, so the first row to keep is found by
+  // binary search on rowid rather than by an index on received_at_ms.
+  DP_ASSIGN_OR_RETURN(auto probe, db_->Prepare("SELECT rowid, received_at_ms FROM reports WHERE "
+                                               "rowid >= ? ORDER BY rowid LIMIT 1"));
+  std::int64_t lo = 0;
+  std::int64_t hi = through + 1;  // never delete what rollups have not covered
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    probe.Bind(1, mid);
+    DP_ASSIGN_OR_RETURN(bool row, probe.Step());
+    const bool old = row && probe.Int(1) < raw_cutoff && probe.Int(0) <= through;
+    probe.Reset();
+    if (old) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM reports WHERE rowid < ?"));
+  DP_RETURN_IF_ERROR(del.Bind(1, lo).Run());
+  DP_ASSIGN_OR_RETURN(auto dr, db_->Prepare("DELETE FROM rollups WHERE grain=? AND "
+                                            "bucket_start_ms < ?"));
+  DP_RETURN_IF_ERROR(
+      dr.Bind(1, std::int64_t{1}).Bind(2, now_ms - options_.hourly_retention_days * kDayMs).Run());
+  DP_RETURN_IF_ERROR(
+      dr.Bind(1, std::int64_t{2}).Bind(2, now_ms - options_.daily_retention_days * kDayMs).Run());
+  return tx.Commit();
+}
+
+Result<scoring::WindowRollup> Store::LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
+                                               std::int64_t to_ms) {
+  scoring::WindowRollup w;
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT metric, count, sum, hist FROM rollups WHERE "
+                                            "grain=2 AND customer_id=? AND endpoint_id=0 AND "
+                                            "bucket_start_ms >= ? AND bucket_start_ms < ?"));
+  st.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    const auto metric = static_cast<Metric>(st.Int(0));
+    const std::int64_t count = st.Int(1);
+    const double sum = st.Double(2);
+    SparseHistogram hist;
+    if (!st.IsNull(3)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(3)));
+    }
+    switch (metric) {
+      case Metric::kReports: w.reports += count; break;
+      case Metric::kBootLoginMs: w.boot_ms.Merge(hist); break;
+      case Metric::kLatency:
+        w.latency.Merge(hist);
+        w.latency_windows += count;
+        break;
+      case Metric::kSessionS: w.session_s += sum; break;
+      case Metric::kDowntimeMs: w.downtime_ms += sum; break;
+      case Metric::kDisconnects: w.disconnects += count; break;
+      case Metric::kReconnects: w.reconnects += count; break;
+      case Metric::kCrashes: w.crashes += count; break;
+      case Metric::kPeripheralReconnects: w.peripheral_reconnects += count; break;
+    }
+  }
+  DP_ASSIGN_OR_RETURN(auto ep, db_->Prepare("SELECT count(*) FROM endpoints WHERE customer_id=? "
+                                            "AND last_seen_ms >= ? AND first_seen_ms < ?"));
+  ep.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
+  DP_ASSIGN_OR_RETURN(bool erow, ep.Step());
+  if (erow) w.endpoints = ep.Int(0);
+  DP_ASSIGN_OR_RETURN(auto pi, db_->Prepare(
+                                   "SELECT coalesce(sum(last_fail_ms < ?), 0), "
+                                   "coalesce(sum(last_fail_ms >= ?), 0) FROM peripheral_instances "
+                                   "WHERE customer_id=? AND last_seen_ms >= ? AND observations > 0"));
+  pi.Bind(1, from_ms).Bind(2, from_ms).Bind(3, customer_id).Bind(4, from_ms);
+  DP_ASSIGN_OR_RETURN(bool prow, pi.Step());
+  if (prow) {
+    w.peripherals_working = pi.Int(0);
+    w.peripherals_failed = pi.Int(1);
+  }
+  return w;
+}
+
+Result<std::int64_t> Store::CountRawReports() {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT count(*) FROM reports"));
+  DP_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.Int(0) : 0;
+}
+
+}  // namespace deskpulse::collector

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "deskpulse/common/status.h"
+
+namespace google::protobuf {
+class MessageLite;
+}
+
+namespace deskpulse {
+
+/// Size of the big-endian length prefix in front of every frame.
+inline constexpr std::size_t kFrameHeaderBytes = 4;
+/// The default limit on one frame's payload (DESIGN §2.1).
+inline constexpr std::uint32_t kDefaultMaxFrameBytes = 1u << 20;
+
+/// Append one frame (length prefix + serialized message) to `out`.
+Status AppendFrame(const google::protobuf::MessageLite& message, std::string* out);
+
+/// A pure, incremental decoder of length-prefixed frames.
+///
+/// Bytes may arrive in any split, down to one at a time. The length prefix is
+/// checked against the limit before any payload memory is reserved, so a peer
+/// that announces 2^31 bytes costs nothing. After an error the decoder stays
+/// failed; the connection is to be closed.
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes)
+      : max_frame_bytes_(max_frame_bytes) {}
+
+  /// Consume bytes from `input` until one frame is complete or the input is used
+  /// up. Returns how many bytes were consumed; check TakeFrame() and status().
+  std::size_t Feed(std::span<const std::uint8_t> input);
+
+  /// The completed frame's payload, if Feed() finished one. Clears it.
+  std::optional<std::string> TakeFrame();
+
+  /// Not OK once the input broke the framing rules (oversize or empty frame).
+  const Status& status() const { return status_; }
+
+  /// True while part of a frame (header or payload) has been received.
+  bool mid_frame() const { return header_filled_ > 0 && !frame_ready_; }
+
+  std::uint32_t max_frame_bytes() const { return max_frame_bytes_; }
+
+ private:
+  std::uint32_t max_frame_bytes_;
+  std::uint8_t header_[kFrameHeaderBytes] = {};
+  std::size_t header_filled_ = 0;
+  std::uint32_t payload_size_ = 0;
+  std::string payload_;
+  bool frame_ready_ = false;
+  Status status_;
+};
+
+}  // namespace deskpulse

@@ -1,0 +1,19 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "deskpulse/common/status.h"
+
+namespace deskpulse {
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+/// Parse "HOST:PORT" or "[v6]:PORT"; `what` names the flag or key in errors.
+Result<HostPort> ParseHostPort(std::string_view text, std::string_view what);
+
+}  // namespace deskpulse
