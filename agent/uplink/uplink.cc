@@ -49,11 +49,11 @@ asio::awaitable<void> Uplink::Run() {
   while (!stopping_ && !refused_) {
     Status s = co_await Session();
     connected_ = false;
-    if (stopping_ || refused_) break;
     if (!s.ok()) {
       stats_.last_error = s.message();
       ++failures_in_row_;
     }
+    if (stopping_ || refused_) break;
     backoff_.expires_after(NextBackoff());
     co_await backoff_.async_wait(kTuple);
   }

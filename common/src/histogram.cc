@@ -28,7 +28,10 @@ std::uint64_t LowerBound(std::uint32_t index) {
 std::uint64_t UpperBound(std::uint32_t index) {
   if (index < kSub) return index + 1ull;
   const std::uint32_t shift = index / kSub - 1;
-  return LowerBound(index) + (1ull << shift);
+  const std::uint64_t lower = LowerBound(index);
+  const std::uint64_t width = 1ull << shift;
+  // The top bucket ends past 2^64 - 1: saturate.
+  return lower > UINT64_MAX - width ? UINT64_MAX : lower + width;
 }
 
 double Representative(std::uint32_t index) {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The DeskPulse demo: installs, builds, starts a collector on the embedded SQLite
+# store, simulates ~1,000 endpoints of three customers over 30 days, and prints
+# each customer's technical performance score.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+data="${DESKPULSE_DEMO_DIR:-$root/demo-data}"
+endpoints="${DESKPULSE_DEMO_ENDPOINTS:-1000}"
+days="${DESKPULSE_DEMO_DAYS:-30}"
+
+bash scripts/setup.sh
+echo "demo: building (Release) ..." >&2
+bash scripts/build.sh build-demo -DCMAKE_BUILD_TYPE=Release -DDESKPULSE_BUILD_TESTS=OFF
+bin="$root/build-demo"
+collector="$bin/collector/deskpulse-collector"
+fleetsim="$bin/agent/deskpulse-fleetsim"
+
+# A fresh store each run, so the demo shows exactly what this run simulated.
+mkdir -p "$data"
+rm -f "$data/deskpulse.db" "$data/deskpulse.db-wal" "$data/deskpulse.db-shm" "$data/port"
+db="$data/deskpulse.db"
+log="$data/collector.log"
+
+tokens="$data/tokens.txt"
+: > "$tokens"
+for spec in "Northwind-Health healthy" "Contoso-Legal typical" "Fabrikam-Logistics struggling"; do
+  set -- $spec
+  token="$("$collector" token create --db "$db" --customer "$1")"
+  echo "$1 $token $2" >> "$tokens"
+done
+chmod 600 "$tokens"
+
+"$collector" serve --db "$db" --listen 127.0.0.1:0 --port-file "$data/port" --log-file "$log" \
+  2>/dev/null &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$data/port" ] && break; sleep 0.1; done
+[ -s "$data/port" ] || { echo "demo: collector did not start; see $log" >&2; exit 1; }
+port="$(cat "$data/port")"
+echo "demo: collector listening on 127.0.0.1:$port, store $db" >&2
+echo "demo: simulating $endpoints endpoints of 3 customers over $days days ..." >&2
+"$fleetsim" --collector "127.0.0.1:$port" --tokens "$tokens" --endpoints "$endpoints" \
+  --days "$days" --seed 42 > "$data/fleetsim-summary.json"
+kill -TERM $pid
+wait $pid || true
+trap - EXIT
+
+echo
+echo "Technical performance over the last $days days (DESIGN §3; docs/scoring.md):"
+"$collector" scores --db "$db"
+echo
+echo "Data:   $db  (SQLite; try: $collector scores --db $db --json)"
+echo "Logs:   $log"
+echo "Load:   $data/fleetsim-summary.json"
+echo "Serve it again: $collector serve --db $db --listen 127.0.0.1:7741"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install every Debian package DeskPulse builds, tests and demos with. Idempotent:
+# does nothing (not even apt-get update) when all are present.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
+  python3 procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present" >&2
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q >&2
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,319 @@
+// The collector's ingest over real loopback sockets: the protocol, bad input,
+// timeouts and draining.
+#include "collector/ingest/server.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <future>
+#include <thread>
+
+#include "agent/uplink/uplink.h"
+#include "tests/fakes/raw_client.h"
+#include "tests/fakes/temp_dir.h"
+
+namespace deskpulse::collector {
+namespace {
+
+using deskpulse::testing::BatchEnvelope;
+using deskpulse::testing::HelloEnvelope;
+using deskpulse::testing::RawClient;
+using namespace std::chrono_literals;
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class IngestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = Store::Open({.path = db_path()});
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    token_ = *(*store)->CreateToken("Northwind", NowMs());
+    other_token_ = *(*store)->CreateToken("Contoso", NowMs());
+    writer_ = std::make_unique<Writer>(std::move(store).value(), WriterOptions{});
+    writer_->Start();
+    IngestOptions opts;
+    opts.host = "127.0.0.1";
+    opts.port = 0;
+    opts.idle_timeout = 3s;
+    opts.frame_timeout = 1s;
+    opts.max_batch_reports = 50;
+    server_ = std::make_unique<IngestServer>(io_, opts, *writer_);
+    ASSERT_TRUE(server_->Listen().ok());
+    server_->Start();
+    io_thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(io_);
+      io_.run();
+    });
+  }
+
+  void TearDown() override { StopServer(); }
+
+  void StopServer() {
+    if (!io_thread_.joinable()) return;
+    std::promise<void> drained;
+    asio::post(io_, [&] { server_->Drain([&] { drained.set_value(); }); });
+    drained.get_future().wait_for(20s);
+    io_.stop();
+    io_thread_.join();
+    writer_->Stop();
+  }
+
+  std::int64_t StoredRows() {
+    auto s = Store::Open({.path = db_path(), .read_only = true});
+    EXPECT_TRUE(s.ok());
+    return *(*s)->CountRawReports();
+  }
+
+  std::string db_path() const { return dir_.File("ingest.db"); }
+  std::uint16_t port() const { return server_->port(); }
+
+  /// Connects and completes the handshake; returns the Welcome.
+  v1::Welcome Handshake(RawClient& c, const std::string& agent) {
+    EXPECT_TRUE(c.Send(HelloEnvelope(token_, agent)));
+    auto w = c.Read();
+    EXPECT_TRUE(w.has_value() && w->has_welcome()) << (w ? w->DebugString() : "nothing");
+    return w ? w->welcome() : v1::Welcome{};
+  }
+
+  static void ExpectError(RawClient& c, v1::ErrorCode code, const std::string& mentions) {
+    auto e = c.Read();
+    ASSERT_TRUE(e.has_value()) << "no frame before close";
+    ASSERT_TRUE(e->has_error()) << e->DebugString();
+    EXPECT_EQ(e->error().code(), code) << e->error().message();
+    EXPECT_NE(e->error().message().find(mentions), std::string::npos) << e->error().message();
+    EXPECT_TRUE(c.WaitClosed());
+  }
+
+  deskpulse::testing::TempDir dir_;
+  asio::io_context io_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<IngestServer> server_;
+  std::thread io_thread_;
+  std::string token_;
+  std::string other_token_;
+};
+
+TEST_F(IngestTest, AcksOnlyAfterCommitAndStoresResendsOnce) {
+  RawClient c(port());
+  ASSERT_TRUE(c.connected());
+  const v1::Welcome w = Handshake(c, "agent-1");
+  EXPECT_EQ(w.last_acked_seq(), 0u);
+  EXPECT_EQ(w.limits().max_batch_reports(), 50u);
+  ASSERT_TRUE(c.Send(BatchEnvelope(1, 10, NowMs())));
+  auto ack = c.Read();
+  ASSERT_TRUE(ack && ack->has_ack());
+  EXPECT_EQ(ack->ack().acked_through_seq(), 10u);
+  ASSERT_TRUE(c.Send(BatchEnvelope(5, 12, NowMs())));  // overlaps: 5..10 are resends
+  ack = c.Read();
+  ASSERT_TRUE(ack && ack->has_ack());
+  EXPECT_EQ(ack->ack().acked_through_seq(), 12u);
+
+  RawClient again(port());  // a reconnect resumes after the watermark
+  EXPECT_EQ(Handshake(again, "agent-1").last_acked_seq(), 12u);
+  StopServer();
+  EXPECT_EQ(StoredRows(), 12);
+}
+
+TEST_F(IngestTest, GarbageFrameGetsMalformedErrorAndOthersAreServed) {
+  RawClient good(port());
+  Handshake(good, "good");
+  RawClient bad(port());
+  ASSERT_TRUE(bad.SendBytes(std::string("\x00\x00\x00\x05", 4) + "\xff\xff\xff\xff\xff"));
+  ExpectError(bad, v1::ERROR_CODE_MALFORMED_FRAME, "not a deskpulse.v1.Envelope");
+  ASSERT_TRUE(good.Send(BatchEnvelope(1, 3, NowMs())));
+  auto ack = good.Read();
+  ASSERT_TRUE(ack && ack->has_ack());
+  EXPECT_EQ(ack->ack().acked_through_seq(), 3u);
+}
+
+TEST_F(IngestTest, LengthOfTwoToThe31IsRefusedByItsHeader) {
+  RawClient c(port());
+  ASSERT_TRUE(c.SendBytes(std::string("\x80\x00\x00\x00", 4)));
+  ExpectError(c, v1::ERROR_CODE_FRAME_TOO_LARGE, "over the limit of 1048576 bytes");
+}
+
+TEST_F(IngestTest, UnknownTokenIsRefused) {
+  RawClient c(port());
+  ASSERT_TRUE(c.Send(HelloEnvelope("dpt_not-a-real-token", "agent-x")));
+  ExpectError(c, v1::ERROR_CODE_UNAUTHENTICATED, "unknown or revoked enrollment token");
+  EXPECT_EQ(server_->stats().auth_failures, 1u);
+}
+
+TEST_F(IngestTest, BatchBeforeHelloIsAProtocolViolation) {
+  RawClient c(port());
+  ASSERT_TRUE(c.Send(BatchEnvelope(1, 1, NowMs())));
+  ExpectError(c, v1::ERROR_CODE_PROTOCOL_VIOLATION, "before the Welcome");
+}
+
+TEST_F(IngestTest, WrongProtocolVersionIsNamed) {
+  RawClient c(port());
+  auto hello = HelloEnvelope(token_, "agent-v9");
+  hello.mutable_hello()->set_protocol_version(9);
+  ASSERT_TRUE(c.Send(hello));
+  ExpectError(c, v1::ERROR_CODE_PROTOCOL_VERSION, "protocol_version 9");
+}
+
+TEST_F(IngestTest, OutOfOrderBatchIsRejectedWhole) {
+  RawClient c(port());
+  Handshake(c, "agent-ooo");
+  auto batch = BatchEnvelope(1, 3, NowMs());
+  batch.mutable_batch()->mutable_reports()->SwapElements(0, 2);  // 3, 2, 1
+  ASSERT_TRUE(c.Send(batch));
+  ExpectError(c, v1::ERROR_CODE_BAD_REPORT, "nothing of this batch was stored");
+  StopServer();
+  EXPECT_EQ(StoredRows(), 0);
+}
+
+TEST_F(IngestTest, UndecodableReportIsRejectedWhole) {
+  RawClient c(port());
+  Handshake(c, "agent-bad-report");
+  auto batch = BatchEnvelope(1, 2, NowMs());
+  batch.mutable_batch()->add_reports(std::string("\xff\xff\xff", 3));
+  ASSERT_TRUE(c.Send(batch));
+  ExpectError(c, v1::ERROR_CODE_BAD_REPORT, "report #2");
+}
+
+TEST_F(IngestTest, OversizeBatchNamesTheLimit) {
+  RawClient c(port());
+  Handshake(c, "agent-big");
+  ASSERT_TRUE(c.Send(BatchEnvelope(1, 51, NowMs())));
+  ExpectError(c, v1::ERROR_CODE_BATCH_TOO_LARGE, "limit of 50");
+}
+
+TEST_F(IngestTest, SlowClientTimesOutWhileAnotherIsServed) {
+  RawClient slow(port());
+  std::string hello;
+  ASSERT_TRUE(AppendFrame(HelloEnvelope(token_, "slowpoke"), &hello).ok());
+  ASSERT_TRUE(slow.SendBytes(hello.substr(0, 1)));  // the frame has started
+
+  RawClient good(port());
+  Handshake(good, "well-behaved");
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(good.Send(BatchEnvelope(i * 10 + 1, i * 10 + 10, NowMs())));
+    auto ack = good.Read();
+    ASSERT_TRUE(ack && ack->has_ack());
+    EXPECT_EQ(ack->ack().acked_through_seq(), i * 10 + 10);
+  }
+  // One more byte every 300 ms cannot finish the frame within the 1 s frame timeout.
+  for (std::size_t i = 1; i < 3; ++i) {
+    std::this_thread::sleep_for(300ms);
+    slow.SendBytes(hello.substr(i, 1));
+  }
+  ExpectError(slow, v1::ERROR_CODE_TIMEOUT, "frame not completed within 1 s");
+  EXPECT_EQ(server_->stats().timeouts, 1u);
+}
+
+TEST_F(IngestTest, SilentConnectionHitsTheIdleTimeout) {
+  RawClient c(port());
+  ExpectError(c, v1::ERROR_CODE_TIMEOUT, "idle timeout");
+}
+
+TEST_F(IngestTest, DrainAcksWhatWasSentThenSaysGoodbye) {
+  RawClient c(port());
+  Handshake(c, "agent-drain");
+  ASSERT_TRUE(c.Send(BatchEnvelope(1, 20, NowMs())));
+  auto ack = c.Read();
+  ASSERT_TRUE(ack && ack->has_ack());
+  std::promise<void> drained;
+  asio::post(io_, [&] { server_->Drain([&] { drained.set_value(); }); });
+  auto bye = c.Read();
+  ASSERT_TRUE(bye && bye->has_error());
+  EXPECT_EQ(bye->error().code(), v1::ERROR_CODE_SHUTTING_DOWN);
+  EXPECT_TRUE(c.WaitClosed());
+  EXPECT_EQ(drained.get_future().wait_for(10s), std::future_status::ready);
+  RawClient late(port());
+  EXPECT_FALSE(late.connected() && late.Read(500ms).has_value());
+}
+
+/// The simulator's and agent's queue, in memory.
+class MemoryQueue : public agent::ReportQueue {
+ public:
+  void Add(std::uint64_t first, std::uint64_t last) {
+    for (std::uint64_t s = first; s <= last; ++s) {
+      v1::Report r;
+      r.set_seq(s);
+      r.set_observed_at_unix_ms(NowMs());
+      q_.emplace_back(s, r.SerializeAsString());
+    }
+  }
+  void Peek(std::uint64_t after, std::size_t max,
+            std::vector<std::pair<std::uint64_t, std::string>>* out) override {
+    for (const auto& e : q_) {
+      if (out->size() >= max) break;
+      if (e.first > after) out->push_back(e);
+    }
+  }
+  void Acknowledge(std::uint64_t seq) override {
+    while (!q_.empty() && q_.front().first <= seq) q_.pop_front();
+  }
+  bool empty() const { return q_.empty(); }
+
+ private:
+  std::deque<std::pair<std::uint64_t, std::string>> q_;
+};
+
+TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
+  asio::io_context client_io;
+  agent::UplinkOptions o;
+  o.collector = {"127.0.0.1", port()};
+  o.credential = token_;
+  o.agent_id = "uplink-agent";
+  o.max_batch_reports = 7;
+  o.backoff_min = 10ms;
+
+  MemoryQueue first;
+  first.Add(1, 30);
+  agent::Uplink a(client_io.get_executor(), o, first, 1);
+  asio::co_spawn(client_io, a.Run(), asio::detached);
+  asio::steady_timer poll(client_io);
+  std::function<void()> until_empty = [&] {
+    if (first.empty()) return a.Stop();
+    poll.expires_after(5ms);
+    poll.async_wait([&](auto) { until_empty(); });
+  };
+  until_empty();
+  client_io.run_for(20s);
+  EXPECT_EQ(a.acked_through(), 30u);
+
+  // The same agent again (say after a restart) still holding 21..45: the
+  // collector already has 21..30, so only 31..45 are new.
+  client_io.restart();
+  MemoryQueue second;
+  second.Add(21, 45);
+  agent::Uplink b(client_io.get_executor(), o, second, 2);
+  asio::co_spawn(client_io, b.Run(), asio::detached);
+  std::function<void()> until_empty2 = [&] {
+    if (second.empty()) return b.Stop();
+    poll.expires_after(5ms);
+    poll.async_wait([&](auto) { until_empty2(); });
+  };
+  until_empty2();
+  client_io.run_for(20s);
+  EXPECT_EQ(b.acked_through(), 45u);
+  EXPECT_EQ(b.stats().reports_sent, 15u);
+  StopServer();
+  EXPECT_EQ(StoredRows(), 45);
+}
+
+TEST_F(IngestTest, UplinkStopsRetryingARefusedCredential) {
+  asio::io_context client_io;
+  agent::UplinkOptions o;
+  o.collector = {"127.0.0.1", port()};
+  o.credential = "dpt_wrong";
+  o.agent_id = "refused-agent";
+  MemoryQueue q;
+  q.Add(1, 3);
+  agent::Uplink a(client_io.get_executor(), o, q, 1);
+  asio::co_spawn(client_io, a.Run(), asio::detached);
+  client_io.run_for(10s);
+  EXPECT_TRUE(a.refused());
+  EXPECT_NE(a.stats().last_error.find("UNAUTHENTICATED"), std::string::npos)
+      << a.stats().last_error;
+}
+
+}  // namespace
+}  // namespace deskpulse::collector

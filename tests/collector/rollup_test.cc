@@ -1,0 +1,143 @@
+#include "collector/store/rollup.h"
+
+#include <gtest/gtest.h>
+
+namespace deskpulse::collector {
+namespace {
+
+constexpr std::int64_t kDay0 = 1'795'046'400'000;  // a midnight UTC
+
+TEST(Rollup, ExpandsIntoHourAndDayAtEndpointAndCustomerLevel) {
+  RollupAccumulator acc;
+  v1::Report r;
+  r.set_seq(1);
+  r.set_observed_at_unix_ms(kDay0 + 9 * kHourMs + 5);
+  r.mutable_boot()->set_login_ready_ms(45'000);
+  r.mutable_boot()->set_booted_at_unix_ms(kDay0 + 8 * kHourMs + 10);
+  acc.AddReport(7, 70, r);
+  const auto rows = acc.Expand();
+  int boots = 0;
+  for (const auto& row : rows) {
+    if (row.metric != Metric::kBootLoginMs) continue;
+    ++boots;
+    EXPECT_EQ(row.customer_id, 7);
+    EXPECT_TRUE(row.endpoint_id == 70 || row.endpoint_id == 0);
+    EXPECT_EQ(row.bucket_start_ms,
+              row.grain == Grain::kHour ? kDay0 + 8 * kHourMs : kDay0);  // booted_at decides
+    EXPECT_EQ(row.cell.count, 1);
+    EXPECT_EQ(row.cell.sum, 45'000);
+  }
+  EXPECT_EQ(boots, 4);
+}
+
+TEST(Rollup, LatencyCellsCarryRttLossAndSeconds) {
+  RollupAccumulator acc;
+  v1::Report r;
+  r.set_observed_at_unix_ms(kDay0);
+  auto* w = r.add_sessions();
+  w->set_window_s(600);
+  w->set_rtt_p95_us(120'000);
+  w->set_retransmit_ppm(20'000);
+  auto* unknown_loss = r.add_sessions();
+  unknown_loss->set_window_s(60);
+  unknown_loss->set_rtt_p95_us(50'000);
+  auto* no_rtt = r.add_sessions();  // nothing to score: skipped
+  no_rtt->set_window_s(60);
+  acc.AddReport(1, 2, r);
+  for (const auto& row : acc.Expand()) {
+    if (row.metric != Metric::kLatency || row.endpoint_id != 0 || row.grain != Grain::kDay) {
+      continue;
+    }
+    EXPECT_EQ(row.cell.count, 2);
+    EXPECT_EQ(row.cell.sum, 660);
+    EXPECT_EQ(row.cell.hist.cells().at(Key2D(buckets::IndexOf(120'000), buckets::IndexOf(20'000))),
+              600u);
+    EXPECT_EQ(row.cell.hist.cells().at(Key2D(buckets::IndexOf(50'000), kLossUnknown)), 60u);
+  }
+}
+
+TEST(Rollup, PlannedEventsDoNotCountAsDowntime) {
+  RollupAccumulator acc;
+  v1::Report r;
+  r.set_observed_at_unix_ms(kDay0);
+  auto* s = r.mutable_stability();
+  s->set_session_s(3600);
+  auto* planned = s->add_session_events();
+  planned->set_kind(v1::SESSION_EVENT_KIND_DISCONNECT);
+  planned->set_planned(true);
+  planned->set_downtime_ms(600'000);
+  auto* outage = s->add_session_events();
+  outage->set_kind(v1::SESSION_EVENT_KIND_DISCONNECT);
+  outage->set_downtime_ms(30'000);
+  auto* crash = s->add_crashes();
+  crash->set_downtime_ms(5'000);
+  acc.AddReport(1, 2, r);
+  double downtime = 0;
+  std::int64_t disconnects = 0;
+  for (const auto& row : acc.Expand()) {
+    if (row.endpoint_id != 0 || row.grain != Grain::kDay) continue;
+    if (row.metric == Metric::kDowntimeMs) downtime = row.cell.sum;
+    if (row.metric == Metric::kDisconnects) disconnects = row.cell.count;
+  }
+  EXPECT_EQ(downtime, 35'000);
+  EXPECT_EQ(disconnects, 1);
+}
+
+TEST(Rollup, DeviceInstancesRememberFailuresAndReconnects) {
+  RollupAccumulator acc;
+  auto report = [](std::int64_t t, v1::DeviceState state) {
+    v1::Report r;
+    r.set_observed_at_unix_ms(t);
+    auto* p = r.add_peripherals();
+    p->set_vendor_id(0x03f0);
+    p->set_product_id(0x2b17);
+    p->set_serial_hash("abc");
+    p->set_state(state);
+    return r;
+  };
+  acc.AddReport(1, 2, report(kDay0 + 1000, v1::DEVICE_STATE_NO_DRIVER));
+  acc.AddReport(1, 2, report(kDay0 + 2000, v1::DEVICE_STATE_WORKING));
+  v1::Report ev;
+  ev.set_observed_at_unix_ms(kDay0 + 3000);
+  auto* e = ev.add_peripheral_events();
+  e->set_kind(v1::PERIPHERAL_EVENT_KIND_RECONNECT);
+  e->set_vendor_id(0x03f0);
+  e->set_product_id(0x2b17);
+  e->set_serial_hash("abc");
+  acc.AddReport(1, 2, ev);
+  ASSERT_EQ(acc.instances().size(), 1u);
+  const auto& inst = acc.instances().begin()->second;
+  EXPECT_EQ(inst.device_key, "usb:03f0:2b17:abc");
+  EXPECT_EQ(inst.first_seen_ms, kDay0 + 1000);
+  EXPECT_EQ(inst.last_seen_ms, kDay0 + 2000);
+  EXPECT_EQ(inst.last.state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(inst.last_fail_ms, kDay0 + 1000);
+  EXPECT_EQ(inst.observations, 2);
+  EXPECT_EQ(inst.fail_observations, 1);
+  EXPECT_EQ(inst.reconnects, 1);
+}
+
+TEST(Rollup, MergeEqualsAddingEverythingToOne) {
+  v1::Report a;
+  a.set_observed_at_unix_ms(kDay0);
+  a.mutable_boot()->set_login_ready_ms(30'000);
+  v1::Report b = a;
+  b.mutable_boot()->set_login_ready_ms(90'000);
+  RollupAccumulator one, left, right;
+  one.AddReport(1, 2, a);
+  one.AddReport(1, 2, b);
+  left.AddReport(1, 2, a);
+  right.AddReport(1, 2, b);
+  left.Merge(std::move(right));
+  EXPECT_TRUE(right.empty());
+  const auto x = one.Expand();
+  const auto y = left.Expand();
+  ASSERT_EQ(x.size(), y.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(x[i].cell.count, y[i].cell.count);
+    EXPECT_EQ(x[i].cell.hist, y[i].cell.hist);
+  }
+}
+
+}  // namespace
+}  // namespace deskpulse::collector

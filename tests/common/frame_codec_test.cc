@@ -1,0 +1,101 @@
+#include "deskpulse/common/frame_codec.h"
+
+#include <gtest/gtest.h>
+
+#include "deskpulse/v1/wire.pb.h"
+
+namespace deskpulse {
+namespace {
+
+std::span<const std::uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+v1::Envelope SampleAck(std::uint64_t seq) {
+  v1::Envelope e;
+  e.mutable_ack()->set_acked_through_seq(seq);
+  return e;
+}
+
+TEST(FrameCodec, RoundTripsOneFrame) {
+  std::string wire;
+  ASSERT_TRUE(AppendFrame(SampleAck(42), &wire).ok());
+  FrameDecoder d;
+  EXPECT_EQ(d.Feed(Bytes(wire)), wire.size());
+  auto frame = d.TakeFrame();
+  ASSERT_TRUE(frame.has_value());
+  v1::Envelope back;
+  ASSERT_TRUE(back.ParseFromString(*frame));
+  EXPECT_EQ(back.ack().acked_through_seq(), 42u);
+  EXPECT_FALSE(d.TakeFrame().has_value());
+}
+
+TEST(FrameCodec, DecodesFedOneByteAtATime) {
+  std::string wire;
+  for (std::uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(AppendFrame(SampleAck(i), &wire).ok());
+  FrameDecoder d;
+  std::vector<std::uint64_t> seen;
+  for (std::size_t i = 0; i < wire.size(); ++i) {
+    const std::string one = wire.substr(i, 1);
+    EXPECT_EQ(d.Feed(Bytes(one)), 1u);
+    ASSERT_TRUE(d.status().ok());
+    if (auto f = d.TakeFrame()) {
+      v1::Envelope e;
+      ASSERT_TRUE(e.ParseFromString(*f));
+      seen.push_back(e.ack().acked_through_seq());
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_FALSE(d.mid_frame());
+}
+
+TEST(FrameCodec, StopsAtEachFrameBoundary) {
+  std::string wire;
+  ASSERT_TRUE(AppendFrame(SampleAck(1), &wire).ok());
+  const std::size_t first = wire.size();
+  ASSERT_TRUE(AppendFrame(SampleAck(2), &wire).ok());
+  FrameDecoder d;
+  EXPECT_EQ(d.Feed(Bytes(wire)), first);  // one frame per Feed: the caller takes it first
+  EXPECT_TRUE(d.TakeFrame().has_value());
+  EXPECT_EQ(d.Feed(Bytes(wire).subspan(first)), wire.size() - first);
+  EXPECT_TRUE(d.TakeFrame().has_value());
+}
+
+TEST(FrameCodec, RejectsAHugeLengthBeforeAllocating) {
+  // 2^31 announced: the decoder fails on the header alone.
+  const std::string header("\x80\x00\x00\x00", 4);
+  FrameDecoder d(1 << 20);
+  EXPECT_EQ(d.Feed(Bytes(header)), 4u);
+  EXPECT_EQ(d.status().code(), Code::kResourceExhausted);
+  EXPECT_NE(d.status().message().find("2147483648"), std::string::npos);
+  EXPECT_NE(d.status().message().find("1048576"), std::string::npos);
+  // Failed decoders consume nothing more.
+  EXPECT_EQ(d.Feed(Bytes(std::string("abc"))), 0u);
+}
+
+TEST(FrameCodec, AcceptsExactlyTheLimit) {
+  FrameDecoder d(8);
+  const std::string wire = std::string("\x00\x00\x00\x08", 4) + "12345678";
+  EXPECT_EQ(d.Feed(Bytes(wire)), wire.size());
+  EXPECT_TRUE(d.status().ok());
+  EXPECT_EQ(d.TakeFrame().value(), "12345678");
+  FrameDecoder over(7);
+  over.Feed(Bytes(wire));
+  EXPECT_FALSE(over.status().ok());
+}
+
+TEST(FrameCodec, RejectsAnEmptyFrame) {
+  FrameDecoder d;
+  d.Feed(Bytes(std::string(4, '\0')));
+  EXPECT_EQ(d.status().code(), Code::kDataLoss);
+}
+
+TEST(FrameCodec, ReportsMidFrame) {
+  FrameDecoder d;
+  EXPECT_FALSE(d.mid_frame());
+  d.Feed(Bytes(std::string("\x00\x00", 2)));
+  EXPECT_TRUE(d.mid_frame());
+}
+
+}  // namespace
+}  // namespace deskpulse

@@ -1,0 +1,78 @@
+#include "deskpulse/common/histogram.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace deskpulse {
+namespace {
+
+TEST(Buckets, SmallValuesAreExact) {
+  for (std::uint64_t v = 0; v < 128; ++v) {
+    EXPECT_EQ(buckets::IndexOf(v), v);
+    EXPECT_EQ(buckets::Representative(buckets::IndexOf(v)), static_cast<double>(v));
+  }
+}
+
+TEST(Buckets, EveryValueLiesInItsBucketWithinHalfAPercent) {
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 200000; ++i) {
+    const std::uint64_t v = rng() >> (1 + rng() % 60);  // below 2^63
+    const std::uint32_t idx = buckets::IndexOf(v);
+    ASSERT_LE(buckets::LowerBound(idx), v);
+    ASSERT_GT(buckets::UpperBound(idx), v);
+    const double rep = buckets::Representative(idx);
+    ASSERT_LE(std::abs(rep - static_cast<double>(v)), 0.004 * static_cast<double>(v) + 0.5) << v;
+  }
+}
+
+TEST(Buckets, IndexesAreMonotonic) {
+  std::uint32_t prev = 0;
+  for (std::uint64_t v = 0; v < 5'000'000; v += 37) {
+    const std::uint32_t idx = buckets::IndexOf(v);
+    ASSERT_GE(idx, prev);
+    prev = idx;
+  }
+}
+
+TEST(SparseHistogram, EncodeDecodeRoundTrip) {
+  SparseHistogram h;
+  h.AddValue(0);
+  h.AddValue(58'000, 3);
+  h.AddValue(120'000);
+  h.Add(Key2D(900, 4), 3600);
+  auto back = SparseHistogram::Decode(h.Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, h);
+  EXPECT_EQ(back->TotalWeight(), 3605u);
+}
+
+TEST(SparseHistogram, RejectsCorruptBlobs) {
+  EXPECT_EQ(SparseHistogram::Decode(std::string("\x85", 1)).status().code(), Code::kDataLoss);
+  // A repeated key (delta 0 after the first cell).
+  EXPECT_EQ(SparseHistogram::Decode(std::string("\x01\x01\x00\x01", 4)).status().code(),
+            Code::kDataLoss);
+  EXPECT_TRUE(SparseHistogram::Decode("").ok());
+}
+
+TEST(SparseHistogram, QuantilesAreNearestRank) {
+  SparseHistogram h;
+  for (std::uint64_t v = 1; v <= 100; ++v) h.AddValue(v * 1000);
+  EXPECT_NEAR(h.Quantile(0.5), 50'000, 250);
+  EXPECT_NEAR(h.Quantile(0.95), 95'000, 400);
+  EXPECT_NEAR(h.Quantile(1.0), 100'000, 400);
+  EXPECT_EQ(SparseHistogram().Quantile(0.5), 0);
+}
+
+TEST(SparseHistogram, MergeAddsWeights) {
+  SparseHistogram a, b;
+  a.AddValue(10);
+  b.AddValue(10, 2);
+  b.AddValue(20);
+  a.Merge(b);
+  EXPECT_EQ(a.cells().at(buckets::IndexOf(10)), 3u);
+  EXPECT_EQ(a.TotalWeight(), 4u);
+}
+
+}  // namespace
+}  // namespace deskpulse
