@@ -1,0 +1,100 @@
+"""Helpers to run the real DeskPulse binaries on loopback for end-to-end tests."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import time
+
+BIN = os.environ.get("DESKPULSE_BIN", os.path.join(os.path.dirname(__file__), "../../build"))
+COLLECTOR = os.path.join(BIN, "collector", "deskpulse-collector")
+FLEETSIM = os.path.join(BIN, "agent", "deskpulse-fleetsim")
+
+
+def run(args, **kw):
+    """Run a command to completion; returns CompletedProcess with text output."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=kw.pop("timeout", 600), **kw)
+
+
+class Collector:
+    """A deskpulse-collector serve process on 127.0.0.1."""
+
+    def __init__(self, workdir, db, port=0, extra=()):
+        self.workdir = workdir
+        self.db = db
+        self.port_file = os.path.join(workdir, f"port-{time.monotonic_ns()}")
+        self.log = open(os.path.join(workdir, "collector.log"), "a")
+        self.proc = subprocess.Popen(
+            [COLLECTOR, "serve", "--db", db, "--listen", f"127.0.0.1:{port}",
+             "--port-file", self.port_file, *extra],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if os.path.exists(self.port_file):
+                with open(self.port_file) as f:
+                    text = f.read().strip()
+                if text:
+                    self.port = int(text)
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited with {self.proc.returncode}")
+            time.sleep(0.02)
+        raise RuntimeError("collector did not start listening")
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        """SIGTERM: drain, commit, ack, exit. Returns the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=60)
+        self.log.close()
+        return rc
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def create_tokens(db, workdir, customers):
+    """customers: [(name, profile)] -> path of a tokens file."""
+    path = os.path.join(workdir, "tokens.txt")
+    with open(path, "w") as f:
+        for name, profile in customers:
+            r = run([COLLECTOR, "token", "create", "--db", db, "--customer", name])
+            assert r.returncode == 0, r.stderr
+            token = r.stdout.strip()
+            assert token.startswith("dpt_"), token
+            f.write(f"{name} {token} {profile}\n")
+    return path
+
+
+def fleetsim(collector_addr, tokens, endpoints, *extra, timeout=600):
+    r = run([FLEETSIM, "--collector", collector_addr, "--tokens", tokens,
+             "--endpoints", str(endpoints), *map(str, extra)], timeout=timeout)
+    summary = None
+    for line in r.stdout.splitlines():
+        if line.startswith("{"):
+            summary = json.loads(line)
+    return r, summary
+
+
+def scores_json(db):
+    r = run([COLLECTOR, "scores", "--db", db, "--json"])
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def query(db, sql, *args):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def tempdir():
+    return tempfile.TemporaryDirectory(prefix="deskpulse-e2e-")
