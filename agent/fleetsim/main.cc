@@ -41,6 +41,7 @@ struct Flags {
   int live_interval_s = 10;
   int batch = 100;
   int window = 2;
+  int linger_ms = 0;
   double timeout_s = 600;
   std::string acked_file;
   std::string log_level = "info";
@@ -54,6 +55,8 @@ class SimAgent : public dp::agent::ReportQueue {
            const dp::HostPort& collector, std::int64_t history_start_ms)
       : endpoint_(customer, index, f.seed, history_start_ms),
         history_done_(f.days <= 0),
+        linger_ms_(f.linger_ms),
+        batch_(static_cast<std::size_t>(f.batch)),
         uplink_(io.get_executor(), MakeOptions(customer, endpoint_, f, collector), *this,
                 f.seed * 7919 + static_cast<std::uint64_t>(index)) {}
 
@@ -87,7 +90,9 @@ class SimAgent : public dp::agent::ReportQueue {
       ++made;
     }
     generated_ += made;
-    if (made > 0) uplink_.Notify();
+    // With a linger the uplink wakes itself for part-full batches; waking it on
+    // every report would cost a coroutine resume per agent per tick.
+    if (made > 0 && (linger_ms_ == 0 || pending_.size() >= batch_)) uplink_.Notify();
     return made;
   }
 
@@ -110,6 +115,7 @@ class SimAgent : public dp::agent::ReportQueue {
     o.epoch = 1;
     o.max_batch_reports = static_cast<std::size_t>(f.batch);
     o.max_inflight_batches = f.window;
+    o.linger = std::chrono::milliseconds(f.linger_ms);
     o.backoff_min = std::chrono::milliseconds(100);
     o.backoff_max = std::chrono::milliseconds(5000);
     return o;
@@ -118,6 +124,8 @@ class SimAgent : public dp::agent::ReportQueue {
   fs::SimEndpoint endpoint_;
   std::deque<std::pair<std::uint64_t, std::string>> pending_;
   bool history_done_;
+  int linger_ms_;
+  std::size_t batch_;
   std::uint64_t generated_ = 0;
   dp::agent::Uplink uplink_;
 };
@@ -293,6 +301,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 3600));
   app.add_option("--batch", f.batch, "most reports per Batch")->check(CLI::Range(1, 100000));
   app.add_option("--window", f.window, "Batches in flight per agent")->check(CLI::Range(1, 64));
+  app.add_option("--linger", f.linger_ms, "ms to let a part-full batch fill (0: send at once)")
+      ->check(CLI::Range(0, 60000));
   app.add_option("--timeout", f.timeout_s, "give up after this many seconds")
       ->check(CLI::Range(1.0, 864000.0));
   app.add_option("--acked-file", f.acked_file,

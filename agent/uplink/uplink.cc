@@ -116,6 +116,11 @@ asio::awaitable<Status> Uplink::Session() {
         reports.clear();
         queue_.Peek(sent_through_, options_.max_batch_reports, &reports);
         if (reports.empty()) break;
+        if (reports.size() < options_.max_batch_reports && options_.linger.count() > 0 &&
+            Clock::now() - last_send_ < options_.linger) {
+          break;  // let the batch fill; the wake-up below comes back for it
+        }
+        last_send_ = Clock::now();
         v1::Envelope env;
         auto* batch = env.mutable_batch();
         for (auto& [seq, bytes] : reports) batch->add_reports(std::move(bytes));
@@ -140,7 +145,9 @@ asio::awaitable<Status> Uplink::Session() {
       }
     }
     if (conn->failed) break;
-    wake_.expires_after(inflight_.empty() ? std::chrono::seconds(1) : options_.ack_timeout / 4);
+    auto wait = inflight_.empty() ? std::chrono::milliseconds(1000) : options_.ack_timeout / 4;
+    if (options_.linger.count() > 0) wait = std::min(wait, options_.linger);
+    wake_.expires_after(wait);
     co_await wake_.async_wait(kTuple);
   }
   conn->socket.shutdown(tcp::socket::shutdown_both, ignored);

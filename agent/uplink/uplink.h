@@ -29,6 +29,9 @@ struct UplinkOptions {
   std::chrono::milliseconds backoff_max{30'000};
   std::chrono::milliseconds connect_timeout{5'000};
   std::chrono::milliseconds ack_timeout{30'000};
+  /// Hold a part-full batch this long after the previous send, so reports
+  /// trickling in travel together (Kafka's linger.ms). 0 sends at once.
+  std::chrono::milliseconds linger{0};
 };
 
 /// What the uplink drains: the agent's spool, or the simulator's memory.
@@ -92,6 +95,7 @@ class Uplink {
   int failures_in_row_ = 0;
   std::uint64_t acked_through_ = 0;
   std::uint64_t sent_through_ = 0;
+  std::chrono::steady_clock::time_point last_send_{};
   std::vector<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> inflight_;
   UplinkStats stats_;
 };

@@ -61,6 +61,9 @@ dp::Status LoadServeConfig(const ServeFlags& flags, dc::StoreOptions* store,
     v = store->daily_retention_days;
     DP_RETURN_IF_ERROR(cfg.GetInt("store.daily_retention_days", 1, 3650, &v));
     store->daily_retention_days = static_cast<int>(v);
+    v = writer->checkpoint_interval.count();
+    DP_RETURN_IF_ERROR(cfg.GetInt("store.checkpoint_interval_ms", 10, 60'000, &v));
+    writer->checkpoint_interval = std::chrono::milliseconds(v);
 
     DP_RETURN_IF_ERROR(cfg.GetString("ingest.listen", &listen));
     DP_RETURN_IF_ERROR(cfg.GetString("ingest.node_name", &ingest->node_name));
@@ -156,6 +159,19 @@ int Serve(const ServeFlags& flags) {
                "{} protocol errors, {} refused credentials, {} timeouts",
                ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted,
                is.protocol_errors, is.auth_failures, is.timeouts);
+  if (is.ack_us.TotalWeight() > 0) {
+    spdlog::info("ack latency at the collector (batch received → ack sent): p50 {:.1f} ms "
+                 "p99 {:.1f} ms max {:.1f} ms",
+                 is.ack_us.Quantile(0.5) / 1000, is.ack_us.Quantile(0.99) / 1000,
+                 is.ack_us.Quantile(1) / 1000);
+  }
+  if (ws.commits > 0) {
+    spdlog::info("writer: commit p50 {:.1f} ms p99 {:.1f} ms max {:.1f} ms; {:.0f} reports per "
+                 "group (p50); rollup flush p50 {:.1f} ms max {:.1f} ms",
+                 ws.commit_us.Quantile(0.5) / 1000, ws.commit_us.Quantile(0.99) / 1000,
+                 ws.commit_us.Quantile(1) / 1000, ws.group_reports.Quantile(0.5),
+                 ws.flush_us.Quantile(0.5) / 1000, ws.flush_us.Quantile(1) / 1000);
+  }
   spdlog::default_logger()->flush();
   return ws.commit_failures > 0 ? dp::kExitStore : dp::kExitOk;
 }

@@ -225,14 +225,16 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     ++inflight_;
     auto self = shared_from_this();
+    const auto received = Clock::now();
     server_.writer().SubmitBatch(
-        stream_.stream_id, std::move(reports), [self](Result<BatchOutcome> r) {
-          asio::post(self->socket_.get_executor(),
-                     [self, r = std::move(r)]() mutable { self->OnCommitted(std::move(r)); });
+        stream_.stream_id, std::move(reports), [self, received](Result<BatchOutcome> r) {
+          asio::post(self->socket_.get_executor(), [self, received, r = std::move(r)]() mutable {
+            self->OnCommitted(std::move(r), received);
+          });
         });
   }
 
-  void OnCommitted(Result<BatchOutcome> r) {
+  void OnCommitted(Result<BatchOutcome> r, Clock::time_point received) {
     --inflight_;
     slot_.cancel();
     if (!closed_) {
@@ -240,6 +242,9 @@ class Session : public std::enable_shared_from_this<Session> {
         v1::Envelope env;
         env.mutable_ack()->set_acked_through_seq(r->acked_through);
         Send(env);
+        server_.mutable_stats().ack_us.AddValue(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received)
+                .count()));
       } else if (!closing_) {
         CloseWithError(v1::ERROR_CODE_STORE_UNAVAILABLE,
                        "the batch could not be committed and is not acknowledged; resend it "

@@ -11,6 +11,7 @@
 
 #include "collector/ingest/writer.h"
 #include "deskpulse/common/frame_codec.h"
+#include "deskpulse/common/histogram.h"
 
 namespace deskpulse::collector {
 
@@ -36,6 +37,7 @@ struct IngestStats {
   std::uint64_t protocol_errors = 0;
   std::uint64_t auth_failures = 0;
   std::uint64_t timeouts = 0;
+  SparseHistogram ack_us;  // a Batch fully received → its Ack handed to the socket
 };
 
 class Session;

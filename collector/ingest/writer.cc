@@ -15,7 +15,35 @@ std::int64_t Writer::NowMs() {
       .count();
 }
 
-void Writer::Start() { thread_ = std::thread([this] { Run(); }); }
+void Writer::Start() {
+  thread_ = std::thread([this] { Run(); });
+  checkpointer_ = std::thread([this] { RunCheckpointer(); });
+}
+
+// PASSIVE checkpoints on a connection of their own copy committed WAL frames
+// into the database without taking the write lock, so commits (and acks) do
+// not wait for them.
+void Writer::RunCheckpointer() {
+  auto db = Database::Open(store_->path(), false);
+  if (!db.ok()) {
+    spdlog::warn("checkpointer: {}; SQLite's automatic checkpoints remain",
+                 db.status().message());
+    return;
+  }
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_checkpoint_.wait_for(lock, options_.checkpoint_interval, [&] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    const Status s = (*db)->Exec("PRAGMA wal_checkpoint(PASSIVE);");
+    lock.lock();
+    if (s.ok()) {
+      stats_.checkpoints += 1;
+    } else {
+      spdlog::debug("checkpoint: {}", s.message());
+    }
+  }
+}
 
 void Writer::SubmitHello(deskpulse::v1::Hello hello, HelloDone done) {
   {
@@ -48,7 +76,9 @@ void Writer::Stop() {
     stopping_ = true;
   }
   cv_.notify_one();
+  cv_checkpoint_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (checkpointer_.joinable()) checkpointer_.join();
 }
 
 WriterStats Writer::stats() const {
@@ -62,12 +92,22 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
   for (auto& j : *group) writes.push_back(std::move(j.write));
   std::size_t n = 0;
   for (const auto& w : writes) n += w.reports.size();
+  const auto t0 = std::chrono::steady_clock::now();
   const Status s = store_->CommitBatches(writes, NowMs(), &pending_rollups_);
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
   queued_reports_ -= n;
+  if (us > 40'000) {
+    spdlog::debug("slow commit: {} reports in {} batches took {:.1f} ms", n, writes.size(),
+                  static_cast<double>(us) / 1000);
+  }
   {
     std::lock_guard lock(mu_);
     if (s.ok()) {
       stats_.commits += 1;
+      stats_.commit_us.AddValue(static_cast<std::uint64_t>(us));
+      stats_.group_reports.AddValue(n);
       for (const auto& w : writes) {
         stats_.reports_stored += w.reports.size() - w.duplicates;
         stats_.duplicates += w.duplicates;
@@ -90,7 +130,8 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
 
 void Writer::Run() {
   using Clock = std::chrono::steady_clock;
-  auto next_flush = Clock::now() + options_.rollup_flush_interval;
+  auto next_round = Clock::now() + options_.rollup_flush_interval;
+  int flush_cursor = -1;  // the next slice of this flush round; -1 between rounds
   auto next_retention = Clock::now();
   for (;;) {
     std::deque<HelloJob> hellos;
@@ -98,7 +139,8 @@ void Writer::Run() {
     bool stop = false;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, next_flush,
+      const auto wake = flush_cursor >= 0 ? Clock::now() : next_round;
+      cv_.wait_until(lock, wake,
                      [&] { return stopping_ || !hellos_.empty() || !batches_.empty(); });
       if (!batches_.empty() && !stopping_) {
         // Group commit: give the group a short window to fill, unless it is full.
@@ -117,23 +159,33 @@ void Writer::Run() {
       }
       stop = stopping_ && batches_.empty() && hellos_.empty();
     }
-    for (auto& h : hellos) {
-      auto customer = store_->Authenticate(h.hello.credential());
-      if (!customer.ok()) {
-        h.done(customer.status());
-        continue;
-      }
-      h.done(store_->RegisterStream(customer->id, h.hello, NowMs()));
+    if (!hellos.empty()) {
+      std::vector<deskpulse::v1::Hello> batch;
+      batch.reserve(hellos.size());
+      for (auto& h : hellos) batch.push_back(std::move(h.hello));
+      auto results = store_->AuthenticateAndRegister(batch, NowMs());
+      for (std::size_t i = 0; i < hellos.size(); ++i) hellos[i].done(std::move(results[i]));
     }
     if (!group.empty()) CommitGroup(&group);
 
+    // Rollups: one slice per turn, so commits wait at most one short transaction.
     const auto now = Clock::now();
-    if (now >= next_flush || stop) {
-      if (Status s = store_->FlushRollups(&pending_rollups_); !s.ok()) {
-        // The raw rows are committed; the rollups catch up from them at the next flush or start.
-        spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+    if (flush_cursor < 0 && now >= next_round) flush_cursor = 0;
+    if (flush_cursor >= 0 || stop) {
+      const int first = stop ? 0 : flush_cursor;
+      const int last = stop ? kRollupSlices - 1 : flush_cursor;
+      for (int slice = first; slice <= last; ++slice) {
+        const auto t0 = Clock::now();
+        if (Status s = store_->FlushRollupSlice(&pending_rollups_, slice); !s.ok()) {
+          // The raw rows are committed; the rollups catch up from them later or at start.
+          spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+        }
+        std::lock_guard lock(mu_);
+        stats_.flush_us.AddValue(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
       }
-      next_flush = now + options_.rollup_flush_interval;
+      flush_cursor = stop || flush_cursor + 1 >= kRollupSlices ? -1 : flush_cursor + 1;
+      if (flush_cursor < 0) next_round = Clock::now() + options_.rollup_flush_interval;
     }
     if (now >= next_retention && !stop) {
       if (Status s = store_->ApplyRetention(NowMs()); !s.ok()) {

@@ -21,7 +21,10 @@ struct WriterOptions {
   std::chrono::microseconds group_commit_window{2000};
   /// ...or until this many reports are waiting.
   std::size_t group_commit_reports = 4096;
-  std::chrono::milliseconds rollup_flush_interval{1000};
+  /// How often a round of rollup flushes starts (one slice per writer turn).
+  std::chrono::milliseconds rollup_flush_interval{5000};
+  /// How often the checkpointer moves the WAL into the database file.
+  std::chrono::milliseconds checkpoint_interval{250};
   std::chrono::milliseconds retention_interval{3'600'000};
 };
 
@@ -36,6 +39,10 @@ struct WriterStats {
   std::uint64_t reports_stored = 0;
   std::uint64_t duplicates = 0;
   std::uint64_t commit_failures = 0;
+  SparseHistogram commit_us;       // one transaction of batches, begin to durable commit
+  SparseHistogram flush_us;        // one rollup slice flush
+  std::uint64_t checkpoints = 0;
+  SparseHistogram group_reports;   // reports per group commit
 };
 
 /// The one thread that writes the store. Everything that touches the database
@@ -75,19 +82,22 @@ class Writer {
   };
 
   void Run();
+  void RunCheckpointer();
   void CommitGroup(std::vector<BatchJob>* group);
   static std::int64_t NowMs();
 
   std::unique_ptr<Store> store_;
   WriterOptions options_;
   std::thread thread_;
+  std::thread checkpointer_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable cv_checkpoint_;
   std::deque<HelloJob> hellos_;
   std::deque<BatchJob> batches_;
   std::atomic<std::size_t> queued_reports_{0};
   bool stopping_ = false;
-  RollupAccumulator pending_rollups_;
+  PendingRollups pending_rollups_;
   WriterStats stats_;
 };
 

@@ -8,7 +8,6 @@
 namespace deskpulse::scoring {
 
 namespace {
-constexpr std::uint32_t kLossUnknown = 0xFFF;  // see collector/store/rollup.h
 
 std::string Fmt(const char* fmt, double a, double b = 0, double c = 0) {
   char buf[160];
@@ -78,16 +77,32 @@ double LatencyComponent(const SparseHistogram& latency, const Policy& p) {
   double total = 0;
   double weighted = 0;
   for (const auto& [key, seconds] : latency.cells()) {
-    const double rtt_ms = buckets::Representative(KeyX(key)) / 1000.0;
-    double s = EventScore(rtt_ms, p.rtt_good_ms, p.rtt_poor_ms);
-    if (KeyY(key) != kLossUnknown) {
-      const double pct = buckets::Representative(KeyY(key)) / 10'000.0;  // ppm → %
+    double s = EventScore(latency_cells::RttMs(key), p.rtt_good_ms, p.rtt_poor_ms);
+    if (const double pct = latency_cells::LossPct(key); pct >= 0) {
       s = std::min(s, EventScore(pct, p.retransmit_good_pct, p.retransmit_poor_pct));
     }
     weighted += static_cast<double>(seconds) * s;
     total += static_cast<double>(seconds);
   }
   return total > 0 ? 100.0 * weighted / total : 0;
+}
+
+double LatencyRttQuantileMs(const SparseHistogram& latency, double q) {
+  std::vector<std::pair<double, std::uint64_t>> rtt;  // marginal over loss, by seconds
+  std::uint64_t total = 0;
+  for (const auto& [key, seconds] : latency.cells()) {
+    rtt.emplace_back(latency_cells::RttMs(key), seconds);
+    total += seconds;
+  }
+  if (total == 0) return 0;
+  std::sort(rtt.begin(), rtt.end());
+  const double target = q * static_cast<double>(total);
+  std::uint64_t seen = 0;
+  for (const auto& [ms, seconds] : rtt) {
+    seen += seconds;
+    if (static_cast<double>(seen) >= target) return ms;
+  }
+  return rtt.back().first;
 }
 
 double StabilityComponent(double u, const Policy& p) {
@@ -111,11 +126,9 @@ TechScore ScoreWindow(const WindowRollup& w, const Policy& p) {
   }
   if (!w.latency.empty()) {
     t.latency.score = LatencyComponent(w.latency, p);
-    SparseHistogram rtt;  // marginal over loss, weighted by seconds
-    for (const auto& [key, s] : w.latency.cells()) rtt.Add(KeyX(key), s);
     t.latency.detail = Fmt("%.0f session windows, window RTT p95: median %.0f ms, p95 %.0f ms",
-                           double(w.latency_windows), rtt.Quantile(0.5) / 1000,
-                           rtt.Quantile(0.95) / 1000);
+                           double(w.latency_windows), LatencyRttQuantileMs(w.latency, 0.5),
+                           LatencyRttQuantileMs(w.latency, 0.95));
   }
   const std::int64_t devices = w.peripherals_working + w.peripherals_failed;
   if (devices > 0) {

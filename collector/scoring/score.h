@@ -29,7 +29,7 @@ struct WindowRollup {
   std::int64_t endpoints = 0;
   std::int64_t reports = 0;
   SparseHistogram boot_ms;  // 1-D: power-on → login-ready, ms buckets
-  SparseHistogram latency;  // 2-D: (rtt p95 µs bucket, retransmit ppm bucket) → window seconds
+  SparseHistogram latency;  // latency_cells: (rtt p95, retransmit rate) → window seconds
   std::int64_t latency_windows = 0;
   double session_s = 0;
   double downtime_ms = 0;
@@ -65,6 +65,8 @@ double EventScore(double x, double good, double poor);
 double BootComponent(const SparseHistogram& boot_ms, const Policy& p);
 double LatencyComponent(const SparseHistogram& latency, const Policy& p);
 double StabilityComponent(double unavailability, const Policy& p);
+/// Quantile of window RTT p95 (ms) over a latency histogram, weighted by seconds.
+double LatencyRttQuantileMs(const SparseHistogram& latency, double q);
 
 /// The technical performance score of one window. Pure.
 TechScore ScoreWindow(const WindowRollup& w, const Policy& p);

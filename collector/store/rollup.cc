@@ -45,10 +45,9 @@ void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoin
     auto& c = At(customer_id, endpoint_id, wt, Metric::kLatency);
     c.count += 1;
     c.sum += w.window_s();
-    const std::uint32_t loss =
-        w.has_retransmit_ppm() ? std::min(buckets::IndexOf(w.retransmit_ppm()), kLossUnknown - 1)
-                               : kLossUnknown;
-    c.hist.Add(Key2D(buckets::IndexOf(w.rtt_p95_us()), loss), w.window_s());
+    const std::uint64_t loss = w.retransmit_ppm();
+    c.hist.Add(latency_cells::Key(w.rtt_p95_us(), w.has_retransmit_ppm() ? &loss : nullptr),
+               w.window_s());
   }
 
   if (r.has_stability()) {
@@ -160,22 +159,35 @@ void RollupAccumulator::Clear() {
 }
 
 std::vector<RollupRow> RollupAccumulator::Expand() const {
-  // (grain, customer, endpoint, bucket, metric) → cell, ordered for a
-  // locality-friendly upsert.
-  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, int>, RollupCell> out;
+  // (grain, customer, endpoint, bucket, metric), ordered for a locality-friendly
+  // upsert. Histogram cells are gathered and merged once per output row:
+  // merging thousands of endpoint histograms pairwise would be quadratic.
+  struct Gathered {
+    std::int64_t count = 0;
+    double sum = 0;
+    std::vector<SparseHistogram::Cell> cells;
+  };
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, int>, Gathered> out;
   for (const auto& [k, c] : cells_) {
     const std::int64_t day = FloorTo(k.hour_ms, kDayMs);
     const int m = static_cast<int>(k.metric);
-    out[{1, k.customer_id, k.endpoint_id, k.hour_ms, m}].Merge(c);
-    out[{2, k.customer_id, k.endpoint_id, day, m}].Merge(c);
-    out[{1, k.customer_id, 0, k.hour_ms, m}].Merge(c);
-    out[{2, k.customer_id, 0, day, m}].Merge(c);
+    for (const auto& key : {std::make_tuple(1, k.customer_id, k.endpoint_id, k.hour_ms, m),
+                            std::make_tuple(2, k.customer_id, k.endpoint_id, day, m),
+                            std::make_tuple(1, k.customer_id, std::int64_t{0}, k.hour_ms, m),
+                            std::make_tuple(2, k.customer_id, std::int64_t{0}, day, m)}) {
+      Gathered& g = out[key];
+      g.count += c.count;
+      g.sum += c.sum;
+      g.cells.insert(g.cells.end(), c.hist.cells().begin(), c.hist.cells().end());
+    }
   }
   std::vector<RollupRow> rows;
   rows.reserve(out.size());
-  for (auto& [k, c] : out) {
+  for (auto& [k, g] : out) {
+    RollupCell cell{g.count, g.sum, SparseHistogram::FromCells(std::move(g.cells))};
     rows.push_back(RollupRow{static_cast<Grain>(std::get<0>(k)), std::get<1>(k), std::get<2>(k),
-                             std::get<3>(k), static_cast<Metric>(std::get<4>(k)), std::move(c)});
+                             std::get<3>(k), static_cast<Metric>(std::get<4>(k)),
+                             std::move(cell)});
   }
   return rows;
 }

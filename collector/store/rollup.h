@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -16,7 +17,7 @@ namespace deskpulse::collector {
 enum class Metric : std::int32_t {
   kReports = 1,      // count: reports received
   kBootLoginMs = 2,  // count: boots; sum: ms; hist: login-ready ms buckets
-  kLatency = 3,      // count: windows; sum: window s; hist: 2-D (rtt p95 µs, retransmit ppm) → s
+  kLatency = 3,      // count: windows; sum: window s; hist: latency_cells (histogram.h) → s
   kSessionS = 4,     // sum: remote-session seconds
   kDowntimeMs = 5,   // count: unplanned outages; sum: downtime ms
   kDisconnects = 6,  // count: unplanned disconnects
@@ -29,9 +30,6 @@ enum class Grain : std::int32_t { kHour = 1, kDay = 2 };
 
 inline constexpr std::int64_t kHourMs = 3'600'000;
 inline constexpr std::int64_t kDayMs = 24 * kHourMs;
-
-/// Loss bucket for a window whose retransmit rate is unknown.
-inline constexpr std::uint32_t kLossUnknown = 0xFFF;
 
 inline std::int64_t FloorTo(std::int64_t t_ms, std::int64_t step_ms) {
   const std::int64_t r = t_ms % step_ms;
@@ -125,6 +123,35 @@ class RollupAccumulator {
   std::map<std::tuple<std::int64_t, std::int64_t, std::string>, PeripheralInstance> instances_;
   std::unordered_map<std::int64_t, std::int64_t> endpoints_seen_;
   std::size_t reports_ = 0;
+};
+
+/// Rollups waiting to be flushed, partitioned by endpoint into slices. Each
+/// slice is flushed in its own short transaction with its own rolled-up-through
+/// mark, so a flush never holds the store's write lock for long.
+inline constexpr int kRollupSlices = 16;
+
+class PendingRollups {
+ public:
+  static int SliceOf(std::int64_t endpoint_id) {
+    return static_cast<int>(static_cast<std::uint64_t>(endpoint_id) % kRollupSlices);
+  }
+  void AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
+                 const deskpulse::v1::Report& report) {
+    slices_[static_cast<std::size_t>(SliceOf(endpoint_id))].AddReport(customer_id, endpoint_id,
+                                                                       report);
+  }
+  RollupAccumulator& slice(int i) { return slices_[static_cast<std::size_t>(i)]; }
+  void Clear() {
+    for (auto& s : slices_) s.Clear();
+  }
+  std::size_t reports() const {
+    std::size_t n = 0;
+    for (const auto& s : slices_) n += s.reports();
+    return n;
+  }
+
+ private:
+  std::array<RollupAccumulator, kRollupSlices> slices_;
 };
 
 }  // namespace deskpulse::collector

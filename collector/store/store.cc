@@ -72,6 +72,8 @@ CREATE TABLE peripheral_instances(
   observations INTEGER NOT NULL, fail_observations INTEGER NOT NULL, reconnects INTEGER NOT NULL,
   PRIMARY KEY(customer_id, endpoint_id, device_key)) WITHOUT ROWID;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
+-- Raw rows of slice (endpoint_id % 16) up to through_rowid are in the rollups.
+CREATE TABLE rollup_marks(slice INTEGER PRIMARY KEY, through_rowid INTEGER NOT NULL);
 )sql",
 };
 
@@ -174,7 +176,9 @@ Status Store::Configure() {
   DP_RETURN_IF_ERROR(db_->Exec("PRAGMA journal_mode=WAL;"));
   DP_RETURN_IF_ERROR(db_->Exec("PRAGMA synchronous=FULL;"));
   DP_RETURN_IF_ERROR(db_->Exec("PRAGMA cache_size=-65536;"));
-  DP_RETURN_IF_ERROR(db_->Exec("PRAGMA wal_autocheckpoint=4000;"));
+  // The writer's checkpointer thread keeps the WAL short with PASSIVE
+  // checkpoints off the commit path; this is only the backstop (256 MiB).
+  DP_RETURN_IF_ERROR(db_->Exec("PRAGMA wal_autocheckpoint=65536;"));
   return Status::Ok();
 }
 
@@ -220,11 +224,24 @@ Status Store::PrepareWriteStatements() {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT coalesce(max(rowid), 0) FROM reports"));
   DP_ASSIGN_OR_RETURN(bool row, st.Step());
   last_committed_rowid_ = row ? st.Int(0) : 0;
+  DP_ASSIGN_OR_RETURN(auto marks, db_->Prepare("SELECT slice, through_rowid FROM rollup_marks"));
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool m, marks.Step());
+    if (!m) break;
+    const std::int64_t slice = marks.Int(0);
+    if (slice >= 0 && slice < kRollupSlices) marks_[static_cast<std::size_t>(slice)] = marks.Int(1);
+  }
   return Status::Ok();
 }
 
+std::int64_t Store::OldestMark() const {
+  std::int64_t oldest = marks_[0];
+  for (std::int64_t m : marks_) oldest = std::min(oldest, m);
+  return oldest;
+}
+
 Status Store::ReplayUnrolled() {
-  DP_ASSIGN_OR_RETURN(auto through, ReadMetaInt("rolled_up_through_rowid", 0));
+  std::int64_t through = OldestMark();
   if (through >= last_committed_rowid_) return Status::Ok();
   const std::int64_t end = last_committed_rowid_;
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
@@ -233,31 +250,36 @@ Status Store::ReplayUnrolled() {
   std::int64_t replayed = 0;
   std::int64_t corrupt = 0;
   while (through < end) {
-    RollupAccumulator acc;
+    PendingRollups acc;
     st.Bind(1, through).Bind(2, end);
     std::int64_t last = through;
     for (;;) {
       DP_ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
       last = st.Int(0);
+      const std::int64_t endpoint = st.Int(2);
+      const int slice = PendingRollups::SliceOf(endpoint);
+      if (last <= marks_[static_cast<std::size_t>(slice)]) continue;  // already in the rollups
       v1::Report r;
       const auto body = st.Blob(3);
       if (!r.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
         ++corrupt;  // it was validated at ingest; count rather than stop the collector
         continue;
       }
-      acc.AddReport(st.Int(1), st.Int(2), r);
+      acc.AddReport(st.Int(1), endpoint, r);
       ++replayed;
     }
     st.Reset();
     if (last == through) break;
     last_committed_rowid_ = last;
-    DP_RETURN_IF_ERROR(FlushRollups(&acc));
+    for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(WriteSlice(&acc.slice(i), i));
     through = last;
   }
   last_committed_rowid_ = end;
-  spdlog::info("store {}: rolled up {} reports committed before the last stop{}", options_.path,
-               replayed, corrupt ? fmt::format(" ({} unreadable, skipped)", corrupt) : "");
+  if (replayed > 0 || corrupt > 0) {
+    spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.path,
+                 replayed, corrupt ? fmt::format(" ({} unreadable, skipped)", corrupt) : "");
+  }
   return Status::Ok();
 }
 
@@ -309,9 +331,8 @@ Result<std::vector<Customer>> Store::ListCustomers() {
   return out;
 }
 
-Result<StreamInfo> Store::RegisterStream(std::int64_t customer_id, const v1::Hello& hello,
-                                         std::int64_t now_ms) {
-  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+Result<StreamInfo> Store::RegisterInTx(std::int64_t customer_id, const v1::Hello& hello,
+                                       std::int64_t now_ms) {
   const auto& h = hello.host();
   DP_ASSIGN_OR_RETURN(
       auto up, db_->Prepare(
@@ -350,19 +371,67 @@ Result<StreamInfo> Store::RegisterStream(std::int64_t customer_id, const v1::Hel
   ss.Bind(1, endpoint_id).Bind(2, epoch);
   DP_ASSIGN_OR_RETURN(bool srow, ss.Step());
   if (!srow) return Internal("stream vanished after insert");
-  StreamInfo info{customer_id, endpoint_id, ss.Int(0), static_cast<std::uint64_t>(ss.Int(1))};
+  return StreamInfo{customer_id, endpoint_id, ss.Int(0), static_cast<std::uint64_t>(ss.Int(1))};
+}
+
+Result<StreamInfo> Store::RegisterStream(std::int64_t customer_id, const v1::Hello& hello,
+                                         std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(StreamInfo info, RegisterInTx(customer_id, hello, now_ms));
   DP_RETURN_IF_ERROR(tx.Commit());
+  return Adopt(info);
+}
+
+StreamInfo Store::Adopt(StreamInfo info) {
   // The in-memory watermark is authoritative once loaded: this store instance
   // is the only writer.
   auto [it, fresh] = watermarks_.try_emplace(info.stream_id, info.last_acked_seq);
   info.last_acked_seq = it->second;
-  stream_owner_[info.stream_id] = {customer_id, endpoint_id};
+  stream_owner_[info.stream_id] = {info.customer_id, info.endpoint_id};
   return info;
 }
 
+std::vector<Result<StreamInfo>> Store::AuthenticateAndRegister(
+    std::span<const v1::Hello> hellos, std::int64_t now_ms) {
+  // One transaction for all: after a collector restart every agent says Hello
+  // at once, and one fsync per Hello would hold up every batch behind them.
+  std::vector<Result<StreamInfo>> out;
+  out.reserve(hellos.size());
+  auto tx = Transaction::Begin(db_.get());
+  if (!tx.ok()) {
+    for (std::size_t i = 0; i < hellos.size(); ++i) out.emplace_back(tx.status());
+    return out;
+  }
+  for (const auto& hello : hellos) {
+    auto customer = Authenticate(hello.credential());
+    if (!customer.ok()) {
+      out.emplace_back(customer.status());
+      continue;
+    }
+    out.push_back(RegisterInTx(customer->id, hello, now_ms));
+  }
+  if (Status s = tx->Commit(); !s.ok()) {
+    for (auto& r : out) r = s;
+    return out;
+  }
+  for (auto& r : out) {
+    if (r.ok()) r = Adopt(*r);
+  }
+  return out;
+}
+
 Status Store::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
-                            RollupAccumulator* pending) {
-  RollupAccumulator fresh;
+                            PendingRollups* pending) {
+  // Rollup contributions go straight into `pending`; if the transaction does
+  // not commit, they are discarded and rebuilt from the committed raw rows
+  // before the next flush (the same path as recovery after a crash).
+  Status s = CommitBatchesTx(batches, now_ms, pending);
+  if (!s.ok()) rollups_need_replay_ = true;
+  return s;
+}
+
+Status Store::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms,
+                              PendingRollups* pending) {
   std::unordered_map<std::int64_t, std::uint64_t> marks;
   std::int64_t inserted = 0;
   {
@@ -389,7 +458,7 @@ Status Store::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
             .Bind(6, now_ms)
             .BindBlob(7, in.bytes);
         DP_RETURN_IF_ERROR(insert_report_.Run());
-        fresh.AddReport(customer_id, endpoint_id, in.report);
+        pending->AddReport(customer_id, endpoint_id, in.report);
         mark = seq;
         ++inserted;
       }
@@ -405,19 +474,37 @@ Status Store::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
   }
   for (const auto& [stream, mark] : marks) watermarks_[stream] = mark;
   if (inserted > 0) last_committed_rowid_ = db_->LastInsertRowid();
-  pending->Merge(std::move(fresh));
   return Status::Ok();
 }
 
-Status Store::FlushRollups(RollupAccumulator* pending) {
-  if (pending->empty()) return Status::Ok();
+Status Store::FlushRollupSlice(PendingRollups* pending, int slice) {
+  if (rollups_need_replay_) {
+    // `pending` may hold rows a failed commit rolled back: rebuild from disk.
+    pending->Clear();
+    rollups_need_replay_ = false;
+    Status s = ReplayUnrolled();
+    if (!s.ok()) rollups_need_replay_ = true;
+    return s;
+  }
+  return WriteSlice(&pending->slice(slice), slice);
+}
+
+Status Store::FlushRollups(PendingRollups* pending) {
+  for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(FlushRollupSlice(pending, i));
+  return Status::Ok();
+}
+
+Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
+  auto& mark_value = marks_[static_cast<std::size_t>(slice)];
+  if (pending->empty() && mark_value >= last_committed_rowid_) return Status::Ok();
+  const auto expanded = pending->Expand();
   DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
   DP_ASSIGN_OR_RETURN(
       auto up, db_->Prepare("INSERT INTO rollups(grain, customer_id, endpoint_id, bucket_start_ms, "
                             "metric, count, sum, hist) VALUES(?,?,?,?,?,?,?,?) "
                             "ON CONFLICT DO UPDATE SET count=count+excluded.count, "
                             "sum=sum+excluded.sum, hist=dp_hist_merge(hist, excluded.hist)"));
-  for (const RollupRow& r : pending->Expand()) {
+  for (const RollupRow& r : expanded) {
     up.Bind(1, std::int64_t{static_cast<int>(r.grain)})
         .Bind(2, r.customer_id)
         .Bind(3, r.endpoint_id)
@@ -505,17 +592,21 @@ Status Store::FlushRollups(RollupAccumulator* pending) {
   for (const auto& [endpoint, t] : pending->endpoints_seen()) {
     DP_RETURN_IF_ERROR(seen.Bind(1, t).Bind(2, endpoint).Run());
   }
-  DP_ASSIGN_OR_RETURN(auto mark,
-                      db_->Prepare("INSERT INTO meta(key, value) VALUES('rolled_up_through_rowid', "
-                                   "?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
-  DP_RETURN_IF_ERROR(mark.Bind(1, last_committed_rowid_).Run());
+  // Every row of this slice up to last_committed_rowid_ is in `pending` or
+  // was flushed before, so the slice's mark moves there.
+  const std::int64_t new_mark = std::max(mark_value, last_committed_rowid_);
+  DP_ASSIGN_OR_RETURN(auto mark, db_->Prepare("INSERT INTO rollup_marks(slice, through_rowid) "
+                                              "VALUES(?, ?) ON CONFLICT(slice) DO UPDATE SET "
+                                              "through_rowid=excluded.through_rowid"));
+  DP_RETURN_IF_ERROR(mark.Bind(1, std::int64_t{slice}).Bind(2, new_mark).Run());
   DP_RETURN_IF_ERROR(tx.Commit());
+  mark_value = new_mark;
   pending->Clear();
   return Status::Ok();
 }
 
 Status Store::ApplyRetention(std::int64_t now_ms) {
-  DP_ASSIGN_OR_RETURN(auto through, ReadMetaInt("rolled_up_through_rowid", 0));
+  const std::int64_t through = OldestMark();
   const std::int64_t raw_cutoff = now_ms - options_.raw_retention_days * kDayMs;
   // Raw rows are in arrival order, so the first row to keep is found by
   // binary search on rowid rather than by an index on received_at_ms.

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <array>
 #include <memory>
 #include <optional>
 #include <span>
@@ -57,8 +58,9 @@ struct BatchWrite {
 /// The raw `reports` table is append-only in rowid order and has no secondary
 /// index. Exactly-once is kept by a per-stream watermark (`streams.last_seq`)
 /// committed in the same transaction as the rows, as Kafka's idempotent
-/// producer does. Rollups trail the raw table: they are flushed with the rowid
-/// they cover, and rows past that mark are replayed into them at Open().
+/// producer does. Rollups trail the raw table: each slice of endpoints is
+/// flushed with the raw rowid it covers, and rows past a slice's mark are
+/// replayed into it at Open().
 ///
 /// Not thread-safe: the ingest writer thread owns the read-write instance.
 class Store {
@@ -81,14 +83,21 @@ class Store {
   // ---- write path
   Result<StreamInfo> RegisterStream(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
                                     std::int64_t now_ms);
+  /// Authenticates each Hello's credential and registers its stream, all in
+  /// one transaction; one result per Hello, in order.
+  std::vector<Result<StreamInfo>> AuthenticateAndRegister(
+      std::span<const deskpulse::v1::Hello> hellos, std::int64_t now_ms);
   /// Commits every batch in one transaction. Reports at or below their stream's
-  /// watermark are skipped as duplicates. On success the rollup contributions
-  /// of the new rows are added to `pending`. On failure nothing is changed.
+  /// watermark are skipped as duplicates. The rollup contributions of the new
+  /// rows are added to `pending`. On failure nothing durable changes, and the
+  /// next FlushRollups rebuilds `pending` from the committed rows.
   Status CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
-                       RollupAccumulator* pending);
-  /// Writes `pending` into the rollup tables together with the raw rowid it
-  /// covers, then clears it.
-  Status FlushRollups(RollupAccumulator* pending);
+                       PendingRollups* pending);
+  /// Writes one slice of `pending` into the rollup tables together with the
+  /// raw rowid it covers, in one short transaction, then clears that slice.
+  Status FlushRollupSlice(PendingRollups* pending, int slice);
+  /// Every slice, one transaction each.
+  Status FlushRollups(PendingRollups* pending);
   /// Deletes raw rows and rollups past their retention.
   Status ApplyRetention(std::int64_t now_ms);
 
@@ -106,6 +115,13 @@ class Store {
   Status Migrate();
   Status PrepareWriteStatements();
   Status ReplayUnrolled();
+  Result<StreamInfo> RegisterInTx(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
+                                  std::int64_t now_ms);
+  StreamInfo Adopt(StreamInfo info);
+  Status CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms,
+                         PendingRollups* pending);
+  Status WriteSlice(RollupAccumulator* acc, int slice);
+  std::int64_t OldestMark() const;
   Result<std::int64_t> ReadMetaInt(const std::string& key, std::int64_t fallback);
 
   StoreOptions options_;
@@ -117,6 +133,8 @@ class Store {
   std::unordered_map<std::int64_t, std::pair<std::int64_t, std::int64_t>>
       stream_owner_;  // stream_id → (customer, endpoint)
   std::int64_t last_committed_rowid_ = 0;
+  bool rollups_need_replay_ = false;
+  std::array<std::int64_t, kRollupSlices> marks_{};  // rolled-up-through rowid per slice
 };
 
 /// Hex SHA-256 of a token, as stored.

@@ -50,9 +50,9 @@ TEST(Rollup, LatencyCellsCarryRttLossAndSeconds) {
     }
     EXPECT_EQ(row.cell.count, 2);
     EXPECT_EQ(row.cell.sum, 660);
-    EXPECT_EQ(row.cell.hist.cells().at(Key2D(buckets::IndexOf(120'000), buckets::IndexOf(20'000))),
-              600u);
-    EXPECT_EQ(row.cell.hist.cells().at(Key2D(buckets::IndexOf(50'000), kLossUnknown)), 60u);
+    const std::uint64_t loss = 20'000;
+    EXPECT_EQ(row.cell.hist.Weight(latency_cells::Key(120'000, &loss)), 600u);
+    EXPECT_EQ(row.cell.hist.Weight(latency_cells::Key(50'000, nullptr)), 60u);
   }
 }
 

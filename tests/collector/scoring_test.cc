@@ -42,12 +42,13 @@ WindowRollup RollupFrom(const json& in) {
     w.boot_ms.AddValue(static_cast<std::uint64_t>(s * 1000));
   }
   for (const auto& win : in.value("windows", json::array())) {
-    const auto rtt = buckets::IndexOf(static_cast<std::uint64_t>(win.at("rtt_p95_ms").get<double>() * 1000));
-    const std::uint32_t loss =
-        win.contains("retransmit_pct")
-            ? buckets::IndexOf(static_cast<std::uint64_t>(win.at("retransmit_pct").get<double>() * 10'000))
-            : 0xFFF;
-    w.latency.Add(Key2D(rtt, loss), win.at("duration_s").get<std::uint64_t>());
+    const auto rtt_us = static_cast<std::uint64_t>(win.at("rtt_p95_ms").get<double>() * 1000);
+    std::uint64_t ppm = 0;
+    if (win.contains("retransmit_pct")) {
+      ppm = static_cast<std::uint64_t>(win.at("retransmit_pct").get<double>() * 10'000);
+    }
+    w.latency.Add(latency_cells::Key(rtt_us, win.contains("retransmit_pct") ? &ppm : nullptr),
+                  win.at("duration_s").get<std::uint64_t>());
     ++w.latency_windows;
   }
   if (in.contains("peripherals")) {

@@ -100,7 +100,7 @@ TEST_F(StoreTest, ResentReportsAreStoredOnce) {
   auto s = Open();
   const StreamInfo info = Register(*s, "Northwind", "agent-1");
   EXPECT_EQ(info.last_acked_seq, 0u);
-  RollupAccumulator pending;
+  PendingRollups pending;
   std::vector<BatchWrite> first{MakeBatch(info.stream_id, 1, 10)};
   ASSERT_TRUE(s->CommitBatches(first, kNow, &pending).ok());
   EXPECT_EQ(first[0].acked_through, 10u);
@@ -119,7 +119,7 @@ TEST_F(StoreTest, WatermarkSurvivesReopen) {
   {
     auto s = Open();
     stream = Register(*s, "Northwind", "agent-1").stream_id;
-    RollupAccumulator pending;
+    PendingRollups pending;
     std::vector<BatchWrite> b{MakeBatch(stream, 1, 7)};
     ASSERT_TRUE(s->CommitBatches(b, kNow, &pending).ok());
   }
@@ -150,7 +150,7 @@ TEST_F(StoreTest, RollupsCommittedButNotFlushedAreReplayedAtOpen) {
     auto s = Open();
     const StreamInfo info = Register(*s, "Northwind", "agent-1");
     customer = info.customer_id;
-    RollupAccumulator pending;
+    PendingRollups pending;
     std::vector<BatchWrite> b1{MakeBatch(info.stream_id, 1, 4, 40'000)};
     ASSERT_TRUE(s->CommitBatches(b1, kNow, &pending).ok());
     ASSERT_TRUE(s->FlushRollups(&pending).ok());
@@ -169,7 +169,7 @@ TEST_F(StoreTest, RollupsCommittedButNotFlushedAreReplayedAtOpen) {
 TEST_F(StoreTest, RetentionDeletesOldRawRowsOnlyOnceRolledUp) {
   auto s = Open();
   const StreamInfo info = Register(*s, "Northwind", "agent-1");
-  RollupAccumulator pending;
+  PendingRollups pending;
   std::vector<BatchWrite> old{MakeBatch(info.stream_id, 1, 5)};
   ASSERT_TRUE(s->CommitBatches(old, kNow - 20 * kDayMs, &pending).ok());
   std::vector<BatchWrite> recent{MakeBatch(info.stream_id, 6, 8)};
@@ -186,7 +186,7 @@ TEST_F(StoreTest, RetentionDeletesOldRawRowsOnlyOnceRolledUp) {
 TEST_F(StoreTest, FailedCommitChangesNothing) {
   auto s = Open();
   const StreamInfo info = Register(*s, "Northwind", "agent-1");
-  RollupAccumulator pending;
+  PendingRollups pending;
   std::vector<BatchWrite> ok{MakeBatch(info.stream_id, 1, 3)};
   ASSERT_TRUE(s->CommitBatches(ok, kNow, &pending).ok());
   // A second writer holds the lock: the commit fails and the watermark stays.
@@ -202,13 +202,18 @@ TEST_F(StoreTest, FailedCommitChangesNothing) {
   EXPECT_EQ(retry[0].duplicates, 0u);
   EXPECT_EQ(retry[0].acked_through, 6u);
   EXPECT_EQ(*s->CountRawReports(), 6);
+  // The rolled-back attempt left nothing in the rollups: they count 6, not 9.
+  ASSERT_TRUE(s->FlushRollups(&pending).ok());
+  auto w = s->LoadWindow(info.customer_id, kNow - 30 * kDayMs, kNow + kDayMs);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->reports, 6);
 }
 
 TEST_F(StoreTest, ScoresRankCustomersFromStoredRollups) {
   auto s = Open();
   const StreamInfo fast = Register(*s, "Fast", "a");
   const StreamInfo slow = Register(*s, "Slow", "b");
-  RollupAccumulator pending;
+  PendingRollups pending;
   std::vector<BatchWrite> b{MakeBatch(fast.stream_id, 1, 5, 20'000),
                             MakeBatch(slow.stream_id, 1, 5, 110'000)};
   ASSERT_TRUE(s->CommitBatches(b, kNow, &pending).ok());

@@ -26,6 +26,35 @@ TEST(Buckets, EveryValueLiesInItsBucketWithinHalfAPercent) {
   }
 }
 
+TEST(Buckets, CoarseScaleKeepsMidpointsWithinTwoPercent) {
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 100000; ++i) {
+    const std::uint64_t v = rng() >> (1 + rng() % 60);
+    const std::uint32_t idx = buckets::IndexOf(v, buckets::kCoarseSubBits);
+    ASSERT_LE(buckets::LowerBound(idx, buckets::kCoarseSubBits), v);
+    ASSERT_GT(buckets::UpperBound(idx, buckets::kCoarseSubBits), v);
+    const double rep = buckets::Representative(idx, buckets::kCoarseSubBits);
+    ASSERT_LE(std::abs(rep - static_cast<double>(v)), 0.016 * static_cast<double>(v) + 0.5) << v;
+  }
+}
+
+TEST(LatencyCells, RoundTripRttAndLoss) {
+  const std::uint64_t ppm = 12'000;  // 1.2 %
+  const std::uint32_t k = latency_cells::Key(180'000, &ppm);
+  EXPECT_NEAR(latency_cells::RttMs(k), 180, 180 * 0.016);
+  EXPECT_NEAR(latency_cells::LossPct(k), 1.2, 1.2 * 0.016);
+  const std::uint32_t unknown = latency_cells::Key(180'000, nullptr);
+  EXPECT_LT(latency_cells::LossPct(unknown), 0);
+  EXPECT_EQ(KeyX(unknown), KeyX(k));
+  const std::uint64_t all = 1'000'000;  // 100 % retransmitted still has a cell
+  EXPECT_GT(latency_cells::LossPct(latency_cells::Key(1000, &all)), 90);
+}
+
+TEST(SparseHistogram, FromCellsSortsAndAddsUp) {
+  auto h = SparseHistogram::FromCells({{9, 1}, {3, 2}, {9, 4}, {1, 1}});
+  EXPECT_EQ(h.cells(), (std::vector<SparseHistogram::Cell>{{1, 1}, {3, 2}, {9, 5}}));
+}
+
 TEST(Buckets, IndexesAreMonotonic) {
   std::uint32_t prev = 0;
   for (std::uint64_t v = 0; v < 5'000'000; v += 37) {
@@ -70,7 +99,7 @@ TEST(SparseHistogram, MergeAddsWeights) {
   b.AddValue(10, 2);
   b.AddValue(20);
   a.Merge(b);
-  EXPECT_EQ(a.cells().at(buckets::IndexOf(10)), 3u);
+  EXPECT_EQ(a.Weight(buckets::IndexOf(10)), 3u);
   EXPECT_EQ(a.TotalWeight(), 4u);
 }
 
