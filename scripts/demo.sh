@@ -24,10 +24,11 @@ log="$data/collector.log"
 
 tokens="$data/tokens.txt"
 : > "$tokens"
-for spec in "Northwind-Health healthy" "Contoso-Legal typical" "Fabrikam-Logistics struggling"; do
-  set -- $spec
-  token="$("$collector" token create --db "$db" --customer "$1")"
-  echo "$1 $token $2" >> "$tokens"
+for spec in "Northwind Health|healthy" "Contoso Legal|typical" "Fabrikam Logistics|struggling"; do
+  name="${spec%|*}"
+  profile="${spec#*|}"
+  token="$("$collector" token create --db "$db" --customer "$name")"
+  echo "$name $token $profile" >> "$tokens"
 done
 chmod 600 "$tokens"
 
