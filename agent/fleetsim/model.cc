@@ -79,9 +79,9 @@ const ProfileParams& ParamsFor(Profile p) {
   // healthy: boots ~25 s, LAN-like RTT, ~95% of devices work.
   // typical: the field average: boots ~58 s, RTT near the 100 ms target, 78% of devices work.
   // struggling: slow VM boots (median 80 s, a quarter past 100 s), RTT past 150 ms.
-  static const ProfileParams kHealthy{24, 0.18, 45, 0.30, 800, 0.95, 0.002, 15, 0.002};
-  static const ProfileParams kTypical{55, 0.30, 130, 0.35, 4000, 0.78, 0.010, 40, 0.01};
-  static const ProfileParams kStruggling{80, 0.35, 230, 0.40, 12000, 0.66, 0.040, 90, 0.04};
+  static const ProfileParams kHealthy{24, 0.18, 45, 0.10, 800, 0.95, 0.002, 15, 0.002};
+  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.78, 0.010, 40, 0.01};
+  static const ProfileParams kStruggling{80, 0.35, 200, 0.10, 9000, 0.66, 0.040, 90, 0.04};
   switch (p) {
     case Profile::kHealthy: return kHealthy;
     case Profile::kTypical: return kTypical;
@@ -156,9 +156,12 @@ SimEndpoint::SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t 
   facts_.set_site("site-" + std::to_string(site + 1));
   facts_.set_pool(index % 2 ? "office-vdi" : "finance-vdi");
 
-  // The site's base RTT: drawn once per (customer, site) so endpoints of a site agree.
+  // The site's base RTT: a near, a middle and a far site around the profile's
+  // median, with a small per-(customer, site) wiggle so endpoints of a site agree.
+  static constexpr double kSiteFactor[] = {0.8, 1.0, 1.25};
   std::mt19937_64 site_rng(Mix(seed ^ HashString(customer.name) ^ Mix(1000 + site)));
-  site_rtt_ms_ = LogNormal(site_rng, params_->rtt_site_median_ms, params_->rtt_site_sigma);
+  site_rtt_ms_ = LogNormal(site_rng, params_->rtt_site_median_ms * kSiteFactor[site],
+                           params_->rtt_site_sigma);
 
   const auto& models = DeviceModels();
   std::uniform_int_distribution<int> count(1, 4);

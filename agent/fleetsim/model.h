@@ -21,8 +21,8 @@ const char* ProfileName(Profile p);
 struct ProfileParams {
   double boot_median_s;      // power-on → login-ready, lognormal
   double boot_sigma;
-  double rtt_site_median_ms; // per-site base RTT p95, lognormal across sites
-  double rtt_site_sigma;
+  double rtt_site_median_ms; // base RTT p95 of the middle site (near ×0.8, far ×1.25)
+  double rtt_site_sigma;     // per-(customer, site) wiggle, lognormal
   double retransmit_median_ppm;
   double device_working_p;   // chance a device instance works
   double disconnect_per_hour;
