@@ -9,6 +9,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
   python3 procps
+  clang libclang-rt-14-dev
 )
 
 missing=()

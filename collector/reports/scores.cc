@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace deskpulse::collector {
 
@@ -16,6 +17,8 @@ nlohmann::json ComponentJson(const scoring::Component& c) {
   j["detail"] = c.detail;
   return j;
 }
+
+double Round1(double v) { return std::round(v * 10) / 10; }
 
 std::string Cell(const std::optional<double>& v) {
   return v ? fmt::format("{:.1f}", *v) : std::string("n/a");
@@ -71,6 +74,33 @@ nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
                        {"latency", ComponentJson(t.latency)},
                        {"peripherals", ComponentJson(t.peripherals)},
                        {"stability", ComponentJson(t.stability)}};
+    const auto& w = c.window;
+    if (!w.boot_ms.empty()) {
+      j["components"]["boot"]["boots"] = w.boot_ms.TotalWeight();
+      j["components"]["boot"]["login_ready_s"] = {
+          {"p50", Round1(w.boot_ms.Quantile(0.50) / 1000)},
+          {"p95", Round1(w.boot_ms.Quantile(0.95) / 1000)},
+          {"p99", Round1(w.boot_ms.Quantile(0.99) / 1000)}};
+    }
+    if (!w.latency.empty()) {
+      j["components"]["latency"]["windows"] = w.latency_windows;
+      j["components"]["latency"]["window_rtt_p95_ms"] = {
+          {"p50", Round1(scoring::LatencyRttQuantileMs(w.latency, 0.50))},
+          {"p95", Round1(scoring::LatencyRttQuantileMs(w.latency, 0.95))},
+          {"p99", Round1(scoring::LatencyRttQuantileMs(w.latency, 0.99))}};
+    }
+    if (w.peripherals_working + w.peripherals_failed > 0) {
+      j["components"]["peripherals"]["device_instances"] = {
+          {"working", w.peripherals_working}, {"failed", w.peripherals_failed},
+          {"reconnects", w.peripheral_reconnects}};
+    }
+    if (w.session_s > 0) {
+      j["components"]["stability"]["session_hours"] = Round1(w.session_s / 3600);
+      j["components"]["stability"]["unplanned_downtime_s"] = Round1(w.downtime_ms / 1000);
+      j["components"]["stability"]["disconnects"] = w.disconnects;
+      j["components"]["stability"]["reconnects"] = w.reconnects;
+      j["components"]["stability"]["crashes"] = w.crashes;
+    }
     j["tps"] = t.tps ? nlohmann::json(std::round(*t.tps * 10) / 10) : nlohmann::json();
     j["band"] = t.band ? nlohmann::json(scoring::BandName(*t.band)) : nlohmann::json();
     j["coverage"] = std::round(t.coverage * 1000) / 1000;

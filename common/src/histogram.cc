@@ -154,8 +154,9 @@ Result<SparseHistogram> SparseHistogram::Decode(std::string_view blob) {
       return DataLoss("histogram blob is truncated");
     }
     if (!first && delta == 0) return DataLoss("histogram blob repeats a key");
+    // Checked before adding: a huge delta must not wrap around to a smaller key.
+    if (delta > 0xFFFFFFFFull - key) return DataLoss("histogram key out of range");
     key += delta;
-    if (key > 0xFFFFFFFFu) return DataLoss("histogram key out of range");
     h.cells_.emplace_back(static_cast<std::uint32_t>(key), weight);  // ascending by construction
     first = false;
   }

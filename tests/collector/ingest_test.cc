@@ -256,6 +256,19 @@ class MemoryQueue : public agent::ReportQueue {
   std::deque<std::pair<std::uint64_t, std::string>> q_;
 };
 
+/// Runs `uplink` until everything in `queue` is acknowledged (or 20 s pass).
+void RunUntilDrained(asio::io_context& io, agent::Uplink& uplink, const MemoryQueue& queue) {
+  asio::co_spawn(io, uplink.Run(), asio::detached);
+  asio::steady_timer poll(io);
+  std::function<void()> check = [&] {
+    if (queue.empty()) return uplink.Stop();
+    poll.expires_after(5ms);
+    poll.async_wait([&](auto) { check(); });
+  };
+  check();
+  io.run_for(20s);
+}
+
 TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
   asio::io_context client_io;
   agent::UplinkOptions o;
@@ -268,15 +281,7 @@ TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
   MemoryQueue first;
   first.Add(1, 30);
   agent::Uplink a(client_io.get_executor(), o, first, 1);
-  asio::co_spawn(client_io, a.Run(), asio::detached);
-  asio::steady_timer poll(client_io);
-  std::function<void()> until_empty = [&] {
-    if (first.empty()) return a.Stop();
-    poll.expires_after(5ms);
-    poll.async_wait([&](auto) { until_empty(); });
-  };
-  until_empty();
-  client_io.run_for(20s);
+  RunUntilDrained(client_io, a, first);
   EXPECT_EQ(a.acked_through(), 30u);
 
   // The same agent again (say after a restart) still holding 21..45: the
@@ -285,14 +290,7 @@ TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
   MemoryQueue second;
   second.Add(21, 45);
   agent::Uplink b(client_io.get_executor(), o, second, 2);
-  asio::co_spawn(client_io, b.Run(), asio::detached);
-  std::function<void()> until_empty2 = [&] {
-    if (second.empty()) return b.Stop();
-    poll.expires_after(5ms);
-    poll.async_wait([&](auto) { until_empty2(); });
-  };
-  until_empty2();
-  client_io.run_for(20s);
+  RunUntilDrained(client_io, b, second);
   EXPECT_EQ(b.acked_through(), 45u);
   EXPECT_EQ(b.stats().reports_sent, 15u);
   StopServer();

@@ -32,6 +32,14 @@ class PipelineTest(unittest.TestCase):
             self.assertGreater(healthy["tps"], typical["tps"])
             self.assertGreater(typical["tps"], struggling["tps"])
             self.assertEqual(struggling["components"]["boot"]["band"], "poor")
+            # Percentiles over the window come from the rollups' histograms.
+            boot = struggling["components"]["boot"]["login_ready_s"]
+            self.assertLess(boot["p50"], boot["p95"])
+            self.assertLessEqual(boot["p95"], boot["p99"])
+            self.assertGreater(boot["p95"], 100, "the struggling customer's tail is past 100 s")
+            self.assertLess(healthy["components"]["boot"]["login_ready_s"]["p50"], 30)
+            self.assertGreater(struggling["components"]["latency"]["window_rtt_p95_ms"]["p50"],
+                               healthy["components"]["latency"]["window_rtt_p95_ms"]["p50"])
             self.assertEqual(healthy["band"], "good")
             for c in (healthy, typical, struggling):
                 self.assertEqual(c["endpoints"], 50)
