@@ -126,7 +126,7 @@ int Serve(const ServeFlags& flags) {
   auto store = dc::Store::Open(store_opts);
   if (!store.ok()) {
     spdlog::error("store: {}", store.status().message());
-    return dp::kExitStore;
+    return dp::ExitCodeFor(store.status());
   }
   dc::Writer writer(std::move(store).value(), writer_opts);
   writer.Start();

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <filesystem>
 #include <cstdio>
 
 namespace deskpulse::collector {
@@ -148,6 +149,22 @@ Result<std::string> NewToken() {
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(options.path, ec)) {
+    return Status(Code::kInvalidArgument, options.path + " is a directory, not a database file");
+  }
+  auto store = OpenUnchecked(options);
+  if (store.ok()) return store;
+  const Status& s = store.status();
+  std::string why = s.message();
+  if (why.find("file is not a database") != std::string::npos) {
+    why = "not an SQLite database (" + why.substr(why.rfind(": ") + 2) + ")";
+  }
+  if (why.rfind(options.path, 0) == 0) return s;  // already names the file
+  return Status(s.code(), options.path + ": " + why);
+}
+
+Result<std::unique_ptr<Store>> Store::OpenUnchecked(const StoreOptions& options) {
   std::unique_ptr<Store> store(new Store(options));
   DP_ASSIGN_OR_RETURN(store->db_, Database::Open(options.path, options.read_only));
   DP_RETURN_IF_ERROR(store->Configure());

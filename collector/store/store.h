@@ -111,6 +111,7 @@ class Store {
 
  private:
   explicit Store(StoreOptions options) : options_(std::move(options)) {}
+  static Result<std::unique_ptr<Store>> OpenUnchecked(const StoreOptions& options);
   Status Configure();
   Status Migrate();
   Status PrepareWriteStatements();

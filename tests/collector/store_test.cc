@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "collector/reports/scores.h"
 #include "tests/fakes/temp_dir.h"
 
@@ -69,6 +71,18 @@ TEST_F(StoreTest, MigratesAFreshFileAndReopens) {
   EXPECT_EQ(again->schema_version(), 1);
   auto ro = Store::Open({.path = dir_.File("store.db"), .read_only = true});
   ASSERT_TRUE(ro.ok());
+}
+
+TEST_F(StoreTest, ForeignFilesAreRefusedByName) {
+  const std::string text = dir_.File("notes.db");
+  { std::ofstream(text) << "this is not a database\n"; }
+  auto s = Store::Open({.path = text});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find(text + ": not an SQLite database"), std::string::npos)
+      << s.status().message();
+  auto d = Store::Open({.path = dir_.File("")});
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("is a directory"), std::string::npos);
 }
 
 TEST_F(StoreTest, ReadOnlyOpenOfAMissingStoreFails) {
