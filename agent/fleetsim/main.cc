@@ -148,8 +148,11 @@ int Run(const Flags& f) {
   std::vector<std::unique_ptr<SimAgent>> agents;
   agents.reserve(static_cast<std::size_t>(f.endpoints));
   for (int i = 0; i < f.endpoints; ++i) {
-    const auto& c = (*customers)[static_cast<std::size_t>(i) % customers->size()];
-    agents.push_back(std::make_unique<SimAgent>(io, c, i, f, *collector, history_start));
+    // Deal endpoints to customers in turn; the model gets the endpoint's index
+    // within its customer, which also picks its site.
+    const auto n = static_cast<int>(customers->size());
+    const auto& c = (*customers)[static_cast<std::size_t>(i % n)];
+    agents.push_back(std::make_unique<SimAgent>(io, c, i / n, f, *collector, history_start));
   }
   for (auto& a : agents) asio::co_spawn(io, a->uplink().Run(), asio::detached);
 

@@ -59,6 +59,7 @@ const std::vector<DeviceModel>& DeviceModels();
 /// live reports every `live_interval_ms` of wall time.
 class SimEndpoint {
  public:
+  /// `index` numbers the endpoint within its customer (0, 1, 2, ...).
   SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t seed, std::int64_t start_ms);
 
   const std::string& agent_id() const { return agent_id_; }
