@@ -32,17 +32,26 @@ for spec in "Northwind Health|healthy" "Contoso Legal|typical" "Fabrikam Logisti
 done
 chmod 600 "$tokens"
 
+# Agents talk TLS to the collector, as they would across a network: a
+# throwaway certificate for this machine, which the simulated agents trust.
+cert="$data/collector.crt"
+key="$data/collector.key"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+  -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+  -keyout "$key" -out "$cert" 2>/dev/null
+chmod 600 "$key"
+
 "$collector" serve --db "$db" --listen 127.0.0.1:0 --port-file "$data/port" --log-file "$log" \
-  2>/dev/null &
+  --tls-cert "$cert" --tls-key "$key" 2>/dev/null &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$data/port" ] && break; sleep 0.1; done
 [ -s "$data/port" ] || { echo "demo: collector did not start; see $log" >&2; exit 1; }
 port="$(cat "$data/port")"
-echo "demo: collector listening on 127.0.0.1:$port, store $db" >&2
+echo "demo: collector listening on 127.0.0.1:$port (TLS), store $db" >&2
 echo "demo: simulating $endpoints endpoints of 3 customers over $days days ..." >&2
-"$fleetsim" --collector "127.0.0.1:$port" --tokens "$tokens" --endpoints "$endpoints" \
-  --days "$days" --seed 42 > "$data/fleetsim-summary.json"
+"$fleetsim" --collector "127.0.0.1:$port" --ca "$cert" --tokens "$tokens" \
+  --endpoints "$endpoints" --days "$days" --seed 42 > "$data/fleetsim-summary.json"
 kill -TERM $pid
 wait $pid || true
 trap - EXIT
@@ -54,4 +63,4 @@ echo
 echo "Data:   $db  (SQLite; try: $collector scores --db $db --json)"
 echo "Logs:   $log"
 echo "Load:   $data/fleetsim-summary.json"
-echo "Serve it again: $collector serve --db $db --listen 127.0.0.1:7741"
+echo "Serve it again: $collector serve --db $db --listen 127.0.0.1:7741 --tls-cert $cert --tls-key $key"

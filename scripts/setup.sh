@@ -8,7 +8,7 @@ PACKAGES=(
   libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
-  python3 procps
+  python3 procps openssl
   clang libclang-rt-14-dev
 )
 

@@ -13,6 +13,7 @@
 
 #include "agent/fleetsim/model.h"
 #include "agent/uplink/uplink.h"
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/logging.h"
@@ -42,6 +43,9 @@ struct Flags {
   int batch = 100;
   int window = 2;
   int linger_ms = 0;
+  std::string ca_file;
+  bool plaintext = false;
+  std::shared_ptr<asio::ssl::context> tls;  // built from ca_file
   double timeout_s = 600;
   std::string acked_file;
   std::string log_level = "info";
@@ -116,6 +120,7 @@ class SimAgent : public dp::agent::ReportQueue {
     o.max_batch_reports = static_cast<std::size_t>(f.batch);
     o.max_inflight_batches = f.window;
     o.linger = std::chrono::milliseconds(f.linger_ms);
+    o.tls = f.tls;
     o.backoff_min = std::chrono::milliseconds(100);
     o.backoff_max = std::chrono::milliseconds(5000);
     return o;
@@ -130,10 +135,23 @@ class SimAgent : public dp::agent::ReportQueue {
   dp::agent::Uplink uplink_;
 };
 
-int Run(const Flags& f) {
+int Run(Flags f) {
   auto collector = dp::ParseHostPort(f.collector, "--collector");
   if (!collector.ok()) {
     spdlog::error("{}", collector.status().message());
+    return dp::kExitUsage;
+  }
+  if (!f.ca_file.empty()) {
+    auto tls = dp::MakeClientTlsContext({.ca_file = f.ca_file});
+    if (!tls.ok()) {
+      spdlog::error("--ca: {}", tls.status().message());
+      return dp::kExitUsage;
+    }
+    f.tls = *tls;
+  } else if (!f.plaintext && !dp::IsLoopbackHost(collector->host)) {
+    spdlog::error("--collector {} is not a loopback address: give --ca to connect over TLS, or "
+                  "--plaintext to send credentials in clear explicitly",
+                  f.collector);
     return dp::kExitUsage;
   }
   auto customers = fs::ParseTokensFile(f.tokens);
@@ -306,6 +324,8 @@ int main(int argc, char** argv) {
   app.add_option("--window", f.window, "Batches in flight per agent")->check(CLI::Range(1, 64));
   app.add_option("--linger", f.linger_ms, "ms to let a part-full batch fill (0: send at once)")
       ->check(CLI::Range(0, 60000));
+  app.add_option("--ca", f.ca_file, "PEM CA that signed the collector's certificate: use TLS");
+  app.add_flag("--plaintext", f.plaintext, "plain TCP to a non-loopback collector");
   app.add_option("--timeout", f.timeout_s, "give up after this many seconds")
       ->check(CLI::Range(1.0, 864000.0));
   app.add_option("--acked-file", f.acked_file,

@@ -5,6 +5,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <algorithm>
 
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/frame_codec.h"
 
 namespace deskpulse::agent {
@@ -15,8 +16,7 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct Uplink::Conn {
-  explicit Conn(asio::any_io_executor ex) : socket(ex) {}
-  tcp::socket socket;
+  std::unique_ptr<ByteStream> stream;
   bool failed = false;
   bool reader_done = false;
   bool welcomed = false;
@@ -60,7 +60,9 @@ asio::awaitable<void> Uplink::Run() {
 }
 
 asio::awaitable<Status> Uplink::Session() {
-  auto conn = std::make_shared<Conn>(executor_);
+  auto conn = std::make_shared<Conn>();
+  const std::string where =
+      options_.collector.host + ":" + std::to_string(options_.collector.port);
   tcp::resolver resolver(executor_);
   auto [rec, results] = co_await resolver.async_resolve(
       options_.collector.host, std::to_string(options_.collector.port), kTuple);
@@ -68,24 +70,33 @@ asio::awaitable<Status> Uplink::Session() {
     ++stats_.connect_failures;
     co_return Unavailable("resolve " + options_.collector.host + ": " + rec.message());
   }
-  {
-    asio::steady_timer guard(executor_, options_.connect_timeout);
-    guard.async_wait([conn](const asio::error_code& e) {
-      if (!e) {
-        asio::error_code ignored;
-        conn->socket.close(ignored);
-      }
-    });
-    auto [cec, ep] = co_await asio::async_connect(conn->socket, results, kTuple);
+  // Connect and handshake under one deadline: the guard closes the socket.
+  auto socket = std::make_shared<tcp::socket>(executor_);
+  asio::steady_timer guard(executor_, options_.connect_timeout);
+  guard.async_wait([socket, conn](const asio::error_code& e) {
+    if (e) return;
+    asio::error_code ignored;
+    socket->close(ignored);
+    if (conn->stream) conn->stream->Close();
+  });
+  auto [cec, ep] = co_await asio::async_connect(*socket, results, kTuple);
+  if (cec) {
     guard.cancel();
-    if (cec) {
-      ++stats_.connect_failures;
-      co_return Unavailable("connect " + options_.collector.host + ":" +
-                            std::to_string(options_.collector.port) + ": " + cec.message());
-    }
+    ++stats_.connect_failures;
+    co_return Unavailable("connect " + where + ": " + cec.message());
   }
   asio::error_code ignored;
-  conn->socket.set_option(tcp::no_delay(true), ignored);
+  socket->set_option(tcp::no_delay(true), ignored);
+  conn->stream = options_.tls ? MakeTlsStream(std::move(*socket), options_.tls, false,
+                                              options_.collector.host)
+                              : MakePlainStream(std::move(*socket));
+  if (const asio::error_code hec = co_await conn->stream->Handshake(); hec) {
+    guard.cancel();
+    ++stats_.connect_failures;
+    conn->stream->Close();
+    co_return Unavailable("TLS handshake with " + where + ": " + hec.message());
+  }
+  guard.cancel();
   ++stats_.connects;
 
   v1::Envelope hello_env;
@@ -97,7 +108,7 @@ asio::awaitable<Status> Uplink::Session() {
   *hello->mutable_host() = options_.host;
   std::string out;
   (void)AppendFrame(hello_env, &out);
-  if (auto [wec, n] = co_await asio::async_write(conn->socket, asio::buffer(out), kTuple); wec) {
+  if (auto [wec, n] = co_await conn->stream->WriteAll(asio::buffer(out)); wec) {
     co_return Unavailable("send Hello: " + wec.message());
   }
   inflight_.clear();
@@ -128,7 +139,7 @@ asio::awaitable<Status> Uplink::Session() {
         (void)AppendFrame(env, &out);
         const std::uint64_t last = reports.back().first;
         inflight_.emplace_back(last, Clock::now());
-        auto [wec, n] = co_await asio::async_write(conn->socket, asio::buffer(out), kTuple);
+        auto [wec, n] = co_await conn->stream->WriteAll(asio::buffer(out));
         if (wec) {
           conn->failed = true;
           conn->error = "send Batch: " + wec.message();
@@ -150,8 +161,7 @@ asio::awaitable<Status> Uplink::Session() {
     wake_.expires_after(wait);
     co_await wake_.async_wait(kTuple);
   }
-  conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
-  conn->socket.close(ignored);
+  conn->stream->Close();
   while (!conn->reader_done) {  // the reader holds conn; let it see the close
     wake_.expires_after(std::chrono::milliseconds(1));
     co_await wake_.async_wait(kTuple);
@@ -171,7 +181,7 @@ asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
     wake_.cancel();
   };
   while (!conn->failed) {
-    auto [ec, n] = co_await conn->socket.async_read_some(asio::buffer(buf), kTuple);
+    auto [ec, n] = co_await conn->stream->ReadSome(asio::buffer(buf));
     if (ec) {
       fail(ec == asio::error::eof ? "collector closed the connection" : "read: " + ec.message());
       break;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -32,6 +33,9 @@ struct UplinkOptions {
   /// Hold a part-full batch this long after the previous send, so reports
   /// trickling in travel together (Kafka's linger.ms). 0 sends at once.
   std::chrono::milliseconds linger{0};
+  /// TLS to the collector, verified against the context's CA and the host
+  /// name in `collector`; null means plain TCP.
+  std::shared_ptr<asio::ssl::context> tls;
 };
 
 /// What the uplink drains: the agent's spool, or the simulator's memory.

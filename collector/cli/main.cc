@@ -12,6 +12,7 @@
 #include "collector/ingest/writer.h"
 #include "collector/reports/scores.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/config.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
@@ -39,6 +40,9 @@ struct ServeFlags {
   std::string http;
   std::string config;
   std::string port_file;
+  std::string tls_cert;
+  std::string tls_key;
+  bool plaintext = false;
   std::string log_level = "info";
   std::string log_file;
 };
@@ -48,6 +52,8 @@ dp::Status LoadServeConfig(const ServeFlags& flags, dc::StoreOptions* store,
                            dc::IngestOptions* ingest, dc::WriterOptions* writer,
                            std::string* log_level, std::string* log_file) {
   std::string listen = "127.0.0.1:7741";
+  dp::TlsOptions tls;
+  bool plaintext = false;
   if (!flags.config.empty()) {
     DP_ASSIGN_OR_RETURN(auto cfg, dp::ConfigReader::FromFile(flags.config));
     std::int64_t v = 0;
@@ -66,6 +72,9 @@ dp::Status LoadServeConfig(const ServeFlags& flags, dc::StoreOptions* store,
     writer->checkpoint_interval = std::chrono::milliseconds(v);
 
     DP_RETURN_IF_ERROR(cfg.GetString("ingest.listen", &listen));
+    DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_cert_file", &tls.cert_file));
+    DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_key_file", &tls.key_file));
+    DP_RETURN_IF_ERROR(cfg.GetBool("ingest.plaintext", &plaintext));
     DP_RETURN_IF_ERROR(cfg.GetString("ingest.node_name", &ingest->node_name));
     v = ingest->max_frame_bytes;
     DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_frame_bytes", 1024, 64 << 20, &v));
@@ -101,6 +110,23 @@ dp::Status LoadServeConfig(const ServeFlags& flags, dc::StoreOptions* store,
   DP_ASSIGN_OR_RETURN(auto hp, dp::ParseHostPort(listen, "--listen"));
   ingest->host = hp.host;
   ingest->port = hp.port;
+
+  // TLS unless told otherwise; plain TCP only on loopback or when asked for.
+  if (!flags.tls_cert.empty()) tls.cert_file = flags.tls_cert;
+  if (!flags.tls_key.empty()) tls.key_file = flags.tls_key;
+  plaintext = plaintext || flags.plaintext;
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return dp::InvalidArgument("--tls-cert and --tls-key go together");
+  }
+  if (!tls.cert_file.empty()) {
+    if (plaintext) return dp::InvalidArgument("--plaintext contradicts --tls-cert/--tls-key");
+    DP_ASSIGN_OR_RETURN(ingest->tls, dp::MakeServerTlsContext(tls));
+  } else if (!plaintext && !dp::IsLoopbackHost(ingest->host)) {
+    return dp::InvalidArgument(
+        "--listen " + listen + " is not a loopback address: agents' credentials would cross the "
+        "network in clear. Give --tls-cert and --tls-key, or --plaintext to allow that "
+        "explicitly");
+  }
   return dp::Status::Ok();
 }
 
@@ -142,8 +168,8 @@ int Serve(const ServeFlags& flags) {
   if (!flags.port_file.empty()) {
     std::ofstream(flags.port_file) << server.port() << "\n";
   }
-  spdlog::info("listening on {}:{} (plain TCP), store {}", ingest_opts.host, server.port(),
-               store_opts.path);
+  spdlog::info("listening on {}:{} ({}), store {}", ingest_opts.host, server.port(),
+               ingest_opts.tls ? "TLS" : "plain TCP", store_opts.path);
 
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const asio::error_code& ec, int sig) {
@@ -156,9 +182,10 @@ int Serve(const ServeFlags& flags) {
   const auto ws = writer.stats();
   const auto& is = server.stats();
   spdlog::info("stopped: {} reports stored in {} commits ({} duplicates skipped), {} connections, "
-               "{} protocol errors, {} refused credentials, {} timeouts",
+               "{} protocol errors, {} refused credentials, {} timeouts, {} failed TLS "
+               "handshakes",
                ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted,
-               is.protocol_errors, is.auth_failures, is.timeouts);
+               is.protocol_errors, is.auth_failures, is.timeouts, is.tls_failures);
   if (is.ack_us.TotalWeight() > 0) {
     spdlog::info("ack latency at the collector (batch received → ack sent): p50 {:.1f} ms "
                  "p99 {:.1f} ms max {:.1f} ms",
@@ -225,6 +252,10 @@ int main(int argc, char** argv) {
   s->add_option("--config", serve.config, "TOML config file; flags override it")
       ->check(CLI::ExistingFile);
   s->add_option("--port-file", serve.port_file, "write the bound port here (for --listen :0)");
+  s->add_option("--tls-cert", serve.tls_cert, "PEM certificate chain: agents connect over TLS");
+  s->add_option("--tls-key", serve.tls_key, "PEM private key of --tls-cert");
+  s->add_flag("--plaintext", serve.plaintext,
+              "accept plain TCP on a non-loopback address (loopback is always allowed)");
   s->add_option("--log-level", serve.log_level, "trace, debug, info, warn, error");
   s->add_option("--log-file", serve.log_file, "also write the log to this file");
 

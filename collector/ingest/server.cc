@@ -5,6 +5,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <deque>
 
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/v1/wire.pb.h"
 
 namespace deskpulse::collector {
@@ -25,29 +26,32 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(IngestServer& server, tcp::socket socket)
       : server_(server),
-        socket_(std::move(socket)),
-        watchdog_(socket_.get_executor()),
-        slot_(socket_.get_executor()),
+        executor_(socket.get_executor()),
+        watchdog_(executor_),
+        slot_(executor_),
         decoder_(server.options().max_frame_bytes) {
     asio::error_code ec;
-    auto ep = socket_.remote_endpoint(ec);
+    auto ep = socket.remote_endpoint(ec);
     peer_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
-    socket_.set_option(tcp::no_delay(true), ec);
+    socket.set_option(tcp::no_delay(true), ec);
+    conn_ = server.options().tls
+                  ? MakeTlsStream(std::move(socket), server.options().tls, true, "")
+                  : MakePlainStream(std::move(socket));
   }
 
   void Start() {
-    deadline_ = Clock::now() + server_.options().idle_timeout;
+    // The TLS handshake, like a frame, must finish within the frame timeout.
+    deadline_ = Clock::now() + (conn_->tls() ? opts().frame_timeout : opts().idle_timeout);
     auto self = shared_from_this();
-    asio::co_spawn(socket_.get_executor(), self->ReadLoop(), asio::detached);
-    asio::co_spawn(socket_.get_executor(), self->Watchdog(), asio::detached);
+    asio::co_spawn(executor_, self->Run(), asio::detached);
+    asio::co_spawn(executor_, self->Watchdog(), asio::detached);
   }
 
   /// Stop reading; finish what is in flight, then say goodbye.
   void BeginDrain() {
     if (closed_) return;
     draining_ = true;
-    asio::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_receive, ec);
+    conn_->ShutdownReceive();
     slot_.cancel();
   }
 
@@ -56,11 +60,30 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   const IngestOptions& opts() const { return server_.options(); }
 
+  asio::awaitable<void> Run() {
+    auto self = shared_from_this();
+    if (conn_->tls()) {
+      const asio::error_code ec = co_await conn_->Handshake();
+      if (ec) {
+        // No frame can be sent to a peer that does not speak TLS: log and close.
+        server_.mutable_stats().tls_failures += 1;
+        if (!closed_) spdlog::warn("peer {}: TLS handshake failed: {}; closing", peer_, ec.message());
+        read_done_ = true;
+        Close();
+        co_return;
+      }
+      deadline_ = Clock::now() + opts().idle_timeout;
+      watchdog_.cancel();
+    }
+    reading_ = true;
+    co_await ReadLoop();
+  }
+
   asio::awaitable<void> ReadLoop() {
     auto self = shared_from_this();
     std::array<std::uint8_t, 64 * 1024> buf;
     while (!closing_) {
-      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), kTuple);
+      auto [ec, n] = co_await conn_->ReadSome(asio::buffer(buf));
       if (ec) {
         if (ec != asio::error::eof && ec != asio::error::operation_aborted && !closing_) {
           spdlog::debug("peer {}: read: {}", peer_, ec.message());
@@ -108,6 +131,13 @@ class Session : public std::enable_shared_from_this<Session> {
       if (closed_ || closing_ || draining_) co_return;
       if (Clock::now() < deadline_) continue;  // moved, or woken to re-arm
       server_.mutable_stats().timeouts += 1;
+      if (conn_->tls() && state_ == State::kAwaitHello && !decoder_.mid_frame() &&
+          !handshake_done()) {
+        spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer_,
+                     Seconds(opts().frame_timeout));
+        Close();
+        co_return;
+      }
       const std::string why =
           decoder_.mid_frame()
               ? "frame not completed within " + Seconds(opts().frame_timeout)
@@ -162,7 +192,7 @@ class Session : public std::enable_shared_from_this<Session> {
     agent_ = hello.agent_id();
     auto self = shared_from_this();
     server_.writer().SubmitHello(std::move(hello), [self](Result<StreamInfo> r) {
-      asio::post(self->socket_.get_executor(),
+      asio::post(self->executor_,
                  [self, r = std::move(r)]() mutable { self->OnWelcome(std::move(r)); });
     });
   }
@@ -228,7 +258,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto received = Clock::now();
     server_.writer().SubmitBatch(
         stream_.stream_id, std::move(reports), [self, received](Result<BatchOutcome> r) {
-          asio::post(self->socket_.get_executor(), [self, received, r = std::move(r)]() mutable {
+          asio::post(self->executor_, [self, received, r = std::move(r)]() mutable {
             self->OnCommitted(std::move(r), received);
           });
         });
@@ -259,7 +289,7 @@ class Session : public std::enable_shared_from_this<Session> {
     (void)AppendFrame(env, &out_);
     if (!writing_) {
       writing_ = true;
-      asio::co_spawn(socket_.get_executor(), shared_from_this()->WriteLoop(), asio::detached);
+      asio::co_spawn(executor_, shared_from_this()->WriteLoop(), asio::detached);
     }
   }
 
@@ -268,7 +298,7 @@ class Session : public std::enable_shared_from_this<Session> {
     while (!out_.empty() && !closed_) {
       std::string chunk;
       chunk.swap(out_);
-      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(chunk), kTuple);
+      auto [ec, n] = co_await conn_->WriteAll(asio::buffer(chunk));
       if (ec) {
         out_.clear();
         writing_ = false;
@@ -293,8 +323,7 @@ class Session : public std::enable_shared_from_this<Session> {
     env.mutable_error()->set_message(message);
     Send(env);
     closing_ = true;
-    asio::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_receive, ec);
+    conn_->ShutdownReceive();
     watchdog_.cancel();
     slot_.cancel();
     MaybeFinish();
@@ -322,9 +351,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Close() {
     if (closed_) return;
     closed_ = true;
-    asio::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    conn_->Close();
     watchdog_.cancel();
     slot_.cancel();
     server_.Remove(shared_from_this());
@@ -332,8 +359,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   enum class State { kAwaitHello, kHelloPending, kReady };
 
+  // The handshake is done once the deadline was moved to the idle timeout, i.e.
+  // once Run() reached the read loop.
+  bool handshake_done() const { return reading_; }
+
   IngestServer& server_;
-  tcp::socket socket_;
+  asio::any_io_executor executor_;
+  std::unique_ptr<ByteStream> conn_;
   asio::steady_timer watchdog_;
   asio::steady_timer slot_;
   FrameDecoder decoder_;
@@ -350,6 +382,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
   bool said_goodbye_ = false;
   bool closed_ = false;
+  bool reading_ = false;
 };
 
 IngestServer::IngestServer(asio::io_context& io, IngestOptions options, Writer& writer)

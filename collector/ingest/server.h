@@ -1,6 +1,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -29,6 +30,9 @@ struct IngestOptions {
   std::chrono::milliseconds frame_timeout{30'000};
   /// How long a drain waits for connections to finish before closing them.
   std::chrono::milliseconds drain_timeout{10'000};
+  /// TLS for every connection; null means plain TCP (the caller allows that
+  /// only on loopback or when configured explicitly).
+  std::shared_ptr<asio::ssl::context> tls;
 };
 
 struct IngestStats {
@@ -37,6 +41,7 @@ struct IngestStats {
   std::uint64_t protocol_errors = 0;
   std::uint64_t auth_failures = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t tls_failures = 0;
   SparseHistogram ack_us;  // a Batch fully received → its Ack handed to the socket
 };
 

@@ -9,7 +9,9 @@
 #include <thread>
 
 #include "agent/uplink/uplink.h"
+#include "deskpulse/common/byte_stream.h"
 #include "tests/fakes/raw_client.h"
+#include "tests/fakes/test_certs.h"
 #include "tests/fakes/temp_dir.h"
 
 namespace deskpulse::collector {
@@ -41,6 +43,7 @@ class IngestTest : public ::testing::Test {
     opts.idle_timeout = 3s;
     opts.frame_timeout = 1s;
     opts.max_batch_reports = 50;
+    Configure(&opts);
     server_ = std::make_unique<IngestServer>(io_, opts, *writer_);
     ASSERT_TRUE(server_->Listen().ok());
     server_->Start();
@@ -51,6 +54,9 @@ class IngestTest : public ::testing::Test {
   }
 
   void TearDown() override { StopServer(); }
+
+  /// Lets a derived fixture change the server's options (TLS, say).
+  virtual void Configure(IngestOptions*) {}
 
   void StopServer() {
     if (!io_thread_.joinable()) return;
@@ -311,6 +317,94 @@ TEST_F(IngestTest, UplinkStopsRetryingARefusedCredential) {
   EXPECT_TRUE(a.refused());
   EXPECT_NE(a.stats().last_error.find("UNAUTHENTICATED"), std::string::npos)
       << a.stats().last_error;
+}
+
+}  // namespace
+}  // namespace deskpulse::collector
+
+namespace deskpulse::collector {
+namespace {
+
+class TlsIngestTest : public IngestTest {
+ protected:
+  void Configure(IngestOptions* opts) override {
+    cert_ = deskpulse::testing::WriteSelfSignedCert(dir_.File(""), "collector");
+    auto ctx = MakeServerTlsContext({.cert_file = cert_.cert_file, .key_file = cert_.key_file});
+    ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
+    opts->tls = *ctx;
+  }
+
+  agent::UplinkOptions ClientOptions(const std::string& ca_file, const std::string& agent) {
+    agent::UplinkOptions o;
+    o.collector = {"127.0.0.1", port()};
+    o.credential = token_;
+    o.agent_id = agent;
+    o.backoff_min = 10ms;
+    o.connect_timeout = 2s;
+    auto ctx = MakeClientTlsContext({.ca_file = ca_file});
+    EXPECT_TRUE(ctx.ok()) << ctx.status().ToString();
+    o.tls = *ctx;
+    return o;
+  }
+
+  deskpulse::testing::TestCert cert_;
+};
+
+TEST_F(TlsIngestTest, UplinkOverTlsIsAcknowledged) {
+  asio::io_context client_io;
+  MemoryQueue q;
+  q.Add(1, 25);
+  agent::Uplink u(client_io.get_executor(), ClientOptions(cert_.cert_file, "tls-agent"), q, 1);
+  RunUntilDrained(client_io, u, q);
+  EXPECT_EQ(u.acked_through(), 25u) << u.stats().last_error;
+  StopServer();
+  EXPECT_EQ(StoredRows(), 25);
+}
+
+TEST_F(TlsIngestTest, PlainClientIsClosedAndOthersAreServed) {
+  RawClient plain(port());
+  ASSERT_TRUE(plain.Send(HelloEnvelope(token_, "plain-agent")));
+  EXPECT_TRUE(plain.WaitClosed());
+  asio::io_context client_io;
+  MemoryQueue q;
+  q.Add(1, 3);
+  agent::Uplink u(client_io.get_executor(), ClientOptions(cert_.cert_file, "tls-agent"), q, 1);
+  RunUntilDrained(client_io, u, q);
+  EXPECT_EQ(u.acked_through(), 3u);
+  EXPECT_EQ(server_->stats().tls_failures, 1u);
+}
+
+TEST_F(TlsIngestTest, CollectorWithAnUntrustedCertificateIsRefused) {
+  const auto other = deskpulse::testing::WriteSelfSignedCert(dir_.File(""), "impostor-ca");
+  asio::io_context client_io;
+  MemoryQueue q;
+  q.Add(1, 3);
+  agent::Uplink u(client_io.get_executor(), ClientOptions(other.cert_file, "careful-agent"), q,
+                  1);
+  asio::co_spawn(client_io, u.Run(), asio::detached);
+  asio::steady_timer stop(client_io, 1500ms);
+  stop.async_wait([&](auto) { u.Stop(); });
+  client_io.run_for(10s);
+  EXPECT_EQ(u.acked_through(), 0u);
+  EXPECT_EQ(u.stats().connects, 0u);
+  EXPECT_NE(u.stats().last_error.find("certificate verify failed"), std::string::npos)
+      << u.stats().last_error;
+  StopServer();
+  EXPECT_EQ(StoredRows(), 0);
+}
+
+TEST(TlsContext, BadFilesAreNamed) {
+  auto s = MakeServerTlsContext({.cert_file = "/nonexistent/c.pem", .key_file = "/x/k.pem"});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("/nonexistent/c.pem"), std::string::npos);
+  auto c = MakeClientTlsContext({.ca_file = "/nonexistent/ca.pem"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("/nonexistent/ca.pem"), std::string::npos);
+  EXPECT_TRUE(IsLoopbackHost("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackHost("::1"));
+  EXPECT_TRUE(IsLoopbackHost("localhost"));
+  EXPECT_FALSE(IsLoopbackHost("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackHost("collector.example"));
 }
 
 }  // namespace

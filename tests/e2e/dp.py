@@ -96,5 +96,15 @@ def query(db, sql, *args):
         con.close()
 
 
+def make_cert(workdir):
+    """A self-signed certificate for 127.0.0.1 and localhost: (cert, key)."""
+    cert, key = os.path.join(workdir, "collector.crt"), os.path.join(workdir, "collector.key")
+    r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+    assert r.returncode == 0, r.stderr
+    return cert, key
+
+
 def tempdir():
     return tempfile.TemporaryDirectory(prefix="deskpulse-e2e-")

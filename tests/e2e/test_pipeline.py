@@ -115,6 +115,49 @@ class PipelineTest(unittest.TestCase):
                              sum(stored.values()))
 
 
+class TlsTest(unittest.TestCase):
+    def test_fleet_over_tls(self):
+        with dp.tempdir() as work:
+            db = os.path.join(work, "store.db")
+            cert, key = dp.make_cert(work)
+            tokens = dp.create_tokens(db, work, [("Acme", "typical")])
+            collector = dp.Collector(work, db, extra=("--tls-cert", cert, "--tls-key", key))
+            r, summary = dp.fleetsim(collector.address, tokens, 20, "--days", 5, "--ca", cert)
+            self.assertEqual(collector.stop(), 0)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(summary["reports_acked"], summary["reports_generated"])
+            (stored,), = dp.query(db, "SELECT count(*) FROM reports")
+            self.assertEqual(stored, summary["reports_acked"])
+            with open(os.path.join(work, "collector.log")) as f:
+                self.assertIn("(TLS)", f.read())
+
+    def test_plain_tcp_off_loopback_must_be_explicit(self):
+        with dp.tempdir() as work:
+            r = dp.run([dp.COLLECTOR, "serve", "--db", os.path.join(work, "s.db"),
+                        "--listen", "0.0.0.0:0"], timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("--tls-cert", r.stderr)
+            self.assertIn("--plaintext", r.stderr)
+            tokens = os.path.join(work, "t.txt")
+            with open(tokens, "w") as f:
+                f.write("Acme dpt_x typical\n")
+            r, _ = dp.fleetsim("192.0.2.1:7741", tokens, 1)  # refused before any traffic
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("--ca", r.stderr)
+
+    def test_mismatched_key_is_named(self):
+        with dp.tempdir() as work:
+            cert, _ = dp.make_cert(work)
+            other = os.path.join(work, "other")
+            os.mkdir(other)
+            _, wrong_key = dp.make_cert(other)
+            r = dp.run([dp.COLLECTOR, "serve", "--db", os.path.join(work, "s.db"), "--listen",
+                        "127.0.0.1:0", "--tls-cert", cert, "--tls-key", wrong_key], timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("mismatch", r.stderr)
+            self.assertIn(wrong_key, r.stderr)
+
+
 class CommandLineTest(unittest.TestCase):
     def test_help_and_version(self):
         for binary in (dp.COLLECTOR, dp.FLEETSIM):
