@@ -23,11 +23,21 @@ import tempfile
 import time
 
 
-def start_collector(bin_dir, work, db):
+def make_cert(work):
+    cert, key = os.path.join(work, "c.crt"), os.path.join(work, "c.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def start_collector(bin_dir, work, db, tls_args):
     port_file = os.path.join(work, "port")
     log = open(os.path.join(work, "collector.log"), "w")
     proc = subprocess.Popen([os.path.join(bin_dir, "collector", "deskpulse-collector"), "serve",
-                             "--db", db, "--listen", "127.0.0.1:0", "--port-file", port_file],
+                             "--db", db, "--listen", "127.0.0.1:0", "--port-file", port_file,
+                             *tls_args],
                             stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(300):
         if os.path.exists(port_file) and open(port_file).read().strip():
@@ -47,7 +57,7 @@ def collector_ack_latency(log_path):
             if w else None)
 
 
-def run(bin_dir, agents, rate, seconds, batch, linger_ms):
+def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls):
     with tempfile.TemporaryDirectory(prefix="deskpulse-bench-") as work:
         db = os.path.join(work, "bench.db")
         collector = os.path.join(bin_dir, "collector", "deskpulse-collector")
@@ -56,13 +66,17 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms):
         tokens = os.path.join(work, "tokens.txt")
         with open(tokens, "w") as f:
             f.write(f"Bench {token} typical\n")
-        proc, log, port = start_collector(bin_dir, work, db)
+        server_tls, client_tls = [], []
+        if tls:
+            cert, key = make_cert(work)
+            server_tls, client_tls = ["--tls-cert", cert, "--tls-key", key], ["--ca", cert]
+        proc, log, port = start_collector(bin_dir, work, db, server_tls)
         sim = subprocess.run(
             [os.path.join(bin_dir, "agent", "deskpulse-fleetsim"), "--collector",
              f"127.0.0.1:{port}", "--tokens", tokens, "--endpoints", str(agents),
              "--duration", str(seconds), "--rate", str(rate), "--batch", str(batch),
              "--linger", str(linger_ms), "--window", "4", "--timeout", str(seconds + 120),
-             "--log-level", "warn"], capture_output=True, text=True)
+             "--log-level", "warn", *client_tls], capture_output=True, text=True)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=120)
         log.close()
@@ -88,6 +102,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=40)
     ap.add_argument("--agents", default="100,1000")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--tls", action="store_true", help="agents connect over TLS")
+    ap.add_argument("--no-saturation", action="store_true", help="skip the saturation runs")
     args = ap.parse_args()
 
     cpu = "?"
@@ -96,11 +112,14 @@ def main():
             cpu = line.split(":", 1)[1].strip()
             break
     print(f"deskpulse ingest benchmark: {os.cpu_count()} cores ({cpu}); collector and simulator "
-          f"on this machine; SQLite WAL, synchronous=FULL (fsync per group commit)")
+          f"on this machine; SQLite WAL, synchronous=FULL (fsync per group commit); "
+          f"{'TLS' if args.tls else 'plain TCP on loopback'}")
     results = []
     for agents in [int(a) for a in args.agents.split(",")]:
-        for label, rate in (("target", args.rate), ("saturation", args.rate * 4)):
-            r = run(args.bin, agents, rate, args.seconds, batch=100, linger_ms=100)
+        runs = [("target", args.rate)] + ([] if args.no_saturation else
+                                          [("saturation", args.rate * 4)])
+        for label, rate in runs:
+            r = run(args.bin, agents, rate, args.seconds, batch=100, linger_ms=100, tls=args.tls)
             r["run"] = label
             results.append(r)
             sim, col = r["ack_ms_simulator"], r["ack_ms_collector"] or {}
