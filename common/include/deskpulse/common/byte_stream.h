@@ -33,9 +33,9 @@ class ByteStream {
 
 /// TLS settings of one side.
 struct TlsOptions {
-  std::string cert_file;  // server: PEM certificate chain
-  std::string key_file;   // server: PEM private key
-  std::string ca_file;    // client: PEM CA bundle that must have signed the collector's certificate
+  std::string cert_file{};  // server: PEM certificate chain
+  std::string key_file{};   // server: PEM private key
+  std::string ca_file{};    // client: PEM CA bundle that must have signed the collector's certificate
 };
 
 /// TLS 1.2+ contexts; errors name the file that could not be used.
