@@ -99,6 +99,48 @@ Status ConfigReader::GetBool(std::string_view key, bool* out) {
   return Status::Ok();
 }
 
+Status ConfigReader::GetStringList(std::string_view key, std::vector<std::string>* out) {
+  known_.emplace(key);
+  const toml::node* node = impl_->table.at_path(key).node();
+  if (node == nullptr) return Status::Ok();
+  const auto* arr = node->as_array();
+  if (arr == nullptr) return KeyError(key, "expected an array of strings");
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const auto* v = arr->get(i)->as_string();
+    if (v == nullptr) {
+      return KeyError(key, "element " + std::to_string(i) + " is not a string");
+    }
+    values.push_back(v->get());
+  }
+  *out = std::move(values);
+  return Status::Ok();
+}
+
+Status ConfigReader::GetIntList(std::string_view key, std::int64_t min, std::int64_t max,
+                                std::vector<std::int64_t>* out) {
+  known_.emplace(key);
+  const toml::node* node = impl_->table.at_path(key).node();
+  if (node == nullptr) return Status::Ok();
+  const auto* arr = node->as_array();
+  if (arr == nullptr) return KeyError(key, "expected an array of integers");
+  std::vector<std::int64_t> values;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const auto* v = arr->get(i)->as_integer();
+    if (v == nullptr) {
+      return KeyError(key, "element " + std::to_string(i) + " is not an integer");
+    }
+    if (v->get() < min || v->get() > max) {
+      return KeyError(key, "element " + std::to_string(i) + " (" + std::to_string(v->get()) +
+                               ") is outside " + std::to_string(min) + ".." +
+                               std::to_string(max));
+    }
+    values.push_back(v->get());
+  }
+  *out = std::move(values);
+  return Status::Ok();
+}
+
 namespace {
 void CollectLeaves(const toml::table& table, const std::string& prefix,
                    std::vector<std::string>* out) {

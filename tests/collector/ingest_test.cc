@@ -81,14 +81,14 @@ class IngestTest : public ::testing::Test {
   v1::Welcome Handshake(RawClient& c, const std::string& agent) {
     EXPECT_TRUE(c.Send(HelloEnvelope(token_, agent)));
     auto w = c.Read();
-    EXPECT_TRUE(w.has_value() && w->has_welcome()) << (w ? w->DebugString() : "nothing");
+    EXPECT_TRUE(w.has_value() && w->has_welcome()) << (w ? (w->has_error() ? w->error().message() : std::string("another frame")) : std::string("nothing"));
     return w ? w->welcome() : v1::Welcome{};
   }
 
   static void ExpectError(RawClient& c, v1::ErrorCode code, const std::string& mentions) {
     auto e = c.Read();
     ASSERT_TRUE(e.has_value()) << "no frame before close";
-    ASSERT_TRUE(e->has_error()) << e->DebugString();
+    ASSERT_TRUE(e->has_error()) << "expected an error frame";
     EXPECT_EQ(e->error().code(), code) << e->error().message();
     EXPECT_NE(e->error().message().find(mentions), std::string::npos) << e->error().message();
     EXPECT_TRUE(c.WaitClosed());

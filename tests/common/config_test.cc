@@ -60,3 +60,27 @@ TEST(Config, MissingFileIsNotFound) {
 
 }  // namespace
 }  // namespace deskpulse
+
+TEST(Config, ListsAreTypedAndRangeChecked) {
+  auto r = deskpulse::ConfigReader::FromString(
+      "ports = [3389, 1494]\nnames = [\"wfica\", \"xfreerdp\"]\nbad = [1, \"x\"]\nbig = [70000]\n",
+      "agent.toml");
+  ASSERT_TRUE(r.ok());
+  std::vector<std::int64_t> ports;
+  ASSERT_TRUE(r->GetIntList("ports", 1, 65535, &ports).ok());
+  EXPECT_EQ(ports, (std::vector<std::int64_t>{3389, 1494}));
+  std::vector<std::string> names;
+  ASSERT_TRUE(r->GetStringList("names", &names).ok());
+  EXPECT_EQ(names, (std::vector<std::string>{"wfica", "xfreerdp"}));
+  std::vector<std::int64_t> bad;
+  auto s = r->GetIntList("bad", 1, 65535, &bad);
+  EXPECT_NE(s.message().find("key 'bad': element 1 is not an integer"), std::string::npos)
+      << s.message();
+  s = r->GetIntList("big", 1, 65535, &bad);
+  EXPECT_NE(s.message().find("key 'big': element 0 (70000) is outside 1..65535"),
+            std::string::npos)
+      << s.message();
+  std::vector<std::string> absent{"kept"};
+  ASSERT_TRUE(r->GetStringList("nothing", &absent).ok());
+  EXPECT_EQ(absent, std::vector<std::string>{"kept"});
+}

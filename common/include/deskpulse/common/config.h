@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "deskpulse/common/status.h"
 
@@ -28,6 +29,11 @@ class ConfigReader {
   Status GetInt(std::string_view key, std::int64_t min, std::int64_t max, std::int64_t* out);
   Status GetDouble(std::string_view key, double min, double max, double* out);
   Status GetBool(std::string_view key, bool* out);
+  /// An array of strings; every element must be a string.
+  Status GetStringList(std::string_view key, std::vector<std::string>* out);
+  /// An array of integers, each within min..max.
+  Status GetIntList(std::string_view key, std::int64_t min, std::int64_t max,
+                    std::vector<std::int64_t>* out);
 
   Status CheckNoUnknownKeys() const;
   const std::string& source() const { return source_; }
