@@ -1,0 +1,121 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "agent/uplink/uplink.h"
+#include "deskpulse/common/status.h"
+#include "deskpulse/v1/report.pb.h"
+
+namespace deskpulse::agent {
+
+struct SpoolOptions {
+  std::string dir;
+  /// Total bytes kept on disk; beyond it the oldest segment is dropped.
+  std::uint64_t max_bytes = 64ull << 20;
+  /// fdatasync after every append and state change (survives power loss, not
+  /// only kill -9).
+  bool fsync = true;
+};
+
+struct SpoolStats {
+  std::uint64_t depth_reports = 0;  // not yet acknowledged
+  std::uint64_t bytes = 0;          // on disk, all segments
+  std::uint64_t dropped_reports = 0;  // dropped oldest-first because the spool was full
+  std::uint64_t corrupt_records = 0;  // skipped on replay
+};
+
+/// One record found in a segment: where it is and which seq it carries.
+struct SpoolRecord {
+  std::uint64_t seq = 0;
+  std::uint64_t offset = 0;  // of the payload
+  std::uint32_t length = 0;
+};
+
+/// What a segment scan found: the good records in order, how many damaged
+/// records were skipped, and where the last good record ends.
+struct SegmentScan {
+  std::vector<SpoolRecord> records;
+  std::uint64_t corrupt = 0;
+  std::uint64_t valid_end = 0;
+};
+
+/// Parses a segment's bytes (pure; used on replay and by the fuzz corpus).
+/// A damaged record is skipped by searching for the next record header whose
+/// checksum holds, so one bad byte never hides the rest of the segment.
+SegmentScan ScanSegment(std::string_view bytes);
+
+/// Encodes one record (header + payload) as it is written to a segment.
+std::string EncodeRecord(std::uint64_t seq, std::string_view payload);
+
+/// The agent's crash-safe, bounded report queue on disk (DESIGN §6).
+///
+/// Reports go to append-only segment files; each record carries its seq and a
+/// CRC-32C. Acknowledged segments are deleted. When the spool exceeds its
+/// size, the oldest segment is dropped and its unacknowledged reports are
+/// counted. A state file (written by rename) keeps the epoch, the acknowledged
+/// seq and the counters; if it is lost, the spool starts a new epoch rather
+/// than reuse sequence numbers.
+class Spool : public ReportQueue {
+ public:
+  static Result<std::unique_ptr<Spool>> Open(SpoolOptions options);
+  ~Spool() override;
+
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  /// Assigns the next seq to `report`, then appends it durably. Returns the seq.
+  Result<std::uint64_t> Append(deskpulse::v1::Report& report);
+
+  void Peek(std::uint64_t after_seq, std::size_t max,
+            std::vector<std::pair<std::uint64_t, std::string>>* out) override;
+  void Acknowledge(std::uint64_t seq) override;
+
+  std::uint64_t epoch() const { return epoch_; }
+  std::uint64_t acked_through() const { return acked_; }
+  std::uint64_t last_seq() const { return last_seq_; }
+  SpoolStats stats() const;
+  /// Why the previous state could not be used (empty when it could).
+  const std::string& recovery_note() const { return recovery_note_; }
+
+ private:
+  struct Segment {
+    std::uint64_t first_seq = 0;
+    std::uint64_t last_seq = 0;  // 0 while empty
+    std::uint64_t bytes = 0;
+    std::uint64_t records = 0;
+    std::string path;
+  };
+
+  explicit Spool(SpoolOptions options);
+  Status Load();
+  Status WriteState();
+  Status OpenActive(std::uint64_t first_seq);
+  void DropOldest();
+  void RemoveSegment(std::size_t index);
+  std::uint64_t SegmentTarget() const;
+
+  SpoolOptions options_;
+  std::vector<Segment> segments_;
+  int active_fd_ = -1;
+  std::uint64_t epoch_ = 0;
+  std::uint64_t acked_ = 0;
+  std::uint64_t last_seq_ = 0;
+  std::uint64_t dropped_ = 0;
+  std::uint64_t corrupt_ = 0;
+  std::uint64_t bytes_ = 0;
+  std::string recovery_note_;
+  // Where the last Peek stopped, so a steady stream reads each record once.
+  struct Cursor {
+    std::uint64_t segment_first = 0;
+    std::uint64_t next_seq = 0;
+    std::uint64_t offset = 0;
+  } cursor_;
+};
+
+}  // namespace deskpulse::agent
