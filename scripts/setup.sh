@@ -10,6 +10,12 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
   python3 procps openssl
   clang libclang-rt-14-dev
+  # agent: sd-bus/sd-journal headers (libsystemd is loaded at run time)
+  libsystemd-dev
+  # agent tests and benchmarks: fakes for what the machine lacks, and the peer
+  dbus-daemon python3-dbusmock systemd-journal-remote
+  cups-daemon cups-client libcups2-dev pcscd libpcsclite-dev vsmartcard-vpcd
+  libvirt-dev libudev-dev umockdev collectd-core iproute2
 )
 
 missing=()

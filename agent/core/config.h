@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "deskpulse/common/host_port.h"
+#include "deskpulse/common/status.h"
+#include "deskpulse/v1/wire.pb.h"
+
+namespace deskpulse::agent {
+
+struct BootConfig {
+  bool enabled = true;
+  /// D-Bus address of the system bus; empty = the default (DBUS_SYSTEM_BUS_ADDRESS or
+  /// /run/dbus/system_bus_socket).
+  std::string system_bus;
+  /// Where `deskpulse-agent mark-desktop-ready` leaves its marks.
+  std::string mark_dir = "/run/deskpulse";
+  std::string kmsg = "/dev/kmsg";
+  std::string fpdt_dir = "/sys/firmware/acpi/fpdt/boot";
+};
+
+struct SessionConfig {
+  bool enabled = true;
+  std::vector<std::uint16_t> ica_ports{1494, 2598};
+  std::vector<std::uint16_t> blast_ports{22443, 8443};
+  std::vector<std::uint16_t> pcoip_ports{4172};
+  std::vector<std::uint16_t> rdp_ports{3389};
+  std::vector<std::uint16_t> gateway_ports{443};
+  int sample_interval_s = 5;
+  /// A new connection to the same peer within this is a reconnect, not a new session.
+  int reconnect_window_s = 10;
+  /// host:port of brokers or gateways to time with a TCP connect when no
+  /// display connection is live.
+  std::vector<HostPort> probe_targets;
+  int probe_interval_s = 300;
+  int probe_timeout_ms = 2000;
+};
+
+struct PeripheralsConfig {
+  bool enabled = true;
+  std::string sysfs = "/sys";
+  std::string proc = "/proc";
+  bool cups = true;
+  bool pcsc = true;
+  int reconnect_window_s = 10;
+  /// Re-send the whole inventory at least this often even when nothing changed.
+  int inventory_every_s = 3600;
+};
+
+struct StabilityConfig {
+  bool enabled = true;
+  std::string proc = "/proc";
+  bool journal = true;
+  /// A directory of journal files to read instead of the system journal.
+  std::string journal_dir;
+  std::vector<std::string> vdi_clients{"wfica",           "wfica.sh",      "vmware-remotemks",
+                                       "vmware-view",     "xfreerdp",      "xfreerdp3",
+                                       "remmina",         "pcoip-client",  "vmware-view-usbd"};
+};
+
+struct AgentConfig {
+  std::string source;  // the file it came from
+  // [agent]
+  std::string state_dir = "/var/lib/deskpulse";
+  int interval_s = 60;
+  v1::EndpointRole role = v1::ENDPOINT_ROLE_THIN_CLIENT;
+  std::string site;
+  std::string pool;
+  std::string log_level = "info";
+  std::string machine_id_file = "/etc/machine-id";
+  // [collector]
+  HostPort collector;
+  bool has_collector = false;
+  std::string token;
+  std::string ca_file;
+  bool plaintext = false;
+  int batch_reports = 100;
+  int backoff_max_s = 60;
+  // [spool]
+  std::uint64_t spool_max_bytes = 64ull << 20;
+  bool spool_fsync = true;
+
+  BootConfig boot;
+  SessionConfig session;
+  PeripheralsConfig peripherals;
+  StabilityConfig stability;
+};
+
+/// Reads and validates an agent configuration file. Unknown keys and bad
+/// values are errors naming the key; the token may come from `token_file`.
+Result<AgentConfig> LoadAgentConfig(const std::string& path);
+Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& source);
+
+}  // namespace deskpulse::agent

@@ -1,0 +1,13 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "deskpulse/v1/report.pb.h"
+
+namespace deskpulse::agent {
+
+/// A report as JSON for admins and tests (`--once --print`). Field names are
+/// the proto names; enums are their names; absent optional fields are absent.
+nlohmann::json ReportToJson(const deskpulse::v1::Report& report);
+
+}  // namespace deskpulse::agent
