@@ -137,10 +137,18 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(r.GetBool("probes.peripherals.enabled", &p.enabled));
   DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.sysfs", &p.sysfs));
   DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.proc", &p.proc));
+  DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.udev_data", &p.udev_data));
   DP_RETURN_IF_ERROR(r.GetBool("probes.peripherals.cups", &p.cups));
+  DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.cups_server", &p.cups_server));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.cups_timeout_ms", 100, 30000,
+                                &p.cups_timeout_ms));
   DP_RETURN_IF_ERROR(r.GetBool("probes.peripherals.pcsc", &p.pcsc));
+  DP_RETURN_IF_ERROR(r.GetStringList("probes.peripherals.redirectors", &p.redirectors));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.reconnect_window_s", 1, 600,
                                 &p.reconnect_window_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.poll_every_s", 10, 3600,
+                                &p.poll_every_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.settle_s", 0, 3600, &p.settle_s));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.inventory_every_s", 60, 86400,
                                 &p.inventory_every_s));
 

@@ -42,9 +42,22 @@ struct PeripheralsConfig {
   bool enabled = true;
   std::string sysfs = "/sys";
   std::string proc = "/proc";
+  /// udev's database, for SANE's scanner match (`E:libsane_matched=yes`).
+  std::string udev_data = "/run/udev/data";
   bool cups = true;
+  /// cupsd's socket path or host:port; empty = $CUPS_SERVER, else /run/cups/cups.sock.
+  std::string cups_server;
+  int cups_timeout_ms = 2000;
   bool pcsc = true;
+  /// Processes whose usbfs claim means "redirected into a remote session".
+  std::vector<std::string> redirectors{"ctxusbd", "vmware-usbarbitra", "vmware-view-usbd",
+                                       "usbredirect", "usbredirserver", "remote-viewer",
+                                       "spicy", "xfreerdp", "xfreerdp3"};
   int reconnect_window_s = 10;
+  /// USB, CUPS and PC/SC are read again at least this often (and at once on hot-plug).
+  int poll_every_s = 60;
+  /// A failure state is reported once it has held this long (plug-in settles).
+  int settle_s = 30;
   /// Re-send the whole inventory at least this often even when nothing changed.
   int inventory_every_s = 3600;
 };

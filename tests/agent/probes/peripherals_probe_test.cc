@@ -1,0 +1,412 @@
+#include "agent/probes/peripherals/peripherals_probe.h"
+
+#include <linux/netlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <random>
+
+namespace deskpulse::agent {
+namespace {
+
+namespace v1 = deskpulse::v1;
+
+const std::string kData = std::string(DESKPULSE_TEST_DATA) + "/peripherals";
+
+PeripheralsConfig FixtureConfig(const std::string& layout) {
+  PeripheralsConfig c;
+  c.sysfs = kData + "/" + layout + "/sys";
+  c.proc = kData + "/" + layout + "/proc";
+  c.udev_data = kData + "/" + layout + "/udev";
+  c.cups = false;
+  c.pcsc = false;
+  return c;
+}
+
+std::map<std::string, v1::PeripheralState> ByName(const v1::Report& r) {
+  std::map<std::string, v1::PeripheralState> m;
+  for (const auto& p : r.peripherals()) m[p.name()] = p;
+  return m;
+}
+
+std::string Drivers(const v1::PeripheralState& p) {
+  std::string s;
+  for (const auto& d : p.drivers()) s += (s.empty() ? "" : ",") + d;
+  return s;
+}
+
+v1::Report CollectOnce(PeripheralsProbe& probe, std::int64_t now_ms = 1'700'000'000'000) {
+  v1::Report r;
+  CycleContext ctx;
+  ctx.now_unix_ms = now_ms;
+  ctx.first_cycle = true;
+  probe.Collect(ctx, r);
+  return r;
+}
+
+TEST(PeripheralsProbe, ThinClientLayoutsGetTheirStates) {
+  PeripheralsProbe probe(FixtureConfig("thin-client"), /*once=*/true);
+  const v1::Report r = CollectOnce(probe);
+  EXPECT_EQ(r.unavailable_size(), 0) << r.unavailable(0).reason();
+  auto m = ByName(r);
+  ASSERT_EQ(m.size(), 10u);  // root hubs are not peripherals
+
+  const auto& printer = m.at("Hewlett-Packard HP LaserJet 1020");
+  EXPECT_EQ(printer.vendor_id(), 0x03f0u);
+  EXPECT_EQ(printer.product_id(), 0x2b17u);
+  EXPECT_EQ(printer.state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(Drivers(printer), "usblp");
+  ASSERT_EQ(printer.interface_classes_size(), 1);
+  EXPECT_EQ(printer.interface_classes(0), 0x07u);
+  EXPECT_EQ(printer.serial_hash().size(), 16u);
+  EXPECT_EQ(printer.serial_hash().find("FN0ABCD123"), std::string::npos);
+
+  // A scanner has no kernel driver; SANE's hwdb match in udev says it is served.
+  const auto& scanner = m.at("Canon CanoScan");
+  EXPECT_EQ(scanner.state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(Drivers(scanner), "sane");
+
+  const auto& webcam = m.at("HD Pro Webcam C920");
+  EXPECT_EQ(webcam.device_class(), 0xefu);
+  EXPECT_EQ(Drivers(webcam), "uvcvideo,snd-usb-audio");
+  EXPECT_EQ(webcam.interface_classes_size(), 2);  // video and audio, each once
+  EXPECT_EQ(webcam.state(), v1::DEVICE_STATE_WORKING);
+
+  EXPECT_EQ(m.at("GenesysLogic USB2.1 Hub").state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(Drivers(m.at("SanDisk Cruzer Blade")), "usb-storage");
+
+  // pcscd's usbfs claim is a local user-space driver, not a redirect.
+  const auto& reader = m.at("Gemalto USB SmartCard Reader");
+  EXPECT_EQ(reader.state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(Drivers(reader), "usbfs(pcscd)");
+  EXPECT_FALSE(reader.redirected());
+
+  // The redirector's claim is: the holding process is named.
+  const auto& pad = m.at("Wacom Co.,Ltd. STU-430");
+  EXPECT_TRUE(pad.redirected());
+  EXPECT_EQ(Drivers(pad), "usbfs(ctxusbd)");
+  EXPECT_EQ(pad.state(), v1::DEVICE_STATE_WORKING);
+
+  const auto& unknown = m.at("");  // a fingerprint reader with no strings
+  EXPECT_EQ(unknown.vendor_id(), 0x06cbu);
+  EXPECT_EQ(unknown.state(), v1::DEVICE_STATE_NO_DRIVER);
+  EXPECT_EQ(unknown.reason(), "no driver bound to 1-4.2:1.0 (class ff)");
+
+  const auto& blocked = m.at("Kingston DataTraveler 3.0");
+  EXPECT_EQ(blocked.state(), v1::DEVICE_STATE_BLOCKED_BY_POLICY);
+  EXPECT_NE(blocked.reason().find("authorized=0"), std::string::npos);
+
+  const auto& exported = m.at("Broadcom Corp 5880");
+  EXPECT_TRUE(exported.redirected());
+  EXPECT_EQ(exported.state(), v1::DEVICE_STATE_REDIRECT_FAILED);
+  EXPECT_EQ(Drivers(exported), "usbip-host");
+}
+
+TEST(PeripheralsProbe, VdiGuestDevicesHangUnderTheVirtualHostController) {
+  PeripheralsProbe probe(FixtureConfig("vdi-guest"), true);
+  auto m = ByName(CollectOnce(probe));
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_TRUE(m.at("Hewlett-Packard HP LaserJet 1020").redirected());
+  EXPECT_EQ(m.at("Hewlett-Packard HP LaserJet 1020").state(), v1::DEVICE_STATE_WORKING);
+  // Arrived in the guest, but nothing in the guest drives it.
+  const auto& scanner = m.at("Brother ADS-2000");
+  EXPECT_TRUE(scanner.redirected());
+  EXPECT_EQ(scanner.state(), v1::DEVICE_STATE_NO_DRIVER);
+}
+
+TEST(PeripheralsProbe, GarbledSysfsEntriesAreNamedAndTheRestStillReported) {
+  PeripheralsProbe probe(FixtureConfig("garbled"), true);
+  const v1::Report r = CollectOnce(probe);
+  std::vector<std::string> problems;
+  for (const auto& u : r.unavailable()) {
+    EXPECT_EQ(u.measurement(), "peripherals.usb");
+    problems.push_back(u.reason());
+  }
+  EXPECT_EQ(problems, (std::vector<std::string>{"1-1: idVendor/idProduct missing or not hex",
+                                                "1-2: idVendor/idProduct missing or not hex"}));
+  auto m = ByName(r);
+  ASSERT_EQ(m.size(), 1u);
+  const auto& mouse = m.at("Logitech USB Optical Mouse");
+  EXPECT_EQ(mouse.device_class(), 0u);  // "not-hex" is not a class
+  EXPECT_EQ(mouse.state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(mouse.interface_classes_size(), 2);  // 03 and the unreadable one as 00
+}
+
+TEST(PeripheralsProbe, NoSysfsIsUnavailableWithThePath) {
+  PeripheralsConfig c = FixtureConfig("thin-client");
+  c.sysfs = kData + "/does-not-exist";
+  PeripheralsProbe probe(c, true);
+  const v1::Report r = CollectOnce(probe);
+  ASSERT_EQ(r.unavailable_size(), 1);
+  EXPECT_EQ(r.unavailable(0).reason(), c.sysfs + "/bus/usb/devices: No such file or directory");
+  EXPECT_EQ(r.peripherals_size(), 0);
+}
+
+TEST(PeripheralsProbe, FailuresSettleBeforeTheyCountAndInventoryIsSentOnChangeOnly) {
+  PeripheralsConfig c = FixtureConfig("thin-client");
+  c.settle_s = 30;
+  c.poll_every_s = 60;
+  c.inventory_every_s = 3600;
+  PeripheralsProbe probe(c, /*once=*/false);
+  const std::int64_t t0 = 1'700'000'000'000;
+  CycleContext ctx{t0, 60, true};
+  v1::Report first;
+  probe.Collect(ctx, first);
+  auto m = ByName(first);
+  // Blocked is a decision, not a transient: reported at once. Failures wait.
+  EXPECT_EQ(m.count("Kingston DataTraveler 3.0"), 1u);
+  EXPECT_EQ(m.count(""), 0u);
+  EXPECT_EQ(m.count("Broadcom Corp 5880"), 0u);
+  EXPECT_EQ(m.size(), 8u);
+
+  ctx = {t0 + 31'000, 60, false};
+  v1::Report second;
+  probe.Collect(ctx, second);  // the pending failures force a rescan
+  m = ByName(second);
+  ASSERT_EQ(m.size(), 10u);
+  EXPECT_EQ(m.at("").state(), v1::DEVICE_STATE_NO_DRIVER);
+  EXPECT_EQ(m.at("Broadcom Corp 5880").state(), v1::DEVICE_STATE_REDIRECT_FAILED);
+
+  ctx = {t0 + 91'000, 60, false};
+  v1::Report unchanged;
+  probe.Collect(ctx, unchanged);
+  EXPECT_EQ(unchanged.peripherals_size(), 0);  // nothing changed: nothing sent
+
+  ctx = {t0 + 31'000 + 3'600'000, 60, false};
+  v1::Report hourly;
+  probe.Collect(ctx, hourly);
+  EXPECT_EQ(hourly.peripherals_size(), 10);
+}
+
+std::string KernelMessage(const std::string& action, const std::string& devpath,
+                          const std::vector<std::string>& env) {
+  std::string m = action + "@" + devpath;
+  m.push_back('\0');
+  auto add = [&m](const std::string& kv) {
+    m += kv;
+    m.push_back('\0');
+  };
+  add("ACTION=" + action);
+  add("DEVPATH=" + devpath);
+  for (const auto& kv : env) add(kv);
+  return m;
+}
+
+TEST(Uevent, ParsesKernelMessagesAndRejectsOthers) {
+  const std::string add = KernelMessage(
+      "add", "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.1",
+      {"SUBSYSTEM=usb", "DEVTYPE=usb_device", "PRODUCT=781/5567/100", "TYPE=0/0/0", "BUSNUM=001",
+       "DEVNUM=007", "SEQNUM=4711"});
+  auto e = ParseUevent(add.data(), add.size());
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->action, "add");
+  EXPECT_EQ(e->subsystem, "usb");
+  EXPECT_EQ(e->devtype, "usb_device");
+  EXPECT_EQ(e->vendor_id, 0x0781);
+  EXPECT_EQ(e->product_id, 0x5567);
+  EXPECT_EQ(e->busnum, 1u);
+  EXPECT_EQ(e->devnum, 7u);
+  EXPECT_EQ(e->seqnum, 4711u);
+
+  const std::string bind = KernelMessage("bind", "/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0",
+                                         {"SUBSYSTEM=usb", "DEVTYPE=usb_interface", "DRIVER=usblp",
+                                          "PRODUCT=3f0/2b17/100"});
+  e = ParseUevent(bind.data(), bind.size());
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->driver, "usblp");
+
+  // udevd's re-broadcast carries a "libudev" header: not ours to read.
+  std::string udev("libudev\0\xfe\xed\xca\xfe", 12);
+  EXPECT_FALSE(ParseUevent(udev.data(), udev.size()).has_value());
+  // The header and the keys disagree.
+  const std::string liar = KernelMessage("add", "/devices/a", {"SUBSYSTEM=usb"});
+  std::string forged = liar;
+  forged[4] = 'b';
+  EXPECT_FALSE(ParseUevent(forged.data(), forged.size()).has_value());
+  EXPECT_FALSE(ParseUevent("", 0).has_value());
+  EXPECT_FALSE(ParseUevent("@", 1).has_value());
+  EXPECT_FALSE(UeventSocket::Acceptable(4242, /*kernel_only=*/true));
+  EXPECT_TRUE(UeventSocket::Acceptable(0, true));
+
+  std::mt19937 rng(7);
+  for (int i = 0; i < 5000; ++i) {
+    std::string junk = add;
+    for (int k = 0; k < 4; ++k) junk[rng() % junk.size()] = static_cast<char>(rng());
+    junk.resize(rng() % (junk.size() + 1));
+    (void)ParseUevent(junk.data(), junk.size());  // must not crash or over-read
+  }
+}
+
+Uevent UsbEvent(const std::string& action, const std::string& devpath, const std::string& type,
+                const std::string& driver = "") {
+  Uevent e;
+  e.action = action;
+  e.devpath = devpath;
+  e.subsystem = "usb";
+  e.devtype = type;
+  e.driver = driver;
+  return e;
+}
+
+TEST(PeripheralsProbe, DetachThenAttachWithinTheWindowIsAReconnect) {
+  PeripheralsConfig c = FixtureConfig("thin-client");
+  c.reconnect_window_s = 10;
+  PeripheralsProbe probe(c, false);
+  const std::string stick = "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.1";
+  const std::int64_t t = 1'700'000'000'000;
+  CycleContext ctx{t, 60, true};
+  v1::Report inventory;
+  probe.Collect(ctx, inventory);  // learns the devices, as at start-up
+
+  probe.OnUevent(UsbEvent("remove", stick, "usb_device"), t + 1000);
+  probe.OnUevent(UsbEvent("add", stick, "usb_device"), t + 3000);
+  probe.OnUevent(UsbEvent("bind", stick + "/1-4.1:1.0", "usb_interface", "usb-storage"), t + 3100);
+  probe.OnUevent(UsbEvent("remove", stick, "usb_device"), t + 20'000);
+  probe.OnUevent(UsbEvent("add", stick, "usb_device"), t + 40'000);  // too late: a new attach
+  v1::Report r;
+  ctx = {t + 60'000, 60, false};
+  probe.Collect(ctx, r);
+  ASSERT_EQ(r.peripheral_events_size(), 5);
+  const auto& ev = r.peripheral_events();
+  EXPECT_EQ(ev[0].kind(), v1::PERIPHERAL_EVENT_KIND_DETACH);
+  EXPECT_EQ(ev[1].kind(), v1::PERIPHERAL_EVENT_KIND_RECONNECT);
+  EXPECT_EQ(ev[1].at_unix_ms(), t + 3000);
+  EXPECT_EQ(ev[2].kind(), v1::PERIPHERAL_EVENT_KIND_BIND);
+  EXPECT_EQ(ev[2].driver(), "usb-storage");
+  EXPECT_EQ(ev[3].kind(), v1::PERIPHERAL_EVENT_KIND_DETACH);
+  EXPECT_EQ(ev[4].kind(), v1::PERIPHERAL_EVENT_KIND_ATTACH);
+  for (const auto& e : ev) {
+    EXPECT_EQ(e.vendor_id(), 0x0781u);
+    EXPECT_EQ(e.product_id(), 0x5567u);
+    // The same serial hash as the inventory's, so the collector joins them.
+    EXPECT_EQ(e.serial_hash(), ByName(inventory).at("SanDisk Cruzer Blade").serial_hash());
+  }
+  // Other subsystems are not peripherals' business.
+  Uevent net = UsbEvent("change", "/devices/virtual/net/lo", "");
+  net.subsystem = "net";
+  probe.OnUevent(net, t + 61'000);
+  v1::Report none;
+  ctx = {t + 62'000, 60, false};
+  probe.Collect(ctx, none);
+  EXPECT_EQ(none.peripheral_events_size(), 0);
+}
+
+// Waits on `io` until `done` holds or 10 s pass (a deadline, not a sleep).
+template <typename Pred>
+bool RunUntil(asio::io_context& io, Pred done) {
+  asio::steady_timer deadline(io, std::chrono::seconds(10));
+  bool expired = false, ok = false;
+  deadline.async_wait([&](std::error_code ec) { expired = !ec; });
+  while (!(ok = done()) && !expired) io.run_one();
+  return ok;
+}
+
+TEST(UeventSocket, ReceivesARealKernelUevent) {
+  auto sock = UeventSocket::Open(/*kernel_only=*/true);
+  ASSERT_TRUE(sock.ok()) << sock.status().message();
+  // Writing to a device's `uevent` file makes the kernel itself announce it.
+  std::ofstream("/sys/class/net/lo/uevent") << "change";
+  bool seen = false;
+  for (int i = 0; i < 1000 && !seen; ++i) {
+    pollfd p{sock->fd(), POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) break;
+    int err = 0;
+    auto e = sock->Receive(&err);
+    seen = e && e->devpath == "/devices/virtual/net/lo" && e->action == "change";
+  }
+  if (!seen && ::geteuid() != 0) GTEST_SKIP() << "writing /sys/class/net/lo/uevent needs root";
+  EXPECT_TRUE(seen);
+}
+
+TEST(PeripheralsProbe, HotPlugArrivesThroughTheNetlinkSocket) {
+  PeripheralsProbe probe(FixtureConfig("thin-client"), false);
+  probe.set_uevent_kernel_only(false);  // this test plays the kernel
+  asio::io_context io;
+  probe.Start(io.get_executor());
+  CycleContext ctx{1'700'000'000'000, 60, true};
+  v1::Report inventory;
+  probe.Collect(ctx, inventory);
+  for (const auto& u : inventory.unavailable()) FAIL() << u.measurement() << ": " << u.reason();
+
+  const int tx = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+  ASSERT_GE(tx, 0);
+  sockaddr_nl self{};
+  self.nl_family = AF_NETLINK;
+  ASSERT_EQ(::bind(tx, reinterpret_cast<sockaddr*>(&self), sizeof self), 0);
+  sockaddr_nl group{};
+  group.nl_family = AF_NETLINK;
+  group.nl_groups = 1;
+  const std::string printer = "/devices/pci0000:00/0000:00:14.0/usb1/1-1";
+  for (const char* action : {"remove", "add"}) {
+    const std::string m = KernelMessage(action, printer,
+                                        {"SUBSYSTEM=usb", "DEVTYPE=usb_device", "PRODUCT=3f0/2b17/100"});
+    if (::sendto(tx, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&group), sizeof group) < 0) {
+      ::close(tx);
+      GTEST_SKIP() << "sending to the uevent group needs CAP_NET_ADMIN: " << std::strerror(errno);
+    }
+  }
+  ::close(tx);
+  v1::Report r;
+  ASSERT_TRUE(RunUntil(io, [&] {
+    r.Clear();
+    ctx = {ctx.now_unix_ms + 1000, 60, false};
+    probe.Collect(ctx, r);
+    return r.peripheral_events_size() > 0;
+  }));
+  // Both datagrams were waiting, so one read drained them.
+  ASSERT_EQ(r.peripheral_events_size(), 2);
+  EXPECT_EQ(r.peripheral_events(0).kind(), v1::PERIPHERAL_EVENT_KIND_DETACH);
+  EXPECT_EQ(r.peripheral_events(1).kind(), v1::PERIPHERAL_EVENT_KIND_RECONNECT);
+  EXPECT_EQ(r.peripheral_events(1).vendor_id(), 0x03f0u);
+}
+
+TEST(ClassifyUsb, AFormerRedirectLeftWithoutADriverFailed) {
+  UsbDevice d;
+  d.port = "1-6";
+  d.interfaces.push_back(UsbInterface{"1-6:1.0", 0x03, 0, 0, "", true});
+  UsbContext c;
+  c.previously_redirected = true;
+  EXPECT_EQ(ClassifyUsb(d, c).state, v1::DEVICE_STATE_REDIRECT_FAILED);
+  c.previously_redirected = false;
+  EXPECT_EQ(ClassifyUsb(d, c).state, v1::DEVICE_STATE_NO_DRIVER);
+  d.interfaces[0].authorized = false;
+  EXPECT_EQ(ClassifyUsb(d, c).state, v1::DEVICE_STATE_BLOCKED_BY_POLICY);
+}
+
+TEST(CupsQueue, MatchesUsbDevicesBySerialOrModel) {
+  UsbDevice d;
+  d.product = "HP LaserJet 1020";
+  d.serial = "FN0ABCD123";
+  CupsPrinter q;
+  q.device_uri = "usb://HP/LaserJet%201020?serial=FN0ABCD123";
+  EXPECT_TRUE(QueueMatches(q, d));
+  q.device_uri = "usb://HP/LaserJet%201020?serial=OTHER";
+  EXPECT_FALSE(QueueMatches(q, d));
+  d.serial.clear();
+  q.device_uri = "usb://HP/LaserJet%201020";
+  EXPECT_TRUE(QueueMatches(q, d));
+  q.device_uri = "ipp://printer.example/ipp/print";
+  EXPECT_FALSE(QueueMatches(q, d));
+
+  CupsPrinter stopped;
+  stopped.name = "office";
+  stopped.state = 5;
+  stopped.reasons = {"paused"};
+  EXPECT_EQ(ClassifyQueue(stopped).state, v1::DEVICE_STATE_ERROR);
+  EXPECT_EQ(ClassifyQueue(stopped).reason, "queue office stopped: paused");
+  CupsPrinter toner = stopped;
+  toner.state = 3;
+  toner.reasons = {"toner-low-warning"};
+  EXPECT_EQ(ClassifyQueue(toner).state, v1::DEVICE_STATE_WORKING);
+  toner.reasons = {"media-jam-error"};
+  EXPECT_EQ(ClassifyQueue(toner).reason, "queue office: media-jam-error");
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
