@@ -1,6 +1,11 @@
 #include "agent/probes/peripherals/peripherals_probe.h"
 
 #include <linux/netlink.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,6 +13,7 @@
 #include <asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
@@ -406,6 +412,290 @@ TEST(CupsQueue, MatchesUsbDevicesBySerialOrModel) {
   EXPECT_EQ(ClassifyQueue(toner).state, v1::DEVICE_STATE_WORKING);
   toner.reasons = {"media-jam-error"};
   EXPECT_EQ(ClassifyQueue(toner).reason, "queue office: media-jam-error");
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+// A private cupsd (cups-daemon) on a socket in a temporary directory, as
+// root-run CI allows: `User lp`, `FileDevice Yes`. Debian's `usb` backend
+// comes with the full `cups` package (ghostscript and friends), so the
+// private ServerBin carries the real backends plus an executable named
+// `usb` that only lets cupsd accept usb:// queues; nothing is printed.
+class PrivateCupsd {
+ public:
+  PrivateCupsd() {
+    char tmpl[] = "/tmp/deskpulse-cups-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    socket_ = dir_ + "/cups.sock";
+    for (const char* d : {"spool", "cache", "state", "log", "serverbin", "serverbin/backend"}) {
+      ::mkdir((dir_ + "/" + d).c_str(), 0755);
+    }
+    for (const char* d : {"daemon", "notifier", "filter", "cgi-bin", "monitor"}) {
+      (void)::symlink((std::string("/usr/lib/cups/") + d).c_str(), (dir_ + "/serverbin/" + d).c_str());
+    }
+    for (const char* b : {"ipp", "ipps", "http", "https"}) {
+      (void)::symlink((std::string("/usr/lib/cups/backend/") + b).c_str(),
+                      (dir_ + "/serverbin/backend/" + b).c_str());
+    }
+    std::ofstream(dir_ + "/serverbin/backend/usb") << "#!/bin/sh\nexit 0\n";
+    ::chmod((dir_ + "/serverbin/backend/usb").c_str(), 0755);
+    std::ofstream(dir_ + "/cupsd.conf")
+        << "Listen " << socket_ << "\nLogLevel warn\nWebInterface No\nBrowsing No\n"
+        << "<Location />\n  Order allow,deny\n  Allow all\n</Location>\n"
+        << "<Location /admin>\n  Order allow,deny\n  Allow all\n</Location>\n"
+        << "<Policy default>\n  <Limit All>\n    Order deny,allow\n  </Limit>\n</Policy>\n";
+    std::ofstream(dir_ + "/cups-files.conf")
+        << "User lp\nGroup lp\nSystemGroup root\nFileDevice Yes\n"
+        << "ServerRoot " << dir_ << "\nServerBin " << dir_ << "/serverbin\n"
+        << "RequestRoot " << dir_ << "/spool\nCacheDir " << dir_ << "/cache\n"
+        << "StateDir " << dir_ << "/state\nTempDir " << dir_ << "/spool\n"
+        << "ErrorLog " << dir_ << "/log/error_log\nAccessLog " << dir_ << "/log/access_log\n"
+        << "PageLog " << dir_ << "/log/page_log\n";
+    std::system(("chown -R lp " + dir_).c_str());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execlp("cupsd", "cupsd", "-f", "-c", (dir_ + "/cupsd.conf").c_str(), "-s",
+               (dir_ + "/cups-files.conf").c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    // Ready when it answers an IPP request (bounded; cupsd starts in ~100 ms).
+    for (int i = 0; i < 500 && !CupsGetPrinters(socket_, 200).ok(); ++i) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
+      ::usleep(20'000);
+    }
+    ::setenv("CUPS_SERVER", socket_.c_str(), 1);
+  }
+  ~PrivateCupsd() {
+    Stop();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+  bool running() const { return pid_ > 0; }
+  void Stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  const std::string& socket() const { return socket_; }
+  std::string Log() const {
+    std::ifstream in(dir_ + "/log/error_log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  std::string dir_, socket_;
+  pid_t pid_ = -1;
+};
+
+int Shell(const std::string& cmd) { return std::system((cmd + " 2>&1").c_str()); }
+
+TEST(PeripheralsProbe, PrintersFromAPrivateCupsd) {
+  PrivateCupsd cupsd;
+  ASSERT_TRUE(cupsd.running()) << "cupsd (cups-daemon) did not start:\n" << cupsd.Log();
+  ASSERT_EQ(Shell("lpadmin -p office -v file:///dev/null -E"), 0);
+  ASSERT_EQ(Shell("lpadmin -p lobby -v 'usb://HP/LaserJet%201020?serial=FN0ABCD123' -E"), 0);
+  ASSERT_EQ(Shell("cupsdisable -r 'paper jam' lobby"), 0);
+
+  PeripheralsConfig c = FixtureConfig("thin-client");
+  c.cups = true;
+  c.cups_server = cupsd.socket();
+  {
+    PeripheralsProbe probe(c, true);
+    const v1::Report r = CollectOnce(probe);
+    for (const auto& u : r.unavailable()) ADD_FAILURE() << u.measurement() << ": " << u.reason();
+    std::map<std::string, v1::PeripheralState> queues;
+    for (const auto& p : r.peripherals()) {
+      if (p.bus() == v1::PERIPHERAL_BUS_CUPS) queues[p.reason().empty() ? "office" : "lobby"] = p;
+    }
+    ASSERT_EQ(queues.size(), 2u);
+    EXPECT_EQ(queues["office"].state(), v1::DEVICE_STATE_WORKING);
+    EXPECT_EQ(Drivers(queues["office"]), "cups:file");
+    EXPECT_EQ(queues["lobby"].state(), v1::DEVICE_STATE_ERROR);
+    EXPECT_EQ(queues["lobby"].reason(), "queue lobby stopped: paused");
+    EXPECT_EQ(queues["lobby"].vendor_id(), 0x03f0u);  // joined to the USB printer by serial
+    // The USB printer itself works only as far as its queue does.
+    const auto usb = ByName(r).at("Hewlett-Packard HP LaserJet 1020");
+    EXPECT_EQ(usb.state(), v1::DEVICE_STATE_ERROR);
+    EXPECT_EQ(usb.reason(), "queue lobby stopped: paused");
+  }
+  ASSERT_EQ(Shell("cupsenable lobby"), 0);
+  {
+    PeripheralsProbe probe(c, true);
+    const auto m = ByName(CollectOnce(probe));
+    EXPECT_EQ(m.at("Hewlett-Packard HP LaserJet 1020").state(), v1::DEVICE_STATE_WORKING);
+  }
+  cupsd.Stop();
+  {
+    PeripheralsProbe probe(c, true);
+    const v1::Report r = CollectOnce(probe);
+    ASSERT_EQ(r.unavailable_size(), 1);
+    EXPECT_EQ(r.unavailable(0).measurement(), "peripherals.printers");
+    EXPECT_EQ(r.unavailable(0).reason().rfind("no cupsd at " + cupsd.socket(), 0), 0u)
+        << r.unavailable(0).reason();
+    EXPECT_EQ(ByName(r).size(), 10u);  // USB goes on without CUPS
+  }
+}
+
+TEST(CupsIpp, AHungCupsdIsBoundedByTheTimeout) {
+  char tmpl[] = "/tmp/deskpulse-hung-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string path = dir + "/cups.sock";
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strcpy(a.sun_path, path.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);  // the kernel accepts; nobody answers
+  auto r = CupsGetPrinters(path, 300);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "cupsd at " + path + " did not answer within 300 ms");
+  ::close(fd);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+}
+
+TEST(CupsIpp, DecodingUntrustedBytesNeverCrashes) {
+  // A well-formed answer with one printer, then every truncation and random damage.
+  std::string ok("\x02\x00\x00\x00\x00\x00\x00\x01", 8);
+  ok += '\x01';
+  ok += '\x04';
+  auto attr = [&ok](char tag, const std::string& name, const std::string& value) {
+    ok += tag;
+    ok += char(name.size() >> 8);
+    ok += char(name.size() & 0xFF);
+    ok += name;
+    ok += char(value.size() >> 8);
+    ok += char(value.size() & 0xFF);
+    ok += value;
+  };
+  attr('\x42', "printer-name", "office");
+  attr('\x23', "printer-state", std::string("\x00\x00\x00\x05", 4));
+  attr('\x44', "printer-state-reasons", "paused");
+  attr('\x44', "", "media-empty-error");
+  ok += '\x03';
+  auto decoded = DecodeGetPrinters(ok);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  ASSERT_EQ(decoded->size(), 1u);
+  EXPECT_EQ((*decoded)[0].state, 5);
+  EXPECT_EQ((*decoded)[0].reasons, (std::vector<std::string>{"paused", "media-empty-error"}));
+  for (std::size_t n = 0; n < ok.size(); ++n) {
+    EXPECT_FALSE(DecodeGetPrinters(ok.substr(0, n)).ok()) << n;
+  }
+  std::mt19937 rng(11);
+  for (int i = 0; i < 5000; ++i) {
+    std::string junk = ok;
+    for (int k = 0; k < 3; ++k) junk[rng() % junk.size()] = static_cast<char>(rng());
+    (void)DecodeGetPrinters(junk);
+  }
+  auto http = HttpBody("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  ASSERT_TRUE(http.ok());
+  EXPECT_EQ(*http, "hello");
+  EXPECT_EQ(HttpBody("HTTP/1.1 403 Forbidden\r\n\r\n").status().message(),
+            "cupsd answered HTTP/1.1 403 Forbidden");
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+// A private pcscd with the virtual smart-card readers of vsmartcard-vpcd.
+// pcscd's socket path is fixed (/run/pcscd/pcscd.comm), so it runs in its own
+// mount namespace with a temporary directory bound there; the client library
+// finds the socket through PCSCLITE_CSOCK_NAME.
+class PrivatePcscd {
+ public:
+  PrivatePcscd() {
+    char tmpl[] = "/tmp/deskpulse-pcsc-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    ::mkdir((dir_ + "/conf").c_str(), 0755);
+    ::mkdir("/run/pcscd", 0755);
+    std::ifstream in("/etc/reader.conf.d/vpcd");
+    std::ofstream(dir_ + "/conf/vpcd") << in.rdbuf();
+    ::setenv("PCSCLITE_CSOCK_NAME", (dir_ + "/pcscd.comm").c_str(), 1);
+  }
+  void Start() {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const std::string script = "mount --bind " + dir_ + " /run/pcscd && exec pcscd -f -c " +
+                                 dir_ + "/conf >" + dir_ + "/log 2>&1";
+      ::execlp("unshare", "unshare", "--mount", "--propagation", "private", "sh", "-c",
+               script.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~PrivatePcscd() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::system(("rm -rf " + dir_).c_str());
+  }
+  bool Exited() {
+    return pid_ <= 0 || ::waitpid(pid_, nullptr, WNOHANG) == pid_;
+  }
+  std::string Log() const {
+    std::ifstream in(dir_ + "/log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+};
+
+TEST(PeripheralsProbe, SmartCardReadersFromAPrivatePcscd) {
+  PrivatePcscd pcscd;
+  PeripheralsConfig c = FixtureConfig("thin-client");
+  c.pcsc = true;
+  {
+    PeripheralsProbe probe(c, true);
+    const v1::Report r = CollectOnce(probe);
+    ASSERT_EQ(r.unavailable_size(), 1);
+    EXPECT_EQ(r.unavailable(0).measurement(), "peripherals.smartcards");
+    EXPECT_EQ(r.unavailable(0).reason(),
+              "pcscd is not running: Service not available. (0x8010001D)");
+  }
+  pcscd.Start();
+  PcscClient* client = nullptr;
+  auto loaded = PcscClient::Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  client = loaded->get();
+  // Ready once pcscd lists its readers (bounded; it starts in ~50 ms).
+  Result<std::vector<SmartCardReader>> readers = std::vector<SmartCardReader>{};
+  for (int i = 0; i < 500; ++i) {
+    readers = client->Readers();
+    if (readers.ok() && readers->size() == 2) break;
+    ASSERT_FALSE(pcscd.Exited()) << "pcscd exited:\n" << pcscd.Log();
+    ::usleep(20'000);
+  }
+  ASSERT_TRUE(readers.ok()) << readers.status().message();
+  ASSERT_EQ(readers->size(), 2u);
+  EXPECT_EQ((*readers)[0].name, "Virtual PCD 00 00");
+  EXPECT_FALSE((*readers)[0].card_present);
+
+  PeripheralsProbe probe(c, true);
+  const v1::Report r = CollectOnce(probe);
+  EXPECT_EQ(r.unavailable_size(), 0);
+  int pcsc = 0;
+  for (const auto& p : r.peripherals()) {
+    if (p.bus() != v1::PERIPHERAL_BUS_PCSC) continue;
+    ++pcsc;
+    EXPECT_EQ(p.name().rfind("Virtual PCD 00 0", 0), 0u);
+    EXPECT_EQ(p.state(), v1::DEVICE_STATE_WORKING);
+    EXPECT_EQ(Drivers(p), "pcscd");
+  }
+  EXPECT_EQ(pcsc, 2);
 }
 
 }  // namespace
