@@ -1,4 +1,6 @@
 // deskpulse-agent: measures how the desktop feels and streams reports to the collector.
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -80,6 +82,15 @@ int main(int argc, char** argv) {
   }
   (void)dp::SetUpLogging("deskpulse-agent", config->log_level, "");
 
+  if (!once) {
+    // Held until the daemon's handler is in place (Agent::Run): a stop that
+    // arrives during start-up is then a clean stop, not a kill.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  }
   auto agent = ag::Agent::Create(std::move(*config), once);
   if (!agent.ok()) {
     spdlog::error("{}", agent.status().message());

@@ -8,6 +8,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/signal_set.hpp>
+#include <signal.h>
 #include <asio/steady_timer.hpp>
 #include <filesystem>
 #include <sstream>
@@ -220,9 +221,24 @@ int Agent::Run() {
     spdlog::warn("{}: no collector.address: reports stay in the spool", config_.source);
   }
 
+  // Before anything else runs: a stop during start-up is still a clean stop.
+  cycle_timer_ = std::make_unique<asio::steady_timer>(io_);
+  asio::signal_set signals(io_, SIGTERM, SIGINT);
+  signals.async_wait([this](std::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping", sig);
+    cycle_timer_->cancel();  // the first cycle may not have armed it yet: harmless
+    if (uplink_) uplink_->Stop();
+    io_.stop();
+  });
+  sigset_t stop;  // held since main(): deliver any that arrived meanwhile
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
+
   for (auto& p : probes_) p->Start(io_.get_executor());
   // The first report goes out at once, then every interval.
-  cycle_timer_ = std::make_unique<asio::steady_timer>(io_);
   cycle_timer_->expires_after(std::chrono::seconds(0));
   {
     v1::Report report = Cycle(true);
@@ -235,14 +251,6 @@ int Agent::Run() {
   }
   ArmCycle();
 
-  asio::signal_set signals(io_, SIGTERM, SIGINT);
-  signals.async_wait([this](std::error_code ec, int sig) {
-    if (ec) return;
-    spdlog::info("signal {}: stopping", sig);
-    cycle_timer_->cancel();
-    if (uplink_) uplink_->Stop();
-    io_.stop();
-  });
   spdlog::info("agent {} epoch {} started: interval {} s, {} probes, spool {}", agent_id_,
                spool_->epoch(), config_.interval_s, probes_.size(), config_.state_dir + "/spool");
   io_.run();

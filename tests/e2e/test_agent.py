@@ -1,0 +1,157 @@
+"""The real deskpulse-agent against the real collector on loopback: spooling while the collector is down,
+delivery exactly once after it comes back, and kill -9 of the agent in the middle of uploads."""
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+import dp
+
+AGENT = os.path.join(dp.BIN, "agent", "deskpulse-agent")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Agent:
+    def __init__(self, work, config):
+        self.path = os.path.join(work, "agent.log")
+        before = self.starts()
+        self.log = open(self.path, "a")
+        self.proc = subprocess.Popen([AGENT, "--config", config], stdout=self.log, stderr=self.log)
+        # A signal that arrives before a process reaches main() kills it whatever it does.
+        wait_for(lambda: self.starts() > before or self.proc.poll() is not None, 30, "the agent to start")
+        assert self.proc.poll() is None, open(self.path).read()[-2000:]
+
+    def starts(self):
+        try:
+            with open(self.path) as f:
+                return f.read().count(" started: interval ")
+        except OSError:
+            return 0
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self.log.close()
+        return rc
+
+
+def stored(db):
+    try:
+        (n, distinct, top), = dp.query(db, "SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) "
+                                           "FROM reports")
+        return n, distinct, top
+    except Exception:  # the store is not created yet
+        return 0, 0, 0
+
+
+def spooled_bytes(state_dir):
+    spool = os.path.join(state_dir, "spool")
+    try:
+        return sum(os.path.getsize(os.path.join(spool, n)) for n in os.listdir(spool) if n.endswith(".seg"))
+    except OSError:
+        return 0
+
+
+def spool_state(state_dir):
+    values = {}
+    with open(os.path.join(state_dir, "spool", "state")) as f:
+        for line in f:
+            k, v = line.split()
+            values[k] = int(v)
+    return values
+
+
+class AgentTest(unittest.TestCase):
+    def test_spools_while_down_and_delivers_each_report_once_through_kill9(self):
+        with dp.tempdir() as work:
+            db = os.path.join(work, "store.db")
+            r = dp.run([dp.COLLECTOR, "token", "create", "--db", db, "--customer", "Acme"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            token = r.stdout.split()[-1]
+            port = free_port()
+            state_dir = os.path.join(work, "agent-state")
+            config = os.path.join(work, "agent.toml")
+            with open(config, "w") as f:
+                f.write(f"""[agent]
+state_dir = "{state_dir}"
+interval_s = 1
+machine_id_file = "{os.path.join(work, 'machine-id')}"
+[collector]
+address = "127.0.0.1:{port}"
+token = "{token}"
+batch_reports = 3
+backoff_max_s = 1
+[spool]
+fsync = true
+""")
+            with open(os.path.join(work, "machine-id"), "w") as f:
+                f.write("0123456789abcdef0123456789abcdef\n")
+
+            # 1. No collector: reports go to the spool.
+            agent = Agent(work, config)
+            wait_for(lambda: spooled_bytes(state_dir) > 0, 30, "the agent to spool")
+            time.sleep(6)  # let a backlog of several reports build up while the collector is down
+            self.assertIsNone(agent.proc.poll(), "the agent keeps running without a collector")
+            self.assertEqual(stored(db)[0], 0)
+
+            # 2. The collector comes up on the configured port: the backlog arrives.
+            up_at_ms = int(time.time() * 1000)
+            collector = dp.Collector(work, db, port=port)
+            n, distinct, top = wait_for(lambda: (lambda s: s if s[0] >= 6 else None)(stored(db)), 60,
+                                        "the spooled backlog to arrive")
+            (early,), = dp.query(db, "SELECT count(*) FROM reports WHERE observed_at_ms < ?", up_at_ms)
+            self.assertGreaterEqual(early, 5, "reports observed while the collector was down arrive")
+
+            # 3. kill -9 the agent at three different moments of its uploads, restarting it each time.
+            for pause in (0.0, 0.35, 1.7):
+                time.sleep(pause)
+                agent.stop(signal.SIGKILL)
+                agent = Agent(work, config)
+                wait_for(lambda: stored(db)[2] > top, 60, "new reports after the restart")
+                top = stored(db)[2]
+
+            # 4. The collector goes away again; a backlog builds; the agent is killed while it drains.
+            self.assertEqual(collector.stop(), 0)
+            time.sleep(4)
+            collector = dp.Collector(work, db, port=port)
+            wait_for(lambda: stored(db)[2] > top, 60, "the second backlog to start arriving")
+            agent.stop(signal.SIGKILL)
+            agent = Agent(work, config)
+            wait_for(lambda: stored(db)[2] > top + 4, 60, "the rest of the backlog")
+
+            # 5. A clean stop; then every report up to the highest stored is there exactly once.
+            rc = agent.stop()
+            with open(os.path.join(work, "agent.log")) as f:
+                log = f.read()
+            self.assertEqual(rc, 0, log[-3000:])
+            state = spool_state(state_dir)
+            n, distinct, top = stored(db)
+            self.assertEqual(n, distinct, "no report is stored twice")
+            self.assertEqual(top, n, "no gap: nothing acknowledged was lost")
+            self.assertGreaterEqual(top, state["acked"], "everything the agent saw acknowledged is stored")
+            self.assertEqual(state["dropped"], 0)
+            self.assertEqual(state["corrupt"], 0)
+            (streams,), = dp.query(db, "SELECT count(*) FROM streams")
+            self.assertEqual(streams, 1, "restarts resume the same (agent, epoch) stream")
+            self.assertEqual(collector.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
