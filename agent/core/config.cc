@@ -107,6 +107,9 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(r.GetString("probes.boot.mark_dir", &c.boot.mark_dir));
   DP_RETURN_IF_ERROR(r.GetString("probes.boot.kmsg", &c.boot.kmsg));
   DP_RETURN_IF_ERROR(r.GetString("probes.boot.fpdt_dir", &c.boot.fpdt_dir));
+  DP_RETURN_IF_ERROR(r.GetString("probes.boot.libvirt_uri", &c.boot.libvirt_uri));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.boot.vm_ready_timeout_s", 10, 86400,
+                                &c.boot.vm_ready_timeout_s));
 
   SessionConfig& s = c.session;
   DP_RETURN_IF_ERROR(r.GetBool("probes.session.enabled", &s.enabled));

@@ -19,6 +19,11 @@ struct BootConfig {
   std::string mark_dir = "/run/deskpulse";
   std::string kmsg = "/dev/kmsg";
   std::string fpdt_dir = "/sys/firmware/acpi/fpdt/boot";
+  /// libvirt URI whose VMs' power-on → guest-ready is timed; empty = "qemu:///system"
+  /// on a VDI host, off elsewhere; "none" = off.
+  std::string libvirt_uri;
+  /// A VM whose guest agent has not connected by then is reported with its power-on only.
+  int vm_ready_timeout_s = 600;
 };
 
 struct SessionConfig {

@@ -166,10 +166,12 @@ Status WriteDesktopMark(const std::string& mark_dir, const std::string& proc_roo
   return WriteFileAtomically(path, *boot_id + " " + std::to_string(us) + "\n");
 }
 
-BootProbe::BootProbe(BootConfig config, std::string state_dir, std::string proc_root)
+BootProbe::BootProbe(BootConfig config, std::string state_dir, std::string proc_root,
+                     v1::EndpointRole role)
     : config_(std::move(config)),
       state_file_(state_dir.empty() ? std::string() : state_dir + "/boot-reported"),
-      proc_root_(std::move(proc_root)) {
+      proc_root_(std::move(proc_root)),
+      role_(role) {
   if (auto line = state_file_.empty() ? std::nullopt : ReadLine(state_file_)) {
     std::istringstream in(*line);
     int desktop = 0;
@@ -252,7 +254,32 @@ bool BootProbe::FromKmsg(v1::BootReport* boot, std::string* why) {
   return true;
 }
 
-void BootProbe::Collect(const CycleContext& /*ctx*/, v1::Report& report) {
+BootProbe::~BootProbe() = default;
+
+std::string BootProbe::LibvirtUri() const {
+  if (config_.libvirt_uri == "none") return {};
+  if (!config_.libvirt_uri.empty()) return config_.libvirt_uri;
+  return role_ == v1::ENDPOINT_ROLE_VDI_HOST ? "qemu:///system" : "";
+}
+
+void BootProbe::Start(asio::any_io_executor /*executor*/) {
+  const std::string uri = LibvirtUri();
+  if (uri.empty()) return;
+  auto w = LibvirtVmWatcher::Start(uri, std::int64_t(config_.vm_ready_timeout_s) * 1000);
+  if (w.ok()) {
+    vms_ = std::move(*w);
+  } else {
+    vms_error_ = w.status().message();
+  }
+}
+
+void BootProbe::Collect(const CycleContext& ctx, v1::Report& report) {
+  if (vms_) {
+    for (auto& b : vms_->Take(ctx.now_unix_ms)) *report.add_vm_boots() = std::move(b);
+    if (auto problem = vms_->Problem(); !problem.empty()) AddUnavailable(report, "boot.vms", problem);
+  } else if (!vms_error_.empty()) {
+    AddUnavailable(report, "boot.vms", vms_error_);
+  }
   auto boot_id = ReadBootId(proc_root_);
   if (!boot_id.ok()) {
     AddUnavailable(report, "boot", boot_id.status().message());

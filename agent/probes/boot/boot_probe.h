@@ -1,11 +1,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "agent/core/config.h"
+#include "agent/probes/boot/vm_boots.h"
 #include "agent/probes/probe.h"
 
 namespace deskpulse::agent {
@@ -42,9 +44,15 @@ Status WriteDesktopMark(const std::string& mark_dir, const std::string& proc_roo
 /// else the kernel hand-off from /dev/kmsg.
 class BootProbe : public Probe {
  public:
-  BootProbe(BootConfig config, std::string state_dir, std::string proc_root);
+  BootProbe(BootConfig config, std::string state_dir, std::string proc_root,
+            deskpulse::v1::EndpointRole role = deskpulse::v1::ENDPOINT_ROLE_THIN_CLIENT);
+  ~BootProbe() override;
   std::string_view name() const override { return "boot"; }
+  /// On a hypervisor host: starts watching libvirt for VM boots.
+  void Start(asio::any_io_executor executor) override;
   void Collect(const CycleContext& ctx, deskpulse::v1::Report& report) override;
+  /// The libvirt URI in effect ("" = VM boots are not watched).
+  std::string LibvirtUri() const;
 
  private:
   struct Reported {
@@ -61,6 +69,9 @@ class BootProbe : public Probe {
   std::string state_file_;
   std::string proc_root_;
   Reported reported_;
+  deskpulse::v1::EndpointRole role_;
+  std::unique_ptr<LibvirtVmWatcher> vms_;
+  std::string vms_error_;
 };
 
 }  // namespace deskpulse::agent
