@@ -1,5 +1,8 @@
 #include "agent/platform/libsystemd.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 
@@ -67,6 +70,16 @@ std::string BusErrorText(const LibSystemd& sd, sd_bus_error* error, int r) {
 }
 
 Result<BusConnection> BusConnection::Open(const std::string& address) {
+  // No socket, no bus: say so without mapping libsystemd and its dependencies
+  // (~1 MB) on machines that have no systemd at all.
+  const char* env = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
+  const std::string where = !address.empty() ? address
+                            : env != nullptr ? std::string(env)
+                                             : "unix:path=/run/dbus/system_bus_socket";
+  if (where.rfind("unix:path=", 0) == 0 && where.find_first_of(",;") == std::string::npos &&
+      ::access(where.c_str() + 10, F_OK) != 0) {
+    return Unavailable("no system bus at " + where + " (" + std::strerror(errno) + ")");
+  }
   auto sd = LibSystemd::Get();
   if (!sd.ok()) return sd.status();
   const LibSystemd& s = **sd;
@@ -82,10 +95,6 @@ Result<BusConnection> BusConnection::Open(const std::string& address) {
   }
   if (r < 0) {
     if (bus != nullptr) s.bus_flush_close_unref(bus);
-    const char* env = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
-    const std::string where =
-        !address.empty() ? address
-                         : (env ? std::string(env) : "unix:path=/run/dbus/system_bus_socket");
     return Unavailable("no system bus at " + where + " (" + std::strerror(-r) + ")");
   }
   return BusConnection(*sd, bus);

@@ -23,6 +23,21 @@ std::string Field(const LibSystemd& sd, sd_journal* j, const char* field) {
   return eq == std::string_view::npos ? std::string{} : std::string(v.substr(eq + 1));
 }
 
+// Journal files live in <dir>/<machine-id>/*.journal.
+bool HasJournalFiles(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& machine : std::filesystem::directory_iterator(dir, ec)) {
+    std::error_code ec2;
+    for (const auto& f : std::filesystem::directory_iterator(machine.path(), ec2)) {
+      const std::string name = f.path().filename().string();
+      if (name.size() > 8 && (name.ends_with(".journal") || name.ends_with(".journal~"))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 StabilityProbe::StabilityProbe(StabilityConfig config, std::string state_dir, RunHistory history)
@@ -62,14 +77,15 @@ void StabilityProbe::Collect(const CycleContext& ctx, v1::Report& report) {
 }
 
 void StabilityProbe::CollectCoredumps(v1::Report& report) {
-  auto lib = LibSystemd::Get();
   std::string why;
-  if (!lib.ok()) {
-    why = lib.status().message();
-  } else if (config_.journal_dir.empty() && !std::filesystem::exists("/var/log/journal") &&
-             !std::filesystem::exists("/run/log/journal")) {
-    why = "no systemd journal on this machine (/var/log/journal and /run/log/journal are absent)";
+  // No journal files: do not map libsystemd (and its dependencies, ~1 MB) at all.
+  if (config_.journal_dir.empty() && !HasJournalFiles("/var/log/journal") &&
+      !HasJournalFiles("/run/log/journal")) {
+    why = "no systemd journal on this machine (no journal files under /var/log/journal or "
+          "/run/log/journal)";
   }
+  auto lib = why.empty() ? LibSystemd::Get() : Result<const LibSystemd*>(Unavailable(why));
+  if (why.empty() && !lib.ok()) why = lib.status().message();
   if (!why.empty()) {
     if (!journal_reported_) AddUnavailable(report, "stability.crashes", why);
     journal_reported_ = true;
