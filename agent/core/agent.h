@@ -36,6 +36,9 @@ class Agent {
   deskpulse::v1::Report Cycle(bool first);
   void ArmCycle();
   void WriteRunState(bool clean);
+  /// Spools a cycle's report; makes it durable a second later unless the
+  /// collector acknowledged it first.
+  void SpoolReport(deskpulse::v1::Report& report);
   void Dedup(deskpulse::v1::Report& report);
 
   AgentConfig config_;
@@ -47,6 +50,9 @@ class Agent {
   std::vector<std::unique_ptr<Probe>> probes_;
   asio::io_context io_;
   std::unique_ptr<asio::steady_timer> cycle_timer_;
+  std::unique_ptr<asio::steady_timer> sync_timer_;
+  int run_fd_ = -1;  // the heartbeat, rewritten in place each cycle
+  bool sync_armed_ = false;
   std::unique_ptr<Uplink> uplink_;
   std::uint64_t last_cpu_us_ = 0;
   bool first_cycle_ = true;

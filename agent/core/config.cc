@@ -120,6 +120,8 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(GetPorts(r, "probes.session.gateway_ports", &s.gateway_ports));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.sample_interval_s", 1, 600,
                                 &s.sample_interval_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.discovery_interval_s", 5, 3600,
+                                &s.discovery_interval_s));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.reconnect_window_s", 1, 600,
                                 &s.reconnect_window_s));
   std::vector<std::string> targets;

@@ -34,6 +34,9 @@ struct SessionConfig {
   std::vector<std::uint16_t> rdp_ports{3389};
   std::vector<std::uint16_t> gateway_ports{443};
   int sample_interval_s = 5;
+  /// Full sock_diag dumps (which walk the kernel's whole TCP table) to find new
+  /// display connections this often; known ones are looked up in between.
+  int discovery_interval_s = 60;
   /// A new connection to the same peer within this is a reconnect, not a new session.
   int reconnect_window_s = 10;
   /// host:port of brokers or gateways to time with a TCP connect when no

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
@@ -193,6 +194,7 @@ SegmentScan ScanSegment(std::string_view bytes) {
 Spool::Spool(SpoolOptions options) : options_(std::move(options)) {}
 
 Spool::~Spool() {
+  (void)Sync();
   if (active_fd_ >= 0) ::close(active_fd_);
 }
 
@@ -306,7 +308,7 @@ Status Spool::Load() {
   return Status::Ok();
 }
 
-Status Spool::WriteState() {
+Status Spool::WriteState(bool sync_dir) {
   const std::string path = options_.dir + "/state";
   const std::string tmp = path + ".tmp";
   std::ostringstream s;
@@ -319,7 +321,7 @@ Status Spool::WriteState() {
   ::close(fd);
   DP_RETURN_IF_ERROR(w);
   if (::rename(tmp.c_str(), path.c_str()) != 0) return IoError(Errno("rename " + tmp));
-  if (options_.fsync) return SyncDir(options_.dir);
+  if (options_.fsync && sync_dir) return SyncDir(options_.dir);
   return Status::Ok();
 }
 
@@ -336,7 +338,21 @@ Status Spool::OpenActive(std::uint64_t first_seq) {
   return Status::Ok();
 }
 
-Result<std::uint64_t> Spool::Append(deskpulse::v1::Report& report) {
+Status Spool::Sync() {
+  if (state_dirty_) {
+    state_dirty_ = false;
+    last_state_write_ = std::chrono::steady_clock::now();
+    (void)WriteState(/*sync_dir=*/false);
+  }
+  if (!unsynced_ || active_fd_ < 0) return Status::Ok();
+  if (options_.fsync && ::fdatasync(active_fd_) != 0) {
+    return IoError(Errno("fdatasync " + segments_.back().path));
+  }
+  unsynced_ = false;
+  return Status::Ok();
+}
+
+Result<std::uint64_t> Spool::Append(deskpulse::v1::Report& report, bool sync) {
   const std::uint64_t seq = last_seq_ + 1;
   report.set_seq(seq);
   std::string payload;
@@ -348,6 +364,7 @@ Result<std::uint64_t> Spool::Append(deskpulse::v1::Report& report) {
   const std::string record = EncodeRecord(seq, payload);
   if (active_fd_ < 0 || segments_.empty() ||
       (segments_.back().records > 0 && segments_.back().bytes + record.size() > SegmentTarget())) {
+    DP_RETURN_IF_ERROR(Sync());  // the segment being closed first
     DP_RETURN_IF_ERROR(OpenActive(seq));
   }
   Segment& seg = segments_.back();
@@ -360,9 +377,8 @@ Result<std::uint64_t> Spool::Append(deskpulse::v1::Report& report) {
     }
     return w;
   }
-  if (options_.fsync && ::fdatasync(active_fd_) != 0) {
-    return IoError(Errno("fdatasync " + seg.path));
-  }
+  unsynced_ = true;
+  if (sync) DP_RETURN_IF_ERROR(Sync());
   seg.bytes += record.size();
   seg.records += 1;
   seg.last_seq = seq;
@@ -448,11 +464,21 @@ void Spool::Acknowledge(std::uint64_t seq) {
   seq = std::min(seq, last_seq_);
   if (seq <= acked_) return;
   acked_ = seq;
-  while (!segments_.empty() && segments_.front().last_seq <= acked_ &&
+  // The segment being appended to stays (its acknowledged records are skipped):
+  // re-creating a file per report would cost a directory sync every cycle.
+  while (segments_.size() > 1 && segments_.front().last_seq <= acked_ &&
          segments_.front().records > 0) {
     RemoveSegment(0);
   }
-  (void)WriteState();  // on failure the acked reports are resent; the store drops duplicates
+  // The watermark is written at most every 30 s (and at Sync and close): a
+  // stale one only resends acknowledged reports, and the store drops them.
+  state_dirty_ = true;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_state_write_ >= std::chrono::seconds(30)) {
+    last_state_write_ = now;
+    state_dirty_ = false;
+    (void)WriteState(/*sync_dir=*/false);
+  }
 }
 
 SpoolStats Spool::stats() const {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -69,8 +70,13 @@ class Spool : public ReportQueue {
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
 
-  /// Assigns the next seq to `report`, then appends it durably. Returns the seq.
-  Result<std::uint64_t> Append(deskpulse::v1::Report& report);
+  /// Assigns the next seq to `report`, then appends it. Returns the seq. With
+  /// `sync` the record is on disk on return; without, it is once `Sync()` ran
+  /// (the agent syncs a second later only if the collector has not already
+  /// acknowledged it, so a connected agent rarely pays for an fsync).
+  Result<std::uint64_t> Append(deskpulse::v1::Report& report, bool sync = true);
+  /// Makes every appended record durable (no-op when nothing is pending).
+  Status Sync();
 
   void Peek(std::uint64_t after_seq, std::size_t max,
             std::vector<std::pair<std::uint64_t, std::string>>* out) override;
@@ -94,7 +100,10 @@ class Spool : public ReportQueue {
 
   explicit Spool(SpoolOptions options);
   Status Load();
-  Status WriteState();
+  /// `sync_dir`: also make the rename durable. An acknowledgement need not be:
+  /// if it is lost, the acknowledged reports are sent again and the store
+  /// drops them.
+  Status WriteState(bool sync_dir = true);
   Status OpenActive(std::uint64_t first_seq);
   void DropOldest();
   void RemoveSegment(std::size_t index);
@@ -103,6 +112,9 @@ class Spool : public ReportQueue {
   SpoolOptions options_;
   std::vector<Segment> segments_;
   int active_fd_ = -1;
+  bool unsynced_ = false;
+  bool state_dirty_ = false;  // the acknowledged watermark moved since the state file
+  std::chrono::steady_clock::time_point last_state_write_{};
   std::uint64_t epoch_ = 0;
   std::uint64_t acked_ = 0;
   std::uint64_t last_seq_ = 0;

@@ -27,9 +27,15 @@ Status SetUpLogging(const std::string& program, const std::string& level,
   auto logger = std::make_shared<spdlog::logger>(program, sinks.begin(), sinks.end());
   logger->set_level(lvl);
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %n: %v");
-  logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
-  spdlog::flush_every(std::chrono::seconds(1));
+  if (file.empty()) {
+    // stderr is unbuffered: nothing to flush, and no flusher thread waking
+    // every second (the agent runs on thousands of endpoints).
+    logger->flush_on(spdlog::level::trace);
+  } else {
+    logger->flush_on(spdlog::level::warn);
+    spdlog::flush_every(std::chrono::seconds(1));
+  }
   return Status::Ok();
 }
 

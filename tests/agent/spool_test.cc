@@ -80,7 +80,8 @@ TEST(Spool, AppendsPeeksAndAcknowledgesAcrossRestarts) {
   EXPECT_EQ(*spool->Append(r), 11u);
   spool->Acknowledge(11);
   EXPECT_EQ(spool->stats().depth_reports, 0u);
-  EXPECT_TRUE(SegmentFiles(dir).empty());
+  // Only the segment being appended to is left (not re-created for every report).
+  EXPECT_EQ(SegmentFiles(dir).size(), 1u);
   got.clear();
   spool->Peek(11, 100, &got);
   EXPECT_TRUE(got.empty());

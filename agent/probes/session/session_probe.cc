@@ -126,7 +126,19 @@ void SessionProbe::AddSample(Tracked& t, const TcpConn& c) {
 }
 
 void SessionProbe::Sample(std::int64_t now_ms) {
-  auto conns = DumpTcp(ports_);
+  // A dump walks the kernel's whole TCP hash table; looking up a known
+  // connection is one hash probe. So dump to discover (at start, every
+  // discovery_interval_s, and often for a while after a display connection
+  // closed, to catch the reconnect) and look up known ones in between.
+  const bool discover = !sampled_once_ || now_ms >= next_discovery_ms_ ||
+                        now_ms < rediscover_until_ms_;
+  if (!discover) {
+    SampleKnown(now_ms);
+    return;
+  }
+  next_discovery_ms_ = now_ms + std::int64_t(config_.discovery_interval_s) * 1000;
+  ++dumps_;
+  auto conns = DumpTcp(ports_, TcpFamiliesInUse(proc_root_));
   if (!conns.ok()) {
     dump_error_ = conns.status().message();
     return;
@@ -167,6 +179,7 @@ void SessionProbe::Sample(std::int64_t now_ms) {
       if (sampled_once_) events_.push_back(std::move(e));
     }
     t.last_seen_ms = now_ms;
+    t.conn = c;
     AddSample(t, c);
   }
   if (any) ++live_samples_;
@@ -183,9 +196,32 @@ void SessionProbe::Sample(std::int64_t now_ms) {
   }
 }
 
+void SessionProbe::SampleKnown(std::int64_t now_ms) {
+  std::vector<std::uint64_t> gone;
+  bool any = false;
+  for (auto& [cookie, t] : live_) {
+    auto c = LookupTcp(t.conn);
+    if (!c.ok()) {
+      dump_error_ = c.status().message();
+      return;
+    }
+    if (!c->has_value()) {
+      gone.push_back(cookie);
+      continue;
+    }
+    any = true;
+    t.last_seen_ms = now_ms;
+    AddSample(t, **c);
+  }
+  dump_error_.clear();
+  if (any) ++live_samples_;
+  for (std::uint64_t cookie : gone) Closing(cookie, now_ms);
+}
+
 void SessionProbe::Closing(std::uint64_t cookie, std::int64_t now_ms) {
   auto it = live_.find(cookie);
   if (it == live_.end()) return;
+  rediscover_until_ms_ = now_ms + std::int64_t(config_.reconnect_window_s) * 1000;
   closing_.push_back(Closed{it->second.protocol, it->second.peer_addr, now_ms});
   finished_.push_back(std::move(it->second));
   live_.erase(it);

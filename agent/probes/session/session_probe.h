@@ -32,6 +32,8 @@ class SessionProbe : public Probe {
   void Sample(std::int64_t now_ms);
   /// A connection closed, as the destroy group reports it.
   void OnDestroyed(const TcpConn& conn, std::int64_t now_ms);
+  /// Full dumps so far (discovery), for tests.
+  std::uint64_t dumps() const { return dumps_; }
 
  private:
   struct Tracked {
@@ -43,6 +45,7 @@ class SessionProbe : public Probe {
     std::uint32_t retrans_at_start = 0, segs_at_start = 0;
     std::uint32_t retrans_now = 0, segs_now = 0;
     std::int64_t last_seen_ms = 0;
+    TcpConn conn;  // the identity to look it up by
   };
   struct Closed {
     deskpulse::v1::DisplayProtocol protocol{};
@@ -54,6 +57,7 @@ class SessionProbe : public Probe {
   bool Classify(const TcpConn& c, deskpulse::v1::DisplayProtocol* protocol,
                 std::string* peer) const;
   void AddSample(Tracked& t, const TcpConn& c);
+  void SampleKnown(std::int64_t now_ms);
   void Closing(std::uint64_t cookie, std::int64_t now_ms);
   void ActiveProbe(const CycleContext& ctx, deskpulse::v1::Report& report);
   void ArmTimer();
@@ -73,6 +77,10 @@ class SessionProbe : public Probe {
   std::string dump_error_;
   std::string destroy_error_;
   std::int64_t last_probe_ms_ = 0;
+  std::int64_t next_discovery_ms_ = 0;
+  std::int64_t rediscover_until_ms_ = 0;
+  std::string proc_root_ = "/proc";
+  std::uint64_t dumps_ = 0;
   std::unique_ptr<asio::steady_timer> timer_;
   std::unique_ptr<asio::posix::stream_descriptor> destroy_;
   std::vector<char> destroy_buf_;

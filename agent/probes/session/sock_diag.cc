@@ -11,7 +11,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+
+#include "agent/platform/proc.h"
 
 namespace deskpulse::agent {
 namespace {
@@ -64,6 +67,8 @@ Status ParseSockDiag(std::string_view buffer, std::vector<TcpConn>* out, bool* d
       c.family = m.idiag_family;
       c.state = m.idiag_state;
       c.cookie = (static_cast<std::uint64_t>(m.id.idiag_cookie[1]) << 32) | m.id.idiag_cookie[0];
+      std::memcpy(c.local_raw.data(), m.id.idiag_src, sizeof m.id.idiag_src);
+      std::memcpy(c.remote_raw.data(), m.id.idiag_dst, sizeof m.id.idiag_dst);
       c.local_port = ntohs(m.id.idiag_sport);
       c.remote_port = ntohs(m.id.idiag_dport);
       if (c.family == AF_INET || c.family == AF_INET6) {
@@ -132,13 +137,78 @@ std::string BuildPortFilter(const std::vector<std::uint16_t>& ports) {
   return bc;
 }
 
-Result<std::vector<TcpConn>> DumpTcp(const std::vector<std::uint16_t>& ports) {
+TcpFamilies TcpFamiliesInUse(const std::string& proc_root) {
+  TcpFamilies f;
+  auto inuse = [](const std::string& path, const char* key) {
+    auto text = ReadSmallFile(path, 4096);
+    if (!text.ok()) return true;
+    const std::size_t at = text->find(key);
+    if (at == std::string::npos) return true;
+    return std::strtoul(text->c_str() + at + std::strlen(key), nullptr, 10) > 0;
+  };
+  f.v4 = inuse(proc_root + "/net/sockstat", "\nTCP: inuse ");
+  f.v6 = inuse(proc_root + "/net/sockstat6", "TCP6: inuse ");
+  return f;
+}
+
+Result<std::optional<TcpConn>> LookupTcp(const TcpConn& known) {
+  Fd s;
+  s.fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (s.fd < 0) return Unavailable(std::string("NETLINK_SOCK_DIAG: ") + std::strerror(errno));
+  struct {
+    nlmsghdr h;
+    inet_diag_req_v2 r;
+  } req{};
+  req.h.nlmsg_len = sizeof req;
+  req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.h.nlmsg_flags = NLM_F_REQUEST;
+  req.r.sdiag_family = static_cast<std::uint8_t>(known.family);
+  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.idiag_states = 1u << 1;
+  req.r.idiag_ext = 1u << (INET_DIAG_INFO - 1);
+  req.r.id.idiag_sport = htons(known.local_port);
+  req.r.id.idiag_dport = htons(known.remote_port);
+  std::memcpy(req.r.id.idiag_src, known.local_raw.data(), sizeof req.r.id.idiag_src);
+  std::memcpy(req.r.id.idiag_dst, known.remote_raw.data(), sizeof req.r.id.idiag_dst);
+  req.r.id.idiag_cookie[0] = static_cast<std::uint32_t>(known.cookie);
+  req.r.id.idiag_cookie[1] = static_cast<std::uint32_t>(known.cookie >> 32);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(s.fd, &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    return Unavailable(std::string("NETLINK_SOCK_DIAG send: ") + std::strerror(errno));
+  }
+  alignas(nlmsghdr) char buf[4096];
+  ssize_t n;
+  do {
+    n = ::recv(s.fd, buf, sizeof buf, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Unavailable(std::string("NETLINK_SOCK_DIAG recv: ") + std::strerror(errno));
+  if (static_cast<std::size_t>(n) >= sizeof(nlmsghdr) + sizeof(int)) {
+    nlmsghdr h;
+    std::memcpy(&h, buf, sizeof h);
+    int err = 0;
+    std::memcpy(&err, buf + sizeof(nlmsghdr), sizeof err);
+    // ENOENT: the connection is gone (closed, or the cookie no longer matches).
+    if (h.nlmsg_type == NLMSG_ERROR && err == -ENOENT) return std::optional<TcpConn>{};
+  }
+  std::vector<TcpConn> found;
+  bool done = false;
+  DP_RETURN_IF_ERROR(ParseSockDiag({buf, static_cast<std::size_t>(n)}, &found, &done));
+  // An exact lookup also finds the socket in TIME_WAIT or FIN_WAIT: closed for us.
+  if (found.empty() || found[0].cookie != known.cookie || found[0].state != 1 /* ESTABLISHED */) {
+    return std::optional<TcpConn>{};
+  }
+  return std::optional<TcpConn>(std::move(found[0]));
+}
+
+Result<std::vector<TcpConn>> DumpTcp(const std::vector<std::uint16_t>& ports, TcpFamilies families) {
   Fd s;
   s.fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (s.fd < 0) return Unavailable(std::string("NETLINK_SOCK_DIAG: ") + std::strerror(errno));
   const std::string filter = BuildPortFilter(ports);
   std::vector<TcpConn> conns;
   for (int family : {AF_INET, AF_INET6}) {
+    if ((family == AF_INET && !families.v4) || (family == AF_INET6 && !families.v6)) continue;
     std::string req(NLMSG_LENGTH(sizeof(inet_diag_req_v2)), '\0');
     nlmsghdr h{};
     inet_diag_req_v2 r{};

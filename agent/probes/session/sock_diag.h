@@ -1,6 +1,8 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +14,7 @@ namespace deskpulse::agent {
 /// One TCP connection as NETLINK_SOCK_DIAG reports it (what `ss -ti` shows).
 struct TcpConn {
   std::uint64_t cookie = 0;  // the kernel's identity for the socket
+  std::array<std::uint32_t, 4> local_raw{}, remote_raw{};  // as the kernel gave them
   int family = 0;            // AF_INET or AF_INET6
   std::uint8_t state = 0;    // TCP_ESTABLISHED = 1, TCP_CLOSE = 7 in destroy events
   std::string local_addr;
@@ -40,9 +43,24 @@ Status ParseSockDiag(std::string_view buffer, std::vector<TcpConn>* out, bool* d
 /// return display-protocol ones.
 std::string BuildPortFilter(const std::vector<std::uint16_t>& ports);
 
+/// Which address families have any TCP socket in this network namespace,
+/// from `<proc>/net/sockstat` and `sockstat6` ("TCP: inuse N"). A dump walks
+/// the kernel's whole connection hash table, so a family with no sockets is
+/// not worth one. Unreadable files count as "in use".
+struct TcpFamilies {
+  bool v4 = true, v6 = true;
+};
+TcpFamilies TcpFamiliesInUse(const std::string& proc_root);
+
 /// Established TCP connections whose local or remote port is in `ports`, with
-/// tcp_info, from the running kernel (both address families).
-Result<std::vector<TcpConn>> DumpTcp(const std::vector<std::uint16_t>& ports);
+/// tcp_info, from the running kernel. A dump walks every hash bucket in the
+/// kernel (milliseconds on a big host): discovery, not sampling.
+Result<std::vector<TcpConn>> DumpTcp(const std::vector<std::uint16_t>& ports,
+                                     TcpFamilies families = {});
+
+/// One known connection looked up by its exact 4-tuple and cookie: a hash
+/// lookup in the kernel, not a walk. nullopt when it is gone.
+Result<std::optional<TcpConn>> LookupTcp(const TcpConn& known);
 
 /// A netlink socket subscribed to the TCP destroy groups (IPv4 and IPv6):
 /// each closed TCP socket arrives with its final tcp_info. Returns the fd.

@@ -211,3 +211,68 @@ TEST(SessionProbe, UnresolvableTargetIsUnavailableWithTheName) {
 
 }  // namespace
 }  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+TEST(SessionProbe, DiscoversByDumpAndSamplesKnownConnectionsByLookup) {
+  Listener display;
+  SessionConfig c = OnlyPort(display.port);
+  c.discovery_interval_s = 60;
+  c.reconnect_window_s = 10;
+  SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+  auto first = std::make_unique<Conn>(display);
+  probe.Sample(1'000);
+  EXPECT_EQ(probe.dumps(), 1u);
+  Conn second(display);          // a new connection between discoveries ...
+  probe.Sample(6'000);
+  probe.Sample(11'000);
+  EXPECT_EQ(probe.dumps(), 1u);  // ... the known one was looked up, not dumped for
+  v1::Report r;
+  probe.Collect({.now_unix_ms = 12'000, .window_s = 60}, r);
+  ASSERT_EQ(r.sessions_size(), 1);  // both connections are to the same peer: one window
+  EXPECT_EQ(r.stability().session_events_size(), 0);  // the new one is not found yet
+
+  first.reset();               // a close ...
+  probe.Sample(16'000);        // ... seen by the lookup
+  probe.Sample(21'000);        // within the reconnect window: discovery again
+  EXPECT_EQ(probe.dumps(), 2u);
+  v1::Report after;
+  probe.Collect({.now_unix_ms = 22'000, .window_s = 60}, after);  // not started: samples too
+  EXPECT_EQ(probe.dumps(), 3u);  // still within the window
+  ASSERT_EQ(after.stability().session_events_size(), 1);
+  EXPECT_EQ(after.stability().session_events(0).kind(), v1::SESSION_EVENT_KIND_RECONNECT);
+  probe.Sample(31'000);        // the window has passed: back to lookups
+  EXPECT_EQ(probe.dumps(), 3u);
+  probe.Sample(82'000);        // a discovery interval after the last dump
+  EXPECT_EQ(probe.dumps(), 4u);
+}
+
+TEST(SockDiag, FamiliesWithoutTcpSocketsAreNotDumped) {
+  const TcpFamilies f = TcpFamiliesInUse(std::string(DESKPULSE_TEST_DATA) + "/session/sockstat-v4-only");
+  EXPECT_TRUE(f.v4);
+  EXPECT_FALSE(f.v6);
+  const TcpFamilies unknown = TcpFamiliesInUse("/does-not-exist");
+  EXPECT_TRUE(unknown.v4 && unknown.v6);  // unreadable: dump both
+}
+
+TEST(SockDiag, LookupFindsALiveConnectionAndNotAClosedOne) {
+  Listener display;
+  auto conn = std::make_unique<Conn>(display);
+  auto dumped = DumpTcp({display.port});
+  ASSERT_TRUE(dumped.ok()) << dumped.status().message();
+  ASSERT_FALSE(dumped->empty());
+  const TcpConn known = (*dumped)[0];
+  auto found = LookupTcp(known);
+  ASSERT_TRUE(found.ok()) << found.status().message();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->cookie, known.cookie);
+  EXPECT_TRUE((*found)->has_info);
+  conn.reset();
+  auto gone = LookupTcp(known);
+  ASSERT_TRUE(gone.ok()) << gone.status().message();
+  EXPECT_FALSE(gone->has_value());
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
