@@ -1,5 +1,6 @@
 """The real deskpulse-agent against the real collector on loopback: spooling while the collector is down,
 delivery exactly once after it comes back, and kill -9 of the agent in the middle of uploads."""
+import json
 import os
 import signal
 import socket
@@ -151,6 +152,46 @@ fsync = true
             (streams,), = dp.query(db, "SELECT count(*) FROM streams")
             self.assertEqual(streams, 1, "restarts resume the same (agent, epoch) stream")
             self.assertEqual(collector.stop(), 0)
+
+
+class OncePrintTest(unittest.TestCase):
+    def test_prints_real_values_of_this_machine(self):
+        """`--once --print` on this machine: boot id, uptime, the RTT of a loopback RDP connection held open
+        here, and "unavailable" with a reason for what the machine lacks."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", 3389))
+        except OSError as e:
+            self.skipTest(f"port 3389 is taken on this machine: {e}")
+        listener.listen(1)
+        client = socket.create_connection(("127.0.0.1", 3389))
+        server, _ = listener.accept()
+        for _ in range(20):  # some round trips, so the kernel has an RTT estimate
+            client.sendall(b"x" * 100)
+            server.recv(100)
+            server.sendall(b"y")
+            client.recv(1)
+        try:
+            r = dp.run([AGENT, "--once", "--print"])
+        finally:
+            client.close()
+            server.close()
+            listener.close()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        report = json.loads(r.stdout)
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            self.assertEqual(report["boot"]["boot_id"], f.read().strip())
+        self.assertGreater(report["stability"]["uptime_s"], 0)
+        rdp = [w for w in report["sessions"] if w["peer"] == "127.0.0.1:3389"]
+        self.assertEqual(len(rdp), 1, report["sessions"])
+        self.assertEqual(rdp[0]["protocol"], "DISPLAY_PROTOCOL_RDP")
+        self.assertEqual(rdp[0]["source"], "LATENCY_SOURCE_PASSIVE_TCP_INFO")
+        self.assertGreater(rdp[0]["rtt_p50_us"], 0)
+        unavailable = {u["measurement"]: u["reason"] for u in report["unavailable"]}
+        self.assertTrue(unavailable, "this machine lacks something (no cupsd, no pcscd, no system bus)")
+        for measurement, reason in unavailable.items():
+            self.assertTrue(reason, f"{measurement} says why")
 
 
 if __name__ == "__main__":
