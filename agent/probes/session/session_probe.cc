@@ -249,11 +249,16 @@ void SessionProbe::Start(asio::any_io_executor executor) {
 }
 
 void SessionProbe::ArmTimer() {
+  timer_armed_ = true;
   timer_->expires_after(std::chrono::seconds(config_.sample_interval_s));
   timer_->async_wait([this](std::error_code ec) {
+    timer_armed_ = false;
     if (ec) return;
-    Sample(NowUnixMs());
-    ArmTimer();
+    const std::int64_t now = NowUnixMs();
+    Sample(now);
+    // Nothing live and no reconnect to watch for: sleep until the next
+    // discovery, which a collection cycle triggers (no idle wake-ups).
+    if (!live_.empty() || now < rediscover_until_ms_) ArmTimer();
   });
 }
 
@@ -303,7 +308,12 @@ void SessionProbe::ActiveProbe(const CycleContext& ctx, v1::Report& report) {
 }
 
 void SessionProbe::Collect(const CycleContext& ctx, v1::Report& report) {
-  if (!started_) Sample(ctx.now_unix_ms);  // --once: one pass, now
+  if (!started_) {
+    Sample(ctx.now_unix_ms);  // --once: one pass, now
+  } else if (!timer_armed_ && ctx.now_unix_ms >= next_discovery_ms_) {
+    Sample(ctx.now_unix_ms);  // idle: discovery rides on the cycle
+    if (!live_.empty()) ArmTimer();
+  }
   if (!dump_error_.empty()) AddUnavailable(report, "session.latency", dump_error_);
   if (started_ && !destroy_error_.empty() && ctx.first_cycle) {
     AddUnavailable(report, "session.disconnects", destroy_error_);

@@ -81,6 +81,7 @@ class SessionProbe : public Probe {
   std::int64_t rediscover_until_ms_ = 0;
   std::string proc_root_ = "/proc";
   std::uint64_t dumps_ = 0;
+  bool timer_armed_ = false;
   std::unique_ptr<asio::steady_timer> timer_;
   std::unique_ptr<asio::posix::stream_descriptor> destroy_;
   std::vector<char> destroy_buf_;
