@@ -9,7 +9,9 @@ for the agent the stored report sizes (protobuf bytes; batch framing adds ~3 byt
 for collectd the bytes its network plugin sends per interval (to a UDP socket the benchmark holds).
 
 The agent runs twice at once, exactly as deployed: over TLS to a collector with a certificate
-(how it runs in the field) and in plain TCP to a loopback collector. collectd runs the plugins a
+(how it runs in the field) and in plain TCP to a loopback collector. This machine has no USB, so
+both read a thin client's USB tree (tests/data/peripherals/thin-client: ten devices, one of them
+redirected) and the peripherals code runs as it would on an endpoint. collectd runs the plugins a
 thin-client monitoring setup would: cpu, memory, load, interface, df, uptime, network.
 
 Prints figures; asserts nothing (DESIGN §5 bars: RSS <= 4 MB, anonymous <= 1 MB,
@@ -91,6 +93,10 @@ class Collector:
         self.proc.wait(60)
 
 
+USB_TREE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "peripherals",
+                        "thin-client")
+
+
 def agent_config(work, name, collector, interval, ca=None):
     state = os.path.join(work, f"{name}-state")
     path = os.path.join(work, f"{name}.toml")
@@ -104,7 +110,11 @@ machine_id_file = "{work}/machine-id"
 [collector]
 address = "127.0.0.1:{collector.port}"
 token = "{collector.token}"
-""" + (f'ca_file = "{ca}"\n' if ca else ""))
+""" + (f'ca_file = "{ca}"\n' if ca else "") + f"""[probes.peripherals]
+sysfs = "{USB_TREE}/sys"
+proc = "{USB_TREE}/proc"
+udev_data = "{USB_TREE}/udev"
+""")
     return path
 
 

@@ -1,7 +1,5 @@
 #include "agent/probes/peripherals/peripherals_probe.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -9,6 +7,7 @@
 #include <cstring>
 
 #include "agent/platform/proc.h"
+#include "agent/platform/sha256.h"
 
 namespace deskpulse::agent {
 
@@ -86,11 +85,9 @@ std::string SerialHash(std::string_view kind, std::uint16_t vid, std::uint16_t p
                        std::string_view serial) {
   const std::string input = "deskpulse:" + std::string(kind) + ":" + Ids(vid, pid) + ":" +
                             std::string(serial);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(input.data(), input.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
+  const auto md = Sha256(input);
   std::string out;
-  for (unsigned i = 0; i < 8 && i < len; ++i) out += Hex2(md[i]);
+  for (unsigned i = 0; i < 8; ++i) out += Hex2(md[i]);
   return out;
 }
 
@@ -372,7 +369,7 @@ bool PeripheralsProbe::Settle(const std::string& key, v1::PeripheralState& s, st
     settled_[key] = s;
     return true;
   }
-  dirty_ = true;  // look again next cycle
+  reclassify_ = true;  // look again next cycle (no need to re-read sysfs)
   if (auto prev = settled_.find(key); prev != settled_.end()) {
     s = prev->second;  // keep reporting what held before until the new state settles
     return true;
@@ -380,10 +377,29 @@ bool PeripheralsProbe::Settle(const std::string& key, v1::PeripheralState& s, st
   return false;  // a new device still settling: not in the inventory yet
 }
 
-void PeripheralsProbe::Rescan(std::int64_t now_ms, v1::Report& report) {
-  dirty_ = false;
+void PeripheralsProbe::Rescan(std::int64_t now_ms, bool usb_due, v1::Report& report) {
   last_scan_ms_ = now_ms;
-  UsbScan scan = ScanUsb(config_.sysfs);
+  if (usb_due) {
+    // sysfs and the usbfs holders change only with a uevent (add, remove,
+    // bind, unbind: a usbfs claim binds too), so they are read on events, at
+    // start and hourly; CUPS and PC/SC below change silently and are polled.
+    dirty_ = false;
+    last_usb_scan_ms_ = now_ms;
+    usb_ = ScanUsb(config_.sysfs);
+    const bool claimed = std::any_of(usb_.devices.begin(), usb_.devices.end(), [](const UsbDevice& d) {
+      return std::any_of(d.interfaces.begin(), d.interfaces.end(),
+                         [](const UsbInterface& i) { return i.driver == "usbfs"; });
+    });
+    holders_.clear();
+    if (claimed) holders_ = UsbNodeHolders(config_.proc);  // only then: it walks every fd
+    sane_.clear();
+    for (const UsbDevice& d : usb_.devices) {
+      const bool unbound = std::none_of(d.interfaces.begin(), d.interfaces.end(),
+                                        [](const UsbInterface& i) { return !i.driver.empty(); });
+      if (unbound && SaneMatched(config_.udev_data, d.busnum, d.devnum)) sane_[d.devpath] = true;
+    }
+  }
+  const UsbScan& scan = usb_;
   for (const std::string& p : scan.problems) AddUnavailable(report, "peripherals.usb", p);
 
   std::vector<CupsPrinter> queues;
@@ -401,12 +417,6 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, v1::Report& report) {
     }
   }
 
-  std::map<std::pair<unsigned, unsigned>, std::string> holders;
-  const bool claimed = std::any_of(scan.devices.begin(), scan.devices.end(), [](const UsbDevice& d) {
-    return std::any_of(d.interfaces.begin(), d.interfaces.end(),
-                       [](const UsbInterface& i) { return i.driver == "usbfs"; });
-  });
-  if (claimed) holders = UsbNodeHolders(config_.proc);  // only then: it walks every fd
 
   std::vector<v1::PeripheralState> inventory;
   std::map<std::string, Known> known;
@@ -430,12 +440,10 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, v1::Report& report) {
     const std::string key = DeviceKey(s);
 
     UsbContext c;
-    c.holders = &holders;
+    c.holders = &holders_;
     c.redirectors = &config_.redirectors;
     c.previously_redirected = redirected_once_.count(key) > 0;
-    const bool unbound = std::none_of(d.interfaces.begin(), d.interfaces.end(),
-                                      [](const UsbInterface& i) { return !i.driver.empty(); });
-    if (unbound) c.sane_matched = SaneMatched(config_.udev_data, d.busnum, d.devnum);
+    c.sane_matched = sane_.count(d.devpath) > 0;
     for (std::size_t q = 0; q < queues.size(); ++q) {
       if (QueueMatches(queues[q], d)) {
         c.queue = &queues[q];
@@ -520,8 +528,13 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, v1::Report& report) {
 
 void PeripheralsProbe::Collect(const CycleContext& ctx, v1::Report& report) {
   const std::int64_t now = ctx.now_unix_ms;
-  if (dirty_ || ctx.first_cycle || now - last_scan_ms_ >= std::int64_t(config_.poll_every_s) * 1000) {
-    Rescan(now, report);
+  const bool poll_due = now - last_scan_ms_ >= std::int64_t(config_.poll_every_s) * 1000;
+  // Without the uevent socket (or in --once) sysfs is read at every poll.
+  const bool usb_due = dirty_ || ctx.first_cycle || once_ || (poll_due && !socket_) ||
+                       now - last_usb_scan_ms_ >= std::int64_t(config_.inventory_every_s) * 1000;
+  if (usb_due || poll_due || reclassify_) {
+    reclassify_ = false;
+    Rescan(now, usb_due, report);
   }
   std::string serialized;
   for (const auto& s : inventory_) serialized += s.SerializeAsString();

@@ -76,7 +76,7 @@ class PeripheralsProbe : public Probe {
     std::int64_t since_ms = 0;
   };
 
-  void Rescan(std::int64_t now_ms, deskpulse::v1::Report& report);
+  void Rescan(std::int64_t now_ms, bool usb_due, deskpulse::v1::Report& report);
   void AddEvent(deskpulse::v1::PeripheralEventKind kind, const Known& k, std::int64_t at_ms,
                 std::string driver);
   /// Applies the settle time: a failure state counts once it has held settle_s.
@@ -91,7 +91,12 @@ class PeripheralsProbe : public Probe {
   bool pcsc_tried_ = false;
 
   bool dirty_ = true;
+  bool reclassify_ = false;
   std::int64_t last_scan_ms_ = 0;
+  std::int64_t last_usb_scan_ms_ = 0;
+  UsbScan usb_;  // the last sysfs scan, with its usbfs holders and SANE matches
+  std::map<std::pair<unsigned, unsigned>, std::string> holders_;
+  std::map<std::string, bool> sane_;  // by devpath
   std::int64_t last_sent_ms_ = 0;
   std::string last_sent_;  // serialised inventory last put in a report
   std::vector<deskpulse::v1::PeripheralState> inventory_;

@@ -9,14 +9,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+
+#include "agent/platform/sha256.h"
 
 namespace deskpulse::agent {
 namespace {
@@ -696,6 +701,89 @@ TEST(PeripheralsProbe, SmartCardReadersFromAPrivatePcscd) {
     EXPECT_EQ(Drivers(p), "pcscd");
   }
   EXPECT_EQ(pcsc, 2);
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+std::string HexOf(const std::array<std::uint8_t, 32>& d) {
+  std::string s;
+  char b[3];
+  for (auto v : d) {
+    std::snprintf(b, sizeof b, "%02x", v);
+    s += b;
+  }
+  return s;
+}
+
+TEST(Sha256, FipsVectorsAndAgreementWithOpenSsl) {
+  EXPECT_EQ(HexOf(Sha256("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(HexOf(Sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(HexOf(Sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  // Every length across the padding boundaries, against OpenSSL.
+  std::string input;
+  for (int n = 0; n < 300; ++n) {
+    std::array<std::uint8_t, 32> ref{};
+    unsigned len = 0;
+    ASSERT_EQ(EVP_Digest(input.data(), input.size(), ref.data(), &len, EVP_sha256(), nullptr), 1);
+    ASSERT_EQ(Sha256(input), ref) << "length " << n;
+    input.push_back(static_cast<char>('a' + n % 26));
+  }
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+TEST(PeripheralsProbe, SysfsIsReadAgainOnHotPlugEventsNotEveryPoll) {
+  // A private copy of the thin client's tree that the test can change.
+  char tmpl[] = "/tmp/deskpulse-usb-XXXXXX";
+  const std::string root = ::mkdtemp(tmpl);
+  std::filesystem::copy(kData + "/thin-client", root,
+                        std::filesystem::copy_options::recursive |
+                            std::filesystem::copy_options::copy_symlinks);
+  PeripheralsConfig c;
+  c.sysfs = root + "/sys";
+  c.proc = root + "/proc";
+  c.udev_data = root + "/udev";
+  c.cups = false;
+  c.pcsc = false;
+  c.poll_every_s = 60;
+  c.settle_s = 0;  // nothing held back: the first report has the whole inventory
+  PeripheralsProbe probe(c, false);
+  asio::io_context io;
+  probe.Start(io.get_executor());  // the uevent socket is up: sysfs follows events
+  const std::int64_t t0 = 1'700'000'000'000;
+  CycleContext ctx{t0, 60, true};
+  v1::Report first;
+  probe.Collect(ctx, first);
+  ASSERT_EQ(ByName(first).at("SanDisk Cruzer Blade").state(), v1::DEVICE_STATE_WORKING);
+
+  // USBGuard blocks the stick: the kernel announces it with a uevent.
+  const std::string stick = "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.1";
+  std::ofstream(root + "/sys" + stick + "/authorized") << "0\n";
+  ctx = {t0 + 120'000, 60, false};  // a poll, but no event yet: sysfs is not walked again
+  v1::Report before;
+  probe.Collect(ctx, before);
+  EXPECT_EQ(before.peripherals_size(), 0);  // nothing changed as far as the probe knows
+
+  Uevent change;
+  change.action = "change";
+  change.devpath = stick;
+  change.subsystem = "usb";
+  change.devtype = "usb_device";
+  probe.OnUevent(change, t0 + 121'000);
+  ctx = {t0 + 180'000, 60, false};
+  v1::Report after;
+  probe.Collect(ctx, after);
+  EXPECT_EQ(ByName(after).at("SanDisk Cruzer Blade").state(), v1::DEVICE_STATE_BLOCKED_BY_POLICY);
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace
