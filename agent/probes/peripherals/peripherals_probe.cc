@@ -91,6 +91,11 @@ std::string SerialHash(std::string_view kind, std::uint16_t vid, std::uint16_t p
   return out;
 }
 
+std::string UsbTag(std::uint16_t vid, std::uint16_t pid, const std::string& serial,
+                   const std::string& port) {
+  return serial.empty() ? SerialHash("usb-port", vid, pid, port) : SerialHash("usb", vid, pid, serial);
+}
+
 bool QueueMatches(const CupsPrinter& queue, const UsbDevice& d) {
   if (queue.device_uri.compare(0, 6, "usb://") != 0) return false;
   const std::string_view uri(queue.device_uri);
@@ -298,17 +303,17 @@ void PeripheralsProbe::OnUevent(const Uevent& e, std::int64_t now_ms) {
   if (e.devtype == "usb_device") {
     const std::size_t slash = e.devpath.rfind('/');
     const std::string port = e.devpath.substr(slash + 1);
+    // What the uevent alone says, when sysfs has nothing (left) to read.
+    std::optional<Known> from_event;
+    if (e.has_product) {
+      from_event = Known{e.vendor_id, e.product_id, UsbTag(e.vendor_id, e.product_id, "", port)};
+    }
     if (e.action == "add") {
       Known k;
       if (auto d = ReadUsbDevice(config_.sysfs, port); d.ok()) {
-        k.vid = d->vendor_id;
-        k.pid = d->product_id;
-        k.serial_hash = d->serial.empty() ? SerialHash("usb-port", k.vid, k.pid, port)
-                                          : SerialHash("usb", k.vid, k.pid, d->serial);
-      } else if (e.has_product) {
-        k.vid = e.vendor_id;
-        k.pid = e.product_id;
-        k.serial_hash = SerialHash("usb-port", k.vid, k.pid, port);
+        k = Known{d->vendor_id, d->product_id, UsbTag(d->vendor_id, d->product_id, d->serial, port)};
+      } else if (from_event) {
+        k = *from_event;
       } else {
         return;
       }
@@ -327,10 +332,8 @@ void PeripheralsProbe::OnUevent(const Uevent& e, std::int64_t now_ms) {
       if (auto it = known_.find(e.devpath); it != known_.end()) {
         k = it->second;
         known_.erase(it);
-      } else if (e.has_product) {
-        k.vid = e.vendor_id;
-        k.pid = e.product_id;
-        k.serial_hash = SerialHash("usb-port", k.vid, k.pid, port);
+      } else if (from_event) {
+        k = *from_event;
       } else {
         return;
       }
@@ -433,8 +436,7 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, bool usb_due, v1::Report& rep
         s.add_interface_classes(i.cls);
       }
     }
-    s.set_serial_hash(d.serial.empty() ? SerialHash("usb-port", d.vendor_id, d.product_id, d.port)
-                                       : SerialHash("usb", d.vendor_id, d.product_id, d.serial));
+    s.set_serial_hash(UsbTag(d.vendor_id, d.product_id, d.serial, d.port));
     s.set_name(DeviceName(d));
     known[d.devpath] = Known{d.vendor_id, d.product_id, s.serial_hash()};
     const std::string key = DeviceKey(s);

@@ -49,6 +49,11 @@ bool QueueMatches(const CupsPrinter& queue, const UsbDevice& d);
 std::string SerialHash(std::string_view kind, std::uint16_t vid, std::uint16_t pid,
                        std::string_view serial);
 
+/// The tag a USB device is known by: its serial number's hash, or, for a
+/// device without one, its port's.
+std::string UsbTag(std::uint16_t vid, std::uint16_t pid, const std::string& serial,
+                   const std::string& port);
+
 /// Peripherals (DESIGN §2.2): USB inventory from sysfs with the driver each
 /// interface has, hot-plug from the kernel uevent socket, redirection signs,
 /// CUPS queues and PC/SC readers; each device gets a state.
