@@ -526,6 +526,8 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, bool usb_due, v1::Report& rep
     }
   }
   inventory_ = std::move(inventory);
+  inventory_serialized_.clear();
+  for (const auto& s : inventory_) inventory_serialized_ += s.SerializeAsString();
 }
 
 void PeripheralsProbe::Collect(const CycleContext& ctx, v1::Report& report) {
@@ -538,12 +540,10 @@ void PeripheralsProbe::Collect(const CycleContext& ctx, v1::Report& report) {
     reclassify_ = false;
     Rescan(now, usb_due, report);
   }
-  std::string serialized;
-  for (const auto& s : inventory_) serialized += s.SerializeAsString();
-  if (once_ || ctx.first_cycle || serialized != last_sent_ ||
+  if (once_ || ctx.first_cycle || inventory_serialized_ != last_sent_ ||
       now - last_sent_ms_ >= std::int64_t(config_.inventory_every_s) * 1000) {
     for (const auto& s : inventory_) *report.add_peripherals() = s;
-    last_sent_ = std::move(serialized);
+    last_sent_ = inventory_serialized_;
     last_sent_ms_ = now;
   }
   for (auto& e : events_) *report.add_peripheral_events() = std::move(e);

@@ -130,8 +130,11 @@ void SessionProbe::Sample(std::int64_t now_ms) {
   // connection is one hash probe. So dump to discover (at start, every
   // discovery_interval_s, and often for a while after a display connection
   // closed, to catch the reconnect) and look up known ones in between.
+  // Past a few dozen live connections (a VDI host) one dump is cheaper than
+  // a lookup each.
+  constexpr std::size_t kMaxLookups = 32;
   const bool discover = !sampled_once_ || now_ms >= next_discovery_ms_ ||
-                        now_ms < rediscover_until_ms_;
+                        now_ms < rediscover_until_ms_ || live_.size() > kMaxLookups;
   if (!discover) {
     SampleKnown(now_ms);
     return;

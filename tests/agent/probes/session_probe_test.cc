@@ -276,3 +276,25 @@ TEST(SockDiag, LookupFindsALiveConnectionAndNotAClosedOne) {
 
 }  // namespace
 }  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+TEST(SessionProbe, ManyLiveConnectionsAreSampledByOneDumpNotALookupEach) {
+  Listener display;
+  SessionConfig c = OnlyPort(display.port);
+  SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+  std::vector<std::unique_ptr<Conn>> conns;
+  for (int i = 0; i < 40; ++i) conns.push_back(std::make_unique<Conn>(display));
+  probe.Sample(1'000);
+  probe.Sample(6'000);
+  EXPECT_EQ(probe.dumps(), 2u);  // 40 lookups would cost more than one dump
+  conns.resize(3);
+  probe.Sample(11'000);          // 37 gone: still counted by the dump
+  probe.Sample(16'000);          // back to lookups? no: the closes opened the reconnect window
+  probe.Sample(40'000);          // 3 live, no window: lookups
+  EXPECT_EQ(probe.dumps(), 4u);
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
