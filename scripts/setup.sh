@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3
-  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libmbedtls-dev
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
   python3 procps openssl
   clang libclang-rt-14-dev

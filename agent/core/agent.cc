@@ -23,6 +23,7 @@
 #include "agent/platform/proc.h"
 #include "agent/probes/builtin.h"
 #include "deskpulse/common/byte_stream.h"
+#include "deskpulse/common/tls_mbedtls.h"
 #include "deskpulse/common/exit_codes.h"
 
 namespace deskpulse::agent {
@@ -224,7 +225,7 @@ int Agent::Run() {
     o.max_batch_reports = static_cast<std::size_t>(config_.batch_reports);
     o.backoff_max = std::chrono::seconds(config_.backoff_max_s);
     if (!config_.ca_file.empty()) {
-      auto tls = MakeClientTlsContext(TlsOptions{.ca_file = config_.ca_file});
+      auto tls = MakeMbedTlsClient(TlsOptions{.ca_file = config_.ca_file});
       if (!tls.ok()) {
         spdlog::error("collector.ca_file: {}", tls.status().message());
         return kExitUsage;

@@ -13,7 +13,7 @@
 
 #include "agent/fleetsim/model.h"
 #include "agent/uplink/uplink.h"
-#include "deskpulse/common/byte_stream.h"
+#include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/logging.h"
@@ -45,7 +45,7 @@ struct Flags {
   int linger_ms = 0;
   std::string ca_file;
   bool plaintext = false;
-  std::shared_ptr<asio::ssl::context> tls;  // built from ca_file
+  std::shared_ptr<dp::TlsClient> tls;  // built from ca_file
   double timeout_s = 600;
   std::string acked_file;
   std::string log_level = "info";
@@ -142,7 +142,7 @@ int Run(Flags f) {
     return dp::kExitUsage;
   }
   if (!f.ca_file.empty()) {
-    auto tls = dp::MakeClientTlsContext({.ca_file = f.ca_file});
+    auto tls = dp::MakeOpenSslClient({.ca_file = f.ca_file});
     if (!tls.ok()) {
       spdlog::error("--ca: {}", tls.status().message());
       return dp::kExitUsage;

@@ -87,8 +87,7 @@ asio::awaitable<Status> Uplink::Session() {
   }
   asio::error_code ignored;
   socket->set_option(tcp::no_delay(true), ignored);
-  conn->stream = options_.tls ? MakeTlsStream(std::move(*socket), options_.tls, false,
-                                              options_.collector.host)
+  conn->stream = options_.tls ? options_.tls->Wrap(std::move(*socket), options_.collector.host)
                               : MakePlainStream(std::move(*socket));
   if (const asio::error_code hec = co_await conn->stream->Handshake(); hec) {
     guard.cancel();

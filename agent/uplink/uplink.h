@@ -1,7 +1,6 @@
 #pragma once
 
 #include <asio.hpp>
-#include <asio/ssl.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -11,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/histogram.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/status.h"
@@ -33,9 +33,9 @@ struct UplinkOptions {
   /// Hold a part-full batch this long after the previous send, so reports
   /// trickling in travel together (Kafka's linger.ms). 0 sends at once.
   std::chrono::milliseconds linger{0};
-  /// TLS to the collector, verified against the context's CA and the host
+  /// TLS to the collector, verified against the client's CA and the host
   /// name in `collector`; null means plain TCP.
-  std::shared_ptr<asio::ssl::context> tls;
+  std::shared_ptr<TlsClient> tls;
 };
 
 /// What the uplink drains: the agent's spool, or the simulator's memory.

@@ -12,7 +12,7 @@
 #include "collector/ingest/writer.h"
 #include "collector/reports/scores.h"
 #include "collector/store/store.h"
-#include "deskpulse/common/byte_stream.h"
+#include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/common/config.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"

@@ -5,7 +5,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <deque>
 
-#include "deskpulse/common/byte_stream.h"
+#include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/v1/wire.pb.h"
 
 namespace deskpulse::collector {
@@ -35,7 +35,7 @@ class Session : public std::enable_shared_from_this<Session> {
     peer_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
     socket.set_option(tcp::no_delay(true), ec);
     conn_ = server.options().tls
-                  ? MakeTlsStream(std::move(socket), server.options().tls, true, "")
+                  ? MakeServerTlsStream(std::move(socket), server.options().tls)
                   : MakePlainStream(std::move(socket));
   }
 

@@ -34,7 +34,8 @@ void AddExtension(X509* x, int nid, const char* value) {
 }
 }  // namespace
 
-TestCert WriteSelfSignedCert(const std::string& dir, const std::string& name) {
+TestCert WriteSelfSignedCert(const std::string& dir, const std::string& name,
+                              const std::string& names) {
   PkeyPtr key(EVP_EC_gen("P-256"));
   Check(key != nullptr, "key");
   X509Ptr x(X509_new());
@@ -47,10 +48,10 @@ TestCert WriteSelfSignedCert(const std::string& dir, const std::string& name) {
   X509_set_pubkey(x.get(), key.get());
   X509_NAME* subject = X509_get_subject_name(x.get());
   X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+                             reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
   X509_set_issuer_name(x.get(), subject);
   AddExtension(x.get(), NID_basic_constraints, "critical,CA:TRUE");
-  AddExtension(x.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
+  AddExtension(x.get(), NID_subject_alt_name, names.c_str());
   Check(X509_sign(x.get(), key.get(), EVP_sha256()) > 0, "sign");
 
   TestCert out{dir + "/" + name + ".crt", dir + "/" + name + ".key"};

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <asio.hpp>
-#include <asio/ssl.hpp>
 
 #include <cstddef>
 #include <memory>
@@ -38,16 +37,19 @@ struct TlsOptions {
   std::string ca_file{};    // client: PEM CA bundle that must have signed the collector's certificate
 };
 
-/// TLS 1.2+ contexts; errors name the file that could not be used.
-Result<std::shared_ptr<asio::ssl::context>> MakeServerTlsContext(const TlsOptions& options);
-Result<std::shared_ptr<asio::ssl::context>> MakeClientTlsContext(const TlsOptions& options);
+/// A TLS 1.2+ client: wraps a connected socket in a stream whose handshake
+/// verifies the peer's chain against the CA bundle and that the certificate
+/// names `server_name` (a DNS name, also sent as SNI, or an IP address).
+/// Two implementations: OpenSSL (tls_openssl.h: the simulator, tests) and
+/// Mbed TLS (tls_mbedtls.h: the agent, a fraction of OpenSSL's footprint).
+class TlsClient {
+ public:
+  virtual ~TlsClient() = default;
+  virtual std::unique_ptr<ByteStream> Wrap(asio::ip::tcp::socket socket,
+                                           const std::string& server_name) = 0;
+};
 
 std::unique_ptr<ByteStream> MakePlainStream(asio::ip::tcp::socket socket);
-/// `server_name`: for a client, the host name or address the certificate must name
-/// (also sent as SNI); empty for a server.
-std::unique_ptr<ByteStream> MakeTlsStream(asio::ip::tcp::socket socket,
-                                          std::shared_ptr<asio::ssl::context> context,
-                                          bool server, const std::string& server_name);
 
 /// True for 127.0.0.0/8, ::1 and "localhost": traffic that never leaves the host.
 bool IsLoopbackHost(const std::string& host);
