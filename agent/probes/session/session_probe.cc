@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <cstring>
 
 #include "agent/platform/proc.h"
@@ -73,8 +72,10 @@ Result<std::uint32_t> TimeConnect(const HostPort& target, int timeout_ms) {
 std::uint32_t Percentile(std::vector<std::uint32_t>& values, double q) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
-  const std::size_t rank =
-      static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
+  // Nearest rank, ceil(q * n), in integer steps: the agent links no libm.
+  const double exact = q * static_cast<double>(values.size());
+  std::size_t rank = exact > 0 ? static_cast<std::size_t>(exact) : 0;
+  if (static_cast<double>(rank) < exact) ++rank;
   return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
 }
 

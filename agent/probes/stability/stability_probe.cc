@@ -1,7 +1,6 @@
 #include "agent/probes/stability/stability_probe.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -48,7 +47,7 @@ StabilityProbe::StabilityProbe(StabilityConfig config, std::string state_dir, Ru
 void StabilityProbe::Collect(const CycleContext& ctx, v1::Report& report) {
   v1::StabilityReport* st = report.mutable_stability();
   if (auto up = ReadUptime(config_.proc); up.ok()) {
-    st->set_uptime_s(static_cast<std::uint64_t>(std::floor(*up)));
+    st->set_uptime_s(*up > 0 ? static_cast<std::uint64_t>(*up) : 0);  // whole seconds, down
   } else {
     AddUnavailable(report, "stability.uptime", up.status().message());
   }
