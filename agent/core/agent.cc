@@ -224,6 +224,7 @@ int Agent::Run() {
     o.epoch = spool_->epoch();
     o.max_batch_reports = static_cast<std::size_t>(config_.batch_reports);
     o.backoff_max = std::chrono::seconds(config_.backoff_max_s);
+    o.log_connection_changes = true;
     if (!config_.ca_file.empty()) {
       auto tls = MakeMbedTlsClient(TlsOptions{.ca_file = config_.ca_file});
       if (!tls.ok()) {

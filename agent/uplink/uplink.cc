@@ -50,6 +50,13 @@ asio::awaitable<void> Uplink::Run() {
     Status s = co_await Session();
     connected_ = false;
     if (!s.ok()) {
+      // Once per kind of failure, not once per retry: a collector that is
+      // down for a day is one line, a certificate problem after it another.
+      if (options_.log_connection_changes && s.message() != logged_error_) {
+        spdlog::warn("collector {}:{}: {}; reports stay in the spool, retrying",
+                     options_.collector.host, options_.collector.port, s.message());
+        logged_error_ = s.message();
+      }
       stats_.last_error = s.message();
       ++failures_in_row_;
     }
@@ -206,6 +213,11 @@ asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
         sent_through_ = l;  // resume right after what the collector holds
         conn->welcomed = true;
         connected_ = true;
+        if (options_.log_connection_changes && failures_in_row_ > 0) {
+          spdlog::info("collector {}:{}: connected after {} failed attempts; sending from seq {}",
+                       options_.collector.host, options_.collector.port, failures_in_row_, l + 1);
+          logged_error_.clear();
+        }
         failures_in_row_ = 0;
         if (env.welcome().limits().max_batch_reports() > 0) {
           options_.max_batch_reports =

@@ -36,6 +36,9 @@ struct UplinkOptions {
   /// TLS to the collector, verified against the client's CA and the host
   /// name in `collector`; null means plain TCP.
   std::shared_ptr<TlsClient> tls;
+  /// Log the first failure of each kind and the recovery (the agent does; a
+  /// simulator with thousands of uplinks does not).
+  bool log_connection_changes = false;
 };
 
 /// What the uplink drains: the agent's spool, or the simulator's memory.
@@ -97,6 +100,7 @@ class Uplink {
   bool connected_ = false;
   bool refused_ = false;
   int failures_in_row_ = 0;
+  std::string logged_error_;  // the failure last logged (log_connection_changes)
   std::uint64_t acked_through_ = 0;
   std::uint64_t sent_through_ = 0;
   std::chrono::steady_clock::time_point last_send_{};

@@ -154,6 +154,54 @@ fsync = true
             self.assertEqual(collector.stop(), 0)
 
 
+class AgentTlsTest(unittest.TestCase):
+    def test_reports_arrive_over_tls_and_an_untrusted_collector_gets_nothing(self):
+        """The agent's own TLS client against the collector's: by DNS name (SNI and the certificate's name)
+        and by address; a CA that did not sign the collector's certificate gets no report through."""
+        with dp.tempdir() as work:
+            db = os.path.join(work, "store.db")
+            cert, key = dp.make_cert(work)
+            other = os.path.join(work, "other")
+            os.makedirs(other)
+            other_ca, _ = dp.make_cert(other)
+            r = dp.run([dp.COLLECTOR, "token", "create", "--db", db, "--customer", "Acme"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            token = r.stdout.split()[-1]
+            collector = dp.Collector(work, db, extra=("--tls-cert", cert, "--tls-key", key))
+            with open(os.path.join(work, "machine-id"), "w") as f:
+                f.write("0123456789abcdef0123456789abcdef\n")
+
+            def config(name, host, ca):
+                path = os.path.join(work, f"{name}.toml")
+                with open(path, "w") as f:
+                    f.write(f"""[agent]
+state_dir = "{os.path.join(work, name)}"
+interval_s = 1
+machine_id_file = "{os.path.join(work, 'machine-id')}"
+[collector]
+address = "{host}:{collector.port}"
+token = "{token}"
+ca_file = "{ca}"
+backoff_max_s = 1
+""")
+                return path
+
+            for name, host in (("by-name", "localhost"), ("by-address", "127.0.0.1")):
+                before = stored(db)[0]
+                agent = Agent(work, config(name, host, cert))
+                wait_for(lambda: stored(db)[0] >= before + 3, 60, f"reports over TLS ({host})")
+                self.assertEqual(agent.stop(), 0)
+
+            before = stored(db)[0]
+            agent = Agent(work, config("untrusting", "localhost", other_ca))
+            time.sleep(4)
+            self.assertEqual(agent.stop(), 0)
+            self.assertEqual(stored(db)[0], before, "nothing reaches a collector the agent does not trust")
+            with open(os.path.join(work, "agent.log")) as f:
+                self.assertIn("certificate verification failed", f.read())
+            self.assertEqual(collector.stop(), 0)
+
+
 class OncePrintTest(unittest.TestCase):
     def test_prints_real_values_of_this_machine(self):
         """`--once --print` on this machine: boot id, uptime, the RTT of a loopback RDP connection held open
