@@ -79,31 +79,43 @@ def spool_state(state_dir):
     return values
 
 
+def enroll(test, db):
+    """A token for customer Acme in the store at `db`."""
+    r = dp.run([dp.COLLECTOR, "token", "create", "--db", db, "--customer", "Acme"])
+    test.assertEqual(r.returncode, 0, r.stderr)
+    return r.stdout.split()[-1]
+
+
+def agent_config(work, name, address, token, collector_extra="", tail=""):
+    """An agent configuration at a 1 s interval, its state under work/name, written to work/name.toml."""
+    machine_id = os.path.join(work, "machine-id")
+    if not os.path.exists(machine_id):
+        with open(machine_id, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+    path = os.path.join(work, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write(f"""[agent]
+state_dir = "{os.path.join(work, name)}"
+interval_s = 1
+machine_id_file = "{machine_id}"
+[collector]
+address = "{address}"
+token = "{token}"
+backoff_max_s = 1
+{collector_extra}
+{tail}""")
+    return path
+
+
 class AgentTest(unittest.TestCase):
     def test_spools_while_down_and_delivers_each_report_once_through_kill9(self):
         with dp.tempdir() as work:
             db = os.path.join(work, "store.db")
-            r = dp.run([dp.COLLECTOR, "token", "create", "--db", db, "--customer", "Acme"])
-            self.assertEqual(r.returncode, 0, r.stderr)
-            token = r.stdout.split()[-1]
+            token = enroll(self, db)
             port = free_port()
             state_dir = os.path.join(work, "agent-state")
-            config = os.path.join(work, "agent.toml")
-            with open(config, "w") as f:
-                f.write(f"""[agent]
-state_dir = "{state_dir}"
-interval_s = 1
-machine_id_file = "{os.path.join(work, 'machine-id')}"
-[collector]
-address = "127.0.0.1:{port}"
-token = "{token}"
-batch_reports = 3
-backoff_max_s = 1
-[spool]
-fsync = true
-""")
-            with open(os.path.join(work, "machine-id"), "w") as f:
-                f.write("0123456789abcdef0123456789abcdef\n")
+            config = agent_config(work, "agent-state", f"127.0.0.1:{port}", token, "batch_reports = 3",
+                                  "[spool]\nfsync = true\n")
 
             # 1. No collector: reports go to the spool.
             agent = Agent(work, config)
@@ -164,27 +176,11 @@ class AgentTlsTest(unittest.TestCase):
             other = os.path.join(work, "other")
             os.makedirs(other)
             other_ca, _ = dp.make_cert(other)
-            r = dp.run([dp.COLLECTOR, "token", "create", "--db", db, "--customer", "Acme"])
-            self.assertEqual(r.returncode, 0, r.stderr)
-            token = r.stdout.split()[-1]
+            token = enroll(self, db)
             collector = dp.Collector(work, db, extra=("--tls-cert", cert, "--tls-key", key))
-            with open(os.path.join(work, "machine-id"), "w") as f:
-                f.write("0123456789abcdef0123456789abcdef\n")
 
             def config(name, host, ca):
-                path = os.path.join(work, f"{name}.toml")
-                with open(path, "w") as f:
-                    f.write(f"""[agent]
-state_dir = "{os.path.join(work, name)}"
-interval_s = 1
-machine_id_file = "{os.path.join(work, 'machine-id')}"
-[collector]
-address = "{host}:{collector.port}"
-token = "{token}"
-ca_file = "{ca}"
-backoff_max_s = 1
-""")
-                return path
+                return agent_config(work, name, f"{host}:{collector.port}", token, f'ca_file = "{ca}"')
 
             for name, host in (("by-name", "localhost"), ("by-address", "127.0.0.1")):
                 before = stored(db)[0]
