@@ -16,6 +16,8 @@ PACKAGES=(
   dbus-daemon python3-dbusmock systemd-journal-remote
   cups-daemon cups-client libcups2-dev pcscd libpcsclite-dev vsmartcard-vpcd
   libvirt-dev libudev-dev umockdev collectd-core iproute2
+  # peripheral catalog: the public catalogs it is built from, and its XML parser
+  hwdata libsane1 foomatic-db libccid linux-image-amd64 libpugixml-dev
 )
 
 missing=()
