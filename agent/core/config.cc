@@ -156,6 +156,7 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.settle_s", 0, 3600, &p.settle_s));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.inventory_every_s", 60, 86400,
                                 &p.inventory_every_s));
+  DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.catalog", &p.catalog));
 
   StabilityConfig& st = c.stability;
   DP_RETURN_IF_ERROR(r.GetBool("probes.stability.enabled", &st.enabled));

@@ -68,6 +68,9 @@ struct PeripheralsConfig {
   int settle_s = 30;
   /// Re-send the whole inventory at least this often even when nothing changed.
   int inventory_every_s = 3600;
+  /// The peripheral catalog (`deskpulse-catalog build`): when the file exists,
+  /// each device carries the catalog's verdict. Empty: never look.
+  std::string catalog = "/usr/share/deskpulse/catalog.sqlite";
 };
 
 struct StabilityConfig {

@@ -349,6 +349,55 @@ Classification Classify(const Observation& o, const Facts& f) {
   return c;
 }
 
+Observation ObservationOf(const v1::PeripheralState& s) {
+  Observation o;
+  if (s.vendor_id() != 0 || s.product_id() != 0) {
+    o.vendor_id = static_cast<std::uint16_t>(s.vendor_id());
+    o.product_id = static_cast<std::uint16_t>(s.product_id());
+  }
+  o.device_class = static_cast<std::uint8_t>(s.device_class());
+  for (std::uint32_t c : s.interface_classes()) {
+    o.interface_classes.push_back(static_cast<std::uint8_t>(c));
+  }
+  o.ieee1284_id = s.ieee1284_id();
+  for (const auto& d : s.drivers()) {
+    // "usbfs(pcscd)": usbfs held by a process.
+    o.drivers.push_back(d.substr(0, d.find('(')));
+  }
+  o.redirected = s.redirected();
+  return o;
+}
+
+void VerdictToProto(const Classification& c, const std::string& catalog_version,
+                    v1::CatalogVerdict* out) {
+  switch (c.verdict) {
+    case Verdict::kSupported: out->set_verdict(v1::COMPATIBILITY_VERDICT_SUPPORTED); break;
+    case Verdict::kPartial: out->set_verdict(v1::COMPATIBILITY_VERDICT_PARTIAL); break;
+    case Verdict::kUnsupported: out->set_verdict(v1::COMPATIBILITY_VERDICT_UNSUPPORTED); break;
+    case Verdict::kUnknown: out->set_verdict(v1::COMPATIBILITY_VERDICT_UNKNOWN); break;
+  }
+  out->set_source(c.source);
+  out->set_catalog_version(catalog_version);
+  out->set_model(c.model);
+  out->set_driver(c.driver);
+  out->set_detail(c.detail);
+}
+
+Classification VerdictFromProto(const v1::CatalogVerdict& v) {
+  Classification c;
+  switch (v.verdict()) {
+    case v1::COMPATIBILITY_VERDICT_SUPPORTED: c.verdict = Verdict::kSupported; break;
+    case v1::COMPATIBILITY_VERDICT_PARTIAL: c.verdict = Verdict::kPartial; break;
+    case v1::COMPATIBILITY_VERDICT_UNSUPPORTED: c.verdict = Verdict::kUnsupported; break;
+    default: c.verdict = Verdict::kUnknown; break;
+  }
+  c.source = v.source();
+  c.model = v.model();
+  c.driver = v.driver();
+  c.detail = v.detail();
+  return c;
+}
+
 // ------------------------------------------------------------------ Reader
 
 struct Reader::Db {

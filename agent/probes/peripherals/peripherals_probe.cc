@@ -5,9 +5,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
+#include <sys/stat.h>
+
+#include "agent/platform/libsqlite.h"
 #include "agent/platform/proc.h"
 #include "agent/platform/sha256.h"
+#include "deskpulse/common/catalog.h"
 
 namespace deskpulse::agent {
 
@@ -525,9 +530,63 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, bool usb_due, v1::Report& rep
       }
     }
   }
+  AttachVerdicts(inventory, report);
   inventory_ = std::move(inventory);
   inventory_serialized_.clear();
   for (const auto& s : inventory_) inventory_serialized_ += s.SerializeAsString();
+}
+
+void PeripheralsProbe::AttachVerdicts(std::vector<v1::PeripheralState>& inventory,
+                                      v1::Report& report) {
+  if (config_.catalog.empty()) return;
+  struct stat st {};
+  if (::stat(config_.catalog.c_str(), &st) != 0) {
+    verdicts_.clear();  // not installed (or removed): the collector classifies
+    return;
+  }
+  const std::string stamp = std::to_string(st.st_size) + "@" + std::to_string(st.st_mtim.tv_sec) +
+                            "." + std::to_string(st.st_mtim.tv_nsec);
+  if (stamp != catalog_stamp_ || verdicts_.size() > 512) {
+    verdicts_.clear();
+    catalog_stamp_ = stamp;
+    catalog_error_.clear();
+  }
+  std::optional<catalog::Reader> reader;
+  for (v1::PeripheralState& s : inventory) {
+    if (s.bus() == v1::PERIPHERAL_BUS_PCSC) continue;  // a reader name, no ids
+    std::string key = std::to_string(s.vendor_id()) + ":" + std::to_string(s.product_id()) + ":" +
+                      std::to_string(s.device_class()) + ":" + s.ieee1284_id() + ":" +
+                      (s.redirected() ? "r" : "l");
+    for (auto c : s.interface_classes()) key += ":" + std::to_string(c);
+    for (const auto& d : s.drivers()) key += "|" + d;
+    auto it = verdicts_.find(key);
+    if (it == verdicts_.end()) {
+      if (!catalog_error_.empty()) break;
+      if (!reader) {
+        auto api = LoadSqlite();
+        if (!api.ok()) {
+          catalog_error_ = api.status().message();
+          break;
+        }
+        auto opened = catalog::Reader::Open(config_.catalog, **api);
+        if (!opened.ok()) {
+          catalog_error_ = opened.status().message();
+          break;
+        }
+        reader.emplace(std::move(*opened));
+      }
+      auto c = reader->Classify(catalog::ObservationOf(s));
+      if (!c.ok()) {
+        catalog_error_ = config_.catalog + ": " + c.status().message();
+        break;
+      }
+      v1::CatalogVerdict v;
+      catalog::VerdictToProto(*c, reader->version(), &v);
+      it = verdicts_.emplace(std::move(key), std::move(v)).first;
+    }
+    *s.mutable_catalog() = it->second;
+  }
+  if (!catalog_error_.empty()) AddUnavailable(report, "peripherals.catalog", catalog_error_);
 }
 
 void PeripheralsProbe::Collect(const CycleContext& ctx, v1::Report& report) {

@@ -87,6 +87,9 @@ class PeripheralsProbe : public Probe {
   /// Applies the settle time: a failure state counts once it has held settle_s.
   bool Settle(const std::string& key, deskpulse::v1::PeripheralState& s, std::int64_t now_ms);
   void ReadUevents();
+  /// Attaches the catalog's verdict to each device, when the catalog is installed.
+  void AttachVerdicts(std::vector<deskpulse::v1::PeripheralState>& inventory,
+                      deskpulse::v1::Report& report);
 
   PeripheralsConfig config_;
   bool once_;
@@ -114,6 +117,12 @@ class PeripheralsProbe : public Probe {
   std::vector<deskpulse::v1::PeripheralEvent> events_;
   std::uint32_t events_dropped_ = 0;
   bool events_overflowed_ = false;
+
+  // Verdicts by what was observed; the catalog is opened only on a miss and
+  // closed again, and the cache is dropped when the file changes.
+  std::map<std::string, deskpulse::v1::CatalogVerdict> verdicts_;
+  std::string catalog_stamp_;  // size and mtime of the file the verdicts came from
+  std::string catalog_error_;
 
   std::string hotplug_error_;
   std::unique_ptr<asio::posix::stream_descriptor> uevents_;

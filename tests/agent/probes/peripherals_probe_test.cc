@@ -37,6 +37,7 @@ PeripheralsConfig FixtureConfig(const std::string& layout) {
   c.udev_data = kData + "/" + layout + "/udev";
   c.cups = false;
   c.pcsc = false;
+  c.catalog = "";
   return c;
 }
 
@@ -117,6 +118,59 @@ TEST(PeripheralsProbe, ThinClientLayoutsGetTheirStates) {
   EXPECT_TRUE(exported.redirected());
   EXPECT_EQ(exported.state(), v1::DEVICE_STATE_REDIRECT_FAILED);
   EXPECT_EQ(Drivers(exported), "usbip-host");
+}
+
+// The catalog built from this machine's Debian packages (CTest fixture "catalog").
+TEST(PeripheralsProbe, EachDeviceCarriesTheCatalogsVerdictWhenTheCatalogIsInstalled) {
+  ASSERT_TRUE(std::filesystem::exists(DESKPULSE_TEST_CATALOG))
+      << DESKPULSE_TEST_CATALOG << " is built by the CTest fixture catalog_build_for_tests";
+  PeripheralsConfig config = FixtureConfig("thin-client");
+  config.catalog = DESKPULSE_TEST_CATALOG;
+  PeripheralsProbe probe(config, /*once=*/true);
+  const v1::Report r = CollectOnce(probe);
+  EXPECT_EQ(r.unavailable_size(), 0) << r.unavailable(0).reason();
+  auto m = ByName(r);
+  ASSERT_EQ(m.size(), 10u);
+  for (const auto& [name, p] : m) {
+    ASSERT_TRUE(p.has_catalog()) << name;
+    EXPECT_TRUE(p.catalog().catalog_version().starts_with("1-")) << name;
+  }
+  auto expect = [&](const std::string& name, v1::CompatibilityVerdict verdict,
+                    const std::string& source) {
+    const auto& v = m.at(name).catalog();
+    EXPECT_EQ(v.verdict(), verdict) << name << ": " << v.detail();
+    EXPECT_EQ(v.source(), source) << name << ": " << v.detail();
+  };
+  expect("Hewlett-Packard HP LaserJet 1020", v1::COMPATIBILITY_VERDICT_SUPPORTED, "kernel");
+  expect("Canon CanoScan", v1::COMPATIBILITY_VERDICT_SUPPORTED, "sane");
+  expect("HD Pro Webcam C920", v1::COMPATIBILITY_VERDICT_SUPPORTED, "kernel");
+  expect("Gemalto USB SmartCard Reader", v1::COMPATIBILITY_VERDICT_SUPPORTED, "ccid");
+  expect("SanDisk Cruzer Blade", v1::COMPATIBILITY_VERDICT_SUPPORTED, "kernel");
+  // The fingerprint reader: Synaptics 06cb:00bd, vendor-specific, no driver anywhere.
+  expect("", v1::COMPATIBILITY_VERDICT_UNKNOWN, "");
+  EXPECT_EQ(m.at("HD Pro Webcam C920").catalog().driver(), "uvcvideo");
+}
+
+TEST(PeripheralsProbe, ACatalogThatCannotBeReadIsNamedAndDevicesAreStillReported) {
+  const std::string bad = ::testing::TempDir() + "/not-a-catalog.sqlite";
+  std::ofstream(bad) << "not SQLite";
+  PeripheralsConfig config = FixtureConfig("thin-client");
+  config.catalog = bad;
+  PeripheralsProbe probe(config, /*once=*/true);
+  const v1::Report r = CollectOnce(probe);
+  ASSERT_EQ(r.unavailable_size(), 1);
+  EXPECT_EQ(r.unavailable(0).measurement(), "peripherals.catalog");
+  EXPECT_NE(r.unavailable(0).reason().find(bad), std::string::npos) << r.unavailable(0).reason();
+  EXPECT_EQ(r.peripherals_size(), 10);
+  for (const auto& p : r.peripherals()) EXPECT_FALSE(p.has_catalog()) << p.name();
+
+  // No catalog installed: no verdicts and nothing to complain about.
+  config.catalog = ::testing::TempDir() + "/no-such-catalog.sqlite";
+  PeripheralsProbe absent(config, /*once=*/true);
+  const v1::Report r2 = CollectOnce(absent);
+  EXPECT_EQ(r2.unavailable_size(), 0);
+  for (const auto& p : r2.peripherals()) EXPECT_FALSE(p.has_catalog()) << p.name();
+  std::filesystem::remove(bad);
 }
 
 TEST(PeripheralsProbe, VdiGuestDevicesHangUnderTheVirtualHostController) {

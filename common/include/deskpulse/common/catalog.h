@@ -9,6 +9,7 @@
 
 #include "deskpulse/common/sqlite_api.h"
 #include "deskpulse/common/status.h"
+#include "deskpulse/v1/report.pb.h"
 
 /// The peripheral compatibility catalog (DESIGN §4): what the public catalogs
 /// Debian ships say about a USB device or a printer, and the verdict drawn from
@@ -117,6 +118,13 @@ struct SourceRecord {
   std::string source_version;
   std::int64_t entries = 0;
 };
+
+/// What a report says about one device, as an observation.
+Observation ObservationOf(const deskpulse::v1::PeripheralState& s);
+/// A verdict for the wire, and back.
+void VerdictToProto(const Classification& c, const std::string& catalog_version,
+                    deskpulse::v1::CatalogVerdict* out);
+Classification VerdictFromProto(const deskpulse::v1::CatalogVerdict& v);
 
 /// A catalog file opened read-only.
 class Reader {
