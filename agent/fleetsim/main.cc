@@ -34,6 +34,7 @@ std::int64_t NowMs() {
 struct Flags {
   std::string collector;
   std::string tokens;
+  std::string catalog;
   int endpoints = 0;
   int days = 0;
   std::uint64_t seed = 1;
@@ -55,9 +56,10 @@ struct Flags {
 /// and its uplink.
 class SimAgent : public dp::agent::ReportQueue {
  public:
-  SimAgent(asio::io_context& io, const fs::CustomerSpec& customer, int index, const Flags& f,
+  SimAgent(asio::io_context& io, const fs::CustomerSpec& customer,
+           const fs::CustomerDevices& devices, int index, const Flags& f,
            const dp::HostPort& collector, std::int64_t history_start_ms)
-      : endpoint_(customer, index, f.seed, history_start_ms),
+      : endpoint_(customer, devices, index, f.seed, history_start_ms),
         history_done_(f.days <= 0),
         linger_ms_(f.linger_ms),
         batch_(static_cast<std::size_t>(f.batch)),
@@ -159,6 +161,17 @@ int Run(Flags f) {
     spdlog::error("{}", customers.status().message());
     return dp::ExitCodeFor(customers.status());
   }
+  // Each customer's device models, drawn from the peripheral catalog (real ids).
+  std::vector<fs::CustomerDevices> devices;
+  for (const auto& c : *customers) {
+    auto d = fs::DrawCustomerDevices(f.catalog, c.name, f.seed);
+    if (!d.ok()) {
+      spdlog::error("--catalog: {} (build one with: deskpulse-catalog build --out FILE)",
+                    d.status().message());
+      return dp::ExitCodeFor(d.status());
+    }
+    devices.push_back(std::move(*d));
+  }
   asio::io_context io(1);
   const std::int64_t start_ms = NowMs();
   const std::int64_t history_start = start_ms - static_cast<std::int64_t>(f.days) * 86'400'000;
@@ -170,7 +183,8 @@ int Run(Flags f) {
     // within its customer, which also picks its site.
     const auto n = static_cast<int>(customers->size());
     const auto& c = (*customers)[static_cast<std::size_t>(i % n)];
-    agents.push_back(std::make_unique<SimAgent>(io, c, i / n, f, *collector, history_start));
+    agents.push_back(std::make_unique<SimAgent>(io, c, devices[static_cast<std::size_t>(i % n)],
+                                                i / n, f, *collector, history_start));
   }
   for (auto& a : agents) asio::co_spawn(io, a->uplink().Run(), asio::detached);
 
@@ -308,6 +322,9 @@ int main(int argc, char** argv) {
   Flags f;
   app.add_option("--collector", f.collector, "collector HOST:PORT")->required();
   app.add_option("--tokens", f.tokens, "file of `customer token profile` lines")->required();
+  app.add_option("--catalog", f.catalog,
+                 "peripheral catalog (deskpulse-catalog build) the devices are drawn from")
+      ->required();
   app.add_option("--endpoints", f.endpoints, "simulated endpoints, spread over the customers")
       ->required()
       ->check(CLI::Range(1, 1'000'000));

@@ -1,10 +1,13 @@
 #include "agent/fleetsim/model.h"
 
+#include <sqlite3.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 namespace deskpulse::fleetsim {
@@ -77,11 +80,15 @@ const char* ProfileName(Profile p) {
 
 const ProfileParams& ParamsFor(Profile p) {
   // healthy: boots ~25 s, LAN-like RTT, ~95% of devices work.
-  // typical: the field average: boots ~58 s, RTT near the 100 ms target, 78% of devices work.
-  // struggling: slow VM boots (median 80 s, a quarter past 100 s), RTT past 150 ms.
-  static const ProfileParams kHealthy{24, 0.18, 45, 0.10, 800, 0.95, 0.002, 15, 0.002};
-  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.78, 0.010, 40, 0.01};
-  static const ProfileParams kStruggling{80, 0.35, 200, 0.10, 9000, 0.66, 0.040, 90, 0.04};
+  // typical: the field average: boots ~58 s, RTT near the 100 ms target, ~78% of devices work.
+  // struggling: slow VM boots (median 80 s, a quarter past 100 s), RTT past 150 ms, ~64%.
+  // Devices working ≈ (1 − problem − partial)(1 − supported_fail) + partial/2 + problem/10.
+  static const ProfileParams kHealthy{24, 0.18, 45, 0.10, 800, 0.015, 0.02, 0.03,
+                                      0.002, 15, 0.002};
+  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.08, 0.04, 0.14,
+                                      0.010, 40, 0.01};
+  static const ProfileParams kStruggling{80, 0.35, 200, 0.10, 9000, 0.15, 0.06, 0.25,
+                                         0.040, 90, 0.04};
   switch (p) {
     case Profile::kHealthy: return kHealthy;
     case Profile::kTypical: return kTypical;
@@ -122,24 +129,124 @@ Result<std::vector<CustomerSpec>> ParseTokensFile(const std::string& path) {
   return out;
 }
 
-const std::vector<DeviceModel>& DeviceModels() {
-  // Real USB ids (hwdata usb.ids). The peripheral catalog will supply these later.
-  static const std::vector<DeviceModel> kModels = {
-      {0x03f0, 0x2b17, 0x00, 0x07, "HP LaserJet 1020", "usblp"},
-      {0x046d, 0x082d, 0xef, 0x0e, "Logitech HD Pro Webcam C920", "uvcvideo"},
-      {0x046d, 0x0825, 0xef, 0x0e, "Logitech Webcam C270", "uvcvideo"},
-      {0x04e6, 0x5116, 0x00, 0x0b, "SCM Microsystems SCR331x smart card reader", "usbfs"},
-      {0x076b, 0x3021, 0x00, 0x0b, "OmniKey CardMan 3121", "usbfs"},
-      {0x1050, 0x0407, 0x00, 0x03, "Yubico YubiKey OTP+FIDO+CCID", "usbhid"},
-      {0x04a9, 0x190f, 0xff, 0xff, "Canon CanoScan LiDE 220", "usbfs"},
-      {0x04c5, 0x132e, 0x00, 0xff, "Fujitsu fi-7160 scanner", "usbfs"},
-      {0x0781, 0x5567, 0x00, 0x08, "SanDisk Cruzer Blade", "usb-storage"},
-  };
-  return kModels;
+namespace {
+
+// Rows of a catalog query as strings, through the linked SQLite.
+Result<std::vector<std::vector<std::string>>> Rows(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
+    return DataLoss(std::string("catalog query failed: ") + sqlite3_errmsg(db));
+  }
+  std::vector<std::vector<std::string>> out;
+  for (;;) {
+    const int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) break;
+    std::vector<std::string> row;
+    for (int i = 0; i < sqlite3_column_count(st); ++i) {
+      const unsigned char* t = sqlite3_column_text(st, i);
+      row.emplace_back(t ? reinterpret_cast<const char*>(t) : "");
+    }
+    out.push_back(std::move(row));
+  }
+  sqlite3_finalize(st);
+  return out;
 }
 
-SimEndpoint::SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t seed,
-                         std::int64_t start_ms)
+}  // namespace
+
+Result<CustomerDevices> DrawCustomerDevices(const std::string& catalog_path,
+                                            const std::string& customer, std::uint64_t seed) {
+  DP_ASSIGN_OR_RETURN(auto reader, catalog::Reader::Open(catalog_path, LinkedSqliteApi()));
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(catalog_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    return NotFound("cannot open catalog " + catalog_path);
+  }
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> guard(db, &sqlite3_close);
+  std::mt19937_64 rng(Mix(seed ^ Mix(HashString(customer)) ^ 0x7065726970ULL));
+  CustomerDevices out;
+
+  // Draws `n` models from the query's rows, keeping those the catalog gives
+  // `want`; each row is (vendor_id, product_id, name) or, for printers, (name, ieee1284).
+  struct Kind {
+    const char* sql;
+    int n;
+    catalog::Verdict want;
+    v1::PeripheralBus bus;
+    std::uint32_t device_class;
+    std::vector<std::uint32_t> interface_classes;
+    std::vector<std::string> drivers;
+  };
+  using V = catalog::Verdict;
+  const Kind kKinds[] = {
+      {"SELECT make || ' ' || model, ieee1284 FROM printers WHERE rating IN ('perfectly', "
+       "'mostly') AND ieee1284 != '' ORDER BY foomatic_id",
+       3, V::kSupported, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
+      {"SELECT vendor_id, product_id, name FROM usb_names WHERE product_id >= 0 AND name LIKE "
+       "'%webcam%' ORDER BY vendor_id, product_id",
+       2, V::kSupported, v1::PERIPHERAL_BUS_USB, 0xef, {0x0e, 0x01}, {"uvcvideo", "snd-usb-audio"}},
+      {"SELECT vendor_id, product_id, models FROM sane_scanners ORDER BY vendor_id, product_id", 1,
+       V::kSupported, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {"sane"}},
+      {"SELECT vendor_id, product_id, name FROM ccid_readers ORDER BY vendor_id, product_id", 2,
+       V::kSupported, v1::PERIPHERAL_BUS_USB, 0, {0x0b}, {"usbfs(pcscd)"}},
+      {"SELECT make || ' ' || model, ieee1284 FROM printers WHERE rating = 'partially' AND "
+       "ieee1284 != '' ORDER BY foomatic_id",
+       1, V::kPartial, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
+      {"SELECT make || ' ' || model, ieee1284 FROM printers WHERE rating = 'paperweight' AND "
+       "ieee1284 != '' ORDER BY foomatic_id",
+       1, V::kUnsupported, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
+      {"SELECT n.vendor_id, n.product_id, n.name FROM usb_names n WHERE n.product_id >= 0 AND "
+       "n.name LIKE '%scanner%' AND NOT EXISTS (SELECT 1 FROM sane_scanners s WHERE "
+       "s.vendor_id = n.vendor_id AND s.product_id = n.product_id) ORDER BY 1, 2",
+       1, V::kUnsupported, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {}},
+      {"SELECT vendor_id, product_id, name FROM usb_names WHERE product_id >= 0 AND name LIKE "
+       "'%fingerprint%' ORDER BY vendor_id, product_id",
+       1, V::kUnknown, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {}},
+  };
+  for (const Kind& k : kKinds) {
+    DP_ASSIGN_OR_RETURN(auto rows, Rows(db, k.sql));
+    std::shuffle(rows.begin(), rows.end(), rng);
+    int got = 0;
+    for (const auto& row : rows) {
+      if (got == k.n) break;
+      DeviceModel m;
+      m.bus = k.bus;
+      m.device_class = k.device_class;
+      m.interface_classes = k.interface_classes;
+      m.drivers = k.drivers;
+      if (k.bus == v1::PERIPHERAL_BUS_CUPS) {
+        m.name = row[0];
+        m.ieee1284_id = row[1];
+      } else {
+        m.vendor_id = static_cast<std::uint32_t>(std::stoul(row[0]));
+        m.product_id = static_cast<std::uint32_t>(std::stoul(row[1]));
+        m.name = row[2];
+      }
+      v1::PeripheralState probe;
+      probe.set_bus(m.bus);
+      probe.set_vendor_id(m.vendor_id);
+      probe.set_product_id(m.product_id);
+      probe.set_device_class(m.device_class);
+      for (auto c : m.interface_classes) probe.add_interface_classes(c);
+      if (!m.ieee1284_id.empty()) probe.set_ieee1284_id(m.ieee1284_id);
+      for (const auto& d : m.drivers) probe.add_drivers(d);
+      DP_ASSIGN_OR_RETURN(auto c, reader.Classify(catalog::ObservationOf(probe)));
+      if (c.verdict != k.want) continue;
+      m.verdict = c.verdict;
+      auto& pool = k.want == V::kSupported ? out.supported
+                   : k.want == V::kPartial ? out.partial
+                                           : out.problem;
+      pool.push_back(std::move(m));
+      ++got;
+    }
+  }
+  if (out.supported.empty()) {
+    return DataLoss(catalog_path + " yields no supported devices to simulate");
+  }
+  return out;
+}
+SimEndpoint::SimEndpoint(const CustomerSpec& customer, const CustomerDevices& devices, int index,
+                         std::uint64_t seed, std::int64_t start_ms)
     : params_(&ParamsFor(customer.profile)),
       rng_(Mix(seed ^ Mix(HashString(customer.name)) ^ Mix(static_cast<std::uint64_t>(index)))),
       cursor_ms_(start_ms - start_ms % kDayMs) {
@@ -163,19 +270,35 @@ SimEndpoint::SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t 
   site_rtt_ms_ = LogNormal(site_rng, params_->rtt_site_median_ms * kSiteFactor[site],
                            params_->rtt_site_sigma);
 
-  const auto& models = DeviceModels();
   std::uniform_int_distribution<int> count(1, 4);
-  std::uniform_int_distribution<std::size_t> pick(0, models.size() - 1);
   const int n = count(rng_);
   for (int i = 0; i < n; ++i) {
+    const double kind = std::uniform_real_distribution<double>(0, 1)(rng_);
+    const std::vector<DeviceModel>* pool = &devices.supported;
+    if (kind < params_->problem_device_p && !devices.problem.empty()) {
+      pool = &devices.problem;
+    } else if (kind < params_->problem_device_p + params_->partial_device_p &&
+               !devices.partial.empty()) {
+      pool = &devices.partial;
+    }
+    if (pool->empty()) continue;
     Device d;
-    d.model = &models[pick(rng_)];
+    d.model = &(*pool)[std::uniform_int_distribution<std::size_t>(0, pool->size() - 1)(rng_)];
     char serial[24];
     std::snprintf(serial, sizeof serial, "%016llx", static_cast<unsigned long long>(rng_()));
     d.serial_hash = serial;
-    d.redirected = Chance(rng_, 0.6);
-    if (Chance(rng_, params_->device_working_p)) {
+    d.redirected = d.model->bus == v1::PERIPHERAL_BUS_USB && Chance(rng_, 0.6);
+    // Whether it works follows what the catalog says of it.
+    double working_p = 1 - params_->supported_fail_p;
+    if (d.model->verdict == catalog::Verdict::kPartial) working_p = 0.5;
+    if (d.model->verdict == catalog::Verdict::kUnsupported) working_p = 0;
+    if (d.model->verdict == catalog::Verdict::kUnknown) working_p = 0.2;
+    if (Chance(rng_, working_p)) {
       d.state = v1::DEVICE_STATE_WORKING;
+    } else if (d.model->verdict == catalog::Verdict::kPartial) {
+      d.state = v1::DEVICE_STATE_ERROR;
+    } else if (d.model->verdict != catalog::Verdict::kSupported) {
+      d.state = d.redirected ? v1::DEVICE_STATE_REDIRECT_FAILED : v1::DEVICE_STATE_NO_DRIVER;
     } else {
       const double f = std::uniform_real_distribution<double>(0, 1)(rng_);
       d.state = f < 0.40   ? v1::DEVICE_STATE_NO_DRIVER
@@ -252,26 +375,35 @@ void SimEndpoint::FillHour(std::int64_t start_ms, std::uint32_t window_s, v1::Re
 
 void SimEndpoint::FillPeripherals(std::int64_t at_ms, v1::Report* r) {
   for (const auto& d : devices_) {
+    const DeviceModel& m = *d.model;
     auto* p = r->add_peripherals();
-    p->set_bus(v1::PERIPHERAL_BUS_USB);
-    p->set_vendor_id(d.model->vendor_id);
-    p->set_product_id(d.model->product_id);
-    p->set_device_class(d.model->device_class);
-    p->add_interface_classes(d.model->interface_class);
+    p->set_bus(m.bus);
+    p->set_vendor_id(m.vendor_id);
+    p->set_product_id(m.product_id);
+    p->set_device_class(m.device_class);
+    for (auto c : m.interface_classes) p->add_interface_classes(c);
+    if (!m.ieee1284_id.empty()) p->set_ieee1284_id(m.ieee1284_id);
     p->set_serial_hash(d.serial_hash);
-    p->set_name(d.model->name);
+    p->set_name(m.name);
     p->set_redirected(d.redirected);
     p->set_state(d.state);
     if (d.state == v1::DEVICE_STATE_WORKING) {
-      p->add_drivers(d.redirected ? "usbip-host" : d.model->driver);
+      if (d.redirected) {
+        p->add_drivers("usbip-host");
+      } else {
+        for (const auto& drv : m.drivers) p->add_drivers(drv);
+      }
     } else if (d.state == v1::DEVICE_STATE_NO_DRIVER) {
-      p->set_reason("no interface driver bound");
+      p->set_reason(m.bus == v1::PERIPHERAL_BUS_CUPS ? "no driver for this printer in the queue"
+                                                     : "no interface driver bound");
     } else if (d.state == v1::DEVICE_STATE_REDIRECT_FAILED) {
       p->set_reason("redirection claim failed: device busy");
     } else if (d.state == v1::DEVICE_STATE_BLOCKED_BY_POLICY) {
       p->set_reason("authorized=0 (USB policy)");
     } else {
-      p->set_reason("device reported an error");
+      p->set_reason(m.verdict == catalog::Verdict::kPartial
+                        ? "the driver lacks a feature the job needs"
+                        : "device reported an error");
     }
   }
   // Flaky cables and hubs: the occasional detach+attach of a working device.

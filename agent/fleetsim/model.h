@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "deskpulse/common/catalog.h"
 #include "deskpulse/common/status.h"
 #include "deskpulse/v1/report.pb.h"
 #include "deskpulse/v1/wire.pb.h"
@@ -24,7 +25,9 @@ struct ProfileParams {
   double rtt_site_median_ms; // base RTT p95 of the middle site (near ×0.8, far ×1.25)
   double rtt_site_sigma;     // per-(customer, site) wiggle, lognormal
   double retransmit_median_ppm;
-  double device_working_p;   // chance a device instance works
+  double problem_device_p;   // chance a device is one the catalog does not support or know
+  double partial_device_p;   // chance a device is one the catalog rates partial
+  double supported_fail_p;   // chance a supported device fails here (configuration, redirection)
   double disconnect_per_hour;
   double downtime_median_s;
   double crash_per_day;
@@ -41,16 +44,35 @@ struct CustomerSpec {
 /// customer name may contain spaces; '#' starts a comment).
 Result<std::vector<CustomerSpec>> ParseTokensFile(const std::string& path);
 
-/// A real USB device model the simulator can plug into endpoints.
+/// A device model drawn from the peripheral catalog: real ids (or, for a
+/// print queue, a real IEEE-1284 id) and the verdict the catalog gives it.
 struct DeviceModel {
-  std::uint32_t vendor_id;
-  std::uint32_t product_id;
-  std::uint32_t device_class;
-  std::uint32_t interface_class;
-  const char* name;
-  const char* driver;
+  deskpulse::v1::PeripheralBus bus = deskpulse::v1::PERIPHERAL_BUS_USB;
+  std::uint32_t vendor_id = 0;
+  std::uint32_t product_id = 0;
+  std::uint32_t device_class = 0;
+  std::vector<std::uint32_t> interface_classes;
+  std::string name;
+  std::string ieee1284_id;
+  std::vector<std::string> drivers;  // bound on the endpoint when it works there
+  catalog::Verdict verdict = catalog::Verdict::kUnknown;
 };
-const std::vector<DeviceModel>& DeviceModels();
+
+/// The device models one customer's endpoints have: a fleet standard of
+/// supported printers, webcams, scanners and smart-card readers, a partially
+/// supported printer, and a few problem devices (an OpenPrinting "paperweight",
+/// a scanner SANE lacks, a device no source knows).
+struct CustomerDevices {
+  std::vector<DeviceModel> supported;
+  std::vector<DeviceModel> partial;
+  std::vector<DeviceModel> problem;
+};
+
+/// Draws a customer's device models from the catalog file at `catalog_path`,
+/// seeded by the customer's name and `seed`; each model's verdict is the
+/// catalog's own classification of it.
+Result<CustomerDevices> DrawCustomerDevices(const std::string& catalog_path,
+                                            const std::string& customer, std::uint64_t seed);
 
 /// One simulated endpoint: its identity and a deterministic timeline of reports.
 ///
@@ -60,7 +82,9 @@ const std::vector<DeviceModel>& DeviceModels();
 class SimEndpoint {
  public:
   /// `index` numbers the endpoint within its customer (0, 1, 2, ...).
-  SimEndpoint(const CustomerSpec& customer, int index, std::uint64_t seed, std::int64_t start_ms);
+  /// `devices` must outlive the endpoint.
+  SimEndpoint(const CustomerSpec& customer, const CustomerDevices& devices, int index,
+              std::uint64_t seed, std::int64_t start_ms);
 
   const std::string& agent_id() const { return agent_id_; }
   const deskpulse::v1::HostFacts& facts() const { return facts_; }

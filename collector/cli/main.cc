@@ -5,14 +5,18 @@
 #include <asio.hpp>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
+#include "collector/reports/peripherals.h"
 #include "collector/reports/scores.h"
 #include "collector/store/store.h"
 #include "deskpulse/common/tls_openssl.h"
+#include "deskpulse/common/catalog.h"
 #include "deskpulse/common/config.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
@@ -232,6 +236,40 @@ int Scores(const std::string& db, bool json, int window_days) {
   return dp::kExitOk;
 }
 
+constexpr const char* kDefaultCatalog = "/usr/share/deskpulse/catalog.sqlite";
+
+int Peripherals(const std::string& db, const std::string& customer, std::string catalog_path,
+                bool json, int window_days) {
+  (void)dp::SetUpLogging("collector", "warn");
+  const bool explicit_catalog = !catalog_path.empty();
+  if (!explicit_catalog) catalog_path = kDefaultCatalog;
+  std::optional<dp::catalog::Reader> catalog;
+  if (explicit_catalog || std::filesystem::exists(catalog_path)) {
+    auto opened = dp::catalog::Reader::Open(catalog_path, dp::LinkedSqliteApi());
+    if (!opened.ok()) return Fail(opened.status());
+    catalog.emplace(std::move(*opened));
+  } else {
+    spdlog::warn("no catalog at {}: devices without an endpoint's verdict stay unclassified "
+                 "(build one with: deskpulse-catalog build --out {})",
+                 catalog_path, catalog_path);
+  }
+  auto store = dc::Store::Open({.path = db, .read_only = true});
+  if (!store.ok()) return Fail(store.status());
+  dp::scoring::Policy policy;
+  policy.window_days = window_days;
+  auto report = dc::AnalysePeripherals(**store, customer, policy, NowMs(),
+                                       catalog ? &*catalog : nullptr);
+  if (!report.ok()) return Fail(report.status());
+  if (json) {
+    std::cout << dc::PeripheralsToJson(*report).dump(2, ' ', false,
+                                                     nlohmann::json::error_handler_t::replace)
+              << "\n";
+  } else {
+    std::cout << dc::FormatPeripherals(*report);
+  }
+  return dp::kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -276,6 +314,20 @@ int main(int argc, char** argv) {
   sc->add_option("--window-days", window_days, "days scored, ending today (default 30)")
       ->check(CLI::Range(1, 400));
 
+  std::string periph_db, periph_customer, periph_catalog;
+  bool periph_json = false;
+  int periph_days = 30;
+  auto* pe = app.add_subcommand(
+      "peripherals", "A customer's peripheral compatibility: failing device models, ranked");
+  pe->add_option("--db", periph_db, "SQLite database file")->required();
+  pe->add_option("--customer", periph_customer, "customer name")->required();
+  pe->add_option("--catalog", periph_catalog,
+                 std::string("catalog for devices that arrive without a verdict (default ") +
+                     kDefaultCatalog + ")");
+  pe->add_flag("--json", periph_json, "JSON instead of a table");
+  pe->add_option("--window-days", periph_days, "days analysed, ending today (default 30)")
+      ->check(CLI::Range(1, 400));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -285,5 +337,8 @@ int main(int argc, char** argv) {
   if (s->parsed()) return Serve(serve);
   if (create->parsed()) return TokenCreate(token_db, customer);
   if (sc->parsed()) return Scores(scores_db, json, window_days);
+  if (pe->parsed()) {
+    return Peripherals(periph_db, periph_customer, periph_catalog, periph_json, periph_days);
+  }
   return dp::kExitUsage;
 }

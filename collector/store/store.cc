@@ -7,6 +7,7 @@
 #include <array>
 #include <filesystem>
 #include <cstdio>
+#include <cstdlib>
 
 namespace deskpulse::collector {
 
@@ -76,6 +77,11 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
 -- Raw rows of slice (endpoint_id % 16) up to through_rowid are in the rollups.
 CREATE TABLE rollup_marks(slice INTEGER PRIMARY KEY, through_rowid INTEGER NOT NULL);
 )sql",
+    // v2: the peripheral catalog's verdict an agent attached (a serialised
+    // v1.CatalogVerdict), as of the instance's last observation.
+    R"sql(
+ALTER TABLE peripheral_instances ADD COLUMN catalog BLOB;
+)sql",
 };
 
 // SQL function dp_hist_merge(a, b): the merge of two encoded histograms.
@@ -111,6 +117,17 @@ std::string JoinStrings(const google::protobuf::RepeatedPtrField<std::string>& v
     s += x;
   }
   return s;
+}
+
+std::vector<std::string> SplitList(std::string_view joined) {
+  std::vector<std::string> out;
+  while (!joined.empty()) {
+    const std::size_t comma = joined.find(',');
+    out.emplace_back(joined.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    joined.remove_prefix(comma + 1);
+  }
+  return out;
 }
 
 }  // namespace
@@ -543,7 +560,8 @@ Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
           "INSERT INTO peripheral_instances(customer_id, endpoint_id, device_key, bus, vendor_id, "
           "product_id, device_class, interface_classes, name, drivers, redirected, ieee1284_id, "
           "last_state, last_reason, first_seen_ms, last_seen_ms, last_fail_ms, observations, "
-          "fail_observations, reconnects) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+          "fail_observations, reconnects, catalog) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+          "?) "
           "ON CONFLICT DO UPDATE SET "
           "bus=iif(excluded.last_seen_ms>=last_seen_ms, excluded.bus, bus), "
           "device_class=iif(excluded.last_seen_ms>=last_seen_ms, excluded.device_class, "
@@ -558,6 +576,7 @@ Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
           "last_state=iif(excluded.last_seen_ms>=last_seen_ms, excluded.last_state, last_state), "
           "last_reason=iif(excluded.last_seen_ms>=last_seen_ms, excluded.last_reason, "
           "last_reason), "
+          "catalog=iif(excluded.last_seen_ms>=last_seen_ms, excluded.catalog, catalog), "
           "first_seen_ms=min(first_seen_ms, excluded.first_seen_ms), "
           "last_seen_ms=max(last_seen_ms, excluded.last_seen_ms), "
           "last_fail_ms=max(last_fail_ms, excluded.last_fail_ms), "
@@ -601,6 +620,11 @@ Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
         .Bind(18, inst.observations)
         .Bind(19, inst.fail_observations)
         .Bind(20, inst.reconnects);
+    if (s.has_catalog()) {
+      pi.BindBlob(21, s.catalog().SerializeAsString());
+    } else {
+      pi.BindNull(21);
+    }
     DP_RETURN_IF_ERROR(pi.Run());
   }
 
@@ -703,6 +727,53 @@ Result<scoring::WindowRollup> Store::LoadWindow(std::int64_t customer_id, std::i
     w.peripherals_failed = pi.Int(1);
   }
   return w;
+}
+
+Result<std::vector<PeripheralInstance>> Store::LoadPeripheralInstances(std::int64_t customer_id,
+                                                                      std::int64_t from_ms) {
+  DP_ASSIGN_OR_RETURN(
+      auto st,
+      db_->Prepare("SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
+                   "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
+                   "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
+                   "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE customer_id=? AND "
+                   "last_seen_ms >= ? AND observations > 0 ORDER BY endpoint_id, device_key"));
+  st.Bind(1, customer_id).Bind(2, from_ms);
+  std::vector<PeripheralInstance> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    PeripheralInstance p;
+    p.customer_id = customer_id;
+    p.endpoint_id = st.Int(0);
+    p.device_key = std::string(st.Text(1));
+    auto& s = p.last;
+    s.set_bus(static_cast<v1::PeripheralBus>(st.Int(2)));
+    s.set_vendor_id(static_cast<std::uint32_t>(st.Int(3)));
+    s.set_product_id(static_cast<std::uint32_t>(st.Int(4)));
+    s.set_device_class(static_cast<std::uint32_t>(st.Int(5)));
+    for (const auto& c : SplitList(st.Text(6))) {
+      s.add_interface_classes(static_cast<std::uint32_t>(std::strtoul(c.c_str(), nullptr, 10)));
+    }
+    s.set_name(std::string(st.Text(7)));
+    for (auto& d : SplitList(st.Text(8))) s.add_drivers(std::move(d));
+    s.set_redirected(st.Int(9) != 0);
+    if (!st.IsNull(10)) s.set_ieee1284_id(std::string(st.Text(10)));
+    s.set_state(static_cast<v1::DeviceState>(st.Int(11)));
+    s.set_reason(std::string(st.Text(12)));
+    p.last_seen_ms = st.Int(13);
+    p.last_fail_ms = st.Int(14);
+    p.observations = st.Int(15);
+    p.fail_observations = st.Int(16);
+    p.reconnects = st.Int(17);
+    p.first_seen_ms = st.Int(19);
+    if (!st.IsNull(18) && !s.mutable_catalog()->ParseFromString(std::string(st.Blob(18)))) {
+      return DataLoss("peripheral instance " + p.device_key + " of endpoint " +
+                      std::to_string(p.endpoint_id) + " has a corrupt catalog verdict");
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 Result<std::int64_t> Store::CountRawReports() {

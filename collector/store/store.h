@@ -105,6 +105,9 @@ class Store {
   /// Rollup figures of one customer for days [from_ms, to_ms).
   Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
                                            std::int64_t to_ms);
+  /// A customer's device instances seen since `from_ms`, by endpoint.
+  Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
+                                                                  std::int64_t from_ms);
   Result<std::int64_t> CountRawReports();
 
   Database* db() { return db_.get(); }

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "collector/scoring/score.h"
+#include "collector/store/store.h"
+#include "deskpulse/common/catalog.h"
+
+namespace deskpulse::collector {
+
+/// Why a failing device fails, as the catalog sees it (DESIGN §4).
+enum class FailureKind {
+  kSupportedButFailing,  // the catalog says it works: configuration or redirection, fixable
+  kPartial,              // the catalog rates its support partial
+  kUnsupported,          // the catalog says no driver works: needs a driver
+  kUnknown,              // the catalog does not know it
+};
+const char* FailureKindName(FailureKind k);
+
+/// One device model across a customer's endpoints.
+struct ModelCompatibility {
+  std::string key;       // "03f0:2b17", or "printer:hp/laserjet1020", or "pcsc:<reader name>"
+  std::string usb_id;    // "03f0:2b17" when known
+  std::string ieee1284;  // a printer's device id, when reported
+  std::string name;      // the catalog's name, else what the endpoint called it
+  catalog::Classification classification;
+  std::string classified_by;  // "agent" (the endpoint's catalog) or "collector"
+  std::int64_t instances = 0;
+  std::int64_t working = 0;
+  std::int64_t failed = 0;  // failed at some point in the window
+  std::int64_t endpoints = 0;
+  std::int64_t endpoints_failed = 0;
+  std::int64_t reconnects = 0;  // since the instances were first seen
+  std::map<std::string, std::int64_t> failure_states;  // "no_driver": 8, "recovered": 1
+  std::string example_reason;  // the most frequent reason a failing instance gave
+  FailureKind kind() const;
+};
+
+struct FailureSplit {
+  std::int64_t instances = 0;
+  std::int64_t endpoints = 0;
+  std::int64_t models = 0;
+};
+
+/// The peripheral compatibility of one customer over the policy's window.
+struct PeripheralsReport {
+  Customer customer;
+  std::int64_t from_ms = 0;
+  std::int64_t to_ms = 0;
+  /// The compatibility component of DESIGN §3, computed as `scores` does.
+  scoring::Component component;
+  std::int64_t working = 0;
+  std::int64_t failed = 0;
+  std::int64_t reconnects = 0;  // in the window (the rollups)
+  std::int64_t endpoints = 0;   // with a device seen in the window
+  std::map<FailureKind, FailureSplit> split;
+  std::vector<ModelCompatibility> failing;  // ranked: endpoints affected, instances, reconnects
+  std::vector<ModelCompatibility> working_models;
+  std::string catalog_version;  // the collector's catalog, "" without one
+  std::int64_t classified_by_agent = 0;      // instances
+  std::int64_t classified_by_collector = 0;  // instances
+  std::int64_t unclassified = 0;             // no verdict and no catalog here
+};
+
+/// Reads the customer's device instances and classifies each (the agent's
+/// verdict when it attached one, else `catalog`, which may be null).
+Result<PeripheralsReport> AnalysePeripherals(Store& store, const std::string& customer,
+                                             const scoring::Policy& policy, std::int64_t now_ms,
+                                             catalog::Reader* catalog);
+
+nlohmann::json PeripheralsToJson(const PeripheralsReport& r);
+std::string FormatPeripherals(const PeripheralsReport& r);
+
+}  // namespace deskpulse::collector
