@@ -70,10 +70,14 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls):
         if tls:
             cert, key = make_cert(work)
             server_tls, client_tls = ["--tls-cert", cert, "--tls-key", key], ["--ca", cert]
+        catalog = os.path.join(work, "catalog.sqlite")
+        subprocess.run([os.path.join(bin_dir, "collector", "deskpulse-catalog"), "build", "--out",
+                        catalog], capture_output=True, text=True, check=True)
         proc, log, port = start_collector(bin_dir, work, db, server_tls)
         sim = subprocess.run(
             [os.path.join(bin_dir, "agent", "deskpulse-fleetsim"), "--collector",
-             f"127.0.0.1:{port}", "--tokens", tokens, "--endpoints", str(agents),
+             f"127.0.0.1:{port}", "--tokens", tokens, "--catalog", catalog,
+             "--endpoints", str(agents),
              "--duration", str(seconds), "--rate", str(rate), "--batch", str(batch),
              "--linger", str(linger_ms), "--window", "4", "--timeout", str(seconds + 120),
              "--log-level", "warn", *client_tls], capture_output=True, text=True)

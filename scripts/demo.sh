@@ -15,12 +15,18 @@ bash scripts/build.sh build-demo -DCMAKE_BUILD_TYPE=Release -DDESKPULSE_BUILD_TE
 bin="$root/build-demo"
 collector="$bin/collector/deskpulse-collector"
 fleetsim="$bin/agent/deskpulse-fleetsim"
+catalog_tool="$bin/collector/deskpulse-catalog"
 
 # A fresh store each run, so the demo shows exactly what this run simulated.
 mkdir -p "$data"
 rm -f "$data/deskpulse.db" "$data/deskpulse.db-wal" "$data/deskpulse.db-shm" "$data/port"
 db="$data/deskpulse.db"
 log="$data/collector.log"
+
+# The peripheral compatibility catalog, from the public catalogs Debian installed.
+catalog="$data/catalog.sqlite"
+echo "demo: building the peripheral catalog ..." >&2
+"$catalog_tool" build --out "$catalog" >&2
 
 tokens="$data/tokens.txt"
 : > "$tokens"
@@ -50,7 +56,7 @@ for _ in $(seq 100); do [ -s "$data/port" ] && break; sleep 0.1; done
 port="$(cat "$data/port")"
 echo "demo: collector listening on 127.0.0.1:$port (TLS), store $db" >&2
 echo "demo: simulating $endpoints endpoints of 3 customers over $days days ..." >&2
-"$fleetsim" --collector "127.0.0.1:$port" --ca "$cert" --tokens "$tokens" \
+"$fleetsim" --collector "127.0.0.1:$port" --ca "$cert" --tokens "$tokens" --catalog "$catalog" \
   --endpoints "$endpoints" --days "$days" --seed 42 > "$data/fleetsim-summary.json"
 kill -TERM $pid
 wait $pid || true
@@ -60,7 +66,11 @@ echo
 echo "Technical performance over the last $days days (DESIGN §3; docs/scoring.md):"
 "$collector" scores --db "$db"
 echo
+echo "Peripheral compatibility of the typical customer (DESIGN §4):"
+"$collector" peripherals --db "$db" --customer "Contoso Legal" --catalog "$catalog"
+echo
 echo "Data:   $db  (SQLite; try: $collector scores --db $db --json)"
 echo "Logs:   $log"
 echo "Load:   $data/fleetsim-summary.json"
+echo "Catalog: $catalog  (try: $catalog_tool lookup --catalog $catalog 03f0:2b17 --interface-classes 07)"
 echo "Serve it again: $collector serve --db $db --listen 127.0.0.1:7741 --tls-cert $cert --tls-key $key"

@@ -13,7 +13,7 @@ PACKAGES=(
   # agent: sd-bus/sd-journal headers (libsystemd is loaded at run time)
   libsystemd-dev
   # agent tests and benchmarks: fakes for what the machine lacks, and the peer
-  dbus-daemon python3-dbusmock systemd-journal-remote
+  dbus-daemon python3-dbusmock python3-protobuf systemd-journal-remote
   cups-daemon cups-client libcups2-dev pcscd libpcsclite-dev vsmartcard-vpcd
   libvirt-dev libudev-dev umockdev collectd-core iproute2
   # peripheral catalog: the public catalogs it is built from, and its XML parser

@@ -85,7 +85,7 @@ const ProfileParams& ParamsFor(Profile p) {
   // Devices working ≈ (1 − problem − partial)(1 − supported_fail) + partial/2 + problem/10.
   static const ProfileParams kHealthy{24, 0.18, 45, 0.10, 800, 0.015, 0.02, 0.03,
                                       0.002, 15, 0.002};
-  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.08, 0.04, 0.14,
+  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.08, 0.04, 0.15,
                                       0.010, 40, 0.01};
   static const ProfileParams kStruggling{80, 0.35, 200, 0.10, 9000, 0.15, 0.06, 0.25,
                                          0.040, 90, 0.04};
@@ -196,7 +196,7 @@ Result<CustomerDevices> DrawCustomerDevices(const std::string& catalog_path,
        "ieee1284 != '' ORDER BY foomatic_id",
        1, V::kUnsupported, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
       {"SELECT n.vendor_id, n.product_id, n.name FROM usb_names n WHERE n.product_id >= 0 AND "
-       "n.name LIKE '%scanner%' AND NOT EXISTS (SELECT 1 FROM sane_scanners s WHERE "
+       "n.name LIKE '%scanner%' AND n.name NOT LIKE '%barcode%' AND NOT EXISTS (SELECT 1 FROM sane_scanners s WHERE "
        "s.vendor_id = n.vendor_id AND s.product_id = n.product_id) ORDER BY 1, 2",
        1, V::kUnsupported, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {}},
       {"SELECT vendor_id, product_id, name FROM usb_names WHERE product_id >= 0 AND name LIKE "
@@ -406,9 +406,10 @@ void SimEndpoint::FillPeripherals(std::int64_t at_ms, v1::Report* r) {
                         : "device reported an error");
     }
   }
-  // Flaky cables and hubs: the occasional detach+attach of a working device.
+  // Flaky cables and hubs: the occasional detach+attach of a USB device.
   if (!devices_.empty() && Chance(rng_, 0.02)) {
     const auto& d = devices_[rng_() % devices_.size()];
+    if (d.model->bus != v1::PERIPHERAL_BUS_USB) return;
     auto* e = r->add_peripheral_events();
     e->set_kind(v1::PERIPHERAL_EVENT_KIND_RECONNECT);
     e->set_vendor_id(d.model->vendor_id);

@@ -320,7 +320,10 @@ Classification Classify(const Observation& o, const Facts& f) {
   const bool vendor_class_only =
       std::all_of(o.interface_classes.begin(), o.interface_classes.end(),
                   [](std::uint8_t k) { return k == 0xff; });
-  if (vendor_class_only && Lower(f.product_name).find("scan") != std::string::npos) {
+  // A document scanner is SANE's to support; a barcode scanner is a keyboard.
+  const std::string product = Lower(f.product_name);
+  if (vendor_class_only && product.find("scan") != std::string::npos &&
+      product.find("barcode") == std::string::npos) {
     c.verdict = Verdict::kUnsupported;
     c.source = "sane";
     c.detail = "scanner " + id + " (" + c.model + ") is not among the scanners SANE supports";

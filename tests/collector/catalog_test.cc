@@ -237,6 +237,9 @@ TEST_F(CatalogTest, ScannerSaneDoesNotListIsUnsupported) {
   const Classification c = Classify(o, f);
   EXPECT_EQ(c.verdict, Verdict::kUnsupported);
   EXPECT_EQ(c.source, "sane");
+  // A barcode scanner is not SANE's business.
+  f.product_name = "Barcode scanner";
+  EXPECT_EQ(Classify(o, f).verdict, Verdict::kUnknown);
 }
 
 // ---------------------------------------------------------------- parsers on bad input

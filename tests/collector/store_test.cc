@@ -65,10 +65,10 @@ class StoreTest : public ::testing::Test {
 TEST_F(StoreTest, MigratesAFreshFileAndReopens) {
   {
     auto s = Open();
-    EXPECT_EQ(s->schema_version(), 1);
+    EXPECT_EQ(s->schema_version(), 2);
   }
   auto again = Open();
-  EXPECT_EQ(again->schema_version(), 1);
+  EXPECT_EQ(again->schema_version(), 2);
   auto ro = Store::Open({.path = dir_.File("store.db"), .read_only = true});
   ASSERT_TRUE(ro.ok());
 }
@@ -178,6 +178,64 @@ TEST_F(StoreTest, RollupsCommittedButNotFlushedAreReplayedAtOpen) {
   EXPECT_EQ(w->reports, 10);
   EXPECT_EQ(w->boot_ms.TotalWeight(), 10u);
   EXPECT_EQ(w->endpoints, 1);
+}
+
+// A device instance keeps the catalog verdict its agent attached, as of its
+// latest observation; a store made before verdicts existed is migrated in place.
+TEST_F(StoreTest, DeviceInstancesKeepTheAgentsCatalogVerdict) {
+  std::int64_t customer = 0;
+  {
+    auto s = Open();
+    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    customer = info.customer_id;
+    BatchWrite b;
+    b.stream_id = info.stream_id;
+    for (std::uint64_t seq = 1; seq <= 2; ++seq) {
+      IncomingReport in = MakeReport(seq, kNow - 3600'000 + static_cast<std::int64_t>(seq));
+      auto* p = in.report.add_peripherals();
+      p->set_bus(v1::PERIPHERAL_BUS_USB);
+      p->set_vendor_id(0x046d);
+      p->set_product_id(0x082d);
+      p->add_interface_classes(0x0e);
+      p->set_serial_hash("00112233");
+      p->set_state(seq == 1 ? v1::DEVICE_STATE_NO_DRIVER : v1::DEVICE_STATE_WORKING);
+      if (seq == 2) {
+        p->add_drivers("uvcvideo");
+        p->mutable_catalog()->set_verdict(v1::COMPATIBILITY_VERDICT_SUPPORTED);
+        p->mutable_catalog()->set_source("kernel");
+        p->mutable_catalog()->set_catalog_version("1-abc");
+      }
+      in.bytes = in.report.SerializeAsString();
+      b.reports.push_back(std::move(in));
+    }
+    std::vector<BatchWrite> batches{std::move(b)};
+    PendingRollups pending;
+    ASSERT_TRUE(s->CommitBatches(batches, kNow, &pending).ok());
+    ASSERT_TRUE(s->FlushRollups(&pending).ok());
+    auto got = s->LoadPeripheralInstances(customer, kNow - kDayMs);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(got->size(), 1u);
+    const auto& inst = (*got)[0];
+    EXPECT_EQ(inst.observations, 2);
+    EXPECT_EQ(inst.fail_observations, 1);
+    EXPECT_EQ(inst.last.state(), v1::DEVICE_STATE_WORKING);
+    ASSERT_EQ(inst.last.drivers_size(), 1);
+    EXPECT_EQ(inst.last.interface_classes(0), 0x0eu);
+    ASSERT_TRUE(inst.last.has_catalog());
+    EXPECT_EQ(inst.last.catalog().source(), "kernel");
+    EXPECT_EQ(inst.last.catalog().catalog_version(), "1-abc");
+
+    // Back to schema v1, as a collector before verdicts left it.
+    ASSERT_TRUE(s->db()->Exec("ALTER TABLE peripheral_instances DROP COLUMN catalog").ok());
+    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=1 WHERE key='schema_version'").ok());
+  }
+  auto s = Open();
+  EXPECT_EQ(s->schema_version(), 2);
+  auto got = s->LoadPeripheralInstances(customer, kNow - kDayMs);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].observations, 2);
+  EXPECT_FALSE((*got)[0].last.has_catalog());
 }
 
 TEST_F(StoreTest, RetentionDeletesOldRawRowsOnlyOnceRolledUp) {

@@ -10,6 +10,9 @@ import time
 BIN = os.environ.get("DESKPULSE_BIN", os.path.join(os.path.dirname(__file__), "../../build"))
 COLLECTOR = os.path.join(BIN, "collector", "deskpulse-collector")
 FLEETSIM = os.path.join(BIN, "agent", "deskpulse-fleetsim")
+CATALOG_TOOL = os.path.join(BIN, "collector", "deskpulse-catalog")
+# Built by the CTest fixture catalog_build_for_tests from this machine's packages.
+CATALOG = os.environ.get("DESKPULSE_TEST_CATALOG", os.path.join(BIN, "test-catalog.sqlite"))
 
 
 def run(args, **kw):
@@ -73,7 +76,7 @@ def create_tokens(db, workdir, customers):
 
 
 def fleetsim(collector_addr, tokens, endpoints, *extra, timeout=600):
-    r = run([FLEETSIM, "--collector", collector_addr, "--tokens", tokens,
+    r = run([FLEETSIM, "--collector", collector_addr, "--tokens", tokens, "--catalog", CATALOG,
              "--endpoints", str(endpoints), *map(str, extra)], timeout=timeout)
     summary = None
     for line in r.stdout.splitlines():
@@ -84,6 +87,13 @@ def fleetsim(collector_addr, tokens, endpoints, *extra, timeout=600):
 
 def scores_json(db):
     r = run([COLLECTOR, "scores", "--db", db, "--json"])
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def peripherals_json(db, customer, catalog=CATALOG):
+    r = run([COLLECTOR, "peripherals", "--db", db, "--customer", customer, "--catalog", catalog,
+             "--json"])
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
