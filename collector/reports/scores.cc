@@ -1,5 +1,7 @@
 #include "collector/reports/scores.h"
 
+#include "collector/reports/peripherals.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -34,7 +36,30 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(Store& store, const scoring
   std::vector<CustomerScore> out;
   for (const auto& c : customers) {
     DP_ASSIGN_OR_RETURN(auto w, store.LoadWindow(c.id, from, to));
-    out.push_back({c, w, scoring::ScoreWindow(w, policy)});
+    CustomerScore cs{c, w, scoring::ScoreWindow(w, policy), {}};
+    if (w.peripherals_failed > 0) {
+      // Name the model that pulls peripherals down most (DESIGN §3 "Drivers").
+      DP_ASSIGN_OR_RETURN(auto pr, AnalysePeripherals(store, c.name, policy, now_ms, nullptr));
+      if (!pr.failing.empty()) {
+        const ModelCompatibility& m = pr.failing.front();
+        std::string state;
+        std::int64_t most = 0;
+        for (const auto& [name, n] : m.failure_states) {
+          if (n > most) {
+            most = n;
+            state = name;
+          }
+        }
+        std::replace(state.begin(), state.end(), '_', ' ');
+        cs.worst_peripheral = fmt::format("{}{}: {} on {} of {} endpoints", m.name.empty() ? m.key : m.name,
+                                          m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state,
+                                          m.endpoints_failed, m.endpoints);
+        for (auto& d : cs.score.drivers) {
+          if (d.starts_with("peripherals ")) d += "; worst: " + cs.worst_peripheral;
+        }
+      }
+    }
+    out.push_back(std::move(cs));
   }
   std::stable_sort(out.begin(), out.end(), [](const CustomerScore& a, const CustomerScore& b) {
     return a.score.tps.value_or(-1) > b.score.tps.value_or(-1);
@@ -93,6 +118,9 @@ nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
       j["components"]["peripherals"]["device_instances"] = {
           {"working", w.peripherals_working}, {"failed", w.peripherals_failed},
           {"reconnects", w.peripheral_reconnects}};
+      if (!c.worst_peripheral.empty()) {
+        j["components"]["peripherals"]["worst_model"] = c.worst_peripheral;
+      }
     }
     if (w.session_s > 0) {
       j["components"]["stability"]["session_hours"] = Round1(w.session_s / 3600);

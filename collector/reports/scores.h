@@ -15,6 +15,8 @@ struct CustomerScore {
   Customer customer;
   scoring::WindowRollup window;
   scoring::TechScore score;
+  /// "HP LaserJet 1020 (03f0:2b17): no driver on 12 of 40 endpoints", when devices failed.
+  std::string worst_peripheral;
 };
 
 /// Scores every customer over the policy's window ending with the day of `now_ms`.
