@@ -97,7 +97,7 @@ USB_TREE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests
                         "thin-client")
 
 
-def agent_config(work, name, collector, interval, ca=None):
+def agent_config(work, name, collector, interval, ca=None, catalog=""):
     state = os.path.join(work, f"{name}-state")
     path = os.path.join(work, f"{name}.toml")
     with open(os.path.join(work, "machine-id"), "w") as f:
@@ -114,6 +114,7 @@ token = "{collector.token}"
 sysfs = "{USB_TREE}/sys"
 proc = "{USB_TREE}/proc"
 udev_data = "{USB_TREE}/udev"
+catalog = "{catalog}"
 """)
     return path
 
@@ -184,6 +185,9 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build"))
     ap.add_argument("--seconds", type=int, default=90, help="run length, at least 60")
     ap.add_argument("--interval", type=int, default=10, help="collection interval of both, s")
+    ap.add_argument("--catalog", default="",
+                    help="peripheral catalog the agents read (deskpulse-catalog build); "
+                         "default none, as on an endpoint without it")
     args = ap.parse_args()
     if args.seconds < 60:
         sys.exit("--seconds must be at least 60")
@@ -204,10 +208,12 @@ def main():
     sink = UdpSink()
     procs = {
         "deskpulse-agent (TLS)": subprocess.Popen(
-            [agent_exe, "--config", agent_config(work, "agent-tls", tls_collector, args.interval, cert)],
+            [agent_exe, "--config", agent_config(work, "agent-tls", tls_collector, args.interval, cert,
+                                                args.catalog)],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent-tls.log"), "w")),
         "deskpulse-agent (plain, loopback)": subprocess.Popen(
-            [agent_exe, "--config", agent_config(work, "agent-plain", plain_collector, args.interval)],
+            [agent_exe, "--config", agent_config(work, "agent-plain", plain_collector, args.interval,
+                                                catalog=args.catalog)],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent-plain.log"), "w")),
         "collectd": subprocess.Popen(
             [collectd_exe, "-f", "-C", collectd_config(work, args.interval, sink.port)],

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include "agent/platform/libsqlite.h"
@@ -551,6 +552,8 @@ void PeripheralsProbe::AttachVerdicts(std::vector<v1::PeripheralState>& inventor
     catalog_stamp_ = stamp;
     catalog_error_.clear();
   }
+  // Declared before the reader so that it is unloaded after the reader closes.
+  std::optional<SqliteLibrary> sqlite;
   std::optional<catalog::Reader> reader;
   for (v1::PeripheralState& s : inventory) {
     if (s.bus() == v1::PERIPHERAL_BUS_PCSC) continue;  // a reader name, no ids
@@ -563,12 +566,13 @@ void PeripheralsProbe::AttachVerdicts(std::vector<v1::PeripheralState>& inventor
     if (it == verdicts_.end()) {
       if (!catalog_error_.empty()) break;
       if (!reader) {
-        auto api = LoadSqlite();
-        if (!api.ok()) {
-          catalog_error_ = api.status().message();
+        auto lib = SqliteLibrary::Load();
+        if (!lib.ok()) {
+          catalog_error_ = lib.status().message();
           break;
         }
-        auto opened = catalog::Reader::Open(config_.catalog, **api);
+        sqlite.emplace(std::move(*lib));
+        auto opened = catalog::Reader::Open(config_.catalog, sqlite->api());
         if (!opened.ok()) {
           catalog_error_ = opened.status().message();
           break;
@@ -587,6 +591,13 @@ void PeripheralsProbe::AttachVerdicts(std::vector<v1::PeripheralState>& inventor
     *s.mutable_catalog() = it->second;
   }
   if (!catalog_error_.empty()) AddUnavailable(report, "peripherals.catalog", catalog_error_);
+  if (sqlite) {
+    // Close and unload SQLite now, then hand its freed heap back: an endpoint
+    // keeps only the verdicts.
+    reader.reset();
+    sqlite.reset();
+    ::malloc_trim(0);
+  }
 }
 
 void PeripheralsProbe::Collect(const CycleContext& ctx, v1::Report& report) {
