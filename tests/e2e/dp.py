@@ -8,6 +8,8 @@ import tempfile
 import time
 
 BIN = os.environ.get("DESKPULSE_BIN", os.path.join(os.path.dirname(__file__), "../../build"))
+SOURCE_DIR = os.environ.get("DESKPULSE_SOURCE_DIR",
+                            os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
 COLLECTOR = os.path.join(BIN, "collector", "deskpulse-collector")
 FLEETSIM = os.path.join(BIN, "agent", "deskpulse-fleetsim")
 CATALOG_TOOL = os.path.join(BIN, "collector", "deskpulse-catalog")

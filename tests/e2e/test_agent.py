@@ -198,6 +198,59 @@ class AgentTlsTest(unittest.TestCase):
             self.assertEqual(collector.stop(), 0)
 
 
+class AgentCatalogTest(unittest.TestCase):
+    def test_verdicts_made_on_the_endpoint_reach_the_peripherals_report(self):
+        """The agent reads a thin client's USB tree with the catalog installed; the collector keeps
+        the verdicts it attached and the peripherals report uses them, not its own catalog."""
+        tree = os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client")
+        with dp.tempdir() as work:
+            db = os.path.join(work, "store.db")
+            token = enroll(self, db)
+            collector = dp.Collector(work, db)
+            config = agent_config(work, "with-catalog", collector.address, token, "", f"""
+[probes.peripherals]
+sysfs = "{tree}/sys"
+proc = "{tree}/proc"
+udev_data = "{tree}/udev"
+cups = false
+pcsc = false
+settle_s = 0
+catalog = "{dp.CATALOG}"
+""")
+            agent = Agent(work, config)
+            wait_for(lambda: stored(db)[0] >= 2, 60, "reports with the inventory")
+            self.assertEqual(agent.stop(), 0)
+            self.assertEqual(collector.stop(), 0)
+
+            r = dp.run([dp.COLLECTOR, "peripherals", "--db", db, "--customer", "Acme", "--json",
+                        "--catalog", dp.CATALOG])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = json.loads(r.stdout)
+            self.assertEqual(got["catalog"]["classified_by_agent"], 10)
+            self.assertEqual(got["catalog"]["classified_by_collector"], 0)
+            models = {m["usb_id"]: m for m in got["failing_models"] + got["working_models"]}
+            self.assertEqual(len(models), 10)
+            for m in models.values():
+                self.assertEqual(m["classified_by"], "agent", m)
+            self.assertEqual(models["04a9:1909"]["source"], "sane")      # CanoScan LiDE 110
+            self.assertEqual(models["08e6:3437"]["source"], "ccid")      # Gemalto reader
+            self.assertEqual(models["046d:082d"]["driver"], "uvcvideo")  # Logitech C920
+            fingerprint = models["06cb:00bd"]                             # no driver anywhere
+            self.assertEqual(fingerprint["verdict"], "unknown")
+            self.assertEqual(fingerprint["failure"], "unknown")
+            self.assertEqual(fingerprint["failure_states"], {"no_driver": 1})
+            # Supported by libccid, but the USB/IP export nobody attached: fixable here.
+            exported = models["0a5c:5834"]
+            self.assertEqual(exported["verdict"], "supported")
+            self.assertEqual(exported["source"], "ccid")
+            self.assertEqual(exported["failure"], "supported_but_failing")
+            self.assertEqual(exported["failure_states"], {"redirect_failed": 1})
+            # A stick blocked by USB policy shows no interfaces, so no source can judge it.
+            self.assertEqual(models["0951:1666"]["verdict"], "unknown")
+            self.assertEqual(got["failures"]["supported_but_failing"]["instances"], 1)
+            self.assertEqual(got["failures"]["unknown"]["instances"], 2)
+
+
 class OncePrintTest(unittest.TestCase):
     def test_prints_real_values_of_this_machine(self):
         """`--once --print` on this machine: boot id, uptime, the RTT of a loopback RDP connection held open
