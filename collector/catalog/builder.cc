@@ -13,6 +13,7 @@
 #include "collector/catalog/sources.h"
 #include "collector/store/sqlite.h"
 #include "deskpulse/common/catalog.h"
+#include "deskpulse/common/hex.h"
 
 namespace deskpulse::catalog {
 
@@ -81,13 +82,7 @@ class Sha256 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_DigestFinal_ex(ctx_, md, &len);
-    std::string out;
-    char buf[3];
-    for (unsigned int i = 0; i < len; ++i) {
-      std::snprintf(buf, sizeof buf, "%02x", md[i]);
-      out += buf;
-    }
-    return out;
+    return HexEncode(md, len);
   }
 
  private:

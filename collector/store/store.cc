@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "deskpulse/common/hex.h"
+
 namespace deskpulse::collector {
 
 namespace v1 = deskpulse::v1;
@@ -136,13 +138,7 @@ std::string HashToken(const std::string& token) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   EVP_Digest(token.data(), token.size(), md.data(), &len, EVP_sha256(), nullptr);
-  std::string hex;
-  char buf[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(buf, sizeof buf, "%02x", md[i]);
-    hex += buf;
-  }
-  return hex;
+  return HexEncode(md.data(), len);
 }
 
 Result<std::string> NewToken() {

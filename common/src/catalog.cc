@@ -283,21 +283,19 @@ Classification Classify(const Observation& o, const Facts& f) {
                (p.by_ieee1284 ? " (matched by its IEEE-1284 id)" : " (matched by make and model)");
     return c;
   }
-  if (f.sane_models) {
+  // A user-space driver's own list names the device.
+  auto listed = [&](const char* source, const char* driver, const char* who,
+                    const std::string& model, const char* what) {
     c.verdict = Verdict::kSupported;
-    c.source = "sane";
-    c.driver = "sane";
-    c.model = *f.sane_models;
-    c.detail = "SANE supports scanner " + id + " (" + *f.sane_models + ")";
+    c.source = source;
+    c.driver = driver;
+    c.model = model;
+    c.detail = std::string(who) + " supports " + what + " " + id + " (" + model + ")";
     return c;
-  }
+  };
+  if (f.sane_models) return listed("sane", "sane", "SANE", *f.sane_models, "scanner");
   if (f.ccid_reader) {
-    c.verdict = Verdict::kSupported;
-    c.source = "ccid";
-    c.driver = "libccid";
-    c.model = *f.ccid_reader;
-    c.detail = "libccid supports smart-card reader " + id + " (" + *f.ccid_reader + ")";
-    return c;
+    return listed("ccid", "libccid", "libccid", *f.ccid_reader, "smart-card reader");
   }
   if (!f.kernel_by_id.empty()) {
     c.verdict = Verdict::kSupported;
