@@ -7,6 +7,10 @@
 
 namespace deskpulse {
 
+namespace {
+constexpr std::size_t kInitialReserve = 64 * 1024;
+}  // namespace
+
 Status AppendFrame(const google::protobuf::MessageLite& message, std::string* out) {
   const std::size_t size = message.ByteSizeLong();
   if (size > 0xFFFFFFFFu) return InvalidArgument("message too large to frame");
@@ -26,7 +30,7 @@ Status AppendFrame(const google::protobuf::MessageLite& message, std::string* ou
 
 std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> input) {
   std::size_t used = 0;
-  if (!status_.ok() || frame_ready_) return 0;
+  if (!status_.ok() || frame_ready_ || header_held_) return 0;
   while (used < input.size()) {
     if (header_filled_ < kFrameHeaderBytes) {
       header_[header_filled_++] = input[used++];
@@ -46,11 +50,18 @@ std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> input) {
         return used;
       }
       payload_.clear();
-      payload_.reserve(payload_size_);
+      payload_.reserve(std::min<std::size_t>(payload_size_, kInitialReserve));
+      if (hold_after_header_) {
+        header_held_ = true;
+        return used;
+      }
       continue;
     }
     const std::size_t want = payload_size_ - payload_.size();
     const std::size_t take = std::min(want, input.size() - used);
+    // Past the first 64 KiB the frame is really coming: room for all of it
+    // at once, rather than doubling (and copying) towards it.
+    if (payload_.size() + take > payload_.capacity()) payload_.reserve(payload_size_);
     payload_.append(reinterpret_cast<const char*>(input.data() + used), take);
     used += take;
     if (payload_.size() == payload_size_) {
@@ -68,7 +79,7 @@ std::optional<std::string> FrameDecoder::TakeFrame() {
   payload_size_ = 0;
   std::string out;
   out.swap(payload_);
-  return out;
+  return out;  // the next frame's payload starts with no memory
 }
 
 }  // namespace deskpulse

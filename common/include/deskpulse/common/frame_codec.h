@@ -26,8 +26,12 @@ Status AppendFrame(const google::protobuf::MessageLite& message, std::string* ou
 ///
 /// Bytes may arrive in any split, down to one at a time. The length prefix is
 /// checked against the limit before any payload memory is reserved, so a peer
-/// that announces 2^31 bytes costs nothing. After an error the decoder stays
-/// failed; the connection is to be closed.
+/// that announces 2^31 bytes costs nothing; the payload's memory then grows
+/// with the bytes that really arrive (64 KiB at first, the whole frame past
+/// that), so announcing a large frame and stalling costs little more. With
+/// hold_after_header() the decoder stops after each length prefix until the
+/// caller has room for that frame (ContinuePayload). After an error the
+/// decoder stays failed; the connection is to be closed.
 class FrameDecoder {
  public:
   explicit FrameDecoder(std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes)
@@ -47,9 +51,24 @@ class FrameDecoder {
   bool mid_frame() const { return header_filled_ > 0 && !frame_ready_; }
 
   std::uint32_t max_frame_bytes() const { return max_frame_bytes_; }
+  /// A new limit for the frames that follow (e.g. once the peer is known).
+  void set_max_frame_bytes(std::uint32_t max) { max_frame_bytes_ = max; }
+
+  /// Stop after every length prefix: Feed() consumes nothing more until
+  /// ContinuePayload(), so the caller can budget the frame first.
+  void hold_after_header(bool hold) { hold_after_header_ = hold; }
+  /// The payload size of a frame whose length prefix is in and held.
+  std::optional<std::uint32_t> held_header() const {
+    return header_held_ ? std::optional<std::uint32_t>(payload_size_) : std::nullopt;
+  }
+  void ContinuePayload() { header_held_ = false; }
+  /// Heap bytes held for the frame being received.
+  std::size_t buffered_bytes() const { return payload_.capacity(); }
 
  private:
   std::uint32_t max_frame_bytes_;
+  bool hold_after_header_ = false;
+  bool header_held_ = false;
   std::uint8_t header_[kFrameHeaderBytes] = {};
   std::size_t header_filled_ = 0;
   std::uint32_t payload_size_ = 0;
