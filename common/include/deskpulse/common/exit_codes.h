@@ -14,6 +14,7 @@ enum ExitCode : int {
   kExitNotFound = 5,     // a named thing (customer, file) does not exist
   kExitAuth = 6,         // a credential was refused
   kExitIncomplete = 7,   // the work ran but did not finish (e.g. reports left unacknowledged)
+  kExitDamaged = 8,      // the store is damaged (check, or serve's start-up check)
 };
 
 inline int ExitCodeFor(const Status& s) {
@@ -23,8 +24,8 @@ inline int ExitCodeFor(const Status& s) {
     case Code::kNotFound: return kExitNotFound;
     case Code::kUnauthenticated:
     case Code::kPermissionDenied: return kExitAuth;
+    case Code::kDataLoss: return kExitDamaged;
     case Code::kIo:
-    case Code::kDataLoss:
     case Code::kResourceExhausted: return kExitStore;
     case Code::kUnavailable:
     case Code::kDeadlineExceeded: return kExitNetwork;
