@@ -14,7 +14,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <tuple>
+
+#include "deskpulse/common/crc32c.h"
 
 namespace deskpulse::agent {
 namespace {
@@ -25,23 +29,6 @@ constexpr std::size_t kHeaderBytes = 20;      // magic, length, seq, crc
 constexpr std::uint32_t kMaxRecordBytes = 1u << 20;
 constexpr std::uint64_t kMinSegmentBytes = 64u << 10;
 constexpr std::uint64_t kMaxSegmentBytes = 4u << 20;
-
-std::array<std::uint32_t, 256> MakeCrcTable() {
-  std::array<std::uint32_t, 256> table{};
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;  // Castagnoli
-    table[i] = c;
-  }
-  return table;
-}
-
-std::uint32_t Crc32c(std::uint32_t crc, std::string_view bytes) {
-  static const auto table = MakeCrcTable();
-  crc = ~crc;
-  for (unsigned char b : bytes) crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 std::uint32_t Load32(const char* p) {
   std::uint32_t v;
@@ -74,6 +61,17 @@ std::optional<SpoolRecord> RecordAt(std::string_view bytes, std::size_t pos) {
   return SpoolRecord{seq, pos + kHeaderBytes, len};
 }
 
+// The payload length of a record at `pos` whose header is sound (magic, a
+// length that fits), whatever its checksum says; nullopt otherwise.
+std::optional<std::uint32_t> SoundHeaderAt(std::string_view bytes, std::size_t pos) {
+  if (bytes.size() - pos < kHeaderBytes) return std::nullopt;
+  const char* h = bytes.data() + pos;
+  if (Load32(h) != kMagic) return std::nullopt;
+  const std::uint32_t len = Load32(h + 4);
+  if (len > kMaxRecordBytes || bytes.size() - pos - kHeaderBytes < len) return std::nullopt;
+  return len;
+}
+
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
@@ -87,6 +85,9 @@ Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
   }
   return Status::Ok();
 }
+
+// A renumbered copy of the spool's tail, before the state file commits it.
+constexpr const char* kRenumberFile = "renumber.tmp";
 
 std::string SegmentName(std::uint64_t first_seq) {
   char name[32];
@@ -163,29 +164,44 @@ std::string EncodeRecord(std::uint64_t seq, std::string_view payload) {
   return out;
 }
 
-SegmentScan ScanSegment(std::string_view bytes) {
+SegmentScan ScanSegment(std::string_view bytes, std::uint64_t first_seq) {
   SegmentScan scan;
   std::size_t pos = 0;
   std::uint64_t prev_seq = 0;
+  std::uint64_t expected = first_seq;  // the seq the next record should carry
   while (pos < bytes.size()) {
     auto rec = RecordAt(bytes, pos);
     if (rec && rec->seq > prev_seq) {
       prev_seq = rec->seq;
+      expected = rec->seq + 1;
       scan.records.push_back(*rec);
       pos = rec->offset + rec->length;
       scan.valid_end = pos;
       continue;
     }
-    // Damaged (or torn at the tail): count it once, then resynchronise on the
-    // next header that checks out.
-    ++scan.corrupt;
+    // A sound header over damaged bytes (a flipped bit in the payload): one
+    // record lost, and the next one starts right after it.
+    if (auto len = SoundHeaderAt(bytes, pos)) {
+      ++scan.corrupt;
+      ++expected;
+      pos += kHeaderBytes + *len;
+      continue;
+    }
+    // A damaged header, or a record torn at the tail: resynchronise on the
+    // next record whose checksum holds and count the seqs in between.
     std::size_t next = pos + 1;
+    std::optional<SpoolRecord> found;
     for (; next + kHeaderBytes <= bytes.size(); ++next) {
       if (Load32(bytes.data() + next) != kMagic) continue;
-      auto r = RecordAt(bytes, next);
-      if (r && r->seq > prev_seq) break;
+      found = RecordAt(bytes, next);
+      if (found && found->seq > prev_seq) break;
+      found.reset();
     }
-    if (next + kHeaderBytes > bytes.size()) break;
+    if (!found) {
+      ++scan.corrupt;
+      break;
+    }
+    scan.corrupt += std::max<std::uint64_t>(1, found->seq > expected ? found->seq - expected : 0);
     pos = next;
   }
   return scan;
@@ -222,6 +238,7 @@ Status Spool::Load() {
 
   // The state: epoch, acknowledged seq and the counters.
   bool state_ok = false;
+  bool has_collector_acked = false;
   const std::string state_path = options_.dir + "/state";
   if (std::ifstream in(state_path); in) {
     std::string key;
@@ -233,10 +250,17 @@ Status Spool::Load() {
       else if (key == "last_seq") last_seq_ = value, seen |= 4;
       else if (key == "dropped") dropped_ = value, seen |= 8;
       else if (key == "corrupt") corrupt_ = value, seen |= 16;
+      else if (key == "collector_acked") collector_acked_ = value, has_collector_acked = true;
+      else if (key == "rejected") rejected_ = value;
+      else if (key == "lost_state") lost_state_ = value;
+      else if (key == "regressions") regressions_ = value;
+      else if (key == "unverified_after") unverified_after_ = value;
+      else if (key == "rejected_seq") rejected_seqs_.push_back(value);
     }
     state_ok = seen == 31 && epoch_ != 0 && acked_ <= last_seq_;
     if (!state_ok) recovery_note_ = "spool state file " + state_path + " is damaged";
   }
+  if (!has_collector_acked) collector_acked_ = acked_;  // a state from before that key
 
   std::vector<std::pair<std::uint64_t, std::string>> files;
   for (const auto& entry : fs::directory_iterator(options_.dir, ec)) {
@@ -253,31 +277,36 @@ Status Spool::Load() {
     // start a new epoch (DESIGN §2.1) and count what is discarded.
     std::uint64_t discarded = 0;
     for (const auto& [first, path] : files) {
-      if (auto m = MappedFile::Open(path); m.ok()) discarded += ScanSegment(m->bytes()).records.size();
+      if (auto m = MappedFile::Open(path); m.ok()) {
+        discarded += ScanSegment(m->bytes(), first).records.size();
+      }
       fs::remove(path, ec);
     }
+    fs::remove(options_.dir + "/" + kRenumberFile, ec);
     if (!files.empty() && recovery_note_.empty()) {
       recovery_note_ = "spool state file " + state_path + " is missing";
     }
     const bool had_state = !recovery_note_.empty();
     epoch_ = RandomEpoch();
-    acked_ = last_seq_ = 0;
+    acked_ = last_seq_ = collector_acked_ = 0;
     dropped_ = discarded;
     corrupt_ = had_state ? 1 : 0;
+    rejected_ = lost_state_ = regressions_ = 0;
+    rejected_seqs_.clear();
+    unverified_after_.reset();  // a new epoch: nothing of it can be at the collector yet
     return WriteState();
   }
+  DP_RETURN_IF_ERROR(RecoverRenumber(&files));
 
-  bool rewrote = false;
   for (const auto& [first, path] : files) {
     auto mapped = MappedFile::Open(path);
     if (!mapped.ok()) return mapped.status();
-    const SegmentScan scan = ScanSegment(mapped->bytes());
+    const SegmentScan scan = ScanSegment(mapped->bytes(), first);
     Segment seg{first, 0, 0, 0, path};
     if (scan.corrupt > 0) {
       // Keep the good records and remove the damage once, so it is counted
       // once and never read again.
       corrupt_ += scan.corrupt;
-      rewrote = true;
       std::string clean;
       for (const auto& r : scan.records) {
         clean += EncodeRecord(r.seq, mapped->bytes().substr(r.offset, r.length));
@@ -304,7 +333,33 @@ Status Spool::Load() {
     bytes_ += seg.bytes;
     segments_.push_back(std::move(seg));
   }
-  if (rewrote) DP_RETURN_IF_ERROR(WriteState());
+  // Whatever this run numbers from here on may collide with what a collector
+  // acknowledged before a power cut; the first Welcome tells. A previous run
+  // that never reached a collector left its own, lower, mark: keep that.
+  if (!unverified_after_) unverified_after_ = last_seq_;
+  return WriteState();
+}
+
+Status Spool::RecoverRenumber(std::vector<std::pair<std::uint64_t, std::string>>* files) {
+  namespace fs = std::filesystem;
+  const std::string tmp = options_.dir + "/" + kRenumberFile;
+  std::error_code ec;
+  if (!fs::exists(tmp, ec)) return Status::Ok();
+  auto mapped = MappedFile::Open(tmp);
+  if (!mapped.ok()) return mapped.status();
+  const SegmentScan scan = ScanSegment(mapped->bytes(), 0);
+  // The state file is the commit point: it names the new numbering only once
+  // the renumbered copy was durable.
+  if (scan.records.empty() || last_seq_ < scan.records.back().seq) {
+    fs::remove(tmp, ec);
+    return Status::Ok();
+  }
+  for (const auto& [first, path] : *files) fs::remove(path, ec);
+  const std::uint64_t first = scan.records.front().seq;
+  const std::string path = options_.dir + "/" + SegmentName(first);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return IoError(Errno("rename " + tmp));
+  if (options_.fsync) DP_RETURN_IF_ERROR(SyncDir(options_.dir));
+  files->assign(1, {first, path});
   return Status::Ok();
 }
 
@@ -313,7 +368,11 @@ Status Spool::WriteState(bool sync_dir) {
   const std::string tmp = path + ".tmp";
   std::ostringstream s;
   s << "epoch " << epoch_ << "\nacked " << acked_ << "\nlast_seq " << last_seq_ << "\ndropped "
-    << dropped_ << "\ncorrupt " << corrupt_ << "\n";
+    << dropped_ << "\ncorrupt " << corrupt_ << "\ncollector_acked " << collector_acked_
+    << "\nrejected " << rejected_ << "\nlost_state " << lost_state_ << "\nregressions "
+    << regressions_ << "\n";
+  if (unverified_after_) s << "unverified_after " << *unverified_after_ << "\n";
+  for (std::uint64_t seq : rejected_seqs_) s << "rejected_seq " << seq << "\n";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return IoError(Errno("open " + tmp));
   Status w = WriteAll(fd, s.str(), tmp);
@@ -439,7 +498,9 @@ void Spool::Peek(std::uint64_t after_seq, std::size_t max,
         break;
       }
       const std::uint64_t next = offset + kHeaderBytes + len;
-      if (seq > after_seq) {
+      if (seq > after_seq && !rejected_seqs_.empty() && IsRejected(seq)) {
+        after_seq = seq;  // the collector refused it alone: never again
+      } else if (seq > after_seq) {
         std::string payload(len, '\0');
         if (::pread(fd, payload.data(), len, static_cast<off_t>(offset + kHeaderBytes)) !=
             static_cast<ssize_t>(len)) {
@@ -462,6 +523,11 @@ void Spool::Peek(std::uint64_t after_seq, std::size_t max,
 
 void Spool::Acknowledge(std::uint64_t seq) {
   seq = std::min(seq, last_seq_);
+  collector_acked_ = std::max(collector_acked_, seq);
+  AdvanceAcked(seq);
+}
+
+void Spool::AdvanceAcked(std::uint64_t seq) {
   if (seq <= acked_) return;
   acked_ = seq;
   // The segment being appended to stays (its acknowledged records are skipped):
@@ -481,6 +547,158 @@ void Spool::Acknowledge(std::uint64_t seq) {
   }
 }
 
+void Spool::Reject(std::uint64_t seq) {
+  if (seq <= acked_ || seq > last_seq_) return;
+  ++rejected_;
+  rejected_seqs_.push_back(seq);
+  constexpr std::size_t kKeepRejected = 64;
+  if (rejected_seqs_.size() > kKeepRejected) rejected_seqs_.erase(rejected_seqs_.begin());
+  AdvanceAcked(seq);
+}
+
+bool Spool::IsRejected(std::uint64_t seq) const {
+  return std::find(rejected_seqs_.begin(), rejected_seqs_.end(), seq) != rejected_seqs_.end();
+}
+
+Result<ResumePoint> Spool::Resume(std::uint64_t collector_acked) {
+  const std::uint64_t a = collector_acked;
+  ResumePoint out;
+  out.send_after = a;
+  const bool past_restart = unverified_after_ && a > *unverified_after_;
+  if (past_restart || a > last_seq_) {
+    // The collector holds seqs this spool no longer has: they were taken
+    // before a power cut or a snapshot revert. Every report made since then
+    // carries a number the collector would drop as a resend, so all of them
+    // move past the collector's.
+    const std::uint64_t after = unverified_after_ ? *unverified_after_ : acked_;
+    const std::uint64_t held_before = last_seq_;
+    auto moved = Renumber(after, a - after);
+    if (!moved.ok()) return moved.status();
+    out.event = ResumePoint::Event::kLostLocalState;
+    out.detail = "the collector holds this stream through seq " + std::to_string(a) +
+                 " but the spool kept only through " + std::to_string(after) +
+                 " (its tail was lost: a power cut or a reverted snapshot); " +
+                 std::to_string(*moved) + " reports made since (seq " +
+                 std::to_string(after + 1) + ".." + std::to_string(held_before) +
+                 ") were renumbered from " + std::to_string(a + 1);
+    return out;
+  }
+  if (a < collector_acked_) {
+    // The collector forgot what it acknowledged (a lost WAL, a restore):
+    // resend everything still here after its watermark.
+    ++regressions_;
+    std::uint64_t held = 0;
+    for (const Segment& seg : segments_) {
+      if (seg.records == 0 || seg.last_seq <= a) continue;
+      held += std::min<std::uint64_t>(seg.records, seg.last_seq - std::max(a + 1, seg.first_seq) + 1);
+    }
+    out.event = ResumePoint::Event::kCollectorForgot;
+    out.detail = "the collector acknowledged this stream through seq " +
+                 std::to_string(collector_acked_) + " before but now holds only through " +
+                 std::to_string(a) + " (it lost acknowledged reports); resending the " +
+                 std::to_string(held) + " the spool still holds after it";
+    collector_acked_ = a;
+    unverified_after_.reset();
+    DP_RETURN_IF_ERROR(WriteState());
+    return out;
+  }
+  // Everything up to the local watermark is acknowledged or was rejected.
+  out.send_after = std::max(a, acked_);
+  Acknowledge(a);
+  if (unverified_after_) {
+    // Durably, before any report of this run is sent: a later restart must
+    // not renumber reports a collector already stored.
+    unverified_after_.reset();
+    DP_RETURN_IF_ERROR(WriteState());
+  }
+  return out;
+}
+
+Result<std::uint64_t> Spool::Renumber(std::uint64_t after, std::uint64_t by) {
+  namespace fs = std::filesystem;
+  const std::string tmp = options_.dir + "/" + kRenumberFile;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return IoError(Errno("open " + tmp));
+  std::uint64_t moved = 0, first_new = 0, last_new = 0, size = 0;
+  std::string chunk;
+  Status w;
+  for (const Segment& seg : segments_) {
+    if (!w.ok()) break;
+    if (seg.records == 0 || seg.last_seq <= after) continue;
+    auto mapped = MappedFile::Open(seg.path);
+    if (!mapped.ok()) {
+      w = mapped.status();
+      break;
+    }
+    for (const SpoolRecord& rec : ScanSegment(mapped->bytes(), seg.first_seq).records) {
+      if (rec.seq <= after) continue;
+      v1::Report report;
+      if (!report.ParseFromArray(mapped->bytes().data() + rec.offset,
+                                 static_cast<int>(rec.length))) {
+        ++corrupt_;  // its checksum held, yet it is no report: nothing to renumber
+        continue;
+      }
+      const std::uint64_t seq = rec.seq + by;
+      report.set_seq(seq);
+      chunk += EncodeRecord(seq, report.SerializeAsString());
+      if (first_new == 0) first_new = seq;
+      last_new = seq;
+      ++moved;
+      if (chunk.size() >= (64u << 10)) {
+        w = WriteAll(fd, chunk, tmp);
+        size += chunk.size();
+        chunk.clear();
+        if (!w.ok()) break;
+      }
+    }
+  }
+  if (w.ok() && !chunk.empty()) {
+    w = WriteAll(fd, chunk, tmp);
+    size += chunk.size();
+  }
+  if (w.ok() && options_.fsync && ::fdatasync(fd) != 0) w = IoError(Errno("fdatasync " + tmp));
+  ::close(fd);
+  std::error_code ec;
+  if (!w.ok()) {
+    fs::remove(tmp, ec);
+    return w;
+  }
+  // The commit point: once the state names the new numbering, a restart
+  // finishes the move (RecoverRenumber) instead of undoing it.
+  const auto saved = std::make_tuple(acked_, collector_acked_, last_seq_, lost_state_,
+                                     unverified_after_);
+  acked_ = collector_acked_ = after + by;
+  last_seq_ = moved > 0 ? last_new : after + by;
+  ++lost_state_;
+  unverified_after_.reset();
+  if (Status st = WriteState(); !st.ok()) {
+    std::tie(acked_, collector_acked_, last_seq_, lost_state_, unverified_after_) = saved;
+    fs::remove(tmp, ec);
+    return st;
+  }
+  if (active_fd_ >= 0) {
+    ::close(active_fd_);
+    active_fd_ = -1;
+  }
+  for (const Segment& seg : segments_) fs::remove(seg.path, ec);
+  segments_.clear();
+  bytes_ = 0;
+  cursor_ = Cursor{};
+  unsynced_ = false;
+  if (moved == 0) {
+    fs::remove(tmp, ec);
+    return moved;
+  }
+  const std::string path = options_.dir + "/" + SegmentName(first_new);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return IoError(Errno("rename " + tmp));
+  if (options_.fsync) DP_RETURN_IF_ERROR(SyncDir(options_.dir));
+  active_fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (active_fd_ < 0) return IoError(Errno("open " + path));
+  segments_.push_back(Segment{first_new, last_new, size, moved, path});
+  bytes_ = size;
+  return moved;
+}
+
 SpoolStats Spool::stats() const {
   SpoolStats s;
   for (const Segment& seg : segments_) {
@@ -491,6 +709,9 @@ SpoolStats Spool::stats() const {
   s.bytes = bytes_;
   s.dropped_reports = dropped_;
   s.corrupt_records = corrupt_;
+  s.rejected_reports = rejected_;
+  s.lost_state_events = lost_state_;
+  s.collector_regressions = regressions_;
   return s;
 }
 

@@ -210,3 +210,239 @@ TEST(Spool, ScanSurvivesArbitraryBytes) {
 
 }  // namespace
 }  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+// Power cuts: what is on disk after one is the state file as it was some
+// time ago and the segment without its unsynced tail.
+class PowerCutTest : public ::testing::Test {
+ protected:
+  std::string dir() const { return tmp_.File("spool"); }
+
+  /// Appends reports through `last`; returns their payloads by seq.
+  void AppendThrough(Spool& s, std::uint64_t last) {
+    while (s.last_seq() < last) {
+      auto r = MakeReport(30);
+      ASSERT_TRUE(s.Append(r, /*sync=*/false).ok());
+    }
+  }
+  std::string ReadState() {
+    std::ifstream in(dir() + "/state");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  void WriteState(const std::string& text) { std::ofstream(dir() + "/state") << text; }
+  /// Cuts the newest segment down to its first `keep` records.
+  void CutNewestSegment(std::size_t keep) {
+    const auto files = SegmentFiles(dir());
+    ASSERT_FALSE(files.empty());
+    std::ifstream in(files.back(), std::ios::binary);
+    const std::string bytes(std::istreambuf_iterator<char>(in), {});
+    const SegmentScan scan = ScanSegment(bytes);
+    ASSERT_GE(scan.records.size(), keep);
+    const auto end = keep == 0 ? 0 : scan.records[keep - 1].offset + scan.records[keep - 1].length;
+    fs::resize_file(files.back(), end);
+  }
+  static std::vector<std::uint64_t> InnerSeqs(const Entries& e) {
+    std::vector<std::uint64_t> out;
+    for (const auto& [seq, bytes] : e) {
+      v1::Report r;
+      EXPECT_TRUE(r.ParseFromString(bytes));
+      EXPECT_EQ(r.seq(), seq) << "the report's own seq matches its record's";
+      out.push_back(r.seq());
+    }
+    return out;
+  }
+
+  testing::TempDir tmp_;
+};
+
+TEST_F(PowerCutTest, ReportsMadeAfterALostTailAreRenumberedPastTheCollector) {
+  std::string stale_state;
+  {
+    auto s = OpenSpool(dir());
+    AppendThrough(*s, 15);
+    ASSERT_TRUE(s->Sync().ok());
+    stale_state = ReadState();  // the state file as of seq 15
+    AppendThrough(*s, 20);
+    auto resume = s->Resume(0);
+    ASSERT_TRUE(resume.ok());
+    s->Acknowledge(20);  // the collector has 1..20
+  }
+  // The power cut: the acknowledged tail 16..20 never reached the disk, nor
+  // did the newer state.
+  CutNewestSegment(15);
+  WriteState(stale_state);
+
+  auto s = OpenSpool(dir());
+  EXPECT_EQ(s->last_seq(), 15u);
+  AppendThrough(*s, 21);  // six reports made after the restart: 16..21 locally
+  auto resume = s->Resume(20);
+  ASSERT_TRUE(resume.ok()) << resume.status().ToString();
+  EXPECT_EQ(resume->event, ResumePoint::Event::kLostLocalState);
+  EXPECT_NE(resume->detail.find("renumbered from 21"), std::string::npos) << resume->detail;
+  EXPECT_EQ(resume->send_after, 20u);
+  Entries got;
+  s->Peek(resume->send_after, 100, &got);
+  EXPECT_EQ(InnerSeqs(got), (std::vector<std::uint64_t>{21, 22, 23, 24, 25, 26}));
+  EXPECT_EQ(s->stats().lost_state_events, 1u);
+  auto next = MakeReport();
+  EXPECT_EQ(*s->Append(next), 27u);
+
+  // Durable: a restart sees the new numbering and the counter.
+  s.reset();
+  s = OpenSpool(dir());
+  EXPECT_EQ(s->last_seq(), 27u);
+  EXPECT_EQ(s->stats().lost_state_events, 1u);
+  got.clear();
+  s->Peek(20, 100, &got);
+  EXPECT_EQ(InnerSeqs(got), (std::vector<std::uint64_t>{21, 22, 23, 24, 25, 26, 27}));
+  // The next Welcome is the collector's own acknowledgement: nothing more to do.
+  resume = s->Resume(26);
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->event, ResumePoint::Event::kNone);
+  EXPECT_EQ(s->stats().lost_state_events, 1u);
+}
+
+TEST_F(PowerCutTest, RestartsBeforeAnyWelcomeKeepTheFirstRestartPoint) {
+  std::string stale_state;
+  {
+    auto s = OpenSpool(dir());
+    AppendThrough(*s, 10);
+    ASSERT_TRUE(s->Sync().ok());
+    stale_state = ReadState();
+    AppendThrough(*s, 14);
+    ASSERT_TRUE(s->Resume(0).ok());
+    s->Acknowledge(14);
+  }
+  CutNewestSegment(10);
+  WriteState(stale_state);
+  {
+    auto s = OpenSpool(dir());  // offline: 11, 12 made, then restarted again
+    AppendThrough(*s, 12);
+  }
+  auto s = OpenSpool(dir());
+  AppendThrough(*s, 13);
+  auto resume = s->Resume(14);
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->event, ResumePoint::Event::kLostLocalState);
+  Entries got;
+  s->Peek(14, 100, &got);
+  // 11..13 were all made after the first restart: all of them move.
+  EXPECT_EQ(InnerSeqs(got), (std::vector<std::uint64_t>{15, 16, 17}));
+}
+
+TEST_F(PowerCutTest, AnInterruptedRenumberingIsUndoneOrFinished) {
+  {
+    auto s = OpenSpool(dir());
+    AppendThrough(*s, 5);
+  }
+  const std::string state = ReadState();
+  // Not committed (the state still says 5): the copy is dropped.
+  {
+    std::ofstream tmp(dir() + "/renumber.tmp", std::ios::binary);
+    for (std::uint64_t seq = 9; seq <= 11; ++seq) {
+      auto r = MakeReport();
+      r.set_seq(seq);
+      tmp << EncodeRecord(seq, r.SerializeAsString());
+    }
+  }
+  {
+    auto s = OpenSpool(dir());
+    EXPECT_FALSE(fs::exists(dir() + "/renumber.tmp"));
+    Entries got;
+    s->Peek(0, 100, &got);
+    EXPECT_EQ(Seqs(got), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  }
+  // Committed (the state names seq 11): the copy replaces the old segments.
+  {
+    std::ofstream tmp(dir() + "/renumber.tmp", std::ios::binary);
+    for (std::uint64_t seq = 9; seq <= 11; ++seq) {
+      auto r = MakeReport();
+      r.set_seq(seq);
+      tmp << EncodeRecord(seq, r.SerializeAsString());
+    }
+  }
+  const std::string epoch_line = state.substr(0, state.find('\n') + 1);
+  WriteState(epoch_line +
+             "acked 8\nlast_seq 11\ndropped 0\ncorrupt 0\ncollector_acked 8\nlost_state 1\n");
+  auto s = OpenSpool(dir());
+  EXPECT_FALSE(fs::exists(dir() + "/renumber.tmp"));
+  Entries got;
+  s->Peek(8, 100, &got);
+  EXPECT_EQ(InnerSeqs(got), (std::vector<std::uint64_t>{9, 10, 11}));
+  EXPECT_EQ(SegmentFiles(dir()).size(), 1u);
+}
+
+TEST_F(PowerCutTest, ACollectorThatForgotGetsWhatTheSpoolStillHolds) {
+  auto s = OpenSpool(dir());
+  AppendThrough(*s, 10);
+  ASSERT_TRUE(s->Resume(0).ok());
+  s->Acknowledge(10);
+  EXPECT_EQ(s->CollectorAcked(), 10u);
+  auto resume = s->Resume(4);  // its WAL was lost: it holds only 1..4
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->event, ResumePoint::Event::kCollectorForgot);
+  EXPECT_NE(resume->detail.find("resending the 6"), std::string::npos) << resume->detail;
+  EXPECT_EQ(resume->send_after, 4u);
+  Entries got;
+  s->Peek(4, 100, &got);
+  EXPECT_EQ(Seqs(got), (std::vector<std::uint64_t>{5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(s->stats().collector_regressions, 1u);
+  EXPECT_EQ(s->CollectorAcked(), 4u);  // counted once, not at every reconnect
+  resume = s->Resume(4);
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(s->stats().collector_regressions, 1u);
+}
+
+TEST_F(PowerCutTest, ARejectedReportIsCountedAndNeverSentAgain) {
+  auto s = OpenSpool(dir());
+  AppendThrough(*s, 5);
+  ASSERT_TRUE(s->Resume(0).ok());
+  s->Acknowledge(2);
+  s->Reject(3);
+  EXPECT_EQ(s->stats().rejected_reports, 1u);
+  // The collector holds 1..2: sending resumes after the rejected one.
+  auto resume = s->Resume(2);
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->event, ResumePoint::Event::kNone);
+  EXPECT_EQ(resume->send_after, 3u);
+  // Even a forgetful collector does not get it again.
+  resume = s->Resume(1);
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->event, ResumePoint::Event::kCollectorForgot);
+  Entries got;
+  s->Peek(1, 100, &got);
+  EXPECT_EQ(Seqs(got), (std::vector<std::uint64_t>{2, 4, 5}));
+  s.reset();
+  s = OpenSpool(dir());
+  EXPECT_EQ(s->stats().rejected_reports, 1u);
+}
+
+TEST_F(PowerCutTest, DamagedRecordsAreCountedOneByOne) {
+  {
+    auto s = OpenSpool(dir());
+    AppendThrough(*s, 10);
+  }
+  const auto file = SegmentFiles(dir()).back();
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const SegmentScan clean = ScanSegment(bytes, 1);
+  ASSERT_EQ(clean.records.size(), 10u);
+  // A flipped payload byte in each of the last three records ...
+  for (std::size_t i = 7; i < 10; ++i) bytes[clean.records[i].offset + 3] ^= 0x5a;
+  // ... and a damaged header (its magic) in the fourth: 4 records lost.
+  bytes[clean.records[3].offset - 20] ^= 0x01;
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
+  auto s = OpenSpool(dir());
+  EXPECT_EQ(s->stats().corrupt_records, 4u);
+  Entries got;
+  s->Peek(0, 100, &got);
+  EXPECT_EQ(Seqs(got), (std::vector<std::uint64_t>{1, 2, 3, 5, 6, 7}));
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
