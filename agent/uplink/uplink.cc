@@ -1,5 +1,6 @@
 #include "agent/uplink/uplink.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <spdlog/spdlog.h>
 
 #include <asio/experimental/as_tuple.hpp>
@@ -7,6 +8,7 @@
 
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/frame_codec.h"
+#include "deskpulse/common/logging.h"
 
 namespace deskpulse::agent {
 
@@ -15,12 +17,55 @@ using asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
+namespace {
+
+struct ErrorPolicy {
+  v1::ErrorCode code;
+  ErrorOutcome outcome;
+};
+
+// Every code the collector can send, and what the agent does about it.
+constexpr ErrorPolicy kErrorPolicies[] = {
+    // A frame the collector could not decode: only a batch of ours can be at
+    // fault, so it is split like a bad report.
+    {v1::ERROR_CODE_MALFORMED_FRAME, ErrorOutcome::kSplit},
+    {v1::ERROR_CODE_FRAME_TOO_LARGE, ErrorOutcome::kSplit},
+    {v1::ERROR_CODE_UNAUTHENTICATED, ErrorOutcome::kRetrySlowly},
+    {v1::ERROR_CODE_PROTOCOL_VERSION, ErrorOutcome::kRetrySlowly},
+    // Our Hello broke a rule (an id or epoch the collector will not take):
+    // resending at once would only repeat it; an upgraded collector may not.
+    {v1::ERROR_CODE_PROTOCOL_VIOLATION, ErrorOutcome::kRetrySlowly},
+    {v1::ERROR_CODE_BAD_REPORT, ErrorOutcome::kSplit},
+    {v1::ERROR_CODE_TIMEOUT, ErrorOutcome::kRetry},
+    {v1::ERROR_CODE_SHUTTING_DOWN, ErrorOutcome::kRetry},
+    {v1::ERROR_CODE_STORE_UNAVAILABLE, ErrorOutcome::kRetry},
+    {v1::ERROR_CODE_BATCH_TOO_LARGE, ErrorOutcome::kSplit},
+};
+
+// The bytes one report adds to a Batch, and a Batch envelope of `batch` bytes.
+std::size_t ReportFieldBytes(std::size_t len) {
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(len) + len;
+}
+std::size_t EnvelopeBytes(std::size_t batch) {
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(batch) + batch;
+}
+
+}  // namespace
+
+ErrorOutcome OutcomeOf(v1::ErrorCode code) {
+  for (const auto& p : kErrorPolicies) {
+    if (p.code == code) return p.outcome;
+  }
+  return ErrorOutcome::kRetrySlowly;  // a code from a newer collector
+}
+
 struct Uplink::Conn {
   std::unique_ptr<ByteStream> stream;
   bool failed = false;
   bool reader_done = false;
   bool welcomed = false;
   std::string error;
+  std::optional<v1::ErrorCode> code;  // the collector's Error, if it sent one
 };
 
 Uplink::Uplink(asio::any_io_executor executor, UplinkOptions options, ReportQueue& queue,
@@ -37,33 +82,60 @@ void Uplink::Stop() {
 }
 
 std::chrono::milliseconds Uplink::NextBackoff() {
-  // Full jitter (AWS architecture blog): uniform in [0, min(cap, base·2^n)].
-  const int n = std::min(failures_in_row_, 20);
-  const auto ceiling = std::min<std::int64_t>(options_.backoff_max.count(),
-                                              options_.backoff_min.count() << n);
-  std::uniform_int_distribution<std::int64_t> d(options_.backoff_min.count() / 2, ceiling);
+  // Full jitter (AWS architecture blog): uniform in [base/2, min(cap, base·2^n)].
+  const bool slow = refused_;
+  const auto base = slow ? options_.refused_backoff_min : options_.backoff_min;
+  const auto cap = slow ? options_.refused_backoff_max : options_.backoff_max;
+  const int n = std::min(slow ? refusals_in_row_ - 1 : failures_in_row_, 20);
+  const auto ceiling = std::min<std::int64_t>(cap.count(), base.count() << std::max(n, 0));
+  std::uniform_int_distribution<std::int64_t> d(std::min(base.count() / 2, ceiling), ceiling);
   return std::chrono::milliseconds(d(rng_));
 }
 
 asio::awaitable<void> Uplink::Run() {
-  while (!stopping_ && !refused_) {
+  while (!stopping_) {
+    retry_at_once_ = false;
     Status s = co_await Session();
     connected_ = false;
     if (!s.ok()) {
       // Once per kind of failure, not once per retry: a collector that is
       // down for a day is one line, a certificate problem after it another.
-      if (options_.log_connection_changes && s.message() != logged_error_) {
-        spdlog::warn("collector {}:{}: {}; reports stay in the spool, retrying",
-                     options_.collector.host, options_.collector.port, s.message());
+      if (options_.log_connection_changes && s.message() != logged_error_ && !retry_at_once_) {
+        spdlog::warn("collector {}:{}: {}; reports stay in the spool, {}",
+                     options_.collector.host, options_.collector.port, s.message(),
+                     refused_ ? "retrying every few minutes" : "retrying");
         logged_error_ = s.message();
       }
       stats_.last_error = s.message();
-      ++failures_in_row_;
+      if (!retry_at_once_) ++failures_in_row_;
     }
-    if (stopping_ || refused_) break;
+    if (stopping_) break;
+    if (retry_at_once_) continue;  // a refused batch: send its halves now
     backoff_.expires_after(NextBackoff());
     co_await backoff_.async_wait(kTuple);
   }
+}
+
+void Uplink::RejectLocally(std::uint64_t seq, const std::string& why) {
+  queue_.Reject(seq);
+  ++stats_.reports_rejected;
+  acked_through_ = std::max(acked_through_, seq);
+  sent_through_ = std::max(sent_through_, seq);
+  spdlog::warn("agent {}: report seq {} dropped and counted: {}", options_.agent_id, seq, why);
+}
+
+void Uplink::OnBatchRefused(const std::string& why) {
+  if (inflight_.empty()) return;
+  // The oldest batch not acknowledged is the one refused: the collector reads
+  // batches in order and stops at the first bad one.
+  const InFlight first = inflight_.front();
+  if (probe_limit_ > 0 && inflight_.size() == 1 && first.reports == 1) {
+    RejectLocally(first.last, why);  // alone and still refused: it is the bad one
+  } else {
+    probe_limit_ = std::max<std::size_t>(1, first.reports / 2);
+    ++stats_.batches_split;
+  }
+  retry_at_once_ = true;
 }
 
 asio::awaitable<Status> Uplink::Session() {
@@ -111,6 +183,7 @@ asio::awaitable<Status> Uplink::Session() {
   hello->set_agent_id(options_.agent_id);
   hello->set_epoch(options_.epoch);
   hello->set_credential(options_.credential);
+  hello->set_acked_through_seq(queue_.CollectorAcked());
   *hello->mutable_host() = options_.host;
   std::string out;
   (void)AppendFrame(hello_env, &out);
@@ -129,11 +202,37 @@ asio::awaitable<Status> Uplink::Session() {
         last_acked_seen = acked_through_;
         last_progress = Clock::now();
       }
-      while (static_cast<int>(inflight_.size()) < options_.max_inflight_batches) {
+      // While a refused batch is being narrowed down: one small batch at a time.
+      const std::size_t limit =
+          probe_limit_ > 0 ? std::min(probe_limit_, options_.max_batch_reports)
+                           : options_.max_batch_reports;
+      const std::size_t window =
+          probe_limit_ > 0 ? 1 : static_cast<std::size_t>(options_.max_inflight_batches);
+      while (inflight_.size() < window) {
         reports.clear();
-        queue_.Peek(sent_through_, options_.max_batch_reports, &reports);
+        queue_.Peek(sent_through_, limit, &reports);
         if (reports.empty()) break;
-        if (reports.size() < options_.max_batch_reports && options_.linger.count() > 0 &&
+        // As many as fit the collector's frame limit.
+        std::size_t fit = 0;
+        std::size_t batch_bytes = 0;
+        for (const auto& [seq, bytes] : reports) {
+          const std::size_t more = ReportFieldBytes(bytes.size());
+          if (EnvelopeBytes(batch_bytes + more) > max_frame_bytes_) break;
+          batch_bytes += more;
+          ++fit;
+        }
+        if (fit == 0) {
+          // One report the collector could never take: drop it once every
+          // report before it is acknowledged.
+          if (!inflight_.empty() || sent_through_ != acked_through_) break;
+          RejectLocally(reports.front().first,
+                        "it is " + std::to_string(reports.front().second.size()) +
+                            " bytes, over the collector's frame limit of " +
+                            std::to_string(max_frame_bytes_));
+          continue;
+        }
+        reports.resize(fit);
+        if (reports.size() < limit && probe_limit_ == 0 && options_.linger.count() > 0 &&
             Clock::now() - last_send_ < options_.linger) {
           break;  // let the batch fill; the wake-up below comes back for it
         }
@@ -144,7 +243,7 @@ asio::awaitable<Status> Uplink::Session() {
         out.clear();
         (void)AppendFrame(env, &out);
         const std::uint64_t last = reports.back().first;
-        inflight_.emplace_back(last, Clock::now());
+        inflight_.push_back({last, reports.size(), Clock::now()});
         auto [wec, n] = co_await conn->stream->WriteAll(asio::buffer(out));
         if (wec) {
           conn->failed = true;
@@ -172,12 +271,30 @@ asio::awaitable<Status> Uplink::Session() {
     wake_.expires_after(std::chrono::milliseconds(1));
     co_await wake_.async_wait(kTuple);
   }
+  if (conn->code) {
+    switch (OutcomeOf(*conn->code)) {
+      case ErrorOutcome::kRetry:
+        break;
+      case ErrorOutcome::kSplit:
+        if (!inflight_.empty()) {
+          OnBatchRefused(conn->error);
+          break;
+        }
+        [[fallthrough]];  // nothing of ours in flight: our Hello was refused
+      case ErrorOutcome::kRetrySlowly:
+        refused_ = true;
+        ++refusals_in_row_;
+        ++stats_.refused;
+        break;
+    }
+  }
   if (stopping_) co_return Status::Ok();
   co_return Unavailable(conn->error.empty() ? "connection closed" : conn->error);
 }
 
 asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
-  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  // The collector sends only small frames (Welcome, Ack, Error).
+  FrameDecoder decoder(64 * 1024);
   std::array<std::uint8_t, 16 * 1024> buf;
   auto fail = [&](std::string why) {
     if (!conn->failed) {
@@ -207,23 +324,37 @@ asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
         break;
       }
       if (env.has_welcome()) {
-        const std::uint64_t l = env.welcome().last_acked_seq();
-        queue_.Acknowledge(l);
-        acked_through_ = std::max(acked_through_, l);
-        sent_through_ = l;  // resume right after what the collector holds
+        const auto& w = env.welcome();
+        auto resume = queue_.Resume(w.last_acked_seq());
+        if (!resume.ok()) {
+          // Sending now could have the collector take new reports for resends.
+          fail("cannot resume after seq " + std::to_string(w.last_acked_seq()) + ": " +
+               resume.status().message());
+          break;
+        }
+        if (resume->event != ResumePoint::Event::kNone) {
+          spdlog::warn("agent {} (collector {}): {}", options_.agent_id,
+                       EscapeForLog(w.collector_node()), resume->detail);
+        }
+        acked_through_ = resume->send_after;
+        sent_through_ = resume->send_after;  // resume right after what the collector holds
         conn->welcomed = true;
         connected_ = true;
-        if (options_.log_connection_changes && failures_in_row_ > 0) {
+        if (options_.log_connection_changes && (failures_in_row_ > 0 || refused_)) {
           spdlog::info("collector {}:{}: connected after {} failed attempts; sending from seq {}",
-                       options_.collector.host, options_.collector.port, failures_in_row_, l + 1);
+                       options_.collector.host, options_.collector.port,
+                       failures_in_row_ + refusals_in_row_, resume->send_after + 1);
           logged_error_.clear();
         }
         failures_in_row_ = 0;
-        if (env.welcome().limits().max_batch_reports() > 0) {
+        refusals_in_row_ = 0;
+        refused_ = false;
+        if (w.limits().max_batch_reports() > 0) {
           options_.max_batch_reports =
-              std::min<std::size_t>(options_.max_batch_reports,
-                                    env.welcome().limits().max_batch_reports());
+              std::min<std::size_t>(options_.max_batch_reports, w.limits().max_batch_reports());
         }
+        max_frame_bytes_ =
+            w.limits().max_frame_bytes() > 0 ? w.limits().max_frame_bytes() : kDefaultMaxFrameBytes;
         wake_.cancel();
       } else if (env.has_ack()) {
         const std::uint64_t through = env.ack().acked_through_seq();
@@ -232,18 +363,24 @@ asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
         acked_through_ = std::max(acked_through_, through);
         const auto now = Clock::now();
         auto it = inflight_.begin();
-        while (it != inflight_.end() && it->first <= through) {
+        while (it != inflight_.end() && it->last <= through) {
           stats_.ack_latency_us.AddValue(static_cast<std::uint64_t>(
-              std::chrono::duration_cast<std::chrono::microseconds>(now - it->second).count()));
+              std::chrono::duration_cast<std::chrono::microseconds>(now - it->sent).count()));
           ++it;
+          // Past a refused batch: grow back to full batches, doubling.
+          if (probe_limit_ > 0) {
+            probe_limit_ *= 2;
+            if (probe_limit_ >= options_.max_batch_reports) probe_limit_ = 0;
+          }
         }
         inflight_.erase(inflight_.begin(), it);
         wake_.cancel();
       } else if (env.has_error()) {
         ++stats_.errors_received;
         const auto code = env.error().code();
-        if (code == v1::ERROR_CODE_UNAUTHENTICATED) refused_ = true;
-        fail("collector: " + v1::ErrorCode_Name(code) + ": " + env.error().message());
+        conn->code = code;
+        fail("collector: " + v1::ErrorCode_Name(code) + ": " +
+             EscapeForLog(env.error().message(), 512));
         if (code != v1::ERROR_CODE_SHUTTING_DOWN) {
           spdlog::warn("agent {}: {}", options_.agent_id, conn->error);
         }
