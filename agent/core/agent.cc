@@ -25,6 +25,7 @@
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/tls_mbedtls.h"
 #include "deskpulse/common/exit_codes.h"
+#include "deskpulse/common/report_limits.h"
 
 namespace deskpulse::agent {
 namespace {
@@ -140,6 +141,11 @@ void Agent::WriteRunState(bool clean) {
 }
 
 void Agent::SpoolReport(v1::Report& report) {
+  // Within the wire's limits, so the collector never refuses what we made.
+  if (const std::size_t cut = ClampReport(&report); cut > 0 && !warned_clamp_) {
+    warned_clamp_ = true;
+    spdlog::warn("report cut to the wire's limits ({} fields over them; docs/protocol.md)", cut);
+  }
   auto seq = spool_->Append(report, /*sync=*/false);
   if (!seq.ok()) {
     spdlog::error("spool: {}", seq.status().message());
@@ -196,6 +202,9 @@ v1::Report Agent::Cycle(bool first) {
     h->set_spool_bytes(s.bytes);
     h->set_dropped_reports(s.dropped_reports);
     h->set_corrupt_records(s.corrupt_records);
+    h->set_rejected_reports(s.rejected_reports);
+    h->set_lost_state_events(s.lost_state_events);
+    h->set_collector_regressions(s.collector_regressions);
   }
   return report;
 }
@@ -224,6 +233,8 @@ int Agent::Run() {
     o.epoch = spool_->epoch();
     o.max_batch_reports = static_cast<std::size_t>(config_.batch_reports);
     o.backoff_max = std::chrono::seconds(config_.backoff_max_s);
+    o.refused_backoff_min = std::chrono::seconds(config_.refused_retry_min_s);
+    o.refused_backoff_max = std::chrono::seconds(config_.refused_retry_max_s);
     o.log_connection_changes = true;
     if (!config_.ca_file.empty()) {
       auto tls = MakeMbedTlsClient(TlsOptions{.ca_file = config_.ca_file});

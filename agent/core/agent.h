@@ -56,6 +56,7 @@ class Agent {
   std::unique_ptr<Uplink> uplink_;
   std::uint64_t last_cpu_us_ = 0;
   bool first_cycle_ = true;
+  bool warned_clamp_ = false;
   // Unavailable (measurement → reason) last sent, and when, so an unchanged
   // reason travels once an hour rather than in every report.
   std::map<std::string, std::pair<std::string, std::int64_t>> unavailable_sent_;

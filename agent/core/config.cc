@@ -87,6 +87,16 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(r.GetBool("collector.plaintext", &c.plaintext));
   DP_RETURN_IF_ERROR(GetSeconds(r, "collector.batch_reports", 1, 1000, &c.batch_reports));
   DP_RETURN_IF_ERROR(GetSeconds(r, "collector.backoff_max_s", 1, 3600, &c.backoff_max_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "collector.refused_retry_min_s", 1, 86400,
+                                &c.refused_retry_min_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "collector.refused_retry_max_s", 1, 86400,
+                                &c.refused_retry_max_s));
+  if (c.refused_retry_max_s < c.refused_retry_min_s) {
+    return InvalidArgument(source + ": key 'collector.refused_retry_max_s' (" +
+                           std::to_string(c.refused_retry_max_s) +
+                           ") is below 'collector.refused_retry_min_s' (" +
+                           std::to_string(c.refused_retry_min_s) + ")");
+  }
   if (c.has_collector) {
     if (c.token.empty()) {
       return InvalidArgument(source + ": key 'collector.token': required with collector.address");

@@ -102,6 +102,9 @@ struct AgentConfig {
   bool plaintext = false;
   int batch_reports = 100;
   int backoff_max_s = 60;
+  /// After a refused credential: retry this far apart, doubling up to the max.
+  int refused_retry_min_s = 60;
+  int refused_retry_max_s = 900;
   // [spool]
   std::uint64_t spool_max_bytes = 64ull << 20;
   bool spool_fsync = true;
