@@ -1,10 +1,18 @@
 #include "collector/ingest/server.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <asio/experimental/as_tuple.hpp>
-#include <deque>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 
+#include "deskpulse/common/report_limits.h"
 #include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/v1/wire.pb.h"
 
@@ -19,17 +27,33 @@ namespace {
 std::string Seconds(std::chrono::milliseconds d) {
   return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
 }
+
+// Read buffers: small until the Welcome (a Hello is a few KB), so that
+// connections that never authenticate cost little.
+constexpr std::size_t kPendingReadBytes = 4 * 1024;
+constexpr std::size_t kReadBytes = 64 * 1024;
 }  // namespace
+
+std::string PeerKey(const asio::ip::address& address) {
+  if (address.is_v4()) return address.to_v4().to_string();
+  const auto v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  auto bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
 
 /// One agent connection.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(IngestServer& server, tcp::socket socket)
+  Session(IngestServer& server, tcp::socket socket, std::string peer_key)
       : server_(server),
         executor_(socket.get_executor()),
         watchdog_(executor_),
         slot_(executor_),
-        decoder_(server.options().max_frame_bytes) {
+        decoder_(server.options().max_hello_frame_bytes),
+        peer_key_(std::move(peer_key)),
+        read_buf_(kPendingReadBytes) {
     asio::error_code ec;
     auto ep = socket.remote_endpoint(ec);
     peer_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
@@ -37,11 +61,12 @@ class Session : public std::enable_shared_from_this<Session> {
     conn_ = server.options().tls
                   ? MakeServerTlsStream(std::move(socket), server.options().tls)
                   : MakePlainStream(std::move(socket));
+    decoder_.hold_after_header(true);
   }
 
   void Start() {
-    // The TLS handshake, like a frame, must finish within the frame timeout.
-    deadline_ = Clock::now() + (conn_->tls() ? opts().frame_timeout : opts().idle_timeout);
+    // The TLS handshake and the Hello must be done within the handshake timeout.
+    deadline_ = Clock::now() + opts().handshake_timeout;
     auto self = shared_from_this();
     asio::co_spawn(executor_, self->Run(), asio::detached);
     asio::co_spawn(executor_, self->Watchdog(), asio::detached);
@@ -55,10 +80,23 @@ class Session : public std::enable_shared_from_this<Session> {
     slot_.cancel();
   }
 
+  /// Closed to make room for newer connections (see IngestServer).
+  void Evict() {
+    if (closed_ || closing_) return;
+    Close();
+  }
+
   void ForceClose() { Close(); }
+  /// Woken by the server when memory was released or a batch committed.
+  void Wake() { slot_.cancel(); }
+
+  const std::string& peer_key() const { return peer_key_; }
+  bool welcomed() const { return state_ == State::kReady; }
+  bool closed() const { return closed_; }
 
  private:
   const IngestOptions& opts() const { return server_.options(); }
+  bool done() const { return closing_ || closed_; }
 
   asio::awaitable<void> Run() {
     auto self = shared_from_this();
@@ -67,13 +105,13 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec) {
         // No frame can be sent to a peer that does not speak TLS: log and close.
         server_.mutable_stats().tls_failures += 1;
-        if (!closed_) spdlog::warn("peer {}: TLS handshake failed: {}; closing", peer_, ec.message());
+        if (!closed_ && server_.ShouldLog("failed TLS handshakes", peer_key_)) {
+          spdlog::warn("peer {}: TLS handshake failed: {}; closing", peer_, ec.message());
+        }
         read_done_ = true;
         Close();
         co_return;
       }
-      deadline_ = Clock::now() + opts().idle_timeout;
-      watchdog_.cancel();
     }
     reading_ = true;
     co_await ReadLoop();
@@ -81,30 +119,30 @@ class Session : public std::enable_shared_from_this<Session> {
 
   asio::awaitable<void> ReadLoop() {
     auto self = shared_from_this();
-    std::array<std::uint8_t, 64 * 1024> buf;
-    while (!closing_) {
-      auto [ec, n] = co_await conn_->ReadSome(asio::buffer(buf));
+    while (!done()) {
+      // Welcomed: a full-size buffer from the next read on (never while a
+      // read is pending into the small one).
+      if (state_ == State::kReady && read_buf_.size() < kReadBytes) read_buf_.resize(kReadBytes);
+      auto [ec, n] = co_await conn_->ReadSome(asio::buffer(read_buf_));
       if (ec) {
         if (ec != asio::error::eof && ec != asio::error::operation_aborted && !closing_) {
           spdlog::debug("peer {}: read: {}", peer_, ec.message());
         }
         break;
       }
-      std::span<const std::uint8_t> data(buf.data(), n);
-      while (!data.empty() && !closing_) {
+      std::span<const std::uint8_t> data(read_buf_.data(), n);
+      while (!data.empty() && !done()) {
         const bool was_mid = decoder_.mid_frame();
         data = data.subspan(decoder_.Feed(data));
         if (!decoder_.status().ok()) {
           const auto& st = decoder_.status();
           CloseWithError(st.code() == Code::kResourceExhausted ? v1::ERROR_CODE_FRAME_TOO_LARGE
                                                                : v1::ERROR_CODE_MALFORMED_FRAME,
-                         st.message());
+                         state_ == State::kReady ? st.message()
+                                                 : st.message() + " until a Hello is accepted");
           break;
         }
-        if (auto frame = decoder_.TakeFrame()) {
-          deadline_ = Clock::now() + opts().idle_timeout;
-          HandleFrame(*frame);
-        } else if (!was_mid && decoder_.mid_frame()) {
+        if (!was_mid && decoder_.mid_frame()) {
           // A frame has started: it must finish within frame_timeout.
           const auto limit = Clock::now() + opts().frame_timeout;
           if (limit < deadline_) {
@@ -112,9 +150,29 @@ class Session : public std::enable_shared_from_this<Session> {
             watchdog_.cancel();
           }
         }
+        if (auto size = decoder_.held_header()) {
+          // Budget the whole frame before reading its payload, so frames in
+          // progress can always finish and memory stays under the cap.
+          while (!done() && !draining_ && !server_.TryReserve(*size)) {
+            server_.mutable_stats().read_pauses += 1;
+            server_.WaitForRoom(self);
+            slot_.expires_at(Clock::time_point::max());
+            co_await slot_.async_wait(kTuple);
+          }
+          if (done() || draining_) break;
+          frame_charge_ = *size;
+          decoder_.ContinuePayload();
+          continue;
+        }
+        if (auto frame = decoder_.TakeFrame()) {
+          deadline_ = state_ == State::kReady ? Clock::now() + opts().idle_timeout
+                                              : accepted_ + opts().handshake_timeout;
+          const std::uint64_t charge = std::exchange(frame_charge_, 0);
+          if (!HandleFrame(*frame, charge)) server_.Release(charge);
+        }
       }
       // Backpressure: read no further while too many batches await their commit.
-      while (inflight_ >= opts().max_inflight_batches && !closing_ && !draining_) {
+      while (inflight_ >= opts().max_inflight_batches && !done() && !draining_) {
         slot_.expires_at(Clock::time_point::max());
         co_await slot_.async_wait(kTuple);
       }
@@ -131,39 +189,51 @@ class Session : public std::enable_shared_from_this<Session> {
       if (closed_ || closing_ || draining_) co_return;
       if (Clock::now() < deadline_) continue;  // moved, or woken to re-arm
       server_.mutable_stats().timeouts += 1;
-      if (conn_->tls() && state_ == State::kAwaitHello && !decoder_.mid_frame() &&
-          !handshake_done()) {
-        spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer_,
-                     Seconds(opts().frame_timeout));
+      if (conn_->tls() && !reading_) {
+        if (server_.ShouldLog("TLS handshakes not completed in time", peer_key_)) {
+          spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer_,
+                       Seconds(opts().handshake_timeout));
+        }
         Close();
         co_return;
       }
-      const std::string why =
-          decoder_.mid_frame()
-              ? "frame not completed within " + Seconds(opts().frame_timeout)
-              : "no frame within " + Seconds(opts().idle_timeout) + " (idle timeout)";
+      std::string why;
+      if (decoder_.mid_frame()) {
+        why = "frame not completed within " + Seconds(opts().frame_timeout);
+      } else if (state_ != State::kReady) {
+        why = "no Hello accepted within " + Seconds(opts().handshake_timeout) +
+              " of connecting (handshake timeout)";
+      } else {
+        why = "no frame within " + Seconds(opts().idle_timeout) + " (idle timeout)";
+      }
       CloseWithError(v1::ERROR_CODE_TIMEOUT, why);
       co_return;
     }
   }
 
-  void HandleFrame(const std::string& payload) {
+  /// Returns true when it kept the frame's memory charge (a batch awaiting
+  /// its commit); the caller releases it otherwise.
+  bool HandleFrame(const std::string& payload, std::uint64_t charge) {
     v1::Envelope env;
     if (!env.ParseFromString(payload)) {
       CloseWithError(v1::ERROR_CODE_MALFORMED_FRAME,
                      fmt::format("frame of {} bytes is not a deskpulse.v1.Envelope",
                                  payload.size()));
-      return;
+      return false;
     }
     switch (env.msg_case()) {
-      case v1::Envelope::kHello: return HandleHello(std::move(*env.mutable_hello()));
-      case v1::Envelope::kBatch: return HandleBatch(*env.mutable_batch());
+      case v1::Envelope::kHello:
+        HandleHello(std::move(*env.mutable_hello()));
+        return false;
+      case v1::Envelope::kBatch: return HandleBatch(*env.mutable_batch(), charge);
       case v1::Envelope::MSG_NOT_SET:
-        return CloseWithError(v1::ERROR_CODE_MALFORMED_FRAME, "envelope carries no message");
+        CloseWithError(v1::ERROR_CODE_MALFORMED_FRAME, "envelope carries no message");
+        return false;
       default:
-        return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
-                              fmt::format("an agent may send only Hello and Batch, got field {}",
-                                          static_cast<int>(env.msg_case())));
+        CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
+                       fmt::format("an agent may send only Hello and Batch, got field {}",
+                                   static_cast<int>(env.msg_case())));
+        return false;
     }
   }
 
@@ -177,19 +247,16 @@ class Session : public std::enable_shared_from_this<Session> {
                                         "speaks 1",
                                         hello.protocol_version()));
     }
-    if (hello.agent_id().empty() || hello.agent_id().size() > 128) {
-      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
-                            "agent_id must be 1..128 bytes");
+    if (Status s = ValidateHello(hello); !s.ok()) {
+      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION, "Hello: " + s.message());
     }
-    if (hello.epoch() > static_cast<std::uint64_t>(INT64_MAX)) {
-      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION, "epoch must be below 2^63");
-    }
+    agent_ = EscapeForLog(hello.agent_id(), limits::kAgentId);
     if (hello.credential().empty()) {
-      server_.mutable_stats().auth_failures += 1;
-      return CloseWithError(v1::ERROR_CODE_UNAUTHENTICATED, "Hello carries no credential");
+      return RefuseCredential("Hello carries no credential");
     }
     state_ = State::kHelloPending;
-    agent_ = hello.agent_id();
+    agent_acked_ = hello.acked_through_seq();
+    epoch_ = hello.epoch();
     auto self = shared_from_this();
     server_.writer().SubmitHello(std::move(hello), [self](Result<StreamInfo> r) {
       asio::post(self->executor_,
@@ -197,18 +264,47 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  void RefuseCredential(const std::string& why) {
+    server_.mutable_stats().auth_failures += 1;
+    const auto delay = server_.NoteAuthFailure(peer_key_);
+    if (delay.count() == 0) return CloseWithError(v1::ERROR_CODE_UNAUTHENTICATED, why);
+    // A peer that keeps failing is answered late: guessing gets slow.
+    server_.mutable_stats().auth_delayed += 1;
+    auto self = shared_from_this();
+    auto timer = std::make_shared<asio::steady_timer>(executor_, delay);
+    timer->async_wait([self, timer, why](const asio::error_code&) {
+      self->CloseWithError(v1::ERROR_CODE_UNAUTHENTICATED, why);
+    });
+  }
+
   void OnWelcome(Result<StreamInfo> r) {
     if (closed_ || closing_) return;
     if (!r.ok()) {
       if (r.status().code() == Code::kUnauthenticated) {
-        server_.mutable_stats().auth_failures += 1;
-        return CloseWithError(v1::ERROR_CODE_UNAUTHENTICATED, r.status().message());
+        return RefuseCredential(r.status().message());
       }
       return CloseWithError(v1::ERROR_CODE_STORE_UNAVAILABLE,
                             "store unavailable: " + r.status().message());
     }
     stream_ = *r;
     state_ = State::kReady;
+    server_.Welcomed(this);
+    decoder_.set_max_frame_bytes(opts().max_frame_bytes);
+    deadline_ = Clock::now() + opts().idle_timeout;
+    watchdog_.cancel();
+    if (agent_acked_ > stream_.last_acked_seq) {
+      // The agent was told more was durable than the store holds now.
+      auto& st = server_.mutable_stats();
+      st.streams_behind_agents += 1;
+      st.reports_forgotten += agent_acked_ - stream_.last_acked_seq;
+      if (server_.ShouldLog("agents acknowledged more than the store holds", "this store")) {
+        spdlog::error("agent {} (epoch {}): it was acknowledged through seq {} but the store "
+                      "holds its stream only through seq {}: the store lost acknowledged "
+                      "reports (a lost or truncated WAL, a restore from backup?); the agent "
+                      "resends what it still holds",
+                      agent_, epoch_, agent_acked_, stream_.last_acked_seq);
+      }
+    }
     v1::Envelope env;
     auto* w = env.mutable_welcome();
     w->set_collector_node(opts().node_name);
@@ -220,18 +316,21 @@ class Session : public std::enable_shared_from_this<Session> {
                   stream_.customer_id, stream_.last_acked_seq);
   }
 
-  void HandleBatch(v1::Batch& batch) {
+  bool HandleBatch(v1::Batch& batch, std::uint64_t charge) {
     if (state_ != State::kReady) {
-      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
-                            "Batch sent before the Welcome (send Hello and wait for it)");
+      CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
+                     "Batch sent before the Welcome (send Hello and wait for it)");
+      return false;
     }
     if (batch.reports_size() == 0) {
-      return CloseWithError(v1::ERROR_CODE_BAD_REPORT, "empty Batch");
+      CloseWithError(v1::ERROR_CODE_BAD_REPORT, "empty Batch");
+      return false;
     }
     if (static_cast<std::uint32_t>(batch.reports_size()) > opts().max_batch_reports) {
-      return CloseWithError(v1::ERROR_CODE_BATCH_TOO_LARGE,
-                            fmt::format("Batch of {} reports is over the limit of {}",
-                                        batch.reports_size(), opts().max_batch_reports));
+      CloseWithError(v1::ERROR_CODE_BATCH_TOO_LARGE,
+                     fmt::format("Batch of {} reports is over the limit of {}",
+                                 batch.reports_size(), opts().max_batch_reports));
+      return false;
     }
     std::vector<IncomingReport> reports(static_cast<std::size_t>(batch.reports_size()));
     std::uint64_t prev = 0;
@@ -239,17 +338,25 @@ class Session : public std::enable_shared_from_this<Session> {
       auto& in = reports[static_cast<std::size_t>(i)];
       in.bytes.swap(*batch.mutable_reports(i));
       if (!in.report.ParseFromString(in.bytes)) {
-        return CloseWithError(v1::ERROR_CODE_BAD_REPORT,
-                              fmt::format("report #{} of the batch does not decode as "
-                                          "deskpulse.v1.Report; nothing of this batch was stored",
-                                          i));
+        CloseWithError(v1::ERROR_CODE_BAD_REPORT,
+                       fmt::format("report #{} of the batch does not decode as "
+                                   "deskpulse.v1.Report; nothing of this batch was stored",
+                                   i));
+        return false;
+      }
+      if (Status s = ValidateReport(in.report); !s.ok()) {
+        CloseWithError(v1::ERROR_CODE_BAD_REPORT,
+                       fmt::format("report #{} (seq {}): {}; nothing of this batch was stored", i,
+                                   in.report.seq(), s.message()));
+        return false;
       }
       const std::uint64_t seq = in.report.seq();
-      if (seq == 0 || seq <= prev) {
-        return CloseWithError(v1::ERROR_CODE_BAD_REPORT,
-                              fmt::format("report #{} has seq {} after {}: seq must start at 1 "
-                                          "and increase; nothing of this batch was stored",
-                                          i, seq, prev));
+      if (seq <= prev) {
+        CloseWithError(v1::ERROR_CODE_BAD_REPORT,
+                       fmt::format("report #{} has seq {} after {}: seq must start at 1 "
+                                   "and increase; nothing of this batch was stored",
+                                   i, seq, prev));
+        return false;
       }
       prev = seq;
     }
@@ -257,11 +364,13 @@ class Session : public std::enable_shared_from_this<Session> {
     auto self = shared_from_this();
     const auto received = Clock::now();
     server_.writer().SubmitBatch(
-        stream_.stream_id, std::move(reports), [self, received](Result<BatchOutcome> r) {
-          asio::post(self->executor_, [self, received, r = std::move(r)]() mutable {
+        stream_.stream_id, std::move(reports), [self, received, charge](Result<BatchOutcome> r) {
+          asio::post(self->executor_, [self, received, charge, r = std::move(r)]() mutable {
+            self->server_.Release(charge);
             self->OnCommitted(std::move(r), received);
           });
         });
+    return true;
   }
 
   void OnCommitted(Result<BatchOutcome> r, Clock::time_point received) {
@@ -316,8 +425,15 @@ class Session : public std::enable_shared_from_this<Session> {
         code != v1::ERROR_CODE_SHUTTING_DOWN) {
       server_.mutable_stats().protocol_errors += 1;
     }
-    spdlog::warn("peer {}{}: {}: {}; closing", peer_, agent_.empty() ? "" : " (agent " + agent_ + ")",
-                 v1::ErrorCode_Name(code), message);
+    // One line per kind and peer per interval; the rest go into its summary.
+    const std::string kind = code == v1::ERROR_CODE_UNAUTHENTICATED
+                                 ? std::string("refused credentials")
+                                 : "connections closed with " + v1::ErrorCode_Name(code);
+    if (server_.ShouldLog(kind, peer_key_)) {
+      spdlog::warn("peer {}{}: {}: {}; closing", peer_,
+                   agent_.empty() ? "" : " (agent " + agent_ + ")", v1::ErrorCode_Name(code),
+                   message);
+    }
     v1::Envelope env;
     env.mutable_error()->set_code(code);
     env.mutable_error()->set_message(message);
@@ -354,14 +470,11 @@ class Session : public std::enable_shared_from_this<Session> {
     conn_->Close();
     watchdog_.cancel();
     slot_.cancel();
+    server_.Release(std::exchange(frame_charge_, 0));
     server_.Remove(shared_from_this());
   }
 
   enum class State { kAwaitHello, kHelloPending, kReady };
-
-  // The handshake is done once the deadline was moved to the idle timeout, i.e.
-  // once Run() reached the read loop.
-  bool handshake_done() const { return reading_; }
 
   IngestServer& server_;
   asio::any_io_executor executor_;
@@ -370,11 +483,17 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer slot_;
   FrameDecoder decoder_;
   std::string peer_;
-  std::string agent_;
+  std::string peer_key_;
+  std::string agent_;  // escaped for the log
+  std::uint64_t agent_acked_ = 0;
+  std::uint64_t epoch_ = 0;
+  std::vector<std::uint8_t> read_buf_;
   State state_ = State::kAwaitHello;
   StreamInfo stream_;
+  Clock::time_point accepted_ = Clock::now();
   Clock::time_point deadline_;
   std::string out_;
+  std::uint64_t frame_charge_ = 0;  // memory budgeted for the frame being received
   bool writing_ = false;
   int inflight_ = 0;
   bool read_done_ = false;
@@ -382,13 +501,19 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
   bool said_goodbye_ = false;
   bool closed_ = false;
-  bool reading_ = false;
+  bool reading_ = false;  // the TLS handshake (if any) is done
 };
 
 IngestServer::IngestServer(asio::io_context& io, IngestOptions options, Writer& writer)
-    : io_(io), options_(std::move(options)), writer_(writer), acceptor_(io) {}
+    : io_(io),
+      options_(std::move(options)),
+      writer_(writer),
+      acceptor_(io),
+      summary_(options_.log_summary_interval) {}
 
-IngestServer::~IngestServer() = default;
+IngestServer::~IngestServer() {
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+}
 
 Status IngestServer::Listen() {
   asio::error_code ec;
@@ -404,34 +529,215 @@ Status IngestServer::Listen() {
                                                   options_.port, ec.message()));
   }
   bound_port_ = acceptor_.local_endpoint().port();
+  // Never run out of descriptors: connections stop short of the limit, with
+  // room left for the store, the log and refusing connections cheaply.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    const auto limit = static_cast<std::size_t>(rl.rlim_cur);
+    const std::size_t room = limit > options_.reserved_fds ? limit - options_.reserved_fds : 1;
+    if (room < options_.max_connections) {
+      spdlog::warn("connections capped at {} (ingest.max_connections is {}): the descriptor "
+                   "limit is {} and {} are kept for the store and the log",
+                   room, options_.max_connections, limit, options_.reserved_fds);
+      options_.max_connections = room;
+    }
+  }
+  options_.max_pending_connections =
+      std::min(options_.max_pending_connections, options_.max_connections);
+  stats_.max_connections = options_.max_connections;
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   return Status::Ok();
 }
 
-void IngestServer::Start() { asio::co_spawn(io_, AcceptLoop(), asio::detached); }
+void IngestServer::Start() {
+  asio::co_spawn(io_, AcceptLoop(), asio::detached);
+  housekeeping_timer_ = std::make_unique<asio::steady_timer>(io_);
+  asio::co_spawn(io_, Housekeeping(), asio::detached);
+}
 
 asio::awaitable<void> IngestServer::AcceptLoop() {
   while (acceptor_.is_open()) {
     auto [ec, socket] = co_await acceptor_.async_accept(kTuple);
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
-      spdlog::warn("accept: {}", ec.message());  // e.g. out of file descriptors: keep serving
+      stats_.accept_failures += 1;
+      if (ShouldLog("failed accepts", ec.message())) {
+        spdlog::warn("accept: {}; refusing connections until descriptors free up",
+                     ec.message());
+      }
+      if ((ec.value() == EMFILE || ec.value() == ENFILE) && spare_fd_ >= 0) {
+        // Out of descriptors: use the spare one to take the connection off
+        // the backlog and close it, so the peer hears "no" at once instead of
+        // the listener spinning on it.
+        ::close(spare_fd_);
+        const int fd = ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          stats_.connections_refused += 1;
+          ::close(fd);
+        }
+        spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        continue;
+      }
       asio::steady_timer pause(io_, std::chrono::milliseconds(50));
       co_await pause.async_wait(kTuple);
       continue;
     }
     if (draining_) continue;
-    auto s = std::make_shared<Session>(*this, std::move(socket));
-    sessions_.insert(s);
-    stats_.connections_accepted += 1;
-    stats_.connections_open = sessions_.size();
-    s->Start();
+    Admit(std::move(socket));
   }
 }
 
+void IngestServer::Refuse(tcp::socket& socket, const std::string& peer, std::string_view why) {
+  stats_.connections_refused += 1;
+  const std::string kind = "connections refused (" + std::string(why) + ")";
+  if (ShouldLog(kind, peer)) {
+    spdlog::warn("peer {}: connection refused: {}; {} open, {} not yet welcomed", peer, why,
+                 sessions_.size(), pending_);
+  }
+  // A reset rather than a close: no TIME_WAIT kept here for a peer we refuse.
+  asio::error_code ignored;
+  socket.set_option(asio::socket_base::linger(true, 0), ignored);
+  socket.close(ignored);
+}
+
+void IngestServer::Admit(tcp::socket socket) {
+  asio::error_code ec;
+  const auto remote = socket.remote_endpoint(ec);
+  if (ec) return;  // already gone
+  const std::string key = PeerKey(remote.address());
+  const auto now = Clock::now();
+  auto found = peers_.find(key);
+  if (found != peers_.end() && found->second.locked_until > now) {
+    return Refuse(socket, key, "locked out after repeated failed logins");
+  }
+  if (found != peers_.end() && found->second.pending.size() >= options_.max_pending_per_peer) {
+    return Refuse(socket, key,
+                  fmt::format("{} connections not yet welcomed from this peer, the cap",
+                              options_.max_pending_per_peer));
+  }
+  if (sessions_.size() >= options_.max_connections && !EvictPending()) {
+    return Refuse(socket, key, fmt::format("{} connections, the cap", options_.max_connections));
+  }
+  if (pending_ >= options_.max_pending_connections) EvictPending();
+  auto s = std::make_shared<Session>(*this, std::move(socket), key);
+  sessions_.insert(s);
+  peers_[key].pending.push_back(s.get());
+  ++pending_;
+  stats_.connections_accepted += 1;
+  stats_.connections_open = sessions_.size();
+  stats_.connections_pending = pending_;
+  s->Start();
+}
+
+bool IngestServer::EvictPending() {
+  // The oldest connection of the peer holding the most not-yet-welcomed ones:
+  // a flood from few addresses pays, a lone new agent gets through.
+  Peer* heaviest = nullptr;
+  std::string heaviest_key;
+  for (auto& [key, peer] : peers_) {
+    if (!peer.pending.empty() && (heaviest == nullptr ||
+                                  peer.pending.size() > heaviest->pending.size())) {
+      heaviest = &peer;
+      heaviest_key = key;
+    }
+  }
+  if (heaviest == nullptr) return false;
+  Session* victim = heaviest->pending.front();
+  stats_.pending_evicted += 1;
+  if (ShouldLog("not-yet-welcomed connections closed to make room", heaviest_key)) {
+    spdlog::warn("peer {}: closing its oldest connection not yet welcomed to make room ({} "
+                 "not yet welcomed, the cap is {})",
+                 heaviest_key, pending_, options_.max_pending_connections);
+  }
+  victim->Evict();  // removes itself (Remove → RemovePending)
+  return true;
+}
+
+void IngestServer::RemovePending(Session* s) {
+  auto it = peers_.find(s->peer_key());
+  if (it == peers_.end()) return;
+  auto& list = it->second.pending;
+  const auto at = std::find(list.begin(), list.end(), s);
+  if (at == list.end()) return;
+  list.erase(at);
+  --pending_;
+  stats_.connections_pending = pending_;
+}
+
+void IngestServer::Welcomed(Session* s) { RemovePending(s); }
+
 void IngestServer::Remove(const std::shared_ptr<Session>& s) {
+  RemovePending(s.get());
   sessions_.erase(s);
   stats_.connections_open = sessions_.size();
   MaybeFinishDrain();
+}
+
+std::chrono::milliseconds IngestServer::NoteAuthFailure(const std::string& key) {
+  const AuthThrottleOptions& a = options_.auth;
+  const auto now = Clock::now();
+  Peer& peer = peers_[key];
+  if (now - peer.failures_since > a.window) {
+    peer.failures_since = now;
+    peer.failures = 0;
+  }
+  ++peer.failures;
+  if (a.failures_before_lockout > 0 && peer.failures >= a.failures_before_lockout &&
+      peer.locked_until <= now) {
+    peer.locked_until = now + a.lockout;
+    stats_.auth_lockouts += 1;
+    spdlog::warn("peer {}: {} failed logins within {}: its connections are refused for {}", key,
+                 peer.failures, Seconds(a.window), Seconds(a.lockout));
+  }
+  if (a.failures_before_delay > 0 && peer.failures > a.failures_before_delay) return a.delay;
+  return std::chrono::milliseconds(0);
+}
+
+bool IngestServer::TryReserve(std::uint64_t bytes) {
+  // A frame larger than the whole cap still goes through when nothing else is held.
+  if (stats_.buffered_bytes > 0 && stats_.buffered_bytes + bytes > options_.max_buffered_bytes) {
+    return false;
+  }
+  stats_.buffered_bytes += bytes;
+  return true;
+}
+
+void IngestServer::Release(std::uint64_t bytes) {
+  if (bytes == 0) return;
+  stats_.buffered_bytes -= std::min(bytes, stats_.buffered_bytes);
+  if (room_waiters_.empty()) return;
+  auto waiters = std::move(room_waiters_);
+  room_waiters_.clear();
+  for (auto& w : waiters) {
+    if (auto s = w.lock()) s->Wake();
+  }
+}
+
+void IngestServer::WaitForRoom(const std::shared_ptr<Session>& s) { room_waiters_.push_back(s); }
+
+bool IngestServer::ShouldLog(std::string_view kind, const std::string& peer) {
+  return summary_.Note(kind, peer, Clock::now());
+}
+
+void IngestServer::FlushSummaries(bool all) {
+  for (const auto& line : summary_.Due(Clock::now(), all)) spdlog::warn("{}", line.Text());
+}
+
+asio::awaitable<void> IngestServer::Housekeeping() {
+  while (!draining_) {
+    housekeeping_timer_->expires_after(options_.log_summary_interval);
+    auto [ec] = co_await housekeeping_timer_->async_wait(kTuple);
+    if (ec) break;
+    FlushSummaries(false);
+    // Forget peers with nothing pending, no recent failure and no lockout.
+    const auto now = Clock::now();
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      const Peer& p = it->second;
+      const bool idle = p.pending.empty() && p.locked_until <= now &&
+                        now - p.failures_since > options_.auth.window;
+      it = idle ? peers_.erase(it) : std::next(it);
+    }
+  }
 }
 
 void IngestServer::Drain(std::function<void()> done) {
@@ -439,6 +745,7 @@ void IngestServer::Drain(std::function<void()> done) {
   drain_done_ = std::move(done);
   asio::error_code ec;
   acceptor_.close(ec);
+  if (housekeeping_timer_) housekeeping_timer_->cancel();
   // Copy: sessions remove themselves as they finish.
   auto sessions = sessions_;
   for (const auto& s : sessions) s->BeginDrain();
@@ -458,6 +765,7 @@ void IngestServer::Drain(std::function<void()> done) {
 void IngestServer::MaybeFinishDrain() {
   if (!draining_ || !sessions_.empty() || !drain_done_) return;
   if (drain_timer_) drain_timer_->cancel();
+  FlushSummaries(true);
   auto done = std::move(drain_done_);
   drain_done_ = nullptr;
   asio::post(io_, std::move(done));
