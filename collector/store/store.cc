@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "deskpulse/common/crc32c.h"
 #include "deskpulse/common/hex.h"
+#include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector {
 
@@ -84,7 +86,20 @@ CREATE TABLE rollup_marks(slice INTEGER PRIMARY KEY, through_rowid INTEGER NOT N
     R"sql(
 ALTER TABLE peripheral_instances ADD COLUMN catalog BLOB;
 )sql",
+    // v3: each raw report carries the CRC-32C of its body, checked whenever
+    // the body is read back, so a damaged row is found and never scored.
+    R"sql(
+ALTER TABLE reports ADD COLUMN body_crc INTEGER;
+UPDATE reports SET body_crc = dp_crc32c(body);
+)sql",
 };
+
+// SQL function dp_crc32c(blob): the checksum the reports table keeps.
+void Crc32cFn(sqlite3_context* ctx, int /*argc*/, sqlite3_value** argv) {
+  const auto* p = static_cast<const char*>(sqlite3_value_blob(argv[0]));
+  const auto n = static_cast<std::size_t>(sqlite3_value_bytes(argv[0]));
+  sqlite3_result_int64(ctx, Crc32c(0, std::string_view(p ? p : "", n)));
+}
 
 // SQL function dp_hist_merge(a, b): the merge of two encoded histograms.
 void HistMergeFn(sqlite3_context* ctx, int /*argc*/, sqlite3_value** argv) {
@@ -189,6 +204,25 @@ Result<std::unique_ptr<Store>> Store::OpenUnchecked(const StoreOptions& options)
     store->schema_version_ = static_cast<int>(v);
     return store;
   }
+  if (options.check_at_open) {
+    DP_ASSIGN_OR_RETURN(IntegrityReport check, store->Check(/*full=*/false));
+    if (!check.ok()) {
+      std::string found = check.problems.front();
+      if (check.problems.size() > 1 || check.more_problems > 0) {
+        found += fmt::format(" (and {} more)", check.problems.size() - 1 + check.more_problems);
+      }
+      if (!options.allow_damaged) {
+        return DataLoss(options.path + " is damaged: " + found +
+                        ". Nothing was written to it. Run `deskpulse-collector check --db " +
+                        options.path +
+                        "` for the full report, then restore the store from a backup; or start "
+                        "with --allow-damaged to keep collecting into it (damaged rows are left "
+                        "out of scores)");
+      }
+      spdlog::error("store {} is damaged: {}; serving anyway (--allow-damaged)", options.path,
+                    found);
+    }
+  }
   DP_RETURN_IF_ERROR(store->Migrate());
   DP_RETURN_IF_ERROR(store->PrepareWriteStatements());
   DP_RETURN_IF_ERROR(store->ReplayUnrolled());
@@ -201,6 +235,8 @@ Status Store::Configure() {
   sqlite3_create_function_v2(db_->handle(), "dp_hist_merge", 2,
                              SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, HistMergeFn, nullptr,
                              nullptr, nullptr);
+  sqlite3_create_function_v2(db_->handle(), "dp_crc32c", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                             nullptr, Crc32cFn, nullptr, nullptr, nullptr);
   if (options_.read_only) return db_->Exec("PRAGMA query_only=ON;");
   // FULL: an acknowledged commit survives power loss, not just a process crash.
   DP_RETURN_IF_ERROR(db_->Exec("PRAGMA journal_mode=WAL;"));
@@ -248,7 +284,8 @@ Status Store::Migrate() {
 Status Store::PrepareWriteStatements() {
   DP_ASSIGN_OR_RETURN(insert_report_,
                       db_->Prepare("INSERT INTO reports(customer_id, endpoint_id, stream_id, seq, "
-                                   "observed_at_ms, received_at_ms, body) VALUES(?,?,?,?,?,?,?)"));
+                                   "observed_at_ms, received_at_ms, body, body_crc) "
+                                   "VALUES(?,?,?,?,?,?,?,?)"));
   DP_ASSIGN_OR_RETURN(update_stream_,
                       db_->Prepare("UPDATE streams SET last_seq=? WHERE stream_id=?"));
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT coalesce(max(rowid), 0) FROM reports"));
@@ -270,47 +307,154 @@ std::int64_t Store::OldestMark() const {
   return oldest;
 }
 
+template <typename Fn>
+Status Store::ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit, Fn&& fn,
+                          std::int64_t* last, std::vector<std::string>* damaged) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT rowid, customer_id, endpoint_id, stream_id, "
+                                            "seq, body, body_crc FROM reports WHERE rowid > ? "
+                                            "AND rowid <= ? ORDER BY rowid LIMIT ?"));
+  st.Bind(1, after).Bind(2, through).Bind(3, limit);
+  *last = after;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    RawRow r{st.Int(0), st.Int(1), st.Int(2), st.Int(3), st.Int(4)};
+    *last = r.rowid;
+    const std::string_view body = st.Blob(5);
+    std::string why;
+    v1::Report report;
+    if (st.IsNull(6)) {
+      why = "no checksum";
+    } else if (static_cast<std::uint32_t>(st.Int(6)) != Crc32c(0, body)) {
+      why = "its body fails its checksum";
+    } else if (!report.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      why = "its body does not decode";
+    }
+    if (why.empty()) {
+      fn(r, report);
+      continue;
+    }
+    ++health_.damaged_rows;
+    const std::string line = fmt::format("report row {} (customer {}, endpoint {}, stream {}, "
+                                         "seq {}): {}",
+                                         r.rowid, r.customer_id, r.endpoint_id, r.stream_id,
+                                         r.seq, why);
+    if (damaged != nullptr) damaged->push_back(line);
+    constexpr std::uint64_t kLoggedInFull = 20;
+    if (health_.damaged_rows <= kLoggedInFull) {
+      spdlog::error("store {}: {}; left out of rollups and scores", options_.path, line);
+    }
+  }
+  return Status::Ok();
+}
+
 Status Store::ReplayUnrolled() {
   std::int64_t through = OldestMark();
   if (through >= last_committed_rowid_) return Status::Ok();
   const std::int64_t end = last_committed_rowid_;
-  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
-                                   "SELECT rowid, customer_id, endpoint_id, body FROM reports "
-                                   "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT 20000"));
   std::int64_t replayed = 0;
-  std::int64_t corrupt = 0;
+  const std::uint64_t damaged_before = health_.damaged_rows;
   while (through < end) {
     PendingRollups acc;
-    st.Bind(1, through).Bind(2, end);
     std::int64_t last = through;
-    for (;;) {
-      DP_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      last = st.Int(0);
-      const std::int64_t endpoint = st.Int(2);
-      const int slice = PendingRollups::SliceOf(endpoint);
-      if (last <= marks_[static_cast<std::size_t>(slice)]) continue;  // already in the rollups
-      v1::Report r;
-      const auto body = st.Blob(3);
-      if (!r.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
-        ++corrupt;  // it was validated at ingest; count rather than stop the collector
-        continue;
-      }
-      acc.AddReport(st.Int(1), endpoint, r);
-      ++replayed;
-    }
-    st.Reset();
+    DP_RETURN_IF_ERROR(ScanRawRows(
+        through, end, 20000,
+        [&](const RawRow& r, const v1::Report& report) {
+          const int slice = PendingRollups::SliceOf(r.endpoint_id);
+          if (r.rowid <= marks_[static_cast<std::size_t>(slice)]) return;  // already rolled up
+          acc.AddReport(r.customer_id, r.endpoint_id, report);
+          ++replayed;
+        },
+        &last));
     if (last == through) break;
     last_committed_rowid_ = last;
     for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(WriteSlice(&acc.slice(i), i));
     through = last;
   }
   last_committed_rowid_ = end;
-  if (replayed > 0 || corrupt > 0) {
+  const std::uint64_t damaged = health_.damaged_rows - damaged_before;
+  if (replayed > 0 || damaged > 0) {
     spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.path,
-                 replayed, corrupt ? fmt::format(" ({} unreadable, skipped)", corrupt) : "");
+                 replayed,
+                 damaged ? fmt::format(" ({} damaged rows left out; `deskpulse-collector check` "
+                                       "lists them)",
+                                       damaged)
+                         : "");
   }
   return Status::Ok();
+}
+
+Result<IntegrityReport> Store::Check(bool full) {
+  IntegrityReport report;
+  report.full = full;
+  constexpr std::size_t kListed = 50;
+  auto add = [&](std::string line) {
+    if (report.problems.size() < kListed) {
+      report.problems.push_back(std::move(line));
+    } else {
+      ++report.more_problems;
+    }
+  };
+  // SQLite's own check: page structure (and with integrity_check, indexes).
+  DP_ASSIGN_OR_RETURN(auto pragma, db_->Prepare(full ? "PRAGMA integrity_check(100)"
+                                                     : "PRAGMA quick_check(100)"));
+  for (;;) {
+    auto row = pragma.Step();
+    if (!row.ok()) {
+      add("SQLite: " + row.status().message());
+      break;
+    }
+    if (!*row) break;
+    const std::string_view msg = pragma.Text(0);
+    if (msg != "ok") add("SQLite: " + std::string(msg));
+  }
+  if (!full || !report.ok()) return report;  // a broken b-tree is not worth walking
+
+  // Every raw row's checksum, and each stream's highest stored seq.
+  std::unordered_map<std::int64_t, std::int64_t> top_seq;
+  std::vector<std::string> damaged;
+  std::int64_t after = 0;
+  for (;;) {
+    std::int64_t last = after;
+    DP_RETURN_IF_ERROR(ScanRawRows(
+        after, INT64_MAX, 50000,
+        [&](const RawRow& r, const v1::Report&) {
+          ++report.rows_checked;
+          auto& top = top_seq[r.stream_id];
+          top = std::max(top, r.seq);
+        },
+        &last, &damaged));
+    if (last == after) break;
+    after = last;
+  }
+  report.damaged_rows = static_cast<std::int64_t>(damaged.size());
+  report.rows_checked += report.damaged_rows;
+  for (auto& line : damaged) add(std::move(line));
+
+  DP_ASSIGN_OR_RETURN(auto streams, db_->Prepare("SELECT stream_id, last_seq FROM streams"));
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, streams.Step());
+    if (!row) break;
+    const auto it = top_seq.find(streams.Int(0));
+    if (it != top_seq.end() && it->second > streams.Int(1)) {
+      add(fmt::format("stream {}: its watermark is seq {} but seq {} is stored (a resend "
+                      "would be stored twice)",
+                      streams.Int(0), streams.Int(1), it->second));
+    }
+  }
+  DP_ASSIGN_OR_RETURN(auto hists, db_->Prepare("SELECT grain, customer_id, endpoint_id, "
+                                               "bucket_start_ms, metric, hist FROM rollups WHERE "
+                                               "hist IS NOT NULL"));
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, hists.Step());
+    if (!row) break;
+    if (!SparseHistogram::Decode(hists.Blob(5)).ok()) {
+      add(fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, metric {}): its "
+                      "histogram does not decode",
+                      hists.Int(0), hists.Int(1), hists.Int(2), hists.Int(3), hists.Int(4)));
+    }
+  }
+  return report;
 }
 
 Result<Customer> Store::EnsureCustomer(const std::string& name, std::int64_t now_ms) {
@@ -486,7 +630,8 @@ Status Store::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms
             .Bind(4, static_cast<std::int64_t>(seq))
             .Bind(5, std::int64_t{in.report.observed_at_unix_ms()})
             .Bind(6, now_ms)
-            .BindBlob(7, in.bytes);
+            .BindBlob(7, in.bytes)
+            .Bind(8, std::int64_t{Crc32c(0, in.bytes)});
         DP_RETURN_IF_ERROR(insert_report_.Run());
         pending->AddReport(customer_id, endpoint_id, in.report);
         mark = seq;

@@ -21,6 +21,10 @@ namespace deskpulse::collector {
 struct StoreOptions {
   std::string path;
   bool read_only = false;
+  /// Run a quick integrity check when opening (serve does), and refuse a
+  /// damaged store unless `allow_damaged`.
+  bool check_at_open = false;
+  bool allow_damaged = false;
   int raw_retention_days = 14;
   int hourly_retention_days = 93;
   int daily_retention_days = 400;  // 13 months
@@ -43,6 +47,23 @@ struct StreamInfo {
 struct IncomingReport {
   std::string bytes;
   deskpulse::v1::Report report;
+};
+
+/// What an integrity check found (`deskpulse-collector check`).
+struct IntegrityReport {
+  bool full = false;
+  std::vector<std::string> problems;  // the first ones, each naming what is damaged
+  std::uint64_t more_problems = 0;    // beyond those listed
+  std::int64_t rows_checked = 0;      // raw report rows whose checksum was checked
+  std::int64_t damaged_rows = 0;
+  bool ok() const { return problems.empty(); }
+};
+
+/// Counters of the store's own health, as a snapshot.
+struct StoreHealth {
+  /// Raw rows whose body failed its checksum when read back: left out of
+  /// rollups and scores, and logged with the row.
+  std::uint64_t damaged_rows = 0;
 };
 
 /// One batch to commit. acked_through is filled in by CommitBatches.
@@ -110,6 +131,13 @@ class Store {
                                                                   std::int64_t from_ms);
   Result<std::int64_t> CountRawReports();
 
+  // ---- integrity
+  /// SQLite's quick_check (every page readable and well formed), or with
+  /// `full` its integrity_check, every raw row's checksum, every rollup
+  /// histogram and each stream's watermark against its stored rows.
+  Result<IntegrityReport> Check(bool full);
+  StoreHealth health() const { return health_; }
+
   Database* db() { return db_.get(); }
 
  private:
@@ -119,6 +147,21 @@ class Store {
   Status Migrate();
   Status PrepareWriteStatements();
   Status ReplayUnrolled();
+  /// One raw row as read back.
+  struct RawRow {
+    std::int64_t rowid = 0;
+    std::int64_t customer_id = 0;
+    std::int64_t endpoint_id = 0;
+    std::int64_t stream_id = 0;
+    std::int64_t seq = 0;
+  };
+  /// The one way raw rows are read back: rows in (after, through], at most
+  /// `limit`, in rowid order; each body's checksum is checked and a damaged
+  /// row is counted, logged with the row and skipped, never handed to `fn`.
+  /// `last` is the last rowid seen, damaged or not.
+  template <typename Fn>
+  Status ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit, Fn&& fn,
+                     std::int64_t* last, std::vector<std::string>* damaged = nullptr);
   Result<StreamInfo> RegisterInTx(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
                                   std::int64_t now_ms);
   StreamInfo Adopt(StreamInfo info);
@@ -139,6 +182,7 @@ class Store {
   std::int64_t last_committed_rowid_ = 0;
   bool rollups_need_replay_ = false;
   std::array<std::int64_t, kRollupSlices> marks_{};  // rolled-up-through rowid per slice
+  StoreHealth health_;
 };
 
 /// Hex SHA-256 of a token, as stored.

@@ -65,10 +65,10 @@ class StoreTest : public ::testing::Test {
 TEST_F(StoreTest, MigratesAFreshFileAndReopens) {
   {
     auto s = Open();
-    EXPECT_EQ(s->schema_version(), 2);
+    EXPECT_EQ(s->schema_version(), 3);
   }
   auto again = Open();
-  EXPECT_EQ(again->schema_version(), 2);
+  EXPECT_EQ(again->schema_version(), 3);
   auto ro = Store::Open({.path = dir_.File("store.db"), .read_only = true});
   ASSERT_TRUE(ro.ok());
 }
@@ -227,10 +227,11 @@ TEST_F(StoreTest, DeviceInstancesKeepTheAgentsCatalogVerdict) {
 
     // Back to schema v1, as a collector before verdicts left it.
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE peripheral_instances DROP COLUMN catalog").ok());
+    ASSERT_TRUE(s->db()->Exec("ALTER TABLE reports DROP COLUMN body_crc").ok());
     ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=1 WHERE key='schema_version'").ok());
   }
   auto s = Open();
-  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(s->schema_version(), 3);
   auto got = s->LoadPeripheralInstances(customer, kNow - kDayMs);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   ASSERT_EQ(got->size(), 1u);
