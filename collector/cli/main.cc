@@ -10,12 +10,12 @@
 #include <iostream>
 #include <optional>
 
+#include "collector/app/serve_config.h"
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
 #include "collector/reports/peripherals.h"
 #include "collector/reports/scores.h"
 #include "collector/store/store.h"
-#include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/common/catalog.h"
 #include "deskpulse/common/config.h"
 #include "deskpulse/common/exit_codes.h"
@@ -38,114 +38,14 @@ int Fail(const dp::Status& s) {
   return dp::ExitCodeFor(s);
 }
 
-struct ServeFlags {
-  std::string db;
-  std::string listen;
-  std::string http;
-  std::string config;
-  std::string port_file;
-  std::string tls_cert;
-  std::string tls_key;
-  bool plaintext = false;
-  std::string log_level = "info";
-  std::string log_file;
-};
-
-// Reads the [store], [ingest] and [log] tables; flags given on the command line win.
-dp::Status LoadServeConfig(const ServeFlags& flags, dc::StoreOptions* store,
-                           dc::IngestOptions* ingest, dc::WriterOptions* writer,
-                           std::string* log_level, std::string* log_file) {
-  std::string listen = "127.0.0.1:7741";
-  dp::TlsOptions tls;
-  bool plaintext = false;
-  if (!flags.config.empty()) {
-    DP_ASSIGN_OR_RETURN(auto cfg, dp::ConfigReader::FromFile(flags.config));
-    std::int64_t v = 0;
-    DP_RETURN_IF_ERROR(cfg.GetString("store.path", &store->path));
-    v = store->raw_retention_days;
-    DP_RETURN_IF_ERROR(cfg.GetInt("store.raw_retention_days", 1, 3650, &v));
-    store->raw_retention_days = static_cast<int>(v);
-    v = store->hourly_retention_days;
-    DP_RETURN_IF_ERROR(cfg.GetInt("store.hourly_retention_days", 1, 3650, &v));
-    store->hourly_retention_days = static_cast<int>(v);
-    v = store->daily_retention_days;
-    DP_RETURN_IF_ERROR(cfg.GetInt("store.daily_retention_days", 1, 3650, &v));
-    store->daily_retention_days = static_cast<int>(v);
-    v = writer->checkpoint_interval.count();
-    DP_RETURN_IF_ERROR(cfg.GetInt("store.checkpoint_interval_ms", 10, 60'000, &v));
-    writer->checkpoint_interval = std::chrono::milliseconds(v);
-
-    DP_RETURN_IF_ERROR(cfg.GetString("ingest.listen", &listen));
-    DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_cert_file", &tls.cert_file));
-    DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_key_file", &tls.key_file));
-    DP_RETURN_IF_ERROR(cfg.GetBool("ingest.plaintext", &plaintext));
-    DP_RETURN_IF_ERROR(cfg.GetString("ingest.node_name", &ingest->node_name));
-    v = ingest->max_frame_bytes;
-    DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_frame_bytes", 1024, 64 << 20, &v));
-    ingest->max_frame_bytes = static_cast<std::uint32_t>(v);
-    v = ingest->max_batch_reports;
-    DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_batch_reports", 1, 100000, &v));
-    ingest->max_batch_reports = static_cast<std::uint32_t>(v);
-    v = ingest->max_inflight_batches;
-    DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_inflight_batches", 1, 1024, &v));
-    ingest->max_inflight_batches = static_cast<int>(v);
-    double secs = static_cast<double>(ingest->idle_timeout.count()) / 1000;
-    DP_RETURN_IF_ERROR(cfg.GetDouble("ingest.idle_timeout_s", 0.1, 86400, &secs));
-    ingest->idle_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(secs * 1000));
-    secs = static_cast<double>(ingest->frame_timeout.count()) / 1000;
-    DP_RETURN_IF_ERROR(cfg.GetDouble("ingest.frame_timeout_s", 0.1, 3600, &secs));
-    ingest->frame_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(secs * 1000));
-    double ms = static_cast<double>(writer->group_commit_window.count()) / 1000;
-    DP_RETURN_IF_ERROR(cfg.GetDouble("ingest.group_commit_ms", 0, 1000, &ms));
-    writer->group_commit_window = std::chrono::microseconds(static_cast<std::int64_t>(ms * 1000));
-    v = static_cast<std::int64_t>(writer->group_commit_reports);
-    DP_RETURN_IF_ERROR(cfg.GetInt("ingest.group_commit_reports", 1, 1'000'000, &v));
-    writer->group_commit_reports = static_cast<std::size_t>(v);
-
-    DP_RETURN_IF_ERROR(cfg.GetString("log.level", log_level));
-    DP_RETURN_IF_ERROR(cfg.GetString("log.file", log_file));
-    DP_RETURN_IF_ERROR(cfg.CheckNoUnknownKeys());
-  }
-  if (!flags.db.empty()) store->path = flags.db;
-  if (!flags.listen.empty()) listen = flags.listen;
-  if (flags.log_level != "info") *log_level = flags.log_level;
-  if (!flags.log_file.empty()) *log_file = flags.log_file;
-  if (store->path.empty()) return dp::InvalidArgument("--db (or store.path) is required");
-  DP_ASSIGN_OR_RETURN(auto hp, dp::ParseHostPort(listen, "--listen"));
-  ingest->host = hp.host;
-  ingest->port = hp.port;
-
-  // TLS unless told otherwise; plain TCP only on loopback or when asked for.
-  if (!flags.tls_cert.empty()) tls.cert_file = flags.tls_cert;
-  if (!flags.tls_key.empty()) tls.key_file = flags.tls_key;
-  plaintext = plaintext || flags.plaintext;
-  if (tls.cert_file.empty() != tls.key_file.empty()) {
-    return dp::InvalidArgument("--tls-cert and --tls-key go together");
-  }
-  if (!tls.cert_file.empty()) {
-    if (plaintext) return dp::InvalidArgument("--plaintext contradicts --tls-cert/--tls-key");
-    DP_ASSIGN_OR_RETURN(ingest->tls, dp::MakeServerTlsContext(tls));
-  } else if (!plaintext && !dp::IsLoopbackHost(ingest->host)) {
-    return dp::InvalidArgument(
-        "--listen " + listen + " is not a loopback address: agents' credentials would cross the "
-        "network in clear. Give --tls-cert and --tls-key, or --plaintext to allow that "
-        "explicitly");
-  }
-  return dp::Status::Ok();
-}
-
-int Serve(const ServeFlags& flags) {
-  dc::StoreOptions store_opts;
-  dc::IngestOptions ingest_opts;
-  dc::WriterOptions writer_opts;
-  std::string level = "info";
-  std::string log_file;
-  if (auto s = LoadServeConfig(flags, &store_opts, &ingest_opts, &writer_opts, &level, &log_file);
-      !s.ok()) {
-    std::cerr << "deskpulse-collector: " << s.message() << "\n";
+int Serve(const dc::ServeFlags& flags) {
+  auto config = dc::LoadServeConfig(flags);
+  if (!config.ok()) {
+    std::cerr << "deskpulse-collector: " << config.status().message() << "\n";
     return dp::kExitUsage;
   }
-  if (auto s = dp::SetUpLogging("collector", level, log_file); !s.ok()) {
+  dc::ServeConfig& c = *config;
+  if (auto s = dp::SetUpLogging("collector", c.log_level, c.log_file); !s.ok()) {
     std::cerr << "deskpulse-collector: " << s.message() << "\n";
     return dp::kExitUsage;
   }
@@ -153,16 +53,18 @@ int Serve(const ServeFlags& flags) {
     spdlog::error("--http: the HTTP API and dashboard are not in this version yet");
     return dp::kExitUsage;
   }
-  auto store = dc::Store::Open(store_opts);
+  const std::string fds = dc::RaiseDescriptorLimit();
+  auto store = dc::Store::Open(c.store);
   if (!store.ok()) {
     spdlog::error("store: {}", store.status().message());
     return dp::ExitCodeFor(store.status());
   }
-  dc::Writer writer(std::move(store).value(), writer_opts);
+  dc::Store* store_view = store->get();
+  dc::Writer writer(std::move(store).value(), c.writer);
   writer.Start();
 
   asio::io_context io(1);
-  dc::IngestServer server(io, ingest_opts, writer);
+  dc::IngestServer server(io, c.ingest, writer);
   if (auto s = server.Listen(); !s.ok()) {
     spdlog::error("{}", s.message());
     writer.Stop();
@@ -172,8 +74,9 @@ int Serve(const ServeFlags& flags) {
   if (!flags.port_file.empty()) {
     std::ofstream(flags.port_file) << server.port() << "\n";
   }
-  spdlog::info("listening on {}:{} ({}), store {}", ingest_opts.host, server.port(),
-               ingest_opts.tls ? "TLS" : "plain TCP", store_opts.path);
+  spdlog::info("listening on {}:{} ({}), store {}; {}, at most {} connections", c.ingest.host,
+               server.port(), c.ingest.tls ? "TLS" : "plain TCP", c.store.path, fds,
+               server.options().max_connections);
 
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const asio::error_code& ec, int sig) {
@@ -190,6 +93,19 @@ int Serve(const ServeFlags& flags) {
                "handshakes",
                ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted,
                is.protocol_errors, is.auth_failures, is.timeouts, is.tls_failures);
+  spdlog::info("limits: {} connections refused at accept, {} not-yet-welcomed connections "
+               "evicted, {} refusals answered late, {} peers locked out, {} reads paused for "
+               "memory",
+               is.connections_refused, is.pending_evicted, is.auth_delayed, is.auth_lockouts,
+               is.read_pauses);
+  if (is.streams_behind_agents > 0) {
+    spdlog::error("{} streams were behind their agents: the store had lost {} acknowledged "
+                  "reports (agents resent what they still held)",
+                  is.streams_behind_agents, is.reports_forgotten);
+  }
+  if (const auto h = store_view->health(); h.damaged_rows > 0) {
+    spdlog::error("{} damaged report rows were left out of the rollups", h.damaged_rows);
+  }
   if (is.ack_us.TotalWeight() > 0) {
     spdlog::info("ack latency at the collector (batch received → ack sent): p50 {:.1f} ms "
                  "p99 {:.1f} ms max {:.1f} ms",
@@ -205,6 +121,37 @@ int Serve(const ServeFlags& flags) {
   }
   spdlog::default_logger()->flush();
   return ws.commit_failures > 0 ? dp::kExitStore : dp::kExitOk;
+}
+
+int Check(const std::string& db, bool quick) {
+  (void)dp::SetUpLogging("collector", "off");
+  std::error_code ec;
+  if (!std::filesystem::exists(db, ec)) return Fail(dp::NotFound("no store at " + db));
+  auto store = dc::Store::Open({.path = db, .read_only = true});
+  if (!store.ok()) {
+    std::cout << db << ": cannot be opened: " << store.status().message() << "\n";
+    return dp::kExitDamaged;
+  }
+  auto report = (*store)->Check(!quick);
+  if (!report.ok()) {
+    std::cout << db << ": the check failed: " << report.status().message() << "\n";
+    return dp::kExitDamaged;
+  }
+  if (report->ok()) {
+    std::cout << db << ": ok (" << (quick ? "quick check" : "full check") << "; "
+              << report->rows_checked << " report rows checked)\n";
+    return dp::kExitOk;
+  }
+  std::cout << db << ": DAMAGED\n";
+  for (const auto& p : report->problems) std::cout << "  " << p << "\n";
+  if (report->more_problems > 0) std::cout << "  ... and " << report->more_problems << " more\n";
+  if (report->full) {
+    std::cout << report->damaged_rows << " of " << report->rows_checked
+              << " report rows are damaged\n";
+  }
+  std::cout << "Restore the store from a backup. To keep collecting into it meanwhile, start "
+               "serve with --allow-damaged: damaged rows are left out of scores.\n";
+  return dp::kExitDamaged;
 }
 
 int TokenCreate(const std::string& db, const std::string& customer) {
@@ -280,9 +227,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 internal error, 2 bad usage or config, 3 store error, 4 network "
-      "error, 5 not found, 6 credential refused.");
+      "error, 5 not found, 6 credential refused, 8 the store is damaged.");
 
-  ServeFlags serve;
+  dc::ServeFlags serve;
   auto* s = app.add_subcommand("serve", "Receive reports from agents until SIGTERM");
   s->add_option("--db", serve.db, "SQLite database file (created if missing)");
   s->add_option("--listen", serve.listen, "HOST:PORT for agents (default 127.0.0.1:7741)");
@@ -294,6 +241,8 @@ int main(int argc, char** argv) {
   s->add_option("--tls-key", serve.tls_key, "PEM private key of --tls-cert");
   s->add_flag("--plaintext", serve.plaintext,
               "accept plain TCP on a non-loopback address (loopback is always allowed)");
+  s->add_flag("--allow-damaged", serve.allow_damaged,
+              "serve even if the start-up check finds the store damaged");
   s->add_option("--log-level", serve.log_level, "trace, debug, info, warn, error");
   s->add_option("--log-file", serve.log_file, "also write the log to this file");
 
@@ -328,6 +277,14 @@ int main(int argc, char** argv) {
   pe->add_option("--window-days", periph_days, "days analysed, ending today (default 30)")
       ->check(CLI::Range(1, 400));
 
+  std::string check_db;
+  bool check_quick = false;
+  auto* ck = app.add_subcommand(
+      "check", "Check the store for damage: SQLite's integrity check, every report's checksum, "
+               "rollups and watermarks; exit 0 when sound, 8 when damaged");
+  ck->add_option("--db", check_db, "SQLite database file")->required();
+  ck->add_flag("--quick", check_quick, "only SQLite's quick check (what serve runs at start)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -336,6 +293,7 @@ int main(int argc, char** argv) {
   }
   if (s->parsed()) return Serve(serve);
   if (create->parsed()) return TokenCreate(token_db, customer);
+  if (ck->parsed()) return Check(check_db, check_quick);
   if (sc->parsed()) return Scores(scores_db, json, window_days);
   if (pe->parsed()) {
     return Peripherals(periph_db, periph_customer, periph_catalog, periph_json, periph_days);

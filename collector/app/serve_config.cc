@@ -1,0 +1,163 @@
+#include "collector/app/serve_config.h"
+
+#include <sys/resource.h>
+
+#include <fmt/format.h>
+
+#include "deskpulse/common/config.h"
+#include "deskpulse/common/host_port.h"
+#include "deskpulse/common/tls_openssl.h"
+
+namespace deskpulse::collector {
+namespace {
+
+// One key in seconds (fractions allowed) into a duration in milliseconds.
+Status GetSeconds(ConfigReader& cfg, std::string_view key, double min, double max,
+                  std::chrono::milliseconds* out) {
+  double secs = static_cast<double>(out->count()) / 1000;
+  DP_RETURN_IF_ERROR(cfg.GetDouble(key, min, max, &secs));
+  *out = std::chrono::milliseconds(static_cast<std::int64_t>(secs * 1000));
+  return Status::Ok();
+}
+
+template <typename T>
+Status GetCount(ConfigReader& cfg, std::string_view key, std::int64_t min, std::int64_t max,
+                T* out) {
+  auto v = static_cast<std::int64_t>(*out);
+  DP_RETURN_IF_ERROR(cfg.GetInt(key, min, max, &v));
+  *out = static_cast<T>(v);
+  return Status::Ok();
+}
+
+Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptions* tls,
+                bool* plaintext) {
+  StoreOptions& st = c->store;
+  IngestOptions& in = c->ingest;
+  WriterOptions& w = c->writer;
+  DP_RETURN_IF_ERROR(cfg.GetString("store.path", &st.path));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "store.raw_retention_days", 1, 3650, &st.raw_retention_days));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "store.hourly_retention_days", 1, 3650, &st.hourly_retention_days));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "store.daily_retention_days", 1, 3650, &st.daily_retention_days));
+  // At most 10 s: the WAL is the only durable copy of what was acknowledged
+  // since the last checkpoint (docs/operations.md).
+  std::int64_t checkpoint = w.checkpoint_interval.count();
+  DP_RETURN_IF_ERROR(cfg.GetInt("store.checkpoint_interval_ms", 10, 10'000, &checkpoint));
+  w.checkpoint_interval = std::chrono::milliseconds(checkpoint);
+
+  DP_RETURN_IF_ERROR(cfg.GetString("ingest.listen", listen));
+  DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_cert_file", &tls->cert_file));
+  DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_key_file", &tls->key_file));
+  DP_RETURN_IF_ERROR(cfg.GetBool("ingest.plaintext", plaintext));
+  DP_RETURN_IF_ERROR(cfg.GetString("ingest.node_name", &in.node_name));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_frame_bytes", 1024, 64 << 20, &in.max_frame_bytes));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "ingest.max_hello_frame_bytes", 1024, 64 << 10, &in.max_hello_frame_bytes));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "ingest.max_batch_reports", 1, 100000, &in.max_batch_reports));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "ingest.max_inflight_batches", 1, 1024, &in.max_inflight_batches));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.handshake_timeout_s", 0.1, 300,
+                                &in.handshake_timeout));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.idle_timeout_s", 0.1, 86400, &in.idle_timeout));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.frame_timeout_s", 0.1, 3600, &in.frame_timeout));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "ingest.max_connections", 1, 10'000'000, &in.max_connections));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_pending_connections", 1, 1'000'000,
+                              &in.max_pending_connections));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_pending_per_peer", 1, 1'000'000,
+                              &in.max_pending_per_peer));
+  std::int64_t buffered_mib = static_cast<std::int64_t>(in.max_buffered_bytes >> 20);
+  DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_buffered_mib", 1, 1 << 20, &buffered_mib));
+  in.max_buffered_bytes = static_cast<std::uint64_t>(buffered_mib) << 20;
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.auth_failures_before_delay", 0, 1'000'000,
+                              &in.auth.failures_before_delay));
+  std::int64_t delay = in.auth.delay.count();
+  DP_RETURN_IF_ERROR(cfg.GetInt("ingest.auth_failure_delay_ms", 0, 60'000, &delay));
+  in.auth.delay = std::chrono::milliseconds(delay);
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.auth_failures_before_lockout", 0, 1'000'000,
+                              &in.auth.failures_before_lockout));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.auth_failure_window_s", 1, 86400, &in.auth.window));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.auth_lockout_s", 1, 86400, &in.auth.lockout));
+  double ms = static_cast<double>(w.group_commit_window.count()) / 1000;
+  DP_RETURN_IF_ERROR(cfg.GetDouble("ingest.group_commit_ms", 0, 1000, &ms));
+  w.group_commit_window = std::chrono::microseconds(static_cast<std::int64_t>(ms * 1000));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "ingest.group_commit_reports", 1, 1'000'000, &w.group_commit_reports));
+
+  DP_RETURN_IF_ERROR(cfg.GetString("log.level", &c->log_level));
+  DP_RETURN_IF_ERROR(cfg.GetString("log.file", &c->log_file));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(cfg, "log.summary_interval_s", 1, 3600, &in.log_summary_interval));
+  return cfg.CheckNoUnknownKeys();
+}
+
+}  // namespace
+
+Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
+  ServeConfig c;
+  c.store.check_at_open = true;
+  std::string listen = "127.0.0.1:7741";
+  TlsOptions tls;
+  bool plaintext = false;
+  if (!flags.config.empty()) {
+    DP_ASSIGN_OR_RETURN(auto cfg, ConfigReader::FromFile(flags.config));
+    DP_RETURN_IF_ERROR(ReadFile(cfg, &c, &listen, &tls, &plaintext));
+  }
+  if (!flags.db.empty()) c.store.path = flags.db;
+  c.store.allow_damaged = flags.allow_damaged;
+  if (!flags.listen.empty()) listen = flags.listen;
+  if (flags.log_level != "info") c.log_level = flags.log_level;
+  if (!flags.log_file.empty()) c.log_file = flags.log_file;
+  if (c.store.path.empty()) return InvalidArgument("--db (or store.path) is required");
+  if (c.ingest.max_pending_per_peer > c.ingest.max_pending_connections) {
+    return InvalidArgument(fmt::format(
+        "ingest.max_pending_per_peer ({}) is above ingest.max_pending_connections ({})",
+        c.ingest.max_pending_per_peer, c.ingest.max_pending_connections));
+  }
+  if (c.ingest.max_hello_frame_bytes > c.ingest.max_frame_bytes) {
+    return InvalidArgument(fmt::format(
+        "ingest.max_hello_frame_bytes ({}) is above ingest.max_frame_bytes ({})",
+        c.ingest.max_hello_frame_bytes, c.ingest.max_frame_bytes));
+  }
+  DP_ASSIGN_OR_RETURN(auto hp, ParseHostPort(listen, "--listen"));
+  c.ingest.host = hp.host;
+  c.ingest.port = hp.port;
+
+  // TLS unless told otherwise; plain TCP only on loopback or when asked for.
+  if (!flags.tls_cert.empty()) tls.cert_file = flags.tls_cert;
+  if (!flags.tls_key.empty()) tls.key_file = flags.tls_key;
+  plaintext = plaintext || flags.plaintext;
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return InvalidArgument("--tls-cert and --tls-key go together");
+  }
+  if (!tls.cert_file.empty()) {
+    if (plaintext) return InvalidArgument("--plaintext contradicts --tls-cert/--tls-key");
+    DP_ASSIGN_OR_RETURN(c.ingest.tls, MakeServerTlsContext(tls));
+  } else if (!plaintext && !IsLoopbackHost(c.ingest.host)) {
+    return InvalidArgument(
+        "--listen " + listen + " is not a loopback address: agents' credentials would cross the "
+        "network in clear. Give --tls-cert and --tls-key, or --plaintext to allow that "
+        "explicitly");
+  }
+  return c;
+}
+
+std::string RaiseDescriptorLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return "descriptor limit unknown";
+  if (rl.rlim_cur >= rl.rlim_max) {
+    return fmt::format("descriptor limit {}", static_cast<std::uint64_t>(rl.rlim_cur));
+  }
+  const auto before = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    return fmt::format("descriptor limit {} (could not raise it to {})",
+                       static_cast<std::uint64_t>(before), static_cast<std::uint64_t>(rl.rlim_max));
+  }
+  return fmt::format("descriptor limit {} (raised from {})", static_cast<std::uint64_t>(rl.rlim_cur),
+                     static_cast<std::uint64_t>(before));
+}
+
+}  // namespace deskpulse::collector

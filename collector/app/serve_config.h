@@ -1,0 +1,44 @@
+#pragma once
+
+#include <string>
+
+#include "collector/ingest/server.h"
+#include "collector/ingest/writer.h"
+#include "collector/store/store.h"
+#include "deskpulse/common/status.h"
+
+namespace deskpulse::collector {
+
+/// The `serve` flags (the command line wins over the config file).
+struct ServeFlags {
+  std::string db;
+  std::string listen;
+  std::string http;
+  std::string config;
+  std::string port_file;
+  std::string tls_cert;
+  std::string tls_key;
+  bool plaintext = false;
+  bool allow_damaged = false;
+  std::string log_level = "info";
+  std::string log_file;
+};
+
+/// Everything `serve` runs with, validated.
+struct ServeConfig {
+  StoreOptions store;
+  IngestOptions ingest;
+  WriterOptions writer;
+  std::string log_level = "info";
+  std::string log_file;
+};
+
+/// Reads the [store], [ingest] and [log] tables of `flags.config` (every key
+/// optional; unknown keys and bad values are errors naming the key), then
+/// applies the flags, and checks TLS versus plain TCP.
+Result<ServeConfig> LoadServeConfig(const ServeFlags& flags);
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns a line for the log.
+std::string RaiseDescriptorLimit();
+
+}  // namespace deskpulse::collector
