@@ -44,6 +44,7 @@ class IngestTest : public ::testing::Test {
     opts.port = 0;
     opts.idle_timeout = 3s;
     opts.frame_timeout = 1s;
+    opts.handshake_timeout = 2s;
     opts.max_batch_reports = 50;
     Configure(&opts);
     server_ = std::make_unique<IngestServer>(io_, opts, *writer_);
@@ -68,6 +69,13 @@ class IngestTest : public ::testing::Test {
     io_.stop();
     io_thread_.join();
     writer_->Stop();
+  }
+
+  /// The server's counters, read on its own thread.
+  IngestStats Stats() {
+    std::promise<IngestStats> got;
+    asio::post(io_, [&] { got.set_value(server_->stats()); });
+    return got.get_future().get();
   }
 
   std::int64_t StoredRows() {
@@ -139,16 +147,99 @@ TEST_F(IngestTest, GarbageFrameGetsMalformedErrorAndOthersAreServed) {
 }
 
 TEST_F(IngestTest, LengthOfTwoToThe31IsRefusedByItsHeader) {
+  // Before the Hello is accepted only small frames are taken ...
   RawClient c(port());
   ASSERT_TRUE(c.SendBytes(std::string("\x80\x00\x00\x00", 4)));
-  ExpectError(c, v1::ERROR_CODE_FRAME_TOO_LARGE, "over the limit of 1048576 bytes");
+  ExpectError(c, v1::ERROR_CODE_FRAME_TOO_LARGE,
+              "over the limit of 8192 bytes until a Hello is accepted");
+  // ... and after it, frames up to the full limit.
+  RawClient welcomed(port());
+  Handshake(welcomed, "agent-big-frame");
+  ASSERT_TRUE(welcomed.SendBytes(std::string("\x80\x00\x00\x00", 4)));
+  ExpectError(welcomed, v1::ERROR_CODE_FRAME_TOO_LARGE, "over the limit of 1048576 bytes");
+}
+
+TEST_F(IngestTest, OversizedHostFactsAreRefusedNamingTheField) {
+  // 900 KB of hostname cannot even be sent before the Hello is accepted.
+  RawClient huge(port());
+  auto hello = HelloEnvelope(token_, "agent-huge");
+  hello.mutable_hello()->mutable_host()->set_hostname(std::string(900'000, 'h'));
+  std::string frame;
+  ASSERT_TRUE(AppendFrame(hello, &frame).ok());
+  // The length prefix and a little: it is refused on its length alone.
+  ASSERT_TRUE(huge.SendBytes(frame.substr(0, 100)));
+  ExpectError(huge, v1::ERROR_CODE_FRAME_TOO_LARGE, "until a Hello is accepted");
+  // One that fits the frame still has to fit each field.
+  RawClient long_name(port());
+  hello.mutable_hello()->mutable_host()->set_hostname(std::string(300, 'h'));
+  ASSERT_TRUE(long_name.Send(hello));
+  ExpectError(long_name, v1::ERROR_CODE_PROTOCOL_VIOLATION,
+              "host.hostname is 300 bytes, over the limit of 255");
+  RawClient long_site(port());
+  hello.mutable_hello()->mutable_host()->set_hostname("ok");
+  hello.mutable_hello()->mutable_host()->set_site(std::string(129, 's'));
+  ASSERT_TRUE(long_site.Send(hello));
+  ExpectError(long_site, v1::ERROR_CODE_PROTOCOL_VIOLATION, "host.site is 129 bytes");
+  StopServer();
+  auto s = Store::Open({.path = db_path(), .read_only = true});
+  ASSERT_TRUE(s.ok());
+  auto st = (*s)->db()->Prepare("SELECT count(*) FROM endpoints");
+  ASSERT_TRUE(st.ok() && *st->Step());
+  EXPECT_EQ(st->Int(0), 0) << "nothing of a refused Hello is stored";
+}
+
+TEST_F(IngestTest, SeqOfTwoToThe63IsABadReport) {
+  RawClient c(port());
+  Handshake(c, "agent-seq");
+  ASSERT_TRUE(c.Send(BatchEnvelope(1, 2, NowMs())));
+  auto ack = c.Read();
+  ASSERT_TRUE(ack && ack->has_ack());
+  ASSERT_TRUE(c.Send(BatchEnvelope(std::uint64_t{1} << 63, std::uint64_t{1} << 63, NowMs())));
+  ExpectError(c, v1::ERROR_CODE_BAD_REPORT, "seq 9223372036854775808 is outside 1 .. 2^63 - 1");
+  // The stream still takes what follows: its watermark did not wrap.
+  RawClient again(port());
+  EXPECT_EQ(Handshake(again, "agent-seq").last_acked_seq(), 2u);
+  ASSERT_TRUE(again.Send(BatchEnvelope(3, 3, NowMs())));
+  ack = again.Read();
+  ASSERT_TRUE(ack && ack->has_ack());
+  EXPECT_EQ(ack->ack().acked_through_seq(), 3u);
+}
+
+TEST_F(IngestTest, OversizedReportFieldIsABadReportNamingIt) {
+  RawClient c(port());
+  Handshake(c, "agent-fields");
+  auto batch = BatchEnvelope(1, 3, NowMs());
+  v1::Report r;
+  ASSERT_TRUE(r.ParseFromString(batch.batch().reports(1)));
+  r.add_peripherals()->set_name(std::string(600, 'n'));
+  r.add_peripherals()->set_name(std::string(513, 'n'));
+  batch.mutable_batch()->set_reports(1, r.SerializeAsString());
+  ASSERT_TRUE(c.Send(batch));
+  ExpectError(c, v1::ERROR_CODE_BAD_REPORT,
+              "report #1 (seq 2): peripherals[0].name is 600 bytes, over the limit of 512");
+  StopServer();
+  EXPECT_EQ(StoredRows(), 0);
+}
+
+TEST_F(IngestTest, HelloAcknowledgedAboveTheStoreIsCounted) {
+  // An agent that was acknowledged through 50 finds a store with nothing:
+  // the store lost acknowledged reports.
+  RawClient c(port());
+  auto hello = HelloEnvelope(token_, "agent-remembers");
+  hello.mutable_hello()->set_acked_through_seq(50);
+  ASSERT_TRUE(c.Send(hello));
+  auto w = c.Read();
+  ASSERT_TRUE(w && w->has_welcome());
+  EXPECT_EQ(w->welcome().last_acked_seq(), 0u);
+  EXPECT_EQ(Stats().streams_behind_agents, 1u);
+  EXPECT_EQ(Stats().reports_forgotten, 50u);
 }
 
 TEST_F(IngestTest, UnknownTokenIsRefused) {
   RawClient c(port());
   ASSERT_TRUE(c.Send(HelloEnvelope("dpt_not-a-real-token", "agent-x")));
   ExpectError(c, v1::ERROR_CODE_UNAUTHENTICATED, "unknown or revoked enrollment token");
-  EXPECT_EQ(server_->stats().auth_failures, 1u);
+  EXPECT_EQ(Stats().auth_failures, 1u);
 }
 
 TEST_F(IngestTest, BatchBeforeHelloIsAProtocolViolation) {
@@ -212,12 +303,18 @@ TEST_F(IngestTest, SlowClientTimesOutWhileAnotherIsServed) {
     slow.SendBytes(hello.substr(i, 1));
   }
   ExpectError(slow, v1::ERROR_CODE_TIMEOUT, "frame not completed within 1 s");
-  EXPECT_EQ(server_->stats().timeouts, 1u);
+  EXPECT_EQ(Stats().timeouts, 1u);
 }
 
-TEST_F(IngestTest, SilentConnectionHitsTheIdleTimeout) {
+TEST_F(IngestTest, SilentConnectionHitsTheHandshakeTimeout) {
   RawClient c(port());
-  ExpectError(c, v1::ERROR_CODE_TIMEOUT, "idle timeout");
+  ExpectError(c, v1::ERROR_CODE_TIMEOUT, "no Hello accepted within 2 s of connecting");
+}
+
+TEST_F(IngestTest, WelcomedConnectionHitsTheIdleTimeout) {
+  RawClient c(port());
+  Handshake(c, "agent-idle");
+  ExpectError(c, v1::ERROR_CODE_TIMEOUT, "no frame within 3 s (idle timeout)");
 }
 
 TEST_F(IngestTest, DrainAcksWhatWasSentThenSaysGoodbye) {
@@ -246,14 +343,32 @@ class MemoryQueue : public agent::ReportQueue {
       v1::Report r;
       r.set_seq(s);
       r.set_observed_at_unix_ms(NowMs());
-      if (pad > 0) {
+      // Padding within the wire's field limits (512 bytes a reason).
+      for (std::size_t left = pad; left > 0;) {
+        const std::size_t n = std::min<std::size_t>(left, 500);
         auto* u = r.add_unavailable();
         u->set_measurement("padding");
-        u->set_reason(std::string(pad, static_cast<char>('a' + s % 26)));
+        u->set_reason(std::string(n, static_cast<char>('a' + s % 26)));
+        left -= n;
       }
       q_.emplace_back(s, r.SerializeAsString());
     }
   }
+  /// Report `seq` breaks the collector's field limits.
+  void Spoil(std::uint64_t seq) {
+    for (auto& [s, bytes] : q_) {
+      if (s != seq) continue;
+      v1::Report r;
+      r.ParseFromString(bytes);
+      r.add_unavailable()->set_reason(std::string(600, 'x'));
+      bytes = r.SerializeAsString();
+    }
+  }
+  void Reject(std::uint64_t seq) override {
+    rejected.push_back(seq);
+    Acknowledge(seq);
+  }
+  std::vector<std::uint64_t> rejected;
   void Peek(std::uint64_t after, std::size_t max,
             std::vector<std::pair<std::uint64_t, std::string>>* out) override {
     for (const auto& e : q_) {
@@ -311,20 +426,214 @@ TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
   EXPECT_EQ(StoredRows(), 45);
 }
 
-TEST_F(IngestTest, UplinkStopsRetryingARefusedCredential) {
+TEST_F(IngestTest, UplinkRetriesARefusedCredentialSlowlyAndResumesOnceAccepted) {
   asio::io_context client_io;
   agent::UplinkOptions o;
   o.collector = {"127.0.0.1", port()};
-  o.credential = "dpt_wrong";
+  o.credential = "dpt_restored-later";
   o.agent_id = "refused-agent";
+  o.backoff_min = 10ms;
+  o.refused_backoff_min = 400ms;
+  o.refused_backoff_max = 800ms;
   MemoryQueue q;
   q.Add(1, 3);
   agent::Uplink a(client_io.get_executor(), o, q, 1);
   asio::co_spawn(client_io, a.Run(), asio::detached);
-  client_io.run_for(10s);
+  client_io.run_for(1500ms);
   EXPECT_TRUE(a.refused());
   EXPECT_NE(a.stats().last_error.find("UNAUTHENTICATED"), std::string::npos)
       << a.stats().last_error;
+  // Slowly: a few attempts in 1.5 s, not hundreds at the normal 10 ms backoff.
+  EXPECT_GE(a.stats().refused, 1u);
+  EXPECT_LE(a.stats().refused, 5u);
+  EXPECT_EQ(a.acked_through(), 0u);
+
+  // The credential is restored on the collector's store: the agent gets in.
+  {
+    auto store = Store::Open({.path = db_path()});
+    ASSERT_TRUE(store.ok());
+    auto tx = (*store)->db()->Prepare(
+        "INSERT INTO tokens(token_hash, customer_id, created_ms) SELECT ?, customer_id, 0 "
+        "FROM customers WHERE name='Northwind'");
+    ASSERT_TRUE(tx.ok());
+    ASSERT_TRUE(tx->Bind(1, HashToken(o.credential)).Run().ok());
+  }
+  RunUntilDrained(client_io, a, q);
+  EXPECT_EQ(a.acked_through(), 3u) << a.stats().last_error;
+  EXPECT_FALSE(a.refused());
+  StopServer();
+  EXPECT_EQ(StoredRows(), 3);
+}
+
+TEST_F(IngestTest, UplinkDropsTheOneReportTheCollectorRefusesAndSendsTheRest) {
+  asio::io_context client_io;
+  agent::UplinkOptions o;
+  o.collector = {"127.0.0.1", port()};
+  o.credential = token_;
+  o.agent_id = "one-bad-report";
+  o.max_batch_reports = 10;
+  o.backoff_min = 10ms;
+  MemoryQueue q;
+  q.Add(1, 30);
+  q.Spoil(17);
+  agent::Uplink a(client_io.get_executor(), o, q, 1);
+  RunUntilDrained(client_io, a, q);
+  EXPECT_EQ(a.acked_through(), 30u) << a.stats().last_error;
+  EXPECT_EQ(q.rejected, (std::vector<std::uint64_t>{17}));
+  EXPECT_EQ(a.stats().reports_rejected, 1u);
+  EXPECT_GE(a.stats().batches_split, 1u);
+  StopServer();
+  EXPECT_EQ(StoredRows(), 29);
+  auto s = Store::Open({.path = db_path(), .read_only = true});
+  ASSERT_TRUE(s.ok());
+  auto st = (*s)->db()->Prepare("SELECT count(*) FROM reports WHERE seq = 17");
+  ASSERT_TRUE(st.ok() && *st->Step());
+  EXPECT_EQ(st->Int(0), 0);
+}
+
+}  // namespace
+}  // namespace deskpulse::collector
+
+namespace deskpulse::collector {
+namespace {
+
+/// A collector with a small frame limit: the uplink sizes its batches by it.
+class SmallFrameTest : public IngestTest {
+ protected:
+  void Configure(IngestOptions* opts) override {
+    opts->max_frame_bytes = 16 * 1024;
+    opts->max_batch_reports = 100;
+  }
+};
+
+TEST_F(SmallFrameTest, UplinkFitsBatchesToTheFrameLimitAndDropsAReportThatNeverFits) {
+  asio::io_context client_io;
+  agent::UplinkOptions o;
+  o.collector = {"127.0.0.1", port()};
+  o.credential = token_;
+  o.agent_id = "small-frames";
+  o.backoff_min = 10ms;
+  MemoryQueue q;
+  q.Add(1, 40, 3000);  // ~3 KB each: five to a 16 KB frame
+  q.Add(41, 41, 20000);
+  q.Add(42, 45, 100);
+  agent::Uplink a(client_io.get_executor(), o, q, 1);
+  RunUntilDrained(client_io, a, q);
+  EXPECT_EQ(a.acked_through(), 45u) << a.stats().last_error;
+  EXPECT_EQ(a.stats().errors_received, 0u) << "no FRAME_TOO_LARGE: batches fit the limit";
+  EXPECT_GE(a.stats().batches_sent, 8u);
+  EXPECT_EQ(q.rejected, (std::vector<std::uint64_t>{41}));
+  StopServer();
+  EXPECT_EQ(StoredRows(), 44);
+}
+
+/// Small caps, to hit each one with a handful of connections.
+class LimitsTest : public IngestTest {
+ protected:
+  void Configure(IngestOptions* opts) override {
+    opts->max_pending_per_peer = 4;
+    opts->max_pending_connections = 6;
+    opts->auth.failures_before_delay = 3;
+    opts->auth.delay = 50ms;
+    opts->auth.failures_before_lockout = 8;
+    opts->auth.lockout = 60s;
+  }
+};
+
+TEST_F(LimitsTest, PeerOverItsPendingCapIsRefusedWhileOthersAreServed) {
+  std::vector<std::unique_ptr<RawClient>> silent;
+  for (int i = 0; i < 4; ++i) silent.push_back(std::make_unique<RawClient>(port(), "127.0.0.2"));
+  ASSERT_TRUE(silent.back()->SendBytes(std::string(1, '\0')));  // all four are accepted
+  RawClient fifth(port(), "127.0.0.2");
+  EXPECT_FALSE(fifth.Read(2s).has_value()) << "refused before any frame";
+  EXPECT_TRUE(fifth.WaitClosed(2s));
+  RawClient good(port(), "127.0.0.1");
+  EXPECT_EQ(Handshake(good, "good-agent").last_acked_seq(), 0u);
+  EXPECT_GE(Stats().connections_refused, 1u);
+}
+
+TEST_F(LimitsTest, FullPendingPoolEvictsTheHeaviestPeersOldest) {
+  std::vector<std::unique_ptr<RawClient>> heavy, light;
+  for (int i = 0; i < 4; ++i) heavy.push_back(std::make_unique<RawClient>(port(), "127.0.0.2"));
+  for (int i = 0; i < 2; ++i) light.push_back(std::make_unique<RawClient>(port(), "127.0.0.3"));
+  // Let the server accept all six before the seventh arrives.
+  for (int i = 0; i < 100 && Stats().connections_pending < 6; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(Stats().connections_pending, 6u);
+  RawClient good(port(), "127.0.0.1");
+  EXPECT_EQ(Handshake(good, "good-agent").last_acked_seq(), 0u);
+  EXPECT_TRUE(heavy.front()->WaitClosed(2s)) << "the heaviest peer's oldest made room";
+  EXPECT_EQ(Stats().pending_evicted, 1u);
+  EXPECT_FALSE(light.front()->WaitClosed(200ms)) << "the light peer keeps its connections";
+}
+
+TEST_F(LimitsTest, RepeatedFailedLoginsAreSlowedThenLockedOut) {
+  for (int i = 0; i < 8; ++i) {
+    RawClient c(port(), "127.0.0.4");
+    ASSERT_TRUE(c.Send(HelloEnvelope("dpt_guess-" + std::to_string(i), "guesser")));
+    ExpectError(c, v1::ERROR_CODE_UNAUTHENTICATED, "unknown or revoked");
+  }
+  EXPECT_EQ(Stats().auth_failures, 8u);
+  EXPECT_EQ(Stats().auth_delayed, 5u);  // the 4th onwards
+  EXPECT_EQ(Stats().auth_lockouts, 1u);
+  // Locked out: closed at accept, not even a Hello is read.
+  RawClient locked(port(), "127.0.0.4");
+  ASSERT_TRUE(locked.Send(HelloEnvelope(token_, "now-with-a-good-token")));
+  EXPECT_FALSE(locked.Read(2s).has_value());
+  // Other peers are served as before.
+  RawClient good(port(), "127.0.0.1");
+  EXPECT_EQ(Handshake(good, "good-agent").last_acked_seq(), 0u);
+}
+
+/// Memory for frames is capped: a second large frame waits for the first.
+class BufferedBytesTest : public IngestTest {
+ protected:
+  void Configure(IngestOptions* opts) override {
+    opts->max_buffered_bytes = 1u << 20;
+    opts->frame_timeout = 10s;
+  }
+};
+
+TEST_F(BufferedBytesTest, ReadsPauseAtTheCapAndResumeWhenMemoryIsReleased) {
+  RawClient a(port()), b(port());
+  Handshake(a, "agent-a");
+  Handshake(b, "agent-b");
+  // Two batches of ~600 KB: the second is budgeted only once the first is done.
+  auto big = [](std::uint64_t seq) {
+    auto env = BatchEnvelope(seq, seq, NowMs());
+    v1::Report r;
+    r.ParseFromString(env.batch().reports(0));
+    for (int i = 0; i < 160; ++i) {  // ~4 KB each, within every field's limit
+      auto* p = r.add_peripherals();
+      for (int j = 0; j < 32; ++j) p->add_drivers(std::string(60, 'd'));
+      p->set_name(std::string(500, 'n'));
+      p->set_reason(std::string(500, 'r'));
+      p->set_ieee1284_id(std::string(1000, 'i'));
+    }
+    env.mutable_batch()->set_reports(0, r.SerializeAsString());
+    std::string out;
+    EXPECT_TRUE(AppendFrame(env, &out).ok());
+    return out;
+  };
+  const std::string fa = big(1), fb = big(1);
+  ASSERT_GT(fa.size(), 600'000u);
+  ASSERT_TRUE(a.SendBytes(fa.substr(0, fa.size() - 1)));  // all but the last byte
+  for (int i = 0; i < 200 && Stats().buffered_bytes == 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(b.SendBytes(fb));
+  for (int i = 0; i < 200 && Stats().read_pauses == 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GE(Stats().read_pauses, 1u) << "b waits while a's frame holds the memory";
+  ASSERT_TRUE(a.SendBytes(fa.substr(fa.size() - 1)));
+  auto ack_a = a.Read();
+  ASSERT_TRUE(ack_a && ack_a->has_ack());
+  auto ack_b = b.Read();
+  ASSERT_TRUE(ack_b && ack_b->has_ack()) << "b resumes once a's batch is committed";
+  StopServer();
+  EXPECT_EQ(StoredRows(), 2);
 }
 
 }  // namespace
@@ -424,7 +733,7 @@ TEST_P(TlsIngestTest, PlainClientIsClosedAndOthersAreServed) {
   agent::Uplink u(client_io.get_executor(), ClientOptions(cert_.cert_file, "tls-agent"), q, 1);
   RunUntilDrained(client_io, u, q);
   EXPECT_EQ(u.acked_through(), 3u);
-  EXPECT_EQ(server_->stats().tls_failures, 1u);
+  EXPECT_EQ(Stats().tls_failures, 1u);
 }
 
 TEST_P(TlsIngestTest, CollectorWithAnUntrustedCertificateIsRefused) {

@@ -25,13 +25,14 @@ def run(args, **kw):
 class Collector:
     """A deskpulse-collector serve process on 127.0.0.1."""
 
-    def __init__(self, workdir, db, port=0, extra=()):
+    def __init__(self, workdir, db, port=0, extra=(), wrapper=(), log_name="collector.log"):
         self.workdir = workdir
         self.db = db
         self.port_file = os.path.join(workdir, f"port-{time.monotonic_ns()}")
-        self.log = open(os.path.join(workdir, "collector.log"), "a")
+        self.log_path = os.path.join(workdir, log_name)
+        self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [COLLECTOR, "serve", "--db", db, "--listen", f"127.0.0.1:{port}",
+            [*wrapper, COLLECTOR, "serve", "--db", db, "--listen", f"127.0.0.1:{port}",
              "--port-file", self.port_file, *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
@@ -118,5 +119,39 @@ def make_cert(workdir):
     return cert, key
 
 
+def load_proto_modules(workdir):
+    """(report_pb2, wire_pb2) generated from the tree's .proto files by protoc
+    (the system Python has python3-protobuf)."""
+    import importlib
+    import sys
+    out = os.path.join(workdir, "py")
+    os.makedirs(out, exist_ok=True)
+    protos = [os.path.join(SOURCE_DIR, "proto", "deskpulse", "v1", n)
+              for n in ("report.proto", "wire.proto")]
+    r = run(["protoc", f"-I{os.path.join(SOURCE_DIR, 'proto')}", f"--python_out={out}", *protos])
+    assert r.returncode == 0, r.stderr
+    if out not in sys.path:
+        sys.path.insert(0, out)
+    return (importlib.import_module("deskpulse.v1.report_pb2"),
+            importlib.import_module("deskpulse.v1.wire_pb2"))
+
+
+def rss_kb(pid, field="VmRSS"):
+    """A process's resident memory in KiB (VmRSS now, or VmHWM: its peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
 def tempdir():
     return tempfile.TemporaryDirectory(prefix="deskpulse-e2e-")
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""

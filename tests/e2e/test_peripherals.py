@@ -4,28 +4,18 @@ with the raw reports (decoded here with protoc's Python output) and with `scores
 
 Runs on the system Python (python3-protobuf is a Debian package)."""
 import collections
-import importlib
 import os
-import subprocess
-import sys
 import tempfile
 import unittest
 
 import dp
 
-SOURCE = os.environ.get("DESKPULSE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 FAILURES = {2, 3, 4, 5}  # no driver, blocked by policy, redirect failed, error
 
 
 def load_report_module(workdir):
     """deskpulse.v1.report_pb2, generated from the tree's .proto by protoc."""
-    out = os.path.join(workdir, "py")
-    os.makedirs(out, exist_ok=True)
-    r = dp.run(["protoc", f"-I{os.path.join(SOURCE, 'proto')}", f"--python_out={out}",
-                os.path.join(SOURCE, "proto", "deskpulse", "v1", "report.proto")])
-    assert r.returncode == 0, r.stderr
-    sys.path.insert(0, out)
-    return importlib.import_module("deskpulse.v1.report_pb2")
+    return dp.load_proto_modules(workdir)[0]
 
 
 def expected_from_raw_reports(db, customer, pb):

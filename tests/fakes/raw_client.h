@@ -15,7 +15,8 @@ namespace deskpulse::testing {
 /// driving the collector with well- and ill-behaved peers.
 class RawClient {
  public:
-  explicit RawClient(std::uint16_t port);
+  /// Connects to 127.0.0.1:port, from `source` (a loopback address) if given.
+  explicit RawClient(std::uint16_t port, const char* source = nullptr);
   ~RawClient();
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
