@@ -22,6 +22,8 @@ TEST(AgentConfig, DefaultsWithoutAFile) {
   EXPECT_EQ(c->spool_max_bytes, 64ull << 20);
   EXPECT_EQ(c->session.rdp_ports, std::vector<std::uint16_t>{3389});
   EXPECT_FALSE(c->has_collector);
+  EXPECT_EQ(c->refused_retry_min_s, 60);
+  EXPECT_EQ(c->refused_retry_max_s, 900);
 }
 
 TEST(AgentConfig, ErrorsNameTheKey) {
@@ -39,6 +41,9 @@ TEST(AgentConfig, ErrorsNameTheKey) {
       {"[spool]\nmax_bytes = 10\n", "key 'spool.max_bytes'"},
       {"[collector]\naddress = \"c:7070\"\ntoken = \"t\"\nca_file = \"x\"\nplaintext = true\n",
        "contradict"},
+      {"[collector]\nrefused_retry_min_s = 0\n", "key 'collector.refused_retry_min_s'"},
+      {"[collector]\nrefused_retry_min_s = 600\nrefused_retry_max_s = 60\n",
+       "'collector.refused_retry_max_s' (60) is below 'collector.refused_retry_min_s' (600)"},
   };
   for (const auto& k : cases) {
     auto c = ParseAgentConfig(k.text, "agent.toml");

@@ -301,5 +301,123 @@ TEST_F(StoreTest, ScoresRankCustomersFromStoredRollups) {
   EXPECT_NEAR((*scores)[1].score.coverage, 0.25, 1e-9);  // boot data only
 }
 
+// Flips one byte of a stored body in the database file itself, where SQLite
+// keeps no checksum of its own.
+void FlipByteOfBody(const std::string& path, const std::string& body) {
+  {
+    auto db = Database::Open(path, false);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("PRAGMA wal_checkpoint(TRUNCATE)").ok());
+  }
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(f)), {});
+  const auto at = data.find(body);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(data.find(body, at + 1), std::string::npos) << "the body is unique in the file";
+  f.seekp(static_cast<std::streamoff>(at + body.size() / 2));
+  f.put(static_cast<char>(data[at + body.size() / 2] ^ 0x01));
+}
+
+TEST_F(StoreTest, AFlippedByteInABodyIsFoundOnReadAndNeverScored) {
+  std::string victim;
+  std::int64_t customer = 0;
+  {
+    auto s = Open();
+    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    customer = info.customer_id;
+    std::vector<BatchWrite> b{MakeBatch(info.stream_id, 1, 10, 20'000)};
+    victim = b[0].reports[6].bytes;  // seq 7
+    PendingRollups pending;
+    ASSERT_TRUE(s->CommitBatches(b, kNow, &pending).ok());
+    // Closed before the rollups were flushed (as by a crash): the next open
+    // reads the raw rows back to build them.
+  }
+  FlipByteOfBody(dir_.File("store.db"), victim);
+  auto s = Open();
+  EXPECT_EQ(s->health().damaged_rows, 1u);
+  auto w = s->LoadWindow(customer, kNow - 30 * kDayMs, kNow + kDayMs);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->reports, 9) << "the damaged row is left out of the rollups";
+  s.reset();
+
+  auto ro = Store::Open({.path = dir_.File("store.db"), .read_only = true});
+  ASSERT_TRUE(ro.ok());
+  auto quick = (*ro)->Check(false);
+  ASSERT_TRUE(quick.ok());
+  EXPECT_TRUE(quick->ok()) << "SQLite's own check sees nothing wrong";
+  auto full = (*ro)->Check(true);
+  ASSERT_TRUE(full.ok());
+  ASSERT_EQ(full->problems.size(), 1u);
+  EXPECT_NE(full->problems[0].find("seq 7): its body fails its checksum"), std::string::npos)
+      << full->problems[0];
+  EXPECT_EQ(full->rows_checked, 10);
+  EXPECT_EQ(full->damaged_rows, 1);
+}
+
+TEST_F(StoreTest, MigrationToV3ChecksumsTheRowsAlreadyStored) {
+  {
+    auto s = Open();
+    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    std::vector<BatchWrite> b{MakeBatch(info.stream_id, 1, 5)};
+    PendingRollups pending;
+    ASSERT_TRUE(s->CommitBatches(b, kNow, &pending).ok());
+    ASSERT_TRUE(s->FlushRollups(&pending).ok());
+    // Back to v2, as a collector before checksums left it.
+    ASSERT_TRUE(s->db()->Exec("ALTER TABLE reports DROP COLUMN body_crc").ok());
+    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=2 WHERE key='schema_version'").ok());
+  }
+  auto s = Open();
+  EXPECT_EQ(s->schema_version(), 3);
+  auto full = s->Check(true);
+  ASSERT_TRUE(full.ok());
+  EXPECT_TRUE(full->ok()) << full->problems.front();
+  EXPECT_EQ(full->rows_checked, 5);
+}
+
+TEST_F(StoreTest, CheckFindsAWatermarkBelowItsStoredRows) {
+  auto s = Open();
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  std::vector<BatchWrite> b{MakeBatch(info.stream_id, 1, 5)};
+  PendingRollups pending;
+  ASSERT_TRUE(s->CommitBatches(b, kNow, &pending).ok());
+  ASSERT_TRUE(s->db()->Exec("UPDATE streams SET last_seq = 3").ok());
+  auto full = s->Check(true);
+  ASSERT_TRUE(full.ok());
+  ASSERT_EQ(full->problems.size(), 1u);
+  EXPECT_NE(full->problems[0].find("its watermark is seq 3 but seq 5 is stored"),
+            std::string::npos)
+      << full->problems[0];
+}
+
+TEST_F(StoreTest, ADamagedStoreIsRefusedAtOpenUnlessAllowed) {
+  std::vector<std::string> bodies;
+  {
+    auto s = Open();
+    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    std::vector<BatchWrite> b{MakeBatch(info.stream_id, 1, 2000, 20'000)};
+    PendingRollups pending;
+    ASSERT_TRUE(s->CommitBatches(b, kNow, &pending).ok());
+    ASSERT_TRUE(s->FlushRollups(&pending).ok());
+    ASSERT_TRUE(s->db()->Exec("PRAGMA wal_checkpoint(TRUNCATE)").ok());
+  }
+  {
+    // Overwrite a page in the middle of the file.
+    std::fstream f(dir_.File("store.db"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const auto size = static_cast<std::int64_t>(f.tellg());
+    f.seekp((size / 4096 / 2) * 4096);
+    f << std::string(4096, '\x5a');
+  }
+  auto refused = Store::Open({.path = dir_.File("store.db"), .check_at_open = true});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kDataLoss);
+  EXPECT_NE(refused.status().message().find("is damaged"), std::string::npos);
+  EXPECT_NE(refused.status().message().find("deskpulse-collector check --db"), std::string::npos)
+      << refused.status().message();
+  auto allowed = Store::Open(
+      {.path = dir_.File("store.db"), .check_at_open = true, .allow_damaged = true});
+  EXPECT_TRUE(allowed.ok()) << allowed.status().ToString();
+}
+
 }  // namespace
 }  // namespace deskpulse::collector

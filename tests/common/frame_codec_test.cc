@@ -99,3 +99,35 @@ TEST(FrameCodec, ReportsMidFrame) {
 
 }  // namespace
 }  // namespace deskpulse
+
+namespace deskpulse {
+namespace {
+
+TEST(FrameCodec, HoldsAfterTheHeaderUntilTheCallerHasRoom) {
+  std::string wire;
+  ASSERT_TRUE(AppendFrame(SampleAck(7), &wire).ok());
+  FrameDecoder d;
+  d.hold_after_header(true);
+  EXPECT_EQ(d.Feed(Bytes(wire)), 4u);  // the length prefix only
+  ASSERT_TRUE(d.held_header().has_value());
+  EXPECT_EQ(*d.held_header(), wire.size() - 4);
+  EXPECT_EQ(d.Feed(Bytes(wire).subspan(4)), 0u) << "nothing more until ContinuePayload";
+  d.ContinuePayload();
+  EXPECT_EQ(d.Feed(Bytes(wire).subspan(4)), wire.size() - 4);
+  EXPECT_TRUE(d.TakeFrame().has_value());
+}
+
+TEST(FrameCodec, AStalledLargeFrameHoldsOnlyWhatArrived) {
+  FrameDecoder d(1u << 20);
+  const std::string header("\x00\x10\x00\x00", 4);  // 1 MiB announced
+  EXPECT_EQ(d.Feed(Bytes(header)), 4u);
+  EXPECT_LE(d.buffered_bytes(), 64u * 1024);
+  const std::string some(1000, 'x');
+  d.Feed(Bytes(some));
+  EXPECT_LE(d.buffered_bytes(), 64u * 1024) << "not the whole megabyte for 1,000 bytes";
+  d.set_max_frame_bytes(16);
+  EXPECT_EQ(d.max_frame_bytes(), 16u);
+}
+
+}  // namespace
+}  // namespace deskpulse
