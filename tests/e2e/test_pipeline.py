@@ -193,6 +193,22 @@ class CommandLineTest(unittest.TestCase):
             self.assertIn("'ingest.group_comit_ms'", r.stderr)
             self.assertIn("unknown key", r.stderr)
 
+    def test_bad_limits_are_named(self):
+        cases = [("[store]\ncheckpoint_interval_ms = 60000\n", "'store.checkpoint_interval_ms'"),
+                 ("[ingest]\nmax_pending_per_peer = 600\n",
+                  "ingest.max_pending_per_peer (600) is above ingest.max_pending_connections (512)"),
+                 ("[ingest]\nmax_hello_frame_bytes = 100\n", "'ingest.max_hello_frame_bytes'"),
+                 ("[ingest]\nhandshake_timeout_s = 0\n", "'ingest.handshake_timeout_s'")]
+        with dp.tempdir() as work:
+            for text, named in cases:
+                cfg = os.path.join(work, "c.toml")
+                with open(cfg, "w") as f:
+                    f.write(text)
+                r = dp.run([dp.COLLECTOR, "serve", "--db", os.path.join(work, "s.db"),
+                            "--listen", "127.0.0.1:0", "--config", cfg])
+                self.assertEqual(r.returncode, 2, text + r.stderr)
+                self.assertIn(named, r.stderr)
+
     def test_sample_config_is_valid(self):
         sample = os.path.join(os.environ.get("DESKPULSE_SOURCE_DIR", "../.."),
                               "collector", "collector.sample.toml")
