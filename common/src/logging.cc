@@ -2,11 +2,28 @@
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 
 #include <vector>
 
 namespace deskpulse {
+namespace {
+
+// protobuf prints its parse diagnostics (a string field that is not UTF-8,
+// say) to stderr, one line per message: bytes from any peer could flood the
+// log. The input is refused with an error of our own anyway, so they go to
+// the debug level, escaped.
+void ProtobufLog(google::protobuf::LogLevel level, const char* /*file*/, int /*line*/,
+                 const std::string& message) {
+  if (level >= google::protobuf::LOGLEVEL_FATAL) {
+    spdlog::error("protobuf: {}", EscapeForLog(message, 512));
+  } else {
+    spdlog::debug("protobuf: {}", EscapeForLog(message, 512));
+  }
+}
+
+}  // namespace
 
 Status SetUpLogging(const std::string& program, const std::string& level,
                     const std::string& file) {
@@ -24,6 +41,7 @@ Status SetUpLogging(const std::string& program, const std::string& level,
       return IoError("cannot open log file " + file + ": " + e.what());
     }
   }
+  google::protobuf::SetLogHandler(&ProtobufLog);
   auto logger = std::make_shared<spdlog::logger>(program, sinks.begin(), sinks.end());
   logger->set_level(lvl);
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %n: %v");
