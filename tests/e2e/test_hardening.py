@@ -431,6 +431,37 @@ class PreAuthenticationTest(ProtoTest):
             self.assertIn("locked out", log)
 
 
+    def test_undecodable_reports_do_not_flood_the_log(self):
+        """A welcomed client sends 300 batches whose report has a string that is not UTF-8
+        (protobuf's parser would print a line for each): each is refused with BAD_REPORT, and
+        the log stays a few lines long."""
+        with dp.tempdir() as work:
+            db = os.path.join(work, "store.db")
+            token = enroll(self, db)
+            collector = dp.Collector(work, db)
+            report = self.pb.Report()
+            report.seq = 1
+            body = bytearray(report.SerializeToString())
+            body += b"\x52\x04" + b"\x0a\x02\xff\xfe"  # unavailable { measurement: 0xff 0xfe }
+            batch = self.wire.Envelope()
+            batch.batch.reports.append(bytes(body))
+            codes = set()
+            for _ in range(300):
+                with connect_from("127.0.0.1", collector.port) as s:
+                    s.sendall(self.hello(token, "sloppy-agent"))
+                    read_frame(s, 10)
+                    s.sendall(frame(batch))
+                    env = self.wire.Envelope()
+                    env.ParseFromString(read_frame(s, 10))
+                    codes.add(env.error.code)
+            self.assertEqual(codes, {self.wire.ERROR_CODE_BAD_REPORT})
+            self.assertEqual(collector.stop(), 0)
+            with open(collector.log_path) as f:
+                log = f.read()
+            self.assertFalse("libprotobuf" in log, log[-1000:])
+            self.assertLess(len(log.splitlines()), 20, log[-3000:])
+
+
 class DamagedStoreTest(unittest.TestCase):
     def make_store(self, work):
         db = os.path.join(work, "store.db")
