@@ -21,6 +21,9 @@ std::uint64_t LowerBound(std::uint32_t index, int sub_bits) {
   if (index < sub_count) return index;
   const std::uint32_t shift = index / sub_count - 1;
   const std::uint64_t sub = sub_count + index % sub_count;
+  // Past the last bucket of 64-bit values (a key read from a damaged blob):
+  // saturate rather than shift out of range.
+  if (shift + static_cast<std::uint32_t>(std::bit_width(sub)) > 64) return UINT64_MAX;
   return sub << shift;
 }
 
@@ -29,6 +32,7 @@ std::uint64_t UpperBound(std::uint32_t index, int sub_bits) {
   if (index < sub_count) return index + 1ull;
   const std::uint32_t shift = index / sub_count - 1;
   const std::uint64_t lower = LowerBound(index, sub_bits);
+  if (shift >= 64) return UINT64_MAX;
   const std::uint64_t width = 1ull << shift;
   // The top bucket ends past 2^64 - 1: saturate.
   return lower > UINT64_MAX - width ? UINT64_MAX : lower + width;

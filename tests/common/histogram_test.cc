@@ -114,5 +114,15 @@ TEST(SparseHistogram, MergeAddsWeights) {
   EXPECT_EQ(a.TotalWeight(), 4u);
 }
 
+TEST(Histogram, KeysPastTheLastBucketSaturate) {
+  // A key from a damaged blob decodes; its bounds saturate, never shift out of range.
+  EXPECT_EQ(buckets::LowerBound(0xFFFFFFFFu, 4), UINT64_MAX);
+  EXPECT_EQ(buckets::UpperBound(0xFFFFFFFFu, 4), UINT64_MAX);
+  const std::uint32_t last = buckets::IndexOf(UINT64_MAX, 4);
+  EXPECT_LE(buckets::LowerBound(last, 4), UINT64_MAX);
+  EXPECT_EQ(buckets::UpperBound(last, 4), UINT64_MAX);
+  EXPECT_EQ(buckets::LowerBound(last + 1, 4), UINT64_MAX);
+}
+
 }  // namespace
 }  // namespace deskpulse
