@@ -47,8 +47,10 @@ class Agent {
   std::string boot_id_;
   RunHistory history_;
   std::unique_ptr<Spool> spool_;
-  std::vector<std::unique_ptr<Probe>> probes_;
+  // Before the probes and the uplink: destroyed after them, as their sockets
+  // and timers belong to it.
   asio::io_context io_;
+  std::vector<std::unique_ptr<Probe>> probes_;
   std::unique_ptr<asio::steady_timer> cycle_timer_;
   std::unique_ptr<asio::steady_timer> sync_timer_;
   int run_fd_ = -1;  // the heartbeat, rewritten in place each cycle

@@ -390,9 +390,9 @@ TEST(UeventSocket, ReceivesARealKernelUevent) {
 }
 
 TEST(PeripheralsProbe, HotPlugArrivesThroughTheNetlinkSocket) {
+  asio::io_context io;  // outlives the probe, whose socket it serves
   PeripheralsProbe probe(FixtureConfig("thin-client"), false);
   probe.set_uevent_kernel_only(false);  // this test plays the kernel
-  asio::io_context io;
   probe.Start(io.get_executor());
   CycleContext ctx{1'700'000'000'000, 60, true};
   v1::Report inventory;
@@ -810,8 +810,8 @@ TEST(PeripheralsProbe, SysfsIsReadAgainOnHotPlugEventsNotEveryPoll) {
   c.pcsc = false;
   c.poll_every_s = 60;
   c.settle_s = 0;  // nothing held back: the first report has the whole inventory
+  asio::io_context io;  // outlives the probe, whose socket it serves
   PeripheralsProbe probe(c, false);
-  asio::io_context io;
   probe.Start(io.get_executor());  // the uevent socket is up: sysfs follows events
   const std::int64_t t0 = 1'700'000'000'000;
   CycleContext ctx{t0, 60, true};
