@@ -30,8 +30,8 @@ std::string Seconds(std::chrono::milliseconds d) {
 
 // Read buffers: small until the Welcome (a Hello is a few KB), so that
 // connections that never authenticate cost little.
-constexpr std::size_t kPendingReadBytes = 4 * 1024;
-constexpr std::size_t kReadBytes = 64 * 1024;
+constexpr std::size_t kPendingReadBytes = std::size_t{4} << 10;
+constexpr std::size_t kReadBytes = std::size_t{64} << 10;
 }  // namespace
 
 std::string PeerKey(const asio::ip::address& address) {
@@ -676,6 +676,12 @@ void IngestServer::Remove(const std::shared_ptr<Session>& s) {
 std::chrono::milliseconds IngestServer::NoteAuthFailure(const std::string& key) {
   const AuthThrottleOptions& a = options_.auth;
   const auto now = Clock::now();
+  // Bounded memory: past this many peers, a new one's failures go untracked
+  // until the housekeeping forgets idle ones.
+  constexpr std::size_t kMaxTrackedPeers = 100'000;
+  if (peers_.size() >= kMaxTrackedPeers && !peers_.contains(key)) {
+    return std::chrono::milliseconds(0);
+  }
   Peer& peer = peers_[key];
   if (now - peer.failures_since > a.window) {
     peer.failures_since = now;
