@@ -34,7 +34,7 @@ int Fail(const std::string& prefix, const dp::Status& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Main(int argc, char** argv) {
   auto cl = ag::ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc));
   if (!cl.ok()) {
     std::fprintf(stderr, "deskpulse-agent: %s\nRun with --help for more information.\n",
@@ -90,4 +90,8 @@ int main(int argc, char** argv) {
     return dp::kExitOk;
   }
   return (*agent)->Run();
+}
+
+int main(int argc, char** argv) {
+  return dp::GuardMain("deskpulse-agent", [&] { return Main(argc, argv); });
 }

@@ -311,7 +311,7 @@ int Run(Flags f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Main(int argc, char** argv) {
   CLI::App app{"deskpulse-fleetsim: simulates a fleet of DeskPulse agents of several customers "
                "speaking the real protocol to a collector.",
                "deskpulse-fleetsim"};
@@ -359,4 +359,8 @@ int main(int argc, char** argv) {
     return dp::kExitUsage;
   }
   return Run(f);
+}
+
+int main(int argc, char** argv) {
+  return dp::GuardMain("deskpulse-fleetsim", [&] { return Main(argc, argv); });
 }

@@ -63,7 +63,7 @@ int Lookup(const std::string& path, const std::string& id, const cat::LookupFlag
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Main(int argc, char** argv) {
   CLI::App app{"deskpulse-catalog: the peripheral compatibility catalog, built from the public "
                "catalogs Debian ships (usb.ids, SANE, OpenPrinting, libccid, the kernel's "
                "modules.alias).",
@@ -111,4 +111,8 @@ int main(int argc, char** argv) {
   flags.drivers_given = drivers->count() > 0;
   if (l->parsed()) return Lookup(catalog_path, id, flags, json);
   return dp::kExitUsage;
+}
+
+int main(int argc, char** argv) {
+  return deskpulse::GuardMain("deskpulse-catalog", [&] { return Main(argc, argv); });
 }

@@ -219,7 +219,7 @@ int Peripherals(const std::string& db, const std::string& customer, std::string 
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Main(int argc, char** argv) {
   CLI::App app{"deskpulse-collector: receives DeskPulse agent reports, stores them and scores "
                "each customer's technical performance.",
                "deskpulse-collector"};
@@ -299,4 +299,8 @@ int main(int argc, char** argv) {
     return Peripherals(periph_db, periph_customer, periph_catalog, periph_json, periph_days);
   }
   return dp::kExitUsage;
+}
+
+int main(int argc, char** argv) {
+  return dp::GuardMain("deskpulse-collector", [&] { return Main(argc, argv); });
 }

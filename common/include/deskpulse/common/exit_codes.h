@@ -1,5 +1,8 @@
 #pragma once
 
+#include <cstdio>
+#include <exception>
+
 #include "deskpulse/common/status.h"
 
 namespace deskpulse {
@@ -31,6 +34,21 @@ inline int ExitCodeFor(const Status& s) {
     case Code::kDeadlineExceeded: return kExitNetwork;
     default: return kExitInternal;
   }
+}
+
+/// Runs a program's main body. Errors are Status values, so an exception that
+/// escapes it is a bug: it is reported and the program exits 1, rather than
+/// terminating without a word.
+template <typename Body>
+int GuardMain(const char* program, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "%s: internal error: an unknown exception\n", program);
+  }
+  return kExitInternal;
 }
 
 }  // namespace deskpulse
