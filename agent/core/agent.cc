@@ -30,7 +30,7 @@
 namespace deskpulse::agent {
 namespace {
 
-constexpr std::int64_t kUnavailableRepeatMs = 3600 * 1000;
+constexpr std::int64_t kUnavailableRepeatMs = std::int64_t{3600} * 1000;
 
 std::uint64_t CpuUs() {
   rusage ru{};

@@ -21,7 +21,7 @@ Result<const LibSystemd*> LibSystemd::Get() {
     instance.lib_ = std::make_unique<DynamicLibrary>(std::move(*lib));
     const DynamicLibrary& l = *instance.lib_;
     LibSystemd& s = instance;
-    for (Status st : {l.Bind("sd_bus_open_system", &s.bus_open_system),
+    for (const Status& st : {l.Bind("sd_bus_open_system", &s.bus_open_system),
                       l.Bind("sd_bus_new", &s.bus_new),
                       l.Bind("sd_bus_set_address", &s.bus_set_address),
                       l.Bind("sd_bus_set_bus_client", &s.bus_set_bus_client),
@@ -106,7 +106,7 @@ BusConnection::~BusConnection() {
 
 Result<std::uint64_t> BusConnection::GetU64(const char* service, const char* path,
                                             const char* interface, const char* property) const {
-  sd_bus_error error = SD_BUS_ERROR_NULL;
+  sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   std::uint64_t v = 0;
   const int r = sd_->bus_get_property_trivial(bus_, service, path, interface, property, &error,
                                               't', &v);
@@ -121,7 +121,7 @@ Result<std::uint64_t> BusConnection::GetU64(const char* service, const char* pat
 Result<std::string> BusConnection::GetString(const char* service, const char* path,
                                              const char* interface,
                                              const char* property) const {
-  sd_bus_error error = SD_BUS_ERROR_NULL;
+  sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   char* v = nullptr;
   const int r =
       sd_->bus_get_property_string(bus_, service, path, interface, property, &error, &v);

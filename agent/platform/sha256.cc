@@ -22,8 +22,9 @@ constexpr std::uint32_t Rotr(std::uint32_t x, int n) { return (x >> n) | (x << (
 void Block(std::uint32_t h[8], const std::uint8_t* p) {
   std::uint32_t w[64];
   for (int i = 0; i < 16; ++i) {
-    w[i] = (std::uint32_t(p[4 * i]) << 24) | (std::uint32_t(p[4 * i + 1]) << 16) |
-           (std::uint32_t(p[4 * i + 2]) << 8) | std::uint32_t(p[4 * i + 3]);
+    const std::uint8_t* q = p + std::size_t{4} * static_cast<std::size_t>(i);
+    w[i] = (std::uint32_t(q[0]) << 24) | (std::uint32_t(q[1]) << 16) |
+           (std::uint32_t(q[2]) << 8) | std::uint32_t(q[3]);
   }
   for (int i = 16; i < 64; ++i) {
     const std::uint32_t s0 = Rotr(w[i - 15], 7) ^ Rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
@@ -71,7 +72,7 @@ std::array<std::uint8_t, 32> Sha256(std::string_view data) {
   for (int i = 0; i < 8; ++i) tail[blocks * 64 - 1 - i] = static_cast<std::uint8_t>(bits >> (8 * i));
   for (std::size_t i = 0; i < blocks; ++i) Block(h, tail + 64 * i);
   std::array<std::uint8_t, 32> out{};
-  for (int i = 0; i < 8; ++i) {
+  for (std::size_t i = 0; i < 8; ++i) {
     out[4 * i] = static_cast<std::uint8_t>(h[i] >> 24);
     out[4 * i + 1] = static_cast<std::uint8_t>(h[i] >> 16);
     out[4 * i + 2] = static_cast<std::uint8_t>(h[i] >> 8);

@@ -26,7 +26,7 @@ class Probe {
   virtual std::string_view name() const = 0;
   /// Begin listening to event sources (netlink groups, sampling timers) on
   /// `executor`. Called once, before the first cycle; never by `--once`.
-  virtual void Start(asio::any_io_executor executor) { (void)executor; }
+  virtual void Start(const asio::any_io_executor& executor) { (void)executor; }
   /// Add this cycle's measurements to `report`. What cannot be measured goes
   /// to `report.unavailable` with the reason: failure is data.
   virtual void Collect(const CycleContext& ctx, deskpulse::v1::Report& report) = 0;

@@ -70,8 +70,8 @@ struct Uplink::Conn {
 
 Uplink::Uplink(asio::any_io_executor executor, UplinkOptions options, ReportQueue& queue,
                std::uint64_t seed)
-    : executor_(executor), options_(std::move(options)), queue_(queue), rng_(seed),
-      wake_(executor), backoff_(executor) {}
+    : executor_(std::move(executor)), options_(std::move(options)), queue_(queue), rng_(seed),
+      wake_(executor_), backoff_(executor_) {}
 
 void Uplink::Notify() { wake_.cancel(); }
 
@@ -294,8 +294,8 @@ asio::awaitable<Status> Uplink::Session() {
 
 asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
   // The collector sends only small frames (Welcome, Ack, Error).
-  FrameDecoder decoder(64 * 1024);
-  std::array<std::uint8_t, 16 * 1024> buf;
+  FrameDecoder decoder(64u << 10);
+  std::array<std::uint8_t, std::size_t{16} << 10> buf;
   auto fail = [&](std::string why) {
     if (!conn->failed) {
       conn->failed = true;

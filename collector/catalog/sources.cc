@@ -166,6 +166,7 @@ Result<std::vector<IdEntry>> ParseCcidInfoPlist(const std::string& xml,
                 names[i]);
   }
   std::vector<IdEntry> out;
+  out.reserve(ids.size());
   for (auto& [id, name] : ids) out.push_back({id.first, id.second, std::move(name)});
   return out;
 }

@@ -8,7 +8,7 @@
 namespace deskpulse {
 
 namespace {
-constexpr std::size_t kInitialReserve = 64 * 1024;
+constexpr std::size_t kInitialReserve = std::size_t{64} << 10;
 }  // namespace
 
 Status AppendFrame(const google::protobuf::MessageLite& message, std::string* out) {

@@ -542,6 +542,7 @@ class LimitsTest : public IngestTest {
 
 TEST_F(LimitsTest, PeerOverItsPendingCapIsRefusedWhileOthersAreServed) {
   std::vector<std::unique_ptr<RawClient>> silent;
+  silent.reserve(4);
   for (int i = 0; i < 4; ++i) silent.push_back(std::make_unique<RawClient>(port(), "127.0.0.2"));
   ASSERT_TRUE(silent.back()->SendBytes(std::string(1, '\0')));  // all four are accepted
   RawClient fifth(port(), "127.0.0.2");

@@ -129,7 +129,7 @@ TEST(Rollup, MergeEqualsAddingEverythingToOne) {
   left.AddReport(1, 2, a);
   right.AddReport(1, 2, b);
   left.Merge(std::move(right));
-  EXPECT_TRUE(right.empty());
+  EXPECT_TRUE(right.empty());  // NOLINT(bugprone-use-after-move): Merge leaves it empty
   const auto x = one.Expand();
   const auto y = left.Expand();
   ASSERT_EQ(x.size(), y.size());

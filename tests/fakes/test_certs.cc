@@ -44,7 +44,7 @@ TestCert WriteSelfSignedCert(const std::string& dir, const std::string& name,
   RAND_bytes(serial, sizeof serial);
   ASN1_INTEGER_set(X509_get_serialNumber(x.get()), (serial[0] << 16) | (serial[1] << 8) | 1);
   X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x.get()), 2 * 86400);
+  X509_gmtime_adj(X509_getm_notAfter(x.get()), 2L * 86400);
   X509_set_pubkey(x.get(), key.get());
   X509_NAME* subject = X509_get_subject_name(x.get());
   X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,

@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     while (used < piece.size() && decoder.status().ok()) {
       used += decoder.Feed(piece.subspan(used));
       if (auto held = decoder.held_header()) {
-        if (*held > decoder.max_frame_bytes() || decoder.buffered_bytes() > 64 * 1024) {
+        if (*held > decoder.max_frame_bytes() || decoder.buffered_bytes() > (std::size_t{64} << 10)) {
           __builtin_trap();
         }
         decoder.ContinuePayload();

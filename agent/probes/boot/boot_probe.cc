@@ -34,7 +34,7 @@ std::optional<std::uint64_t> ParseU64(std::string_view s) {
 // The earliest greeter (login screen) session's start, µs CLOCK_MONOTONIC.
 std::optional<std::uint64_t> GreeterStartUs(const BusConnection& bus) {
   const LibSystemd& sd = bus.sd();
-  sd_bus_error error = SD_BUS_ERROR_NULL;
+  sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   sd_bus_message* reply = nullptr;
   int r = sd.bus_call_method(bus.get(), kLogind, "/org/freedesktop/login1",
                              "org.freedesktop.login1.Manager", "ListSessions", &error, &reply, "");
@@ -64,7 +64,7 @@ std::optional<std::uint64_t> GreeterStartUs(const BusConnection& bus) {
 // default.target (graphical or multi-user on kiosks) reached, µs CLOCK_MONOTONIC.
 std::optional<std::uint64_t> DefaultTargetUs(const BusConnection& bus) {
   const LibSystemd& sd = bus.sd();
-  sd_bus_error error = SD_BUS_ERROR_NULL;
+  sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   sd_bus_message* reply = nullptr;
   int r = sd.bus_call_method(bus.get(), kSystemd, kManagerPath, kManager, "GetUnit", &error,
                              &reply, "s", "default.target");
@@ -166,7 +166,7 @@ Status WriteDesktopMark(const std::string& mark_dir, const std::string& proc_roo
   return WriteFileAtomically(path, *boot_id + " " + std::to_string(us) + "\n");
 }
 
-BootProbe::BootProbe(BootConfig config, std::string state_dir, std::string proc_root,
+BootProbe::BootProbe(BootConfig config, const std::string& state_dir, std::string proc_root,
                      v1::EndpointRole role)
     : config_(std::move(config)),
       state_file_(state_dir.empty() ? std::string() : state_dir + "/boot-reported"),
@@ -262,7 +262,7 @@ std::string BootProbe::LibvirtUri() const {
   return role_ == v1::ENDPOINT_ROLE_VDI_HOST ? "qemu:///system" : "";
 }
 
-void BootProbe::Start(asio::any_io_executor /*executor*/) {
+void BootProbe::Start(const asio::any_io_executor& /*executor*/) {
   const std::string uri = LibvirtUri();
   if (uri.empty()) return;
   auto w = LibvirtVmWatcher::Start(uri, std::int64_t(config_.vm_ready_timeout_s) * 1000);

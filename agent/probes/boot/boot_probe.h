@@ -44,12 +44,12 @@ Status WriteDesktopMark(const std::string& mark_dir, const std::string& proc_roo
 /// else the kernel hand-off from /dev/kmsg.
 class BootProbe : public Probe {
  public:
-  BootProbe(BootConfig config, std::string state_dir, std::string proc_root,
+  BootProbe(BootConfig config, const std::string& state_dir, std::string proc_root,
             deskpulse::v1::EndpointRole role = deskpulse::v1::ENDPOINT_ROLE_THIN_CLIENT);
   ~BootProbe() override;
   std::string_view name() const override { return "boot"; }
   /// On a hypervisor host: starts watching libvirt for VM boots.
-  void Start(asio::any_io_executor executor) override;
+  void Start(const asio::any_io_executor& executor) override;
   void Collect(const CycleContext& ctx, deskpulse::v1::Report& report) override;
   /// The libvirt URI in effect ("" = VM boots are not watched).
   std::string LibvirtUri() const;

@@ -250,7 +250,7 @@ PeripheralsProbe::~PeripheralsProbe() {
   if (uevents_) uevents_->release();  // socket_ owns the descriptor
 }
 
-void PeripheralsProbe::Start(asio::any_io_executor executor) {
+void PeripheralsProbe::Start(const asio::any_io_executor& executor) {
   auto sock = UeventSocket::Open(uevent_kernel_only_);
   if (!sock.ok()) {
     hotplug_error_ = sock.status().message();

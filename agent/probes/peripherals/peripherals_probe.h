@@ -63,7 +63,7 @@ class PeripheralsProbe : public Probe {
   PeripheralsProbe(PeripheralsConfig config, bool once = false);
   ~PeripheralsProbe() override;
   std::string_view name() const override { return "peripherals"; }
-  void Start(asio::any_io_executor executor) override;
+  void Start(const asio::any_io_executor& executor) override;
   void Collect(const CycleContext& ctx, deskpulse::v1::Report& report) override;
 
   /// Feed one uevent (the socket reader calls it; tests may too).

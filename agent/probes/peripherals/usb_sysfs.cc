@@ -111,7 +111,8 @@ Result<UsbDevice> ReadUsbDevice(const std::string& sysfs_root, const std::string
   const std::string prefix = port + ":";
   for (const std::string& child : ListDir(dir)) {
     if (child.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string idir = dir + "/" + child;
+    std::string idir = dir;
+    idir.append("/").append(child);
     UsbInterface itf;
     itf.name = child;
     itf.cls = static_cast<std::uint8_t>(Hex(idir + "/bInterfaceClass", 0xFF).value_or(0));
@@ -148,16 +149,21 @@ std::map<std::pair<unsigned, unsigned>, std::string> UsbNodeHolders(const std::s
   static constexpr char kNode[] = "/dev/bus/usb/";
   for (const std::string& pid : ListDir(proc_root)) {
     if (!std::all_of(pid.begin(), pid.end(), [](char c) { return std::isdigit(c); })) continue;
-    const std::string fd_dir = proc_root + "/" + pid + "/fd";
+    std::string fd_dir = proc_root;
+    fd_dir.append("/").append(pid).append("/fd");
     for (const std::string& fd : ListDir(fd_dir)) {
       char buf[PATH_MAX];
-      const ssize_t n = ::readlink((fd_dir + "/" + fd).c_str(), buf, sizeof buf - 1);
+      std::string link = fd_dir;
+      link.append("/").append(fd);
+      const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
       if (n <= 0) continue;
       buf[n] = '\0';
       if (std::strncmp(buf, kNode, sizeof kNode - 1) != 0) continue;
       unsigned bus = 0, dev = 0;
       if (std::sscanf(buf + sizeof kNode - 1, "%3u/%3u", &bus, &dev) != 2) continue;
-      holders[{bus, dev}] = Text(proc_root + "/" + pid + "/comm");
+      std::string comm = proc_root;
+      comm.append("/").append(pid).append("/comm");
+      holders[{bus, dev}] = Text(comm);
     }
   }
   return holders;

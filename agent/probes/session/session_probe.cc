@@ -238,7 +238,7 @@ void SessionProbe::OnDestroyed(const TcpConn& conn, std::int64_t now_ms) {
   Closing(conn.cookie, now_ms);
 }
 
-void SessionProbe::Start(asio::any_io_executor executor) {
+void SessionProbe::Start(const asio::any_io_executor& executor) {
   started_ = true;
   timer_ = std::make_unique<asio::steady_timer>(executor);
   ArmTimer();

@@ -25,7 +25,7 @@ class SessionProbe : public Probe {
   SessionProbe(SessionConfig config, deskpulse::v1::EndpointRole role);
   ~SessionProbe() override;
   std::string_view name() const override { return "session"; }
-  void Start(asio::any_io_executor executor) override;
+  void Start(const asio::any_io_executor& executor) override;
   void Collect(const CycleContext& ctx, deskpulse::v1::Report& report) override;
 
   /// One sampling pass (the timer calls it; tests may too).

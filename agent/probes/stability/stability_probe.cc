@@ -39,7 +39,7 @@ bool HasJournalFiles(const std::string& dir) {
 
 }  // namespace
 
-StabilityProbe::StabilityProbe(StabilityConfig config, std::string state_dir, RunHistory history)
+StabilityProbe::StabilityProbe(StabilityConfig config, const std::string& state_dir, RunHistory history)
     : config_(std::move(config)),
       cursor_file_(state_dir.empty() ? std::string() : state_dir + "/journal-cursor"),
       history_(std::move(history)) {}

@@ -24,7 +24,7 @@ struct RunHistory {
 ///  - journal COREDUMP records of VDI clients and of the agent.
 class StabilityProbe : public Probe {
  public:
-  StabilityProbe(StabilityConfig config, std::string state_dir, RunHistory history);
+  StabilityProbe(StabilityConfig config, const std::string& state_dir, RunHistory history);
   std::string_view name() const override { return "stability"; }
   void Collect(const CycleContext& ctx, deskpulse::v1::Report& report) override;
 

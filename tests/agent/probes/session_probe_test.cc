@@ -22,7 +22,7 @@ struct Listener {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     ::listen(fd, 16);
     socklen_t len = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
@@ -285,6 +285,7 @@ TEST(SessionProbe, ManyLiveConnectionsAreSampledByOneDumpNotALookupEach) {
   SessionConfig c = OnlyPort(display.port);
   SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
   std::vector<std::unique_ptr<Conn>> conns;
+  conns.reserve(40);
   for (int i = 0; i < 40; ++i) conns.push_back(std::make_unique<Conn>(display));
   probe.Sample(1'000);
   probe.Sample(6'000);

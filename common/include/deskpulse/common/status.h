@@ -88,10 +88,13 @@ class [[nodiscard]] Result {
     if (!dp_status_.ok()) return dp_status_; \
   } while (0)
 
+// `lhs` is a declaration ("auto x"), `tmp` a name: neither can be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define DP_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                             \
   if (!tmp.ok()) return tmp.status();            \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 /// `DP_ASSIGN_OR_RETURN(auto x, F());` — unwrap a Result or return its Status.
 #define DP_ASSIGN_OR_RETURN(lhs, expr) \
