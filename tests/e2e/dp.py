@@ -1,4 +1,5 @@
 """Helpers to run the real DeskPulse binaries on loopback for end-to-end tests."""
+import atexit
 import json
 import os
 import signal
@@ -15,6 +16,23 @@ FLEETSIM = os.path.join(BIN, "agent", "deskpulse-fleetsim")
 CATALOG_TOOL = os.path.join(BIN, "collector", "deskpulse-catalog")
 # Built by the CTest fixture catalog_build_for_tests from this machine's packages.
 CATALOG = os.environ.get("DESKPULSE_TEST_CATALOG", os.path.join(BIN, "test-catalog.sqlite"))
+
+
+_started = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """Processes a failed test left running are not left to the next test run."""
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def track(proc):
+    """Kills `proc` when the test process exits, if it still runs then."""
+    _started.append(proc)
+    return proc
 
 
 def run(args, **kw):
@@ -35,6 +53,7 @@ class Collector:
             [*wrapper, COLLECTOR, "serve", "--db", db, "--listen", f"127.0.0.1:{port}",
              "--port-file", self.port_file, *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
+        track(self.proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if os.path.exists(self.port_file):

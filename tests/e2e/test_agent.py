@@ -34,7 +34,8 @@ class Agent:
         self.path = os.path.join(work, "agent.log")
         before = self.starts()
         self.log = open(self.path, "a")
-        self.proc = subprocess.Popen([AGENT, "--config", config], stdout=self.log, stderr=self.log)
+        self.proc = dp.track(subprocess.Popen([AGENT, "--config", config], stdout=self.log,
+                                              stderr=self.log))
         # A signal that arrives before a process reaches main() kills it whatever it does.
         wait_for(lambda: self.starts() > before or self.proc.poll() is not None, 30, "the agent to start")
         assert self.proc.poll() is None, open(self.path).read()[-2000:]

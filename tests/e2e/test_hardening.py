@@ -349,9 +349,10 @@ class PreAuthenticationTest(ProtoTest):
             self.assertEqual(good.returncode, 0, err[-2000:])
             summary = [l for l in out.splitlines() if l.startswith("{")][-1]
             self.assertIn('"reports_acked"', summary)
-            self.assertLess(peak - base, 64 * 1024,
-                            f"collector RSS rose {(peak - base) / 1024:.1f} MB over its base of "
-                            f"{base / 1024:.1f} MB")
+            if not os.environ.get("DESKPULSE_SANITIZER"):  # shadow memory is not the collector's
+                self.assertLess(peak - base, 64 * 1024,
+                                f"collector RSS rose {(peak - base) / 1024:.1f} MB over its base "
+                                f"of {base / 1024:.1f} MB")
             self.assertEqual(collector.stop(), 0)
             print(f"\n  1,000 stalled pre-Hello frames: RSS base {base / 1024:.1f} MB, peak "
                   f"{peak / 1024:.1f} MB (+{(peak - base) / 1024:.1f} MB)")
