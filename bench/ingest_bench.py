@@ -32,6 +32,17 @@ def make_cert(work):
     return cert, key
 
 
+def make_tokens(bin_dir, work, db):
+    """A token for customer Bench in the store at `db`; returns the simulator's tokens file."""
+    collector = os.path.join(bin_dir, "collector", "deskpulse-collector")
+    token = subprocess.run([collector, "token", "create", "--db", db, "--customer", "Bench"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    tokens = os.path.join(work, "tokens.txt")
+    with open(tokens, "w") as f:
+        f.write(f"Bench {token} typical\n")
+    return tokens
+
+
 def start_collector(bin_dir, work, db, tls_args):
     port_file = os.path.join(work, "port")
     log = open(os.path.join(work, "collector.log"), "w")
@@ -60,12 +71,7 @@ def collector_ack_latency(log_path):
 def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls):
     with tempfile.TemporaryDirectory(prefix="deskpulse-bench-") as work:
         db = os.path.join(work, "bench.db")
-        collector = os.path.join(bin_dir, "collector", "deskpulse-collector")
-        token = subprocess.run([collector, "token", "create", "--db", db, "--customer", "Bench"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        tokens = os.path.join(work, "tokens.txt")
-        with open(tokens, "w") as f:
-            f.write(f"Bench {token} typical\n")
+        tokens = make_tokens(bin_dir, work, db)
         server_tls, client_tls = [], []
         if tls:
             cert, key = make_cert(work)

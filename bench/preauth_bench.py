@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ingest_bench import make_cert, start_collector  # noqa: E402
+from ingest_bench import make_cert, make_tokens, start_collector  # noqa: E402
 
 
 def rss_kb(pid, field):
@@ -63,12 +63,7 @@ def fleet(bin_dir, port, tokens, catalog, seconds, client_tls):
 def run(bin_dir, tls, connections, seconds):
     with tempfile.TemporaryDirectory(prefix="deskpulse-preauth-") as work:
         db = os.path.join(work, "bench.db")
-        collector = os.path.join(bin_dir, "collector", "deskpulse-collector")
-        token = subprocess.run([collector, "token", "create", "--db", db, "--customer", "Bench"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        tokens = os.path.join(work, "tokens.txt")
-        with open(tokens, "w") as f:
-            f.write(f"Bench {token} typical\n")
+        tokens = make_tokens(bin_dir, work, db)
         catalog = os.path.join(work, "catalog.sqlite")
         subprocess.run([os.path.join(bin_dir, "collector", "deskpulse-catalog"), "build", "--out",
                         catalog], capture_output=True, check=True)

@@ -95,6 +95,16 @@ class IngestTest : public ::testing::Test {
     return w ? w->welcome() : v1::Welcome{};
   }
 
+  /// Options for an uplink of `agent` to this collector, with a short backoff.
+  agent::UplinkOptions UplinkFor(const std::string& agent) {
+    agent::UplinkOptions o;
+    o.collector = {"127.0.0.1", port()};
+    o.credential = token_;
+    o.agent_id = agent;
+    o.backoff_min = 10ms;
+    return o;
+  }
+
   static void ExpectError(RawClient& c, v1::ErrorCode code, const std::string& mentions) {
     auto e = c.Read();
     ASSERT_TRUE(e.has_value()) << "no frame before close";
@@ -400,12 +410,8 @@ void RunUntilDrained(asio::io_context& io, agent::Uplink& uplink, const MemoryQu
 
 TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
   asio::io_context client_io;
-  agent::UplinkOptions o;
-  o.collector = {"127.0.0.1", port()};
-  o.credential = token_;
-  o.agent_id = "uplink-agent";
+  agent::UplinkOptions o = UplinkFor("uplink-agent");
   o.max_batch_reports = 7;
-  o.backoff_min = 10ms;
 
   MemoryQueue first;
   first.Add(1, 30);
@@ -428,11 +434,8 @@ TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
 
 TEST_F(IngestTest, UplinkRetriesARefusedCredentialSlowlyAndResumesOnceAccepted) {
   asio::io_context client_io;
-  agent::UplinkOptions o;
-  o.collector = {"127.0.0.1", port()};
+  agent::UplinkOptions o = UplinkFor("refused-agent");
   o.credential = "dpt_restored-later";
-  o.agent_id = "refused-agent";
-  o.backoff_min = 10ms;
   o.refused_backoff_min = 400ms;
   o.refused_backoff_max = 800ms;
   MemoryQueue q;
@@ -467,12 +470,8 @@ TEST_F(IngestTest, UplinkRetriesARefusedCredentialSlowlyAndResumesOnceAccepted) 
 
 TEST_F(IngestTest, UplinkDropsTheOneReportTheCollectorRefusesAndSendsTheRest) {
   asio::io_context client_io;
-  agent::UplinkOptions o;
-  o.collector = {"127.0.0.1", port()};
-  o.credential = token_;
-  o.agent_id = "one-bad-report";
+  agent::UplinkOptions o = UplinkFor("one-bad-report");
   o.max_batch_reports = 10;
-  o.backoff_min = 10ms;
   MemoryQueue q;
   q.Add(1, 30);
   q.Spoil(17);
@@ -508,11 +507,7 @@ class SmallFrameTest : public IngestTest {
 
 TEST_F(SmallFrameTest, UplinkFitsBatchesToTheFrameLimitAndDropsAReportThatNeverFits) {
   asio::io_context client_io;
-  agent::UplinkOptions o;
-  o.collector = {"127.0.0.1", port()};
-  o.credential = token_;
-  o.agent_id = "small-frames";
-  o.backoff_min = 10ms;
+  agent::UplinkOptions o = UplinkFor("small-frames");
   MemoryQueue q;
   q.Add(1, 40, 3000);  // ~3 KB each: five to a 16 KB frame
   q.Add(41, 41, 20000);
@@ -666,11 +661,8 @@ class TlsIngestTest : public IngestTest, public ::testing::WithParamInterface<Tl
 
   agent::UplinkOptions ClientOptions(const std::string& ca_file, const std::string& agent,
                                      const std::string& host = "127.0.0.1") {
-    agent::UplinkOptions o;
-    o.collector = {host, port()};
-    o.credential = token_;
-    o.agent_id = agent;
-    o.backoff_min = 10ms;
+    agent::UplinkOptions o = UplinkFor(agent);
+    o.collector.host = host;
     o.connect_timeout = 2s;
     auto client = GetParam().make({.ca_file = ca_file});
     EXPECT_TRUE(client.ok()) << client.status().ToString();

@@ -87,6 +87,22 @@ def enroll(test, db):
     return r.stdout.split()[-1]
 
 
+def thin_client_peripherals(catalog):
+    """A [probes.peripherals] section reading the thin client's USB tree (this machine has no
+    USB), with `catalog` ("" for none)."""
+    tree = os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client")
+    return f"""
+[probes.peripherals]
+sysfs = "{tree}/sys"
+proc = "{tree}/proc"
+udev_data = "{tree}/udev"
+cups = false
+pcsc = false
+settle_s = 0
+catalog = "{catalog}"
+"""
+
+
 def agent_config(work, name, address, token, collector_extra="", tail=""):
     """An agent configuration at a 1 s interval, its state under work/name, written to work/name.toml."""
     machine_id = os.path.join(work, "machine-id")
@@ -203,21 +219,12 @@ class AgentCatalogTest(unittest.TestCase):
     def test_verdicts_made_on_the_endpoint_reach_the_peripherals_report(self):
         """The agent reads a thin client's USB tree with the catalog installed; the collector keeps
         the verdicts it attached and the peripherals report uses them, not its own catalog."""
-        tree = os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client")
         with dp.tempdir() as work:
             db = os.path.join(work, "store.db")
             token = enroll(self, db)
             collector = dp.Collector(work, db)
-            config = agent_config(work, "with-catalog", collector.address, token, "", f"""
-[probes.peripherals]
-sysfs = "{tree}/sys"
-proc = "{tree}/proc"
-udev_data = "{tree}/udev"
-cups = false
-pcsc = false
-settle_s = 0
-catalog = "{dp.CATALOG}"
-""")
+            config = agent_config(work, "with-catalog", collector.address, token, "",
+                                  thin_client_peripherals(dp.CATALOG))
             agent = Agent(work, config)
             wait_for(lambda: stored(db)[0] >= 2, 60, "reports with the inventory")
             self.assertEqual(agent.stop(), 0)

@@ -16,7 +16,8 @@ import time
 import unittest
 
 import dp
-from test_agent import Agent, agent_config, enroll, free_port, stored, wait_for
+from test_agent import (Agent, agent_config, enroll, free_port, stored, thin_client_peripherals,
+                        wait_for)
 
 SEGMENT_HEADER = struct.Struct("<IIQI")  # magic, length, seq, crc (agent/spool/spool.cc)
 
@@ -84,6 +85,14 @@ def connect_from(source, port):
     s.bind((source, 0))
     s.connect(("127.0.0.1", port))
     return s
+
+
+def collector_config(work, text):
+    """A collector config file of `text`; returns its path."""
+    path = os.path.join(work, "collector.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
 
 
 def raise_fd_limit(want):
@@ -215,9 +224,7 @@ class CollectorTest(ProtoTest):
         with dp.tempdir() as work:
             db = os.path.join(work, "store.db")
             token = enroll(self, db)
-            conf = os.path.join(work, "collector.toml")
-            with open(conf, "w") as f:
-                f.write("[store]\ncheckpoint_interval_ms = 10000\n")
+            conf = collector_config(work, "[store]\ncheckpoint_interval_ms = 10000\n")
             port = free_port()
             collector = dp.Collector(work, db, port=port, extra=("--config", conf))
             agent = Agent(work, agent_config(work, "agent", f"127.0.0.1:{port}", token))
@@ -278,24 +285,14 @@ class CollectorTest(ProtoTest):
     def test_a_report_the_collector_can_never_take_is_dropped_and_counted(self):
         """The agent's first report (the peripheral inventory, ~1.1 KB) cannot fit a collector
         whose frame limit is 1 KB: it is dropped and counted, and the reports after it flow."""
-        tree = os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client")
         with dp.tempdir() as work:
             db = os.path.join(work, "store.db")
             token = enroll(self, db)
-            conf = os.path.join(work, "collector.toml")
-            with open(conf, "w") as f:
-                f.write("[ingest]\nmax_frame_bytes = 1024\nmax_hello_frame_bytes = 1024\n")
+            conf = collector_config(work, "[ingest]\nmax_frame_bytes = 1024\n"
+                                          "max_hello_frame_bytes = 1024\n")
             collector = dp.Collector(work, db, extra=("--config", conf))
-            agent = Agent(work, agent_config(work, "agent", collector.address, token, "", f"""
-[probes.peripherals]
-sysfs = "{tree}/sys"
-proc = "{tree}/proc"
-udev_data = "{tree}/udev"
-cups = false
-pcsc = false
-settle_s = 0
-catalog = ""
-"""))
+            agent = Agent(work, agent_config(work, "agent", collector.address, token, "",
+                                             thin_client_peripherals("")))
             wait_for(lambda: stored(db)[0] >= 4, 60, "the reports after the big one")
             self.assertEqual(agent.stop(), 0)
             self.assertEqual(collector.stop(), 0)
