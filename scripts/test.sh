@@ -54,7 +54,7 @@ fuzz_seconds="${DESKPULSE_FUZZ_SECONDS:-30}"
 step "build (fuzzers)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DDESKPULSE_FUZZ=ON -DDESKPULSE_BUILD_TESTS=OFF \
-  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined" >&2
+  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=function" >&2
 cmake --build build-fuzz --target ingest_fuzz spool_fuzz -j "$jobs" >&2
 for target in ingest_fuzz spool_fuzz; do
   corpus="$(mktemp -d)"
