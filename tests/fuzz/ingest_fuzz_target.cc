@@ -7,12 +7,21 @@
 #include <cstdint>
 #include <span>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "collector/store/rollup.h"
 #include "deskpulse/common/frame_codec.h"
 #include "deskpulse/common/histogram.h"
 #include "deskpulse/common/report_limits.h"
 #include "deskpulse/v1/report.pb.h"
 #include "deskpulse/v1/wire.pb.h"
+
+// protobuf's parse diagnostics for hostile strings would be most of the
+// output (the binaries route them to the debug log).
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  google::protobuf::SetLogHandler(nullptr);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace deskpulse;
