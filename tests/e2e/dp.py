@@ -113,6 +113,14 @@ def scores_json(db):
     return json.loads(r.stdout)
 
 
+def reports_in_window(db, scores):
+    """Stored reports observed inside the window a `scores --json` result covers."""
+    w = scores["window"]
+    (n,), = query(db, "SELECT count(*) FROM reports WHERE observed_at_ms >= ? AND "
+                      "observed_at_ms < ?", w["from_unix_ms"], w["to_unix_ms"])
+    return n
+
+
 def peripherals_json(db, customer, catalog=CATALOG):
     r = run([COLLECTOR, "peripherals", "--db", db, "--customer", customer, "--catalog", catalog,
              "--json"])
