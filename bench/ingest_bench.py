@@ -60,8 +60,13 @@ def start_collector(bin_dir, work, db, tls_args):
     for _ in range(300):
         if os.path.exists(port_file) and open(port_file).read().strip():
             return proc, log, int(open(port_file).read())
+        if proc.poll() is not None:
+            break
         time.sleep(0.02)
-    raise RuntimeError("collector did not start")
+    proc.kill()
+    log.close()
+    with open(log.name) as f:
+        raise RuntimeError("collector did not start: " + f.read()[-2000:])
 
 
 def collector_ack_latency(log_path):
