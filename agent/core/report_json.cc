@@ -19,6 +19,7 @@ json Boot(const v1::BootReport& b) {
   DP_OPT(b, j, userspace_ms);
   DP_OPT(b, j, login_ready_ms);
   DP_OPT(b, j, desktop_ready_ms);
+  DP_OPT(b, j, total_ms);
   return j;
 }
 
@@ -33,6 +34,8 @@ json Session(const v1::SessionWindow& w) {
   DP_OPT(w, j, rtt_max_us);
   DP_OPT(w, j, jitter_us);
   DP_OPT(w, j, retransmit_ppm);
+  DP_OPT(w, j, stalled_ms);
+  j["rtt_samples"] = w.rtt_samples();
   return j;
 }
 
@@ -81,6 +84,15 @@ json Stability(const v1::StabilityReport& s) {
            {"reason", c.reason()}};
     DP_OPT(c, x, downtime_ms);
     j["crashes"].push_back(std::move(x));
+  }
+  if (s.stalls_size() > 0) j["stalls"] = json::array();
+  for (const auto& st : s.stalls()) {
+    json x{{"protocol", v1::DisplayProtocol_Name(st.protocol())},
+           {"peer", st.peer()},
+           {"start_unix_ms", st.start_unix_ms()},
+           {"duration_ms", st.duration_ms()}};
+    DP_OPT(st, x, frozen_ms);
+    j["stalls"].push_back(std::move(x));
   }
   return j;
 }

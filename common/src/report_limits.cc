@@ -88,8 +88,15 @@ bool WalkReport(v1::Report& r, Visitor& v) {
     auto* s = r.mutable_stability();
     if (!v.List(s->mutable_session_events(), kSessionEvents,
                 [] { return std::string("stability.session_events"); }) ||
-        !v.List(s->mutable_crashes(), kCrashes, [] { return std::string("stability.crashes"); })) {
+        !v.List(s->mutable_crashes(), kCrashes, [] { return std::string("stability.crashes"); }) ||
+        !v.List(s->mutable_stalls(), kStalls, [] { return std::string("stability.stalls"); })) {
       return false;
+    }
+    for (int i = 0; i < s->stalls_size(); ++i) {
+      if (!v.Str(s->mutable_stalls(i)->mutable_peer(), kPeer,
+                 [i] { return "stability.stalls[" + std::to_string(i) + "].peer"; })) {
+        return false;
+      }
     }
     for (int i = 0; i < s->session_events_size(); ++i) {
       if (!v.Str(s->mutable_session_events(i)->mutable_reason(), kReason, [i] {

@@ -45,6 +45,7 @@ inline constexpr std::size_t kCatalogDetail = 512;
 inline constexpr std::size_t kPeripheralEvents = 1024;
 inline constexpr std::size_t kSessionEvents = 1024;
 inline constexpr std::size_t kCrashes = 256;
+inline constexpr std::size_t kStalls = 1024;
 inline constexpr std::size_t kUnavailable = 64;
 inline constexpr std::size_t kMeasurement = 64;
 /// Sequence numbers and epochs are stored as signed 64-bit integers.
