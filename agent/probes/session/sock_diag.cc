@@ -95,6 +95,11 @@ Status ParseSockDiag(std::string_view buffer, std::vector<TcpConn>* out, bool* d
           c.segs_out = ti.tcpi_segs_out;
           c.segs_in = ti.tcpi_segs_in;
           c.last_ack_recv_ms = ti.tcpi_last_ack_recv;
+          c.last_data_recv_ms = ti.tcpi_last_data_recv;
+          c.unacked = ti.tcpi_unacked;
+          c.rto_us = ti.tcpi_rto;
+          c.backoff = ti.tcpi_backoff;
+          c.data_segs_in = ti.tcpi_data_segs_in;
         }
         off += RTA_ALIGN(a.rta_len);
       }

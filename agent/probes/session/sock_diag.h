@@ -29,7 +29,12 @@ struct TcpConn {
   std::uint32_t data_segs_out = 0;
   std::uint32_t segs_out = 0;
   std::uint32_t segs_in = 0;
-  std::uint32_t last_ack_recv_ms = 0;
+  std::uint32_t last_ack_recv_ms = 0;   // since the last ACK arrived
+  std::uint32_t last_data_recv_ms = 0;  // since the last data arrived
+  std::uint32_t unacked = 0;            // segments sent and not yet acknowledged
+  std::uint32_t rto_us = 0;             // the retransmission timeout now (with backoff)
+  std::uint8_t backoff = 0;             // RTO doublings since the last ACK
+  std::uint32_t data_segs_in = 0;
 };
 
 /// Parses a buffer of netlink messages from a SOCK_DIAG_BY_FAMILY dump or the
