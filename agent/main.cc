@@ -89,6 +89,12 @@ static int Main(int argc, char** argv) {
     if (cl->print) std::printf("%s\n", ag::ReportToJson(report).dump(2).c_str());
     return dp::kExitOk;
   }
+  if (cl->print) {
+    (*agent)->set_report_sink([](const dp::v1::Report& r) {
+      std::printf("%s\n", ag::ReportToJson(r).dump().c_str());
+      std::fflush(stdout);
+    });
+  }
   return (*agent)->Run();
 }
 

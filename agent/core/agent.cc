@@ -218,6 +218,7 @@ void Agent::ArmCycle() {
     v1::Report report = Cycle(first_cycle_);
     first_cycle_ = false;
     Dedup(report);
+    if (sink_) sink_(report);
     SpoolReport(report);
     WriteRunState(false);
     ArmCycle();
@@ -292,6 +293,7 @@ int Agent::Run() {
     v1::Report report = Cycle(true);
     first_cycle_ = false;
     Dedup(report);
+    if (sink_) sink_(report);
     SpoolReport(report);
   }
   ArmCycle();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <asio/io_context.hpp>
 
 #include <cstdint>
@@ -30,6 +31,10 @@ class Agent {
   deskpulse::v1::Report CollectOnce();
   /// Runs until SIGTERM or SIGINT; returns the process exit code.
   int Run();
+  /// Also hands every report, as spooled, to `sink` (`--print`).
+  void set_report_sink(std::function<void(const deskpulse::v1::Report&)> sink) {
+    sink_ = std::move(sink);
+  }
 
  private:
   explicit Agent(AgentConfig config);
@@ -46,6 +51,7 @@ class Agent {
   std::string agent_id_;
   std::string boot_id_;
   RunHistory history_;
+  std::function<void(const deskpulse::v1::Report&)> sink_;
   std::unique_ptr<Spool> spool_;
   // Before the probes and the uplink: destroyed after them, as their sockets
   // and timers belong to it.

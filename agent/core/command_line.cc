@@ -101,7 +101,6 @@ Result<CommandLine> ParseCommandLine(const std::vector<std::string>& args) {
   if (!out.config_path.empty() && !IsFile(out.config_path)) {
     return InvalidArgument("--config: no such file: " + out.config_path);
   }
-  if (out.print && !out.once) return InvalidArgument("--print needs --once");
   if (out.config_path.empty() && !out.once) {
     return InvalidArgument("give --config FILE (or --once --print for a one-off look)");
   }
@@ -117,6 +116,8 @@ std::string UsageText() {
          "  deskpulse-agent --once [--print] [--config FILE]\n"
          "                                           one collection cycle, no network or state;\n"
          "                                           --print writes the report as JSON\n"
+         "  deskpulse-agent --config FILE --print    run the daemon; also write each report to\n"
+         "                                           stdout as one line of JSON\n"
          "  deskpulse-agent validate --config FILE   check a configuration file and exit\n"
          "  deskpulse-agent mark-desktop-ready [--mark-dir DIR] [--config FILE]\n"
          "                                           record that the desktop is ready for this\n"

@@ -14,7 +14,7 @@ struct CommandLine {
   std::string config_path;  // --config (every command)
   std::string mark_dir;     // mark-desktop-ready --mark-dir
   bool once = false;        // --once
-  bool print = false;       // --print (with --once)
+  bool print = false;       // --print: reports as JSON on stdout
 };
 
 /// Parses the agent's arguments (without argv[0]). Options take their value

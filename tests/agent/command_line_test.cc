@@ -78,7 +78,6 @@ TEST_F(CommandLineTest, ErrorsNameTheArgument) {
   EXPECT_EQ(Error({"--config", "/nonexistent/agent.toml"}),
             "--config: no such file: /nonexistent/agent.toml");
   EXPECT_EQ(Error({"--config", dir_.File("")}), "--config: no such file: " + dir_.File(""));
-  EXPECT_EQ(Error({"--print", "--config", config_}), "--print needs --once");
   EXPECT_EQ(Error({}), "give --config FILE (or --once --print for a one-off look)");
   EXPECT_EQ(Error({"validate"}), "validate needs --config FILE");
   EXPECT_EQ(Error({"validate", "--once"}), "unknown option --once for validate");
