@@ -128,6 +128,23 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(GetPorts(r, "probes.session.pcoip_ports", &s.pcoip_ports));
   DP_RETURN_IF_ERROR(GetPorts(r, "probes.session.rdp_ports", &s.rdp_ports));
   DP_RETURN_IF_ERROR(GetPorts(r, "probes.session.gateway_ports", &s.gateway_ports));
+  DP_RETURN_IF_ERROR(r.GetStringList("probes.session.gateways", &s.gateways));
+  for (std::size_t i = 0; i < s.gateways.size(); ++i) {
+    if (s.gateways[i].empty() || s.gateways[i].size() > 253) {
+      return InvalidArgument(source + ": key 'probes.session.gateways' element " +
+                             std::to_string(i) + ": not a host name or address");
+    }
+  }
+  DP_RETURN_IF_ERROR(r.GetBool("probes.session.gateway_port_any_peer", &s.gateway_port_any_peer));
+  DP_RETURN_IF_ERROR(r.GetString("probes.session.rtt_method", &s.rtt_method));
+  if (s.rtt_method != "auto" && s.rtt_method != "passive" && s.rtt_method != "connect") {
+    return InvalidArgument(source + ": key 'probes.session.rtt_method': '" + s.rtt_method +
+                           "' is not one of auto, passive, connect");
+  }
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.rtt_probe_interval_s", 1, 3600,
+                                &s.rtt_probe_interval_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.stall_threshold_ms", 500, 60000,
+                                &s.stall_threshold_ms));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.sample_interval_s", 1, 600,
                                 &s.sample_interval_s));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.discovery_interval_s", 5, 3600,

@@ -33,7 +33,21 @@ struct SessionConfig {
   std::vector<std::uint16_t> pcoip_ports{4172};
   std::vector<std::uint16_t> rdp_ports{3389};
   std::vector<std::uint16_t> gateway_ports{443};
-  int sample_interval_s = 5;
+  /// A gateway-port connection is a display session only when its peer is one
+  /// of these (host names or addresses), so a browser's HTTPS is not one ...
+  std::vector<std::string> gateways;
+  /// ... unless every connection on a gateway port is one (an endpoint that
+  /// carries nothing else on them).
+  bool gateway_port_any_peer = false;
+  /// How session RTT is measured: "passive" reads the connection's own
+  /// tcp_info; "connect" times TCP handshakes to the session's peer; "auto"
+  /// is "connect" on a thin client (where the connection's own RTT carries the
+  /// server's ACK delay) and "passive" elsewhere.
+  std::string rtt_method = "auto";
+  int rtt_probe_interval_s = 5;
+  /// Data outstanding and no ACK for this long: the connection is stalled.
+  int stall_threshold_ms = 2000;
+  int sample_interval_s = 1;
   /// Full sock_diag dumps (which walk the kernel's whole TCP table) to find new
   /// display connections this often; known ones are looked up in between.
   int discovery_interval_s = 60;

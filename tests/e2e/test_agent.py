@@ -261,8 +261,8 @@ class AgentCatalogTest(unittest.TestCase):
 
 class OncePrintTest(unittest.TestCase):
     def test_prints_real_values_of_this_machine(self):
-        """`--once --print` on this machine: boot id, uptime, the RTT of a loopback RDP connection held open
-        here, and "unavailable" with a reason for what the machine lacks."""
+        """`--once --print` on this machine: boot id, uptime, the RTT to the peer of a loopback RDP
+        connection held open here, and "unavailable" with a reason for what the machine lacks."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -291,7 +291,9 @@ class OncePrintTest(unittest.TestCase):
         rdp = [w for w in report["sessions"] if w["peer"] == "127.0.0.1:3389"]
         self.assertEqual(len(rdp), 1, report["sessions"])
         self.assertEqual(rdp[0]["protocol"], "DISPLAY_PROTOCOL_RDP")
-        self.assertEqual(rdp[0]["source"], "LATENCY_SOURCE_PASSIVE_TCP_INFO")
+        # A thin client (the default role) times a handshake to the session's peer.
+        self.assertEqual(rdp[0]["source"], "LATENCY_SOURCE_PEER_CONNECT")
+        self.assertEqual(rdp[0]["rtt_samples"], 1)
         self.assertGreater(rdp[0]["rtt_p50_us"], 0)
         unavailable = {u["measurement"]: u["reason"] for u in report["unavailable"]}
         self.assertTrue(unavailable, "this machine lacks something (no cupsd, no pcscd, no system bus)")

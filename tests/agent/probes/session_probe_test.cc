@@ -8,7 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 namespace deskpulse::agent {
 namespace {
@@ -66,6 +69,7 @@ SessionConfig OnlyPort(std::uint16_t port) {
   c.gateway_ports = {};
   c.rdp_ports = {port};
   c.reconnect_window_s = 10;
+  c.rtt_method = "passive";  // a handshake probe would land in the listener's accept queue
   return c;
 }
 
@@ -235,17 +239,19 @@ TEST(SessionProbe, DiscoversByDumpAndSamplesKnownConnectionsByLookup) {
 
   first.reset();               // a close ...
   probe.Sample(16'000);        // ... seen by the lookup
-  probe.Sample(21'000);        // within the reconnect window: discovery again
+  EXPECT_EQ(probe.NextSampleDelayMs(16'000), 100);  // watching for the reconnect
+  probe.Sample(16'100);        // within the reconnect window: discovery, which finds it
   EXPECT_EQ(probe.dumps(), 2u);
   v1::Report after;
   probe.Collect({.now_unix_ms = 22'000, .window_s = 60}, after);  // not started: samples too
-  EXPECT_EQ(probe.dumps(), 3u);  // still within the window
+  EXPECT_EQ(probe.dumps(), 2u);  // the reconnect came: back to lookups
   ASSERT_EQ(after.stability().session_events_size(), 1);
   EXPECT_EQ(after.stability().session_events(0).kind(), v1::SESSION_EVENT_KIND_RECONNECT);
-  probe.Sample(31'000);        // the window has passed: back to lookups
+  EXPECT_EQ(after.stability().session_events(0).downtime_ms(), 100u);
+  probe.Sample(31'000);
+  EXPECT_EQ(probe.dumps(), 2u);
+  probe.Sample(77'000);        // a discovery interval after the last dump
   EXPECT_EQ(probe.dumps(), 3u);
-  probe.Sample(82'000);        // a discovery interval after the last dump
-  EXPECT_EQ(probe.dumps(), 4u);
 }
 
 TEST(SockDiag, FamiliesWithoutTcpSocketsAreNotDumped) {
@@ -295,6 +301,322 @@ TEST(SessionProbe, ManyLiveConnectionsAreSampledByOneDumpNotALookupEach) {
   probe.Sample(16'000);          // back to lookups? no: the closes opened the reconnect window
   probe.Sample(40'000);          // 3 live, no window: lookups
   EXPECT_EQ(probe.dumps(), 4u);
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+// ---------------------------------------------------------------- lifecycle and truth
+namespace deskpulse::agent {
+namespace {
+
+// The kernel as a test sets it: the connections the next dump or lookup
+// returns, and the answers handshake probes get, in order.
+class ReplayKernel : public SessionKernel {
+ public:
+  std::vector<TcpConn> conns;
+  std::vector<PeerAnswer> answers;  // consumed front first; empty: no answer
+  int probes = 0;
+
+  void Attach(const asio::any_io_executor&) override {}
+  TcpFamilies Families() override { return {}; }
+  Result<std::vector<TcpConn>> Dump(const std::vector<std::uint16_t>&, TcpFamilies) override {
+    return conns;
+  }
+  Result<std::optional<TcpConn>> Lookup(const TcpConn& known) override {
+    for (const auto& c : conns) {
+      if (c.cookie == known.cookie) return std::optional<TcpConn>(c);
+    }
+    return std::optional<TcpConn>{};
+  }
+  std::uint16_t ProbePeer(const std::string&, std::uint16_t, int,
+                          std::function<void(const PeerAnswer&)> done) override {
+    ++probes;
+    PeerAnswer a;
+    a.error = "no answer within 900 ms";
+    if (!answers.empty()) {
+      a = answers.front();
+      answers.erase(answers.begin());
+    }
+    done(a);
+    return 0;
+  }
+};
+
+TcpConn DisplayConn(std::uint64_t cookie, const std::string& remote, std::uint16_t remote_port,
+                    std::uint16_t local_port) {
+  TcpConn c;
+  c.cookie = cookie;
+  c.family = AF_INET;
+  c.state = 1;
+  c.local_addr = "10.77.0.2";
+  c.local_port = local_port;
+  c.remote_addr = remote;
+  c.remote_port = remote_port;
+  c.has_info = true;
+  c.rtt_us = 50'000;
+  c.rttvar_us = 2'000;
+  c.data_segs_in = 100;
+  c.data_segs_out = 100;
+  c.rto_us = 250'000;
+  return c;
+}
+
+struct Replay {
+  ReplayKernel* kernel;
+  std::unique_ptr<SessionProbe> probe;
+};
+
+Replay MakeReplay(SessionConfig config, v1::EndpointRole role) {
+  auto k = std::make_unique<ReplayKernel>();
+  ReplayKernel* raw = k.get();
+  return {raw, std::make_unique<SessionProbe>(std::move(config), role, std::move(k))};
+}
+
+std::vector<v1::SessionEventKind> Kinds(const v1::Report& r) {
+  std::vector<v1::SessionEventKind> out;
+  for (const auto& e : r.stability().session_events()) out.push_back(e.kind());
+  return out;
+}
+
+TEST(SessionLifecycle, AReconnectWithinOneDumpIsOneReconnect) {
+  Listener display;
+  SessionProbe probe(OnlyPort(display.port), v1::ENDPOINT_ROLE_THIN_CLIENT);
+  auto c1 = std::make_unique<Conn>(display);
+  probe.Sample(1'000);
+  c1.reset();
+  Conn c2(display);     // the close and the new connection land in one dump
+  probe.Sample(61'000);  // discovery is due
+  v1::Report r;
+  probe.Collect({.now_unix_ms = 90'000, .window_s = 60}, r);  // the window has passed
+  EXPECT_EQ(Kinds(r), std::vector<v1::SessionEventKind>{v1::SESSION_EVENT_KIND_RECONNECT});
+}
+
+TEST(SessionLifecycle, TheReconnectWindowIsEnforcedAcrossDumps) {
+  Listener display;
+  SessionProbe probe(OnlyPort(display.port), v1::ENDPOINT_ROLE_THIN_CLIENT);
+  auto c1 = std::make_unique<Conn>(display);
+  probe.Sample(1'000);
+  c1.reset();
+  probe.Sample(2'000);   // the close
+  Conn c2(display);
+  probe.Sample(42'000);  // the window passed 30 s ago: a disconnect
+  probe.Sample(62'000);  // the next discovery finds a new session, not a reconnect
+  v1::Report r;
+  probe.Collect({.now_unix_ms = 63'000, .window_s = 60}, r);
+  ASSERT_EQ(Kinds(r), (std::vector<v1::SessionEventKind>{v1::SESSION_EVENT_KIND_DISCONNECT,
+                                                         v1::SESSION_EVENT_KIND_CONNECT}));
+  EXPECT_EQ(r.stability().session_events(0).at_unix_ms(), 2'000);
+  for (const auto& e : r.stability().session_events()) EXPECT_FALSE(e.has_downtime_ms());
+}
+
+TEST(SessionLifecycle, DowntimeRunsFromTheCloseToTheNewConnection) {
+  auto [kernel, probe] = MakeReplay(OnlyPort(3389), v1::ENDPOINT_ROLE_THIN_CLIENT);
+  kernel->conns = {DisplayConn(1, "10.77.0.1", 3389, 40000)};
+  std::int64_t t = 1'000;
+  probe->Sample(t);
+  probe->OnDestroyed(kernel->conns[0], 2'000);  // closed at 2.000 s
+  kernel->conns.clear();
+  // The timer's cadence after a close: the reconnect at 3.600 s is seen
+  // within 100 ms of it, not at the next 1 s (or 5 s) sample.
+  t = 2'000;
+  bool reopened = false;
+  while (t < 5'000) {
+    t += probe->NextSampleDelayMs(t);
+    if (!reopened && t >= 3'600) {
+      kernel->conns = {DisplayConn(2, "10.77.0.1", 3389, 40002)};
+      reopened = true;
+    }
+    probe->Sample(t);
+  }
+  v1::Report r;
+  probe->Collect({.now_unix_ms = 6'000, .window_s = 60}, r);
+  ASSERT_EQ(Kinds(r), std::vector<v1::SessionEventKind>{v1::SESSION_EVENT_KIND_RECONNECT});
+  EXPECT_GE(r.stability().session_events(0).downtime_ms(), 1'600u);
+  EXPECT_LE(r.stability().session_events(0).downtime_ms(), 1'700u);
+  // Connected 1.0–2.0 s and from the reconnect on: not the whole window.
+  EXPECT_EQ(r.stability().session_s(), 3u);
+}
+
+TEST(SessionLifecycle, WithNothingLiveDiscoveryRunsOnItsOwnTimer) {
+  auto [kernel, probe] = MakeReplay(OnlyPort(3389), v1::ENDPOINT_ROLE_THIN_CLIENT);
+  probe->Sample(1'000);
+  EXPECT_EQ(probe->NextSampleDelayMs(1'000), 60'000);  // discovery_interval_s, not a report cycle
+  kernel->conns = {DisplayConn(1, "10.77.0.1", 3389, 40000)};
+  probe->Sample(61'000);
+  EXPECT_EQ(probe->dumps(), 2u);
+  EXPECT_EQ(probe->NextSampleDelayMs(61'000), 1'000);  // something live: every sample_interval_s
+}
+
+TEST(SessionClassify, AGatewayPortConnectionToANonGatewayIsNotASession) {
+  Listener https;
+  SessionConfig c = OnlyPort(1);
+  c.rdp_ports = {};
+  c.gateway_ports = {https.port};
+  Conn browser(https);
+  {
+    SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+    v1::Report r;
+    probe.Collect({.now_unix_ms = 1'000'000, .window_s = 60}, r);
+    EXPECT_EQ(r.sessions_size(), 0) << "a browser's HTTPS is not a display session";
+    EXPECT_FALSE(r.has_stability());
+  }
+  c.gateways = {"127.0.0.1"};  // now the peer is the configured gateway
+  {
+    SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+    v1::Report r;
+    probe.Collect({.now_unix_ms = 1'000'000, .window_s = 60}, r);
+    ASSERT_EQ(r.sessions_size(), 1);
+    EXPECT_EQ(r.sessions(0).protocol(), v1::DISPLAY_PROTOCOL_GATEWAY);
+  }
+  c.gateways = {"localhost"};  // by name
+  {
+    SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+    v1::Report r;
+    probe.Collect({.now_unix_ms = 1'000'000, .window_s = 60}, r);
+    EXPECT_EQ(r.sessions_size(), 1);
+  }
+  c.gateways = {};
+  c.gateway_port_any_peer = true;  // an endpoint that carries nothing else on it
+  {
+    SessionProbe probe(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+    v1::Report r;
+    probe.Collect({.now_unix_ms = 1'000'000, .window_s = 60}, r);
+    EXPECT_EQ(r.sessions_size(), 1);
+  }
+}
+
+TEST(SessionStall, ACutWithTheSocketOpenIsAStallNotANormalWindow) {
+  SessionConfig c = OnlyPort(3389);
+  auto [kernel, probe] = MakeReplay(c, v1::ENDPOINT_ROLE_VDI_GUEST);
+  TcpConn conn = DisplayConn(1, "10.77.0.2", 51000, 3389);
+  conn.unacked = 2;
+  conn.last_ack_recv_ms = 10;
+  kernel->conns = {conn};
+  probe->Sample(1'000);
+  // The path is cut at 2.000 s: the last ACK. The sender keeps data
+  // outstanding and backs off; tcp_info's RTT freezes at its last value.
+  auto cut = [&, k = kernel, p = probe.get()](std::int64_t now, int backoff) {
+    TcpConn s = conn;
+    s.unacked = 12;
+    s.backoff = static_cast<std::uint8_t>(backoff);
+    s.last_ack_recv_ms = static_cast<std::uint32_t>(now - 2'000);
+    k->conns = {s};
+    p->Sample(now);
+  };
+  cut(3'000, 1);  // 1 s without an ACK: below the threshold
+  int backoff = 1;
+  for (std::int64_t t = 4'000; t <= 20'000; t += 1'000) cut(t, ++backoff > 7 ? 7 : backoff);
+  v1::Report during;
+  probe->Collect({.now_unix_ms = 20'000, .window_s = 19}, during);
+  ASSERT_EQ(during.sessions_size(), 1);
+  EXPECT_EQ(during.sessions(0).stalled_ms(), 18'000u) << "frozen since the last ACK at 2 s";
+  EXPECT_EQ(during.sessions(0).rtt_samples(), 2u) << "no RTT samples while nothing is acknowledged";
+  EXPECT_EQ(during.stability().stalls_size(), 0) << "still going";
+  EXPECT_GT(kernel->probes, 10) << "the peer is probed every pass during a stall";
+
+  // The path is back at 32 s: the peer's kernel answers a probe (a reset: no
+  // listener on a client's port) ...
+  for (std::int64_t t = 21'000; t <= 31'000; t += 1'000) cut(t, 7);
+  kernel->answers = {PeerAnswer{.answered = true, .refused = true, .rtt_us = 50'000, .error = {}}};
+  cut(32'000, 7);
+  // ... and TCP's next retransmission, at 52.5 s, is acknowledged.
+  for (std::int64_t t = 33'000; t <= 52'000; t += 1'000) cut(t, 7);
+  TcpConn back = conn;
+  back.last_ack_recv_ms = 500;
+  kernel->conns = {back};
+  probe->Sample(53'000);
+  v1::Report after;
+  probe->Collect({.now_unix_ms = 60'000, .window_s = 40}, after);
+  ASSERT_EQ(after.stability().stalls_size(), 1);
+  const auto& s = after.stability().stalls(0);
+  EXPECT_EQ(s.start_unix_ms(), 2'000);
+  EXPECT_EQ(s.duration_ms(), 30'025u) << "until the path answered (probe sent at 32 s + RTT/2)";
+  EXPECT_EQ(s.frozen_ms(), 50'500u) << "until the connection acknowledged again";
+  EXPECT_EQ(s.peer(), "10.77.0.2:51000");
+  ASSERT_EQ(after.sessions_size(), 1);
+  EXPECT_EQ(after.sessions(0).stalled_ms(), 32'500u);  // 20 s → 52.5 s
+}
+
+TEST(SessionStall, AnIdleConnectionThatJustSentIsNotStalled) {
+  auto [kernel, probe] = MakeReplay(OnlyPort(3389), v1::ENDPOINT_ROLE_VDI_GUEST);
+  TcpConn c = DisplayConn(1, "10.77.0.2", 51000, 3389);
+  c.unacked = 1;
+  c.last_ack_recv_ms = 60'000;  // the last ACK was a minute ago, before the idle time
+  c.backoff = 0;                // and no retransmission timeout has fired
+  kernel->conns = {c};
+  probe->Sample(1'000);
+  v1::Report r;
+  probe->Collect({.now_unix_ms = 2'000, .window_s = 60}, r);
+  ASSERT_EQ(r.sessions_size(), 1);
+  EXPECT_FALSE(r.sessions(0).has_stalled_ms());
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+// A thin client's session as the truth rig (bench/session_truth) recorded it:
+// every second, the session socket's tcp_info (`ss -ti`), and every fifth a
+// handshake to the peer's address and port. The socket's own RTT carries the
+// server's wait to piggyback its ACK on the next frame (33 ms at 30 frames/s);
+// the agent's figure must be the network's.
+void ReplayThinClient(const std::string& fixture) {
+  std::ifstream in(std::string(DESKPULSE_TEST_DATA) + "/session/" + fixture);
+  ASSERT_TRUE(in) << fixture;
+  const auto doc = nlohmann::json::parse(in);
+  const double truth_p50 = doc["truth_udp_p50_ms"].get<double>();
+  const double truth_p95 = doc["truth_udp_p95_ms"].get<double>();
+  SessionConfig c = OnlyPort(3389);
+  c.rtt_method = "auto";
+  auto [kernel, probe] = MakeReplay(c, v1::ENDPOINT_ROLE_THIN_CLIENT);
+  std::vector<std::uint32_t> passive;
+  std::int64_t first = 0, last = 0;
+  for (const auto& tick : doc["ticks"]) {
+    const auto& k = tick["conn"];
+    TcpConn conn = DisplayConn(1, "10.77.0.1", 3389, 40000);
+    conn.rtt_us = k["rtt_us"];
+    conn.rttvar_us = k["rttvar_us"];
+    conn.min_rtt_us = k["min_rtt_us"];
+    conn.unacked = k["unacked"];
+    conn.last_ack_recv_ms = k["last_ack_recv_ms"];
+    conn.backoff = static_cast<std::uint8_t>(k["backoff"].get<int>());
+    conn.rto_us = k["rto_us"];
+    conn.total_retrans = k["total_retrans"];
+    conn.data_segs_out = k["data_segs_out"];
+    conn.data_segs_in = k["data_segs_in"];
+    kernel->conns = {conn};
+    passive.push_back(conn.rtt_us);
+    if (!tick["probe_rtt_us"].is_null()) {
+      PeerAnswer a;
+      a.answered = true;
+      a.rtt_us = tick["probe_rtt_us"];
+      kernel->answers.push_back(a);
+    }
+    last = tick["t_ms"];
+    if (first == 0) first = last;
+    probe->Sample(last);
+  }
+  v1::Report r;
+  probe->Collect({.now_unix_ms = last, .window_s = static_cast<std::uint32_t>((last - first) / 1000)}, r);
+  ASSERT_EQ(r.sessions_size(), 1);
+  const auto& w = r.sessions(0);
+  EXPECT_EQ(w.source(), v1::LATENCY_SOURCE_PEER_CONNECT);
+  EXPECT_GE(w.rtt_samples(), 10u);
+  const double p50 = w.rtt_p50_us() / 1000.0, p95 = w.rtt_p95_us() / 1000.0;
+  EXPECT_NEAR(p50, truth_p50, std::max(2.0, 0.10 * truth_p50)) << fixture;
+  EXPECT_NEAR(p95, truth_p95, std::max(3.0, 0.15 * truth_p95)) << fixture;
+  // The fixture does carry the bias the agent must not report.
+  const double passive_p50 = Percentile(passive, 0.5) / 1000.0;
+  EXPECT_GT(std::abs(passive_p50 - truth_p50), std::max(2.0, 0.10 * truth_p50))
+      << "passive p50 " << passive_p50 << " ms";
+}
+
+TEST(SessionRtt, ThinClientRttIsTheNetworksNotTheServersAckDelay) {
+  ReplayThinClient("thin-client-rtt20-loss0.json");
+  ReplayThinClient("thin-client-rtt50-loss2.json");
 }
 
 }  // namespace
