@@ -128,6 +128,7 @@ nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
       j["components"]["stability"]["disconnects"] = w.disconnects;
       j["components"]["stability"]["reconnects"] = w.reconnects;
       j["components"]["stability"]["crashes"] = w.crashes;
+      j["components"]["stability"]["stalls"] = w.stalls;
     }
     j["tps"] = t.tps ? nlohmann::json(std::round(*t.tps * 10) / 10) : nlohmann::json();
     j["band"] = t.band ? nlohmann::json(scoring::BandName(*t.band)) : nlohmann::json();

@@ -142,7 +142,7 @@ TechScore ScoreWindow(const WindowRollup& w, const Policy& p) {
     t.stability.score = StabilityComponent(u, p);
     t.stability.detail = Fmt("unavailability %.4f%% over %.0f session hours, %.0f disconnects",
                              100 * u, w.session_s / 3600, double(w.disconnects)) +
-                         Fmt(", %.0f crashes", double(w.crashes));
+                         Fmt(", %.0f stalls, %.0f crashes", double(w.stalls), double(w.crashes));
   }
 
   double weight_with_data = 0;

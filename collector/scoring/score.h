@@ -36,6 +36,7 @@ struct WindowRollup {
   std::int64_t disconnects = 0;
   std::int64_t reconnects = 0;
   std::int64_t crashes = 0;
+  std::int64_t stalls = 0;  // display connections frozen (data outstanding, nothing acknowledged)
   std::int64_t peripherals_working = 0;  // device instances seen, never failing in the window
   std::int64_t peripherals_failed = 0;   // device instances seen failing in the window
   std::int64_t peripheral_reconnects = 0;

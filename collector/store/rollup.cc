@@ -68,6 +68,14 @@ void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoin
         d.sum += static_cast<double>(e.downtime_ms());
       }
     }
+    for (const auto& st : s.stalls()) {
+      // A frozen display is unavailable session time, as an outage is.
+      const std::int64_t at = st.start_unix_ms() != 0 ? st.start_unix_ms() : t;
+      At(customer_id, endpoint_id, at, Metric::kStalls).count += 1;
+      auto& d = At(customer_id, endpoint_id, at, Metric::kDowntimeMs);
+      d.count += 1;
+      d.sum += static_cast<double>(st.has_frozen_ms() ? st.frozen_ms() : st.duration_ms());
+    }
     for (const auto& c : s.crashes()) {
       const std::int64_t ct = c.at_unix_ms() != 0 ? c.at_unix_ms() : t;
       At(customer_id, endpoint_id, ct, Metric::kCrashes).count += 1;

@@ -24,6 +24,7 @@ enum class Metric : std::int32_t {
   kReconnects = 7,   // count: session reconnects
   kCrashes = 8,      // count: crashes (agent, VDI client, OS)
   kPeripheralReconnects = 9,  // count: detach+attach of the same device
+  kStalls = 10,      // count: session stalls (their frozen time is in kDowntimeMs)
 };
 
 enum class Grain : std::int32_t { kHour = 1, kDay = 2 };

@@ -850,6 +850,7 @@ Result<scoring::WindowRollup> Store::LoadWindow(std::int64_t customer_id, std::i
       case Metric::kReconnects: w.reconnects += count; break;
       case Metric::kCrashes: w.crashes += count; break;
       case Metric::kPeripheralReconnects: w.peripheral_reconnects += count; break;
+      case Metric::kStalls: w.stalls += count; break;
     }
   }
   DP_ASSIGN_OR_RETURN(auto ep, db_->Prepare("SELECT count(*) FROM endpoints WHERE customer_id=? "

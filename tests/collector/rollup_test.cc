@@ -83,6 +83,31 @@ TEST(Rollup, PlannedEventsDoNotCountAsDowntime) {
   EXPECT_EQ(disconnects, 1);
 }
 
+TEST(Rollup, AStallIsDowntimeForAsLongAsTheDisplayWasFrozen) {
+  RollupAccumulator acc;
+  v1::Report r;
+  r.set_observed_at_unix_ms(kDay0);
+  auto* s = r.mutable_stability();
+  s->set_session_s(3600);
+  auto* recovered = s->add_stalls();  // a 30 s cut that TCP's backoff stretched to 51 s
+  recovered->set_start_unix_ms(kDay0 - 60'000);
+  recovered->set_duration_ms(30'000);
+  recovered->set_frozen_ms(51'000);
+  auto* closed = s->add_stalls();  // closed while still frozen
+  closed->set_start_unix_ms(kDay0 - 10'000);
+  closed->set_duration_ms(4'000);
+  acc.AddReport(1, 2, r);
+  double downtime = 0;
+  std::int64_t stalls = 0;
+  for (const auto& row : acc.Expand()) {
+    if (row.endpoint_id != 0 || row.grain != Grain::kDay) continue;
+    if (row.metric == Metric::kDowntimeMs) downtime += row.cell.sum;
+    if (row.metric == Metric::kStalls) stalls += row.cell.count;
+  }
+  EXPECT_EQ(downtime, 55'000);
+  EXPECT_EQ(stalls, 2);
+}
+
 TEST(Rollup, DeviceInstancesRememberFailuresAndReconnects) {
   RollupAccumulator acc;
   auto report = [](std::int64_t t, v1::DeviceState state) {
