@@ -22,7 +22,8 @@ constexpr const char* kManagerPath = "/org/freedesktop/systemd1";
 constexpr const char* kManager = "org.freedesktop.systemd1.Manager";
 constexpr const char* kLogind = "org.freedesktop.login1";
 
-std::uint64_t Ms(std::uint64_t us) { return (us + 500) / 1000; }
+// Whole milliseconds, truncated: systemd-analyze prints 332.503 ms as "332ms".
+std::uint64_t Ms(std::uint64_t us) { return us / 1000; }
 
 std::optional<std::uint64_t> ParseU64(std::string_view s) {
   std::uint64_t v = 0;
@@ -84,6 +85,13 @@ std::optional<std::uint64_t> DefaultTargetUs(const BusConnection& bus) {
 }  // namespace
 
 void ComputePhases(const ManagerTimestamps& t, v1::BootReport* out) {
+  if (t.in_container) {
+    if (t.finish_us >= t.userspace_us && t.userspace_us > 0) {
+      out->set_userspace_ms(Ms(t.finish_us - t.userspace_us));
+      out->set_total_ms(Ms(t.finish_us - t.userspace_us));
+    }
+    return;
+  }
   if (t.firmware_us > 0 && t.firmware_us >= t.loader_us) {
     out->set_firmware_ms(Ms(t.firmware_us - t.loader_us));
   }
@@ -96,6 +104,8 @@ void ComputePhases(const ManagerTimestamps& t, v1::BootReport* out) {
   }
   if (t.finish_us > 0 && t.finish_us >= t.userspace_us && t.userspace_us > 0) {
     out->set_userspace_ms(Ms(t.finish_us - t.userspace_us));
+    // Firmware and loader count backwards from kernel start.
+    out->set_total_ms(Ms(t.finish_us + t.firmware_us));
   }
 }
 
@@ -210,6 +220,9 @@ bool BootProbe::FromSystemd(v1::BootReport* boot, bool* pending, std::string* wh
     }
     *p.out = *v;
   }
+  // In a container the manager never learns when the kernel started.
+  auto kernel_realtime = bus->GetU64(kSystemd, kManagerPath, kManager, "KernelTimestamp");
+  t.in_container = kernel_realtime.ok() && *kernel_realtime == 0 && t.userspace_us > 0;
   if (t.finish_us == 0) {
     *pending = true;  // still booting: try again next cycle
     return false;
@@ -217,9 +230,21 @@ bool BootProbe::FromSystemd(v1::BootReport* boot, bool* pending, std::string* wh
   ComputePhases(t, boot);
   if (!boot->has_firmware_ms()) ReadFpdt(config_.fpdt_dir, boot);
   boot->set_source(v1::BOOT_SOURCE_SYSTEMD);
-  const std::uint64_t origin_us = t.firmware_us;  // power-on when known, else kernel start
   std::optional<std::uint64_t> login = GreeterStartUs(*bus);
   if (!login) login = DefaultTargetUs(*bus);
+  if (t.in_container) {
+    // The container's boot is its manager's start, on the host's clocks.
+    if (login && *login >= t.userspace_us) boot->set_login_ready_ms(Ms(*login - t.userspace_us));
+    auto started = bus->GetU64(kSystemd, kManagerPath, kManager, "UserspaceTimestamp");
+    if (started.ok() && *started > 0) {
+      boot->set_booted_at_unix_ms(static_cast<std::int64_t>(*started / 1000));
+      // The kernel's boot_id is the host's: each container start is a boot.
+      boot->set_boot_id(boot->boot_id() + "/" + std::to_string(t.userspace_us));
+    }
+    container_start_us_ = t.userspace_us;
+    return true;
+  }
+  const std::uint64_t origin_us = t.firmware_us;  // power-on when known, else kernel start
   if (login) boot->set_login_ready_ms(Ms(origin_us + *login));
   return true;
 }
@@ -294,7 +319,11 @@ void BootProbe::Collect(const CycleContext& ctx, v1::Report& report) {
   bool pending = false;
   std::string bus_why;
   std::string kmsg_why;
-  if (!FromSystemd(&boot, &pending, &bus_why)) {
+  container_start_us_ = 0;
+  if (FromSystemd(&boot, &pending, &bus_why)) {
+    // A container's boot is keyed by its start too: already reported?
+    if (boot.boot_id() == reported_.boot_id && (reported_.desktop || !mark)) return;
+  } else {
     if (pending) return;
     boot.Clear();
     boot.set_boot_id(*boot_id);
@@ -306,13 +335,15 @@ void BootProbe::Collect(const CycleContext& ctx, v1::Report& report) {
       AddUnavailable(report, "boot.systemd", bus_why);
     }
   }
-  if (mark) {
+  if (mark && container_start_us_ != 0) {
+    if (*mark >= container_start_us_) boot.set_desktop_ready_ms(Ms(*mark - container_start_us_));
+  } else if (mark) {
     // Power-on when firmware and loader are known, else kernel start.
     const std::uint64_t origin_ms = boot.firmware_ms() + boot.loader_ms();
     boot.set_desktop_ready_ms(origin_ms + Ms(*mark));
   }
+  reported_ = {boot.boot_id(), mark.has_value()};
   *report.mutable_boot() = std::move(boot);
-  reported_ = {*boot_id, mark.has_value()};
   SaveReported();
 }
 

@@ -19,10 +19,14 @@ struct ManagerTimestamps {
   std::uint64_t initrd_us = 0;
   std::uint64_t userspace_us = 0;
   std::uint64_t finish_us = 0;
+  /// systemd runs in a container (its KernelTimestamp is 0): there is no
+  /// kernel or initrd phase of its own, and its boot starts at Userspace.
+  bool in_container = false;
 };
 
-/// Boot phases as systemd-analyze computes them (analyze-time-data.c);
-/// unknown phases stay unset, never 0.
+/// Boot phases as systemd-analyze computes and prints them (analyze-time-data.c,
+/// whole milliseconds, truncated as format_timespan does); unknown phases stay
+/// unset, never 0.
 void ComputePhases(const ManagerTimestamps& t, deskpulse::v1::BootReport* out);
 
 /// The kernel → init hand-off ("Run /sbin/init as init process") in
@@ -72,6 +76,7 @@ class BootProbe : public Probe {
   deskpulse::v1::EndpointRole role_;
   std::unique_ptr<LibvirtVmWatcher> vms_;
   std::string vms_error_;
+  std::uint64_t container_start_us_ = 0;  // in a container: its manager's start, µs monotonic
 };
 
 }  // namespace deskpulse::agent

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "tests/fakes/temp_dir.h"
 
@@ -138,6 +141,108 @@ TEST(DesktopMark, WritesOncePerBoot) {
   ASSERT_TRUE(first.has_value());
   ASSERT_TRUE(WriteDesktopMark(tmp.File("marks"), proc).ok());
   EXPECT_EQ(ReadDesktopMark(tmp.File("marks"), "3f0c2a9e-8d1b-4c55-9a4e-2f6b7c8d9e01"), first);
+}
+
+}  // namespace
+}  // namespace deskpulse::agent
+
+namespace deskpulse::agent {
+namespace {
+
+// systemd's format_timespan ("9.561s", "332ms", "1min 5.947s") in ms.
+double SpanMs(const std::string& text) {
+  static const std::pair<const char*, double> kUnits[] = {
+      {"min", 60'000}, {"ms", 1}, {"us", 0.001}, {"h", 3'600'000}, {"s", 1'000}};
+  double total = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (!std::isdigit(static_cast<unsigned char>(text[i]))) {
+      ++i;
+      continue;
+    }
+    std::size_t used = 0;
+    const double v = std::stod(text.substr(i), &used);
+    i += used;
+    for (const auto& [unit, scale] : kUnits) {
+      if (text.compare(i, std::strlen(unit), unit) == 0) {
+        total += v * scale;
+        i += std::strlen(unit);
+        break;
+      }
+    }
+  }
+  return total;
+}
+
+// A real boot captured by bench/boot_truth/rig.sh: the manager's properties
+// as busctl printed them inside the boot, and systemd-analyze's summary from
+// the same boot. The agent's computation must give systemd-analyze's figures.
+void CheckCapturedBoot(const std::string& name) {
+  const std::string dir = kData + "/" + name;
+  std::ifstream props(dir + "/manager.txt");
+  ASSERT_TRUE(props) << dir;
+  std::map<std::string, std::uint64_t> p;
+  std::string key, type, value;
+  while (props >> key >> type) {
+    std::getline(props, value);
+    if (type == "t") p[key] = std::stoull(value);
+  }
+  ManagerTimestamps t{.firmware_us = p["FirmwareTimestampMonotonic"],
+                      .loader_us = p["LoaderTimestampMonotonic"],
+                      .initrd_us = p["InitRDTimestampMonotonic"],
+                      .userspace_us = p["UserspaceTimestampMonotonic"],
+                      .finish_us = p["FinishTimestampMonotonic"],
+                      .in_container = p["KernelTimestamp"] == 0};
+  v1::BootReport b;
+  ComputePhases(t, &b);
+
+  std::ifstream analyze(dir + "/analyze.txt");
+  std::string line;
+  ASSERT_TRUE(std::getline(analyze, line)) << dir;
+  const std::string prefix = "Startup finished in ";
+  ASSERT_EQ(line.rfind(prefix, 0), 0u) << line;
+  line = line.substr(prefix.size());
+  const std::size_t eq = line.find(" = ");
+  std::string phases = line.substr(0, eq);
+  std::map<std::string, double> theirs;
+  for (std::size_t at = 0; at < phases.size();) {
+    const std::size_t open = phases.find(" (", at), close = phases.find(')', open);
+    if (open == std::string::npos || close == std::string::npos) break;
+    theirs[phases.substr(open + 2, close - open - 2)] = SpanMs(phases.substr(at, open - at));
+    at = close + 1;
+  }
+  const double total = eq == std::string::npos ? theirs.begin()->second : SpanMs(line.substr(eq));
+  auto has = [&](const char* phase) { return theirs.count(phase) != 0; };
+  EXPECT_EQ(b.has_kernel_ms(), has("kernel")) << name;
+  EXPECT_EQ(b.has_initrd_ms(), has("initrd")) << name;
+  EXPECT_EQ(b.has_firmware_ms(), has("firmware")) << name;
+  EXPECT_EQ(b.has_loader_ms(), has("loader")) << name;
+  ASSERT_TRUE(has("userspace")) << name;
+  // To the millisecond systemd-analyze prints.
+  EXPECT_EQ(double(b.userspace_ms()), theirs["userspace"]) << name;
+  EXPECT_EQ(double(b.total_ms()), total) << name;
+  if (has("kernel")) {
+    EXPECT_EQ(double(b.kernel_ms()), theirs["kernel"]) << name;
+  }
+  if (has("initrd")) {
+    EXPECT_EQ(double(b.initrd_ms()), theirs["initrd"]) << name;
+  }
+}
+
+TEST(BootCaptured, ContainerBootUnderSystemdNspawn) { CheckCapturedBoot("systemd-nspawn"); }
+TEST(BootCaptured, VmBootWithTheInstalledInitrd) { CheckCapturedBoot("systemd-qemu"); }
+TEST(BootCaptured, VmBootWithSystemdInTheInitrd) { CheckCapturedBoot("systemd-qemu-dracut"); }
+
+TEST(BootPhases, AContainerHasNoKernelPhaseOfItsOwn) {
+  // Under systemd-nspawn the manager's Userspace timestamp is the container's
+  // start on the host's monotonic clock: not a kernel phase of 70 minutes.
+  ManagerTimestamps t{.userspace_us = 4'231'660'930, .finish_us = 4'231'993'433,
+                      .in_container = true};
+  v1::BootReport b;
+  ComputePhases(t, &b);
+  EXPECT_FALSE(b.has_kernel_ms());
+  EXPECT_EQ(b.userspace_ms(), 332u);  // 332.503 ms, as systemd-analyze prints it
+  EXPECT_EQ(b.total_ms(), 332u);
 }
 
 }  // namespace
