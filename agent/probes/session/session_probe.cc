@@ -22,6 +22,12 @@ constexpr std::int64_t kReconnectWatchMs = 100;
 // Past a few dozen live connections (a VDI host) one dump is cheaper than a
 // lookup each.
 constexpr std::size_t kMaxLookups = 32;
+// Passive RTT: each sample is the least of this many looks at tcpi_rtt spread
+// over the sample interval. After a lost ACK the next cumulative ACK covers an
+// older segment, and Linux times it from that segment's send: the smoothed RTT
+// jumps by a frame interval and decays over about eight ACKs (a quarter second
+// at 30 frames/s). The least of four looks skips those bumps.
+constexpr int kLooksPerSample = 4;
 // Gateway names are looked up again this often.
 constexpr std::int64_t kResolveEveryMs = 600'000;
 
@@ -217,8 +223,15 @@ void SessionProbe::AddSample(Tracked& t, const TcpConn& c, std::int64_t now_ms) 
   // tcpi_rtt only moves on ACKs; an idle socket repeats its last value, which
   // is still the latest estimate the kernel has.
   if (c.rtt_us > 0) {
-    t.rtt_us.push_back(c.rtt_us);
-    t.rttvar_us.push_back(c.rttvar_us);
+    if (t.looks == 0 || c.rtt_us < t.look_min_rtt_us) {
+      t.look_min_rtt_us = c.rtt_us;
+      t.look_rttvar_us = c.rttvar_us;
+    }
+    if (++t.looks >= looks_per_sample_) {
+      t.rtt_us.push_back(t.look_min_rtt_us);
+      t.rttvar_us.push_back(t.look_rttvar_us);
+      t.looks = 0;
+    }
   }
 }
 
@@ -234,6 +247,9 @@ void SessionProbe::Sample(std::int64_t now_ms) {
   // between.
   const bool discover = !sampled_once_ || now_ms >= next_discovery_ms_ || !closing_.empty() ||
                         live_.size() > kMaxLookups;
+  // Lookups are cheap enough to look several times a sample; dumps are not.
+  // One pass (--once) is one look.
+  looks_per_sample_ = live_.size() > kMaxLookups || !started_ ? 1 : kLooksPerSample;
   if (discover) {
     Discover(now_ms);
   } else {
@@ -388,7 +404,8 @@ void SessionProbe::ProbePeers(std::int64_t now_ms) {
     const GroupKey key = group;  // a structured binding cannot be captured (clang 14)
     PeerRtt& g = peer_rtt_[key];
     if (g.in_flight) continue;
-    const bool is_stalled = stalled.count(key) != 0;
+    // During a stall: once a sample interval, not every look.
+    const bool is_stalled = stalled.count(key) != 0 && now_ms - g.last_probe_ms >= tick_ms;
     const bool due = connect_rtt_ &&
                      (g.last_probe_ms == 0 ||
                       now_ms - g.last_probe_ms >= std::int64_t(config_.rtt_probe_interval_s) * 1000);
@@ -448,7 +465,7 @@ void SessionProbe::OnPeerAnswer(const GroupKey& key, std::int64_t sent_ms, const
 
 std::int64_t SessionProbe::NextSampleDelayMs(std::int64_t now_ms) const {
   if (!closing_.empty()) return kReconnectWatchMs;
-  if (!live_.empty()) return std::int64_t(config_.sample_interval_s) * 1000;
+  if (!live_.empty()) return std::int64_t(config_.sample_interval_s) * 1000 / looks_per_sample_;
   // Nothing live: discovery on its own timer, at the promised interval.
   return std::max<std::int64_t>(kReconnectWatchMs, next_discovery_ms_ - now_ms);
 }

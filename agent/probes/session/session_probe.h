@@ -48,6 +48,8 @@ class SessionProbe : public Probe {
     std::string peer_addr;  // reconnects match on the address
     std::vector<std::uint32_t> rtt_us;  // this window's samples
     std::vector<std::uint32_t> rttvar_us;
+    std::uint32_t look_min_rtt_us = 0, look_rttvar_us = 0;  // the least look this sample
+    int looks = 0;
     std::uint32_t retrans_at_start = 0, segs_at_start = 0;
     std::uint32_t retrans_now = 0, segs_now = 0;
     std::int64_t last_seen_ms = 0;
@@ -120,6 +122,7 @@ class SessionProbe : public Probe {
   std::int64_t next_discovery_ms_ = 0;
   std::uint64_t dumps_ = 0;
   std::uint64_t passes_ = 0;
+  int looks_per_sample_ = 1;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::unique_ptr<asio::steady_timer> timer_;
   std::unique_ptr<asio::posix::stream_descriptor> destroy_;
