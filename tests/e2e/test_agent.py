@@ -303,3 +303,73 @@ class OncePrintTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DaemonSessionTest(unittest.TestCase):
+    def test_daemon_prints_windows_from_handshakes_to_the_live_peer(self):
+        """The daemon with `--print` on a thin client with a display session held open on loopback:
+        its timer samples the session, times handshakes to the session's peer on its event loop, and
+        counts the time connected; each report comes out as one JSON line."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        server, _ = listener.accept()
+        with dp.tempdir() as work:
+            config = os.path.join(work, "agent.toml")
+            with open(config, "w") as f:
+                f.write(f"""[agent]
+state_dir = "{work}/state"
+interval_s = 4
+role = "thin_client"
+machine_id_file = "{work}/machine-id"
+[probes.boot]
+enabled = false
+[probes.peripherals]
+enabled = false
+[probes.stability]
+enabled = false
+[probes.session]
+ica_ports = []
+blast_ports = []
+pcoip_ports = []
+gateway_ports = []
+rdp_ports = [{port}]
+rtt_probe_interval_s = 1
+""")
+            with open(os.path.join(work, "machine-id"), "w") as f:
+                f.write("0123456789abcdef0123456789abcdef\n")
+            proc = dp.track(subprocess.Popen([AGENT, "--config", config, "--print"],
+                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                             text=True))
+            reports = []
+            try:
+                deadline = time.monotonic() + 30
+                while len(reports) < 3 and time.monotonic() < deadline:
+                    # Keep the session carrying data, as a display stream does.
+                    client.sendall(b"x" * 100)
+                    server.recv(100)
+                    server.sendall(b"y")
+                    client.recv(1)
+                    line = proc.stdout.readline()
+                    if line:
+                        reports.append(json.loads(line))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+                client.close()
+                server.close()
+                listener.close()
+        self.assertEqual(len(reports), 3, "one JSON line per report")
+        last = reports[-1]
+        windows = [w for w in last["sessions"] if w["peer"] == f"127.0.0.1:{port}"]
+        self.assertEqual(len(windows), 1, last["sessions"])
+        w = windows[0]
+        self.assertEqual(w["source"], "LATENCY_SOURCE_PEER_CONNECT")
+        self.assertGreaterEqual(w["rtt_samples"], 2)  # a handshake a second over a 4 s window
+        self.assertGreater(w["rtt_p50_us"], 0)
+        self.assertNotIn("stalled_ms", w)
+        self.assertIn(last["stability"]["session_s"], (3, 4, 5))  # connected the whole window
+        self.assertEqual(last["stability"]["session_events"], [],
+                         "the agent's own handshakes are not sessions")
