@@ -105,7 +105,19 @@ qemu_boot() {  # NAME INITRD
 qemu_boot qemu "/boot/initrd.img-$kver"
 qemu_boot qemu-dracut "$cache/initrd-dracut-$kver.img"
 
-python3 "$here/compare.py" "$out/nspawn" "$out/qemu" "$out/qemu-dracut"
+# Each boot as the agent recorded it, next to what systemd-analyze said inside it.
+for b in nspawn qemu qemu-dracut; do
+  echo "== $b: the agent's boot record"
+  python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])).get("boot"), indent=1))' \
+    "$out/$b/agent.json" 2>&1 || true
+  echo "== $b: systemd-analyze; blame (slowest 8); critical-chain"
+  cat "$out/$b/analyze.txt" 2>/dev/null || true
+  head -8 "$out/$b/blame.txt" 2>/dev/null || true
+  grep -v '^The time' "$out/$b/critical-chain.txt" 2>/dev/null || true
+  echo
+done
+status=0
+python3 "$here/compare.py" "$out/nspawn" "$out/qemu" "$out/qemu-dracut" || status=$?
 if [ -n "$fixture" ]; then
   for b in nspawn qemu qemu-dracut; do
     mkdir -p "$fixture/systemd-$b"
@@ -114,3 +126,4 @@ if [ -n "$fixture" ]; then
   done
   echo "fixtures in $fixture/systemd-{nspawn,qemu,qemu-dracut}" >&2
 fi
+exit "$status"
