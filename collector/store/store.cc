@@ -1,5 +1,7 @@
 #include "collector/store/store.h"
 
+#include "collector/store/sqlite_migrations.h"
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
@@ -19,80 +21,8 @@ namespace v1 = deskpulse::v1;
 
 namespace {
 
-// Versioned migrations: append only, never edit one that has shipped.
-constexpr const char* kMigrations[] = {
-    // v1: the pipeline foundation.
-    R"sql(
-CREATE TABLE customers(
-  customer_id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  created_ms INTEGER NOT NULL);
-CREATE TABLE tokens(
-  token_hash TEXT PRIMARY KEY,
-  customer_id INTEGER NOT NULL REFERENCES customers(customer_id),
-  created_ms INTEGER NOT NULL,
-  revoked_ms INTEGER) WITHOUT ROWID;
-CREATE TABLE endpoints(
-  endpoint_id INTEGER PRIMARY KEY,
-  customer_id INTEGER NOT NULL,
-  agent_id TEXT NOT NULL,
-  hostname TEXT, os TEXT, kernel TEXT, agent_version TEXT,
-  role INTEGER, site TEXT, pool TEXT,
-  first_seen_ms INTEGER NOT NULL,
-  last_seen_ms INTEGER NOT NULL DEFAULT 0,
-  last_connect_ms INTEGER NOT NULL,
-  UNIQUE(customer_id, agent_id));
-CREATE TABLE streams(
-  stream_id INTEGER PRIMARY KEY,
-  endpoint_id INTEGER NOT NULL,
-  epoch INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL DEFAULT 0,
-  UNIQUE(endpoint_id, epoch));
--- Append-ordered by rowid; deliberately no secondary index (DESIGN §2.3).
-CREATE TABLE reports(
-  customer_id INTEGER NOT NULL,
-  endpoint_id INTEGER NOT NULL,
-  stream_id INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  observed_at_ms INTEGER NOT NULL,
-  received_at_ms INTEGER NOT NULL,
-  body BLOB NOT NULL);
-CREATE TABLE rollups(
-  grain INTEGER NOT NULL,          -- 1 hour, 2 day
-  customer_id INTEGER NOT NULL,
-  endpoint_id INTEGER NOT NULL,    -- 0: the customer as a whole
-  bucket_start_ms INTEGER NOT NULL,
-  metric INTEGER NOT NULL,
-  count INTEGER NOT NULL,
-  sum REAL NOT NULL,
-  hist BLOB,
-  PRIMARY KEY(grain, customer_id, endpoint_id, bucket_start_ms, metric)) WITHOUT ROWID;
-CREATE TABLE peripheral_instances(
-  customer_id INTEGER NOT NULL,
-  endpoint_id INTEGER NOT NULL,
-  device_key TEXT NOT NULL,
-  bus INTEGER, vendor_id INTEGER, product_id INTEGER, device_class INTEGER,
-  interface_classes TEXT, name TEXT, drivers TEXT, redirected INTEGER, ieee1284_id TEXT,
-  last_state INTEGER, last_reason TEXT,
-  first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL, last_fail_ms INTEGER NOT NULL,
-  observations INTEGER NOT NULL, fail_observations INTEGER NOT NULL, reconnects INTEGER NOT NULL,
-  PRIMARY KEY(customer_id, endpoint_id, device_key)) WITHOUT ROWID;
-CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
--- Raw rows of slice (endpoint_id % 16) up to through_rowid are in the rollups.
-CREATE TABLE rollup_marks(slice INTEGER PRIMARY KEY, through_rowid INTEGER NOT NULL);
-)sql",
-    // v2: the peripheral catalog's verdict an agent attached (a serialised
-    // v1.CatalogVerdict), as of the instance's last observation.
-    R"sql(
-ALTER TABLE peripheral_instances ADD COLUMN catalog BLOB;
-)sql",
-    // v3: each raw report carries the CRC-32C of its body, checked whenever
-    // the body is read back, so a damaged row is found and never scored.
-    R"sql(
-ALTER TABLE reports ADD COLUMN body_crc INTEGER;
-UPDATE reports SET body_crc = dp_crc32c(body);
-)sql",
-};
+// Versioned migrations (collector/store/sqlite/migrations/NNNN_*.sql,
+// embedded at build time): append only, never edit one that has shipped.
 
 // SQL function dp_crc32c(blob): the checksum the reports table keeps.
 void Crc32cFn(sqlite3_context* ctx, int /*argc*/, sqlite3_value** argv) {
@@ -261,7 +191,7 @@ Result<std::int64_t> Store::ReadMetaInt(const std::string& key, std::int64_t fal
 
 Status Store::Migrate() {
   DP_ASSIGN_OR_RETURN(auto current, ReadMetaInt("schema_version", 0));
-  constexpr int kLatest = static_cast<int>(std::size(kMigrations));
+  const int kLatest = static_cast<int>(kSqliteMigrations.size());
   if (current > kLatest) {
     return Status(Code::kUnavailable, options_.path + " has schema v" + std::to_string(current) +
                                           ", newer than this collector's v" +
@@ -269,7 +199,7 @@ Status Store::Migrate() {
   }
   for (int v = static_cast<int>(current) + 1; v <= kLatest; ++v) {
     DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
-    DP_RETURN_IF_ERROR(db_->Exec(kMigrations[v - 1]));
+    DP_RETURN_IF_ERROR(db_->Exec(kSqliteMigrations[v - 1]));
     DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
                                      "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
                                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
