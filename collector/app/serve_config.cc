@@ -34,7 +34,9 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   StoreOptions& st = c->store;
   IngestOptions& in = c->ingest;
   WriterOptions& w = c->writer;
-  DP_RETURN_IF_ERROR(cfg.GetString("store.path", &st.path));
+  // store.db: a file path or a postgresql:// URI (store.path is its older name).
+  DP_RETURN_IF_ERROR(cfg.GetString("store.path", &st.db));
+  DP_RETURN_IF_ERROR(cfg.GetString("store.db", &st.db));
   DP_RETURN_IF_ERROR(GetCount(cfg, "store.raw_retention_days", 1, 3650, &st.raw_retention_days));
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "store.hourly_retention_days", 1, 3650, &st.hourly_retention_days));
@@ -42,9 +44,9 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
       GetCount(cfg, "store.daily_retention_days", 1, 3650, &st.daily_retention_days));
   // At most 10 s: the WAL is the only durable copy of what was acknowledged
   // since the last checkpoint (docs/operations.md).
-  std::int64_t checkpoint = w.checkpoint_interval.count();
+  std::int64_t checkpoint = st.checkpoint_interval.count();
   DP_RETURN_IF_ERROR(cfg.GetInt("store.checkpoint_interval_ms", 10, 10'000, &checkpoint));
-  w.checkpoint_interval = std::chrono::milliseconds(checkpoint);
+  st.checkpoint_interval = std::chrono::milliseconds(checkpoint);
 
   DP_RETURN_IF_ERROR(cfg.GetString("ingest.listen", listen));
   DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_cert_file", &tls->cert_file));
@@ -98,6 +100,7 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
 Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
   ServeConfig c;
   c.store.check_at_open = true;
+  c.store.serving = true;
   std::string listen = "127.0.0.1:7741";
   TlsOptions tls;
   bool plaintext = false;
@@ -105,12 +108,12 @@ Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
     DP_ASSIGN_OR_RETURN(auto cfg, ConfigReader::FromFile(flags.config));
     DP_RETURN_IF_ERROR(ReadFile(cfg, &c, &listen, &tls, &plaintext));
   }
-  if (!flags.db.empty()) c.store.path = flags.db;
+  if (!flags.db.empty()) c.store.db = flags.db;
   c.store.allow_damaged = flags.allow_damaged;
   if (!flags.listen.empty()) listen = flags.listen;
   if (flags.log_level != "info") c.log_level = flags.log_level;
   if (!flags.log_file.empty()) c.log_file = flags.log_file;
-  if (c.store.path.empty()) return InvalidArgument("--db (or store.path) is required");
+  if (c.store.db.empty()) return InvalidArgument("--db (or store.db) is required");
   if (c.ingest.max_pending_per_peer > c.ingest.max_pending_connections) {
     return InvalidArgument(fmt::format(
         "ingest.max_pending_per_peer ({}) is above ingest.max_pending_connections ({})",

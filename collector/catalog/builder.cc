@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "collector/catalog/sources.h"
-#include "collector/store/sqlite.h"
+#include "collector/store/sqlite/database.h"
 #include "deskpulse/common/catalog.h"
 #include "deskpulse/common/hex.h"
 

@@ -364,7 +364,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto self = shared_from_this();
     const auto received = Clock::now();
     server_.writer().SubmitBatch(
-        stream_.stream_id, std::move(reports), [self, received, charge](Result<BatchOutcome> r) {
+        stream_, std::move(reports), [self, received, charge](Result<BatchOutcome> r) {
           asio::post(self->executor_, [self, received, charge, r = std::move(r)]() mutable {
             self->server_.Release(charge);
             self->OnCommitted(std::move(r), received);

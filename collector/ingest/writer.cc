@@ -4,7 +4,7 @@
 
 namespace deskpulse::collector {
 
-Writer::Writer(std::unique_ptr<Store> store, WriterOptions options)
+Writer::Writer(std::unique_ptr<IngestStore> store, WriterOptions options)
     : store_(std::move(store)), options_(options) {}
 
 Writer::~Writer() { Stop(); }
@@ -17,32 +17,6 @@ std::int64_t Writer::NowMs() {
 
 void Writer::Start() {
   thread_ = std::thread([this] { Run(); });
-  checkpointer_ = std::thread([this] { RunCheckpointer(); });
-}
-
-// PASSIVE checkpoints on a connection of their own copy committed WAL frames
-// into the database without taking the write lock, so commits (and acks) do
-// not wait for them.
-void Writer::RunCheckpointer() {
-  auto db = Database::Open(store_->path(), false);
-  if (!db.ok()) {
-    spdlog::warn("checkpointer: {}; SQLite's automatic checkpoints remain",
-                 db.status().message());
-    return;
-  }
-  std::unique_lock lock(mu_);
-  while (!stopping_) {
-    cv_checkpoint_.wait_for(lock, options_.checkpoint_interval, [&] { return stopping_; });
-    if (stopping_) break;
-    lock.unlock();
-    const Status s = (*db)->Exec("PRAGMA wal_checkpoint(PASSIVE);");
-    lock.lock();
-    if (s.ok()) {
-      stats_.checkpoints += 1;
-    } else {
-      spdlog::debug("checkpoint: {}", s.message());
-    }
-  }
 }
 
 void Writer::SubmitHello(deskpulse::v1::Hello hello, HelloDone done) {
@@ -53,13 +27,13 @@ void Writer::SubmitHello(deskpulse::v1::Hello hello, HelloDone done) {
   cv_.notify_one();
 }
 
-void Writer::SubmitBatch(std::int64_t stream_id, std::vector<IncomingReport> reports,
+void Writer::SubmitBatch(const StreamInfo& stream, std::vector<IncomingReport> reports,
                          BatchDone done) {
   const std::size_t n = reports.size();
   {
     std::lock_guard lock(mu_);
     BatchJob job;
-    job.write.stream_id = stream_id;
+    job.write.stream = stream;
     job.write.reports = std::move(reports);
     job.done = std::move(done);
     job.enqueued = std::chrono::steady_clock::now();
@@ -76,9 +50,7 @@ void Writer::Stop() {
     stopping_ = true;
   }
   cv_.notify_one();
-  cv_checkpoint_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (checkpointer_.joinable()) checkpointer_.join();
 }
 
 WriterStats Writer::stats() const {
@@ -93,7 +65,7 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
   std::size_t n = 0;
   for (const auto& w : writes) n += w.reports.size();
   const auto t0 = std::chrono::steady_clock::now();
-  const Status s = store_->CommitBatches(writes, NowMs(), &pending_rollups_);
+  const Status s = store_->CommitBatches(writes, NowMs());
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                       std::chrono::steady_clock::now() - t0)
                       .count();
@@ -130,17 +102,14 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
 
 void Writer::Run() {
   using Clock = std::chrono::steady_clock;
-  auto next_round = Clock::now() + options_.rollup_flush_interval;
-  int flush_cursor = -1;  // the next slice of this flush round; -1 between rounds
-  auto next_retention = Clock::now();
+  auto next_maintenance = Clock::now();
   for (;;) {
     std::deque<HelloJob> hellos;
     std::vector<BatchJob> group;
     bool stop = false;
     {
       std::unique_lock lock(mu_);
-      const auto wake = flush_cursor >= 0 ? Clock::now() : next_round;
-      cv_.wait_until(lock, wake,
+      cv_.wait_until(lock, next_maintenance,
                      [&] { return stopping_ || !hellos_.empty() || !batches_.empty(); });
       if (!batches_.empty() && !stopping_) {
         // Group commit: give the group a short window to fill, unless it is full.
@@ -167,33 +136,14 @@ void Writer::Run() {
       for (std::size_t i = 0; i < hellos.size(); ++i) hellos[i].done(std::move(results[i]));
     }
     if (!group.empty()) CommitGroup(&group);
-
-    // Rollups: one slice per turn, so commits wait at most one short transaction.
-    const auto now = Clock::now();
-    if (flush_cursor < 0 && now >= next_round) flush_cursor = 0;
-    if (flush_cursor >= 0 || stop) {
-      const int first = stop ? 0 : flush_cursor;
-      const int last = stop ? kRollupSlices - 1 : flush_cursor;
-      for (int slice = first; slice <= last; ++slice) {
-        const auto t0 = Clock::now();
-        if (Status s = store_->FlushRollupSlice(&pending_rollups_, slice); !s.ok()) {
-          // The raw rows are committed; the rollups catch up from them later or at start.
-          spdlog::error("rollup flush failed (will retry): {}", s.ToString());
-        }
-        std::lock_guard lock(mu_);
-        stats_.flush_us.AddValue(static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
+    if (stop) {
+      if (Status s = store_->FlushRollups(); !s.ok()) {
+        // The raw rows are committed; the rollups catch up from them at the next start.
+        spdlog::error("final rollup flush failed: {}", s.ToString());
       }
-      flush_cursor = stop || flush_cursor + 1 >= kRollupSlices ? -1 : flush_cursor + 1;
-      if (flush_cursor < 0) next_round = Clock::now() + options_.rollup_flush_interval;
+      break;
     }
-    if (now >= next_retention && !stop) {
-      if (Status s = store_->ApplyRetention(NowMs()); !s.ok()) {
-        spdlog::warn("retention pass failed: {}", s.ToString());
-      }
-      next_retention = now + options_.retention_interval;
-    }
-    if (stop) break;
+    if (Clock::now() >= next_maintenance) next_maintenance = store_->Maintain(NowMs());
   }
 }
 

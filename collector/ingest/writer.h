@@ -21,11 +21,6 @@ struct WriterOptions {
   std::chrono::microseconds group_commit_window{2000};
   /// ...or until this many reports are waiting.
   std::size_t group_commit_reports = 4096;
-  /// How often a round of rollup flushes starts (one slice per writer turn).
-  std::chrono::milliseconds rollup_flush_interval{5000};
-  /// How often the checkpointer moves the WAL into the database file.
-  std::chrono::milliseconds checkpoint_interval{250};
-  std::chrono::milliseconds retention_interval{3'600'000};
 };
 
 struct BatchOutcome {
@@ -40,14 +35,13 @@ struct WriterStats {
   std::uint64_t duplicates = 0;
   std::uint64_t commit_failures = 0;
   SparseHistogram commit_us;       // one transaction of batches, begin to durable commit
-  SparseHistogram flush_us;        // one rollup slice flush
-  std::uint64_t checkpoints = 0;
   SparseHistogram group_reports;   // reports per group commit
 };
 
-/// The one thread that writes the store. Everything that touches the database
-/// goes through its queue, so group commit needs no locking in the store, and
-/// a batch's completion runs only after the transaction holding it committed.
+/// The one thread that writes the store. Everything that writes goes through
+/// its queue, so group commit needs no locking in the store, and a batch's
+/// completion runs only after the transaction holding it committed. Between
+/// commits it gives the store's own maintenance (rollups, retention) a turn.
 ///
 /// Completions run on the writer thread; callers post them where they belong.
 class Writer {
@@ -55,7 +49,7 @@ class Writer {
   using HelloDone = std::function<void(Result<StreamInfo>)>;
   using BatchDone = std::function<void(Result<BatchOutcome>)>;
 
-  Writer(std::unique_ptr<Store> store, WriterOptions options);
+  Writer(std::unique_ptr<IngestStore> store, WriterOptions options);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -63,11 +57,12 @@ class Writer {
   void Start();
   /// Authenticate `hello.credential` and register the stream.
   void SubmitHello(deskpulse::v1::Hello hello, HelloDone done);
-  void SubmitBatch(std::int64_t stream_id, std::vector<IncomingReport> reports, BatchDone done);
+  void SubmitBatch(const StreamInfo& stream, std::vector<IncomingReport> reports, BatchDone done);
   /// Commit everything queued, flush rollups, and join the thread.
   void Stop();
 
   WriterStats stats() const;
+  StoreStats store_stats() const { return store_->stats(); }
   std::size_t queued_reports() const { return queued_reports_.load(); }
 
  private:
@@ -82,22 +77,18 @@ class Writer {
   };
 
   void Run();
-  void RunCheckpointer();
   void CommitGroup(std::vector<BatchJob>* group);
   static std::int64_t NowMs();
 
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<IngestStore> store_;
   WriterOptions options_;
   std::thread thread_;
-  std::thread checkpointer_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::condition_variable cv_checkpoint_;
   std::deque<HelloJob> hellos_;
   std::deque<BatchJob> batches_;
   std::atomic<std::size_t> queued_reports_{0};
   bool stopping_ = false;
-  PendingRollups pending_rollups_;
   WriterStats stats_;
 };
 

@@ -66,7 +66,7 @@ FailureKind ModelCompatibility::kind() const {
   return FailureKind::kUnknown;
 }
 
-Result<PeripheralsReport> AnalysePeripherals(Store& store, const std::string& customer,
+Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string& customer,
                                              const scoring::Policy& policy, std::int64_t now_ms,
                                              catalog::Reader* catalog) {
   DP_RETURN_IF_ERROR(policy.Validate());

@@ -69,7 +69,7 @@ struct PeripheralsReport {
 
 /// Reads the customer's device instances and classifies each (the agent's
 /// verdict when it attached one, else `catalog`, which may be null).
-Result<PeripheralsReport> AnalysePeripherals(Store& store, const std::string& customer,
+Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string& customer,
                                              const scoring::Policy& policy, std::int64_t now_ms,
                                              catalog::Reader* catalog);
 

@@ -27,7 +27,7 @@ std::string Cell(const std::optional<double>& v) {
 }
 }  // namespace
 
-Result<std::vector<CustomerScore>> ScoreAllCustomers(Store& store, const scoring::Policy& policy,
+Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store, const scoring::Policy& policy,
                                                      std::int64_t now_ms) {
   DP_RETURN_IF_ERROR(policy.Validate());
   const std::int64_t to = FloorTo(now_ms, kDayMs) + kDayMs;

@@ -20,7 +20,7 @@ struct CustomerScore {
 };
 
 /// Scores every customer over the policy's window ending with the day of `now_ms`.
-Result<std::vector<CustomerScore>> ScoreAllCustomers(Store& store, const scoring::Policy& policy,
+Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store, const scoring::Policy& policy,
                                                      std::int64_t now_ms);
 
 /// A fixed-width table for a terminal, best TPS first.

@@ -29,7 +29,8 @@ void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoin
   ++reports_;
   At(customer_id, endpoint_id, t, Metric::kReports).count += 1;
   auto& seen = endpoints_seen_[endpoint_id];
-  seen = std::max(seen, t);
+  seen.customer_id = customer_id;
+  seen.last_ms = std::max(seen.last_ms, t);
 
   if (r.has_boot() && r.boot().has_login_ready_ms()) {
     const std::int64_t bt = r.boot().booted_at_unix_ms() != 0 ? r.boot().booted_at_unix_ms() : t;
@@ -153,7 +154,8 @@ void RollupAccumulator::Merge(RollupAccumulator&& other) {
   }
   for (auto& [e, t] : other.endpoints_seen_) {
     auto& seen = endpoints_seen_[e];
-    seen = std::max(seen, t);
+    seen.customer_id = t.customer_id;
+    seen.last_ms = std::max(seen.last_ms, t.last_ms);
   }
   reports_ += other.reports_;
   other.Clear();

@@ -91,8 +91,12 @@ class RollupAccumulator {
   instances() const {
     return instances_;
   }
-  /// endpoint_id → latest observed_at_unix_ms.
-  const std::unordered_map<std::int64_t, std::int64_t>& endpoints_seen() const {
+  struct Seen {
+    std::int64_t customer_id = 0;
+    std::int64_t last_ms = 0;  // latest observed_at_unix_ms
+  };
+  /// endpoint_id → when it was last seen.
+  const std::unordered_map<std::int64_t, Seen>& endpoints_seen() const {
     return endpoints_seen_;
   }
 
@@ -122,7 +126,7 @@ class RollupAccumulator {
 
   std::unordered_map<Key, RollupCell, KeyHash> cells_;
   std::map<std::tuple<std::int64_t, std::int64_t, std::string>, PeripheralInstance> instances_;
-  std::unordered_map<std::int64_t, std::int64_t> endpoints_seen_;
+  std::unordered_map<std::int64_t, Seen> endpoints_seen_;
   std::size_t reports_ = 0;
 };
 

@@ -1,17 +1,24 @@
 #pragma once
 
+// The collector's durable store, as the rest of the collector sees it: an
+// ingest side (credentials, streams, batch commits and the maintenance that
+// trails them) and a read side (what reports and scores read). Two backends
+// implement it, each in its own folder: SQLite (store/sqlite/, one collector,
+// the embedded default) and PostgreSQL (store/postgres/, shared by several
+// collectors). `OpenStore` chooses one by the form of `--db`.
+
+#include <chrono>
 #include <cstdint>
-#include <array>
+#include <functional>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
-#include <unordered_map>
+#include <string_view>
 #include <vector>
 
 #include "collector/scoring/score.h"
 #include "collector/store/rollup.h"
-#include "collector/store/sqlite.h"
+#include "deskpulse/common/histogram.h"
 #include "deskpulse/common/status.h"
 #include "deskpulse/v1/report.pb.h"
 #include "deskpulse/v1/wire.pb.h"
@@ -19,8 +26,13 @@
 namespace deskpulse::collector {
 
 struct StoreOptions {
-  std::string path;
+  /// A file path (SQLite) or a postgresql:// or postgres:// URI (PostgreSQL).
+  std::string db;
   bool read_only = false;
+  /// The ingest writer's store (`serve`): SQLite takes the file's writer lock
+  /// and checkpoints its WAL in the background; PostgreSQL registers the
+  /// collector so that others can finish its rollups if it dies.
+  bool serving = false;
   /// Run a quick integrity check when opening (serve does), and refuse a
   /// damaged store unless `allow_damaged`.
   bool check_at_open = false;
@@ -28,24 +40,53 @@ struct StoreOptions {
   int raw_retention_days = 14;
   int hourly_retention_days = 93;
   int daily_retention_days = 400;  // 13 months
+  /// How often a round of rollup flushes starts.
+  std::chrono::milliseconds rollup_flush_interval{5000};
+  /// SQLite: how often the WAL is checkpointed into the database file.
+  std::chrono::milliseconds checkpoint_interval{250};
+  std::chrono::milliseconds retention_interval{3'600'000};
+  /// PostgreSQL: a collector whose heartbeat is older than this is taken for
+  /// dead, and the others finish the rollups it left pending.
+  std::chrono::milliseconds collector_lease{30'000};
 };
 
 struct Customer {
   std::int64_t id = 0;
   std::string name;
+  bool operator==(const Customer&) const = default;
 };
 
-/// A registered (agent_id, epoch) stream, as the collector knows it after Hello.
+/// A registered (agent_id, epoch) stream, as the store holds it.
 struct StreamInfo {
   std::int64_t customer_id = 0;
   std::int64_t endpoint_id = 0;
   std::int64_t stream_id = 0;
   std::uint64_t last_acked_seq = 0;
+  bool operator==(const StreamInfo&) const = default;
 };
 
 /// A report accepted from the wire: its exact bytes and the decoded form.
 struct IncomingReport {
   std::string bytes;
+  deskpulse::v1::Report report;
+};
+
+/// One batch to commit. acked_through and duplicates are filled in by
+/// CommitBatches.
+struct BatchWrite {
+  StreamInfo stream;  // as returned at registration
+  std::vector<IncomingReport> reports;
+  std::uint64_t acked_through = 0;
+  std::size_t duplicates = 0;  // reports at or below the stream's watermark, skipped
+};
+
+/// A raw report row as read back (inspection and checks).
+struct RawReport {
+  std::int64_t customer_id = 0;
+  std::int64_t endpoint_id = 0;
+  std::int64_t stream_id = 0;
+  std::int64_t seq = 0;
+  std::int64_t received_at_ms = 0;
   deskpulse::v1::Report report;
 };
 
@@ -59,131 +100,107 @@ struct IntegrityReport {
   bool ok() const { return problems.empty(); }
 };
 
-/// Counters of the store's own health, as a snapshot.
-struct StoreHealth {
+/// The store's counters, as a snapshot.
+struct StoreStats {
   /// Raw rows whose body failed its checksum when read back: left out of
   /// rollups and scores, and logged with the row.
   std::uint64_t damaged_rows = 0;
+  std::uint64_t rollup_flushes = 0;
+  std::uint64_t rollup_flush_failures = 0;
+  SparseHistogram flush_us;  // one rollup flush transaction
+  /// Reports rolled up from the raw rows rather than from memory: after a
+  /// failed commit, at open, or (PostgreSQL) for a collector that died.
+  std::uint64_t reports_replayed = 0;
+  std::uint64_t checkpoints = 0;  // SQLite WAL checkpoints
+  std::uint64_t retention_passes = 0;
+  /// PostgreSQL: batches whose stream another collector had advanced first.
+  std::uint64_t watermark_races = 0;
 };
 
-/// One batch to commit. acked_through is filled in by CommitBatches.
-struct BatchWrite {
-  std::int64_t stream_id = 0;
-  std::vector<IncomingReport> reports;
-  std::uint64_t acked_through = 0;
-  std::size_t duplicates = 0;  // reports at or below the stream's watermark, skipped
-};
-
-/// The collector's durable store on SQLite (WAL).
-///
-/// The raw `reports` table is append-only in rowid order and has no secondary
-/// index. Exactly-once is kept by a per-stream watermark (`streams.last_seq`)
-/// committed in the same transaction as the rows, as Kafka's idempotent
-/// producer does. Rollups trail the raw table: each slice of endpoints is
-/// flushed with the raw rowid it covers, and rows past a slice's mark are
-/// replayed into it at Open().
-///
-/// Not thread-safe: the ingest writer thread owns the read-write instance.
-class Store {
+/// The ingest side. Not thread-safe: the ingest writer thread owns it.
+class IngestStore {
  public:
-  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
-  ~Store();
+  virtual ~IngestStore() = default;
 
-  int schema_version() const { return schema_version_; }
-  const std::string& path() const { return options_.path; }
-
-  // ---- customers and credentials
-  Result<Customer> EnsureCustomer(const std::string& name, std::int64_t now_ms);
+  virtual Result<Customer> EnsureCustomer(const std::string& name, std::int64_t now_ms) = 0;
   /// Creates a new enrollment token for `customer` (created if new); only its
   /// SHA-256 is stored.
-  Result<std::string> CreateToken(const std::string& customer, std::int64_t now_ms);
+  virtual Result<std::string> CreateToken(const std::string& customer, std::int64_t now_ms) = 0;
   /// The customer a token belongs to; kUnauthenticated if unknown or revoked.
-  Result<Customer> Authenticate(const std::string& token);
-  Result<std::vector<Customer>> ListCustomers();
-
-  // ---- write path
-  Result<StreamInfo> RegisterStream(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
-                                    std::int64_t now_ms);
-  /// Authenticates each Hello's credential and registers its stream, all in
-  /// one transaction; one result per Hello, in order.
-  std::vector<Result<StreamInfo>> AuthenticateAndRegister(
-      std::span<const deskpulse::v1::Hello> hellos, std::int64_t now_ms);
-  /// Commits every batch in one transaction. Reports at or below their stream's
-  /// watermark are skipped as duplicates. The rollup contributions of the new
-  /// rows are added to `pending`. On failure nothing durable changes, and the
-  /// next FlushRollups rebuilds `pending` from the committed rows.
-  Status CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
-                       PendingRollups* pending);
-  /// Writes one slice of `pending` into the rollup tables together with the
-  /// raw rowid it covers, in one short transaction, then clears that slice.
-  Status FlushRollupSlice(PendingRollups* pending, int slice);
-  /// Every slice, one transaction each.
-  Status FlushRollups(PendingRollups* pending);
-  /// Deletes raw rows and rollups past their retention.
-  Status ApplyRetention(std::int64_t now_ms);
-
-  // ---- read path
-  /// Rollup figures of one customer for days [from_ms, to_ms).
-  Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
-                                           std::int64_t to_ms);
-  /// A customer's device instances seen since `from_ms`, by endpoint.
-  Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
-                                                                  std::int64_t from_ms);
-  Result<std::int64_t> CountRawReports();
-
-  // ---- integrity
-  /// SQLite's quick_check (every page readable and well formed), or with
-  /// `full` its integrity_check, every raw row's checksum, every rollup
-  /// histogram and each stream's watermark against its stored rows.
-  Result<IntegrityReport> Check(bool full);
-  StoreHealth health() const { return health_; }
-
-  Database* db() { return db_.get(); }
-
- private:
-  explicit Store(StoreOptions options) : options_(std::move(options)) {}
-  static Result<std::unique_ptr<Store>> OpenUnchecked(const StoreOptions& options);
-  Status Configure();
-  Status Migrate();
-  Status PrepareWriteStatements();
-  Status ReplayUnrolled();
-  /// One raw row as read back.
-  struct RawRow {
-    std::int64_t rowid = 0;
-    std::int64_t customer_id = 0;
-    std::int64_t endpoint_id = 0;
-    std::int64_t stream_id = 0;
-    std::int64_t seq = 0;
-  };
-  /// The one way raw rows are read back: rows in (after, through], at most
-  /// `limit`, in rowid order; each body's checksum is checked and a damaged
-  /// row is counted, logged with the row and skipped, never handed to `fn`.
-  /// `last` is the last rowid seen, damaged or not.
-  template <typename Fn>
-  Status ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit, Fn&& fn,
-                     std::int64_t* last, std::vector<std::string>* damaged = nullptr);
-  Result<StreamInfo> RegisterInTx(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
-                                  std::int64_t now_ms);
-  StreamInfo Adopt(StreamInfo info);
-  Status CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms,
-                         PendingRollups* pending);
-  Status WriteSlice(RollupAccumulator* acc, int slice);
-  std::int64_t OldestMark() const;
-  Result<std::int64_t> ReadMetaInt(const std::string& key, std::int64_t fallback);
-
-  StoreOptions options_;
-  std::unique_ptr<Database> db_;
-  int schema_version_ = 0;
-  Statement insert_report_;
-  Statement update_stream_;
-  std::unordered_map<std::int64_t, std::uint64_t> watermarks_;  // stream_id → last_seq
-  std::unordered_map<std::int64_t, std::pair<std::int64_t, std::int64_t>>
-      stream_owner_;  // stream_id → (customer, endpoint)
-  std::int64_t last_committed_rowid_ = 0;
-  bool rollups_need_replay_ = false;
-  std::array<std::int64_t, kRollupSlices> marks_{};  // rolled-up-through rowid per slice
-  StoreHealth health_;
+  virtual Result<Customer> Authenticate(const std::string& token) = 0;
+  /// Authenticates each Hello's credential and registers its stream, in one
+  /// transaction; one result per Hello, in order. A stream's watermark is the
+  /// store's, whichever collector advanced it.
+  virtual std::vector<Result<StreamInfo>> AuthenticateAndRegister(
+      std::span<const deskpulse::v1::Hello> hellos, std::int64_t now_ms) = 0;
+  /// Commits every batch in one transaction. Each stream's watermark is
+  /// checked and advanced inside that transaction: reports at or below it are
+  /// skipped as duplicates, whoever stored them. On failure nothing durable
+  /// changes. The rollups catch up in Maintain.
+  virtual Status CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) = 0;
+  /// One short step of whatever background work is due (a slice of rollups,
+  /// retention); returns when the next step is due. Called by the writer
+  /// between commits, so no step holds commits up for long.
+  virtual std::chrono::steady_clock::time_point Maintain(std::int64_t now_ms) = 0;
+  /// Rolls up everything committed so far (at stop).
+  virtual Status FlushRollups() = 0;
+  /// Deletes raw reports and rollups past their retention.
+  virtual Status ApplyRetention(std::int64_t now_ms) = 0;
+  /// Thread-safe.
+  virtual StoreStats stats() const = 0;
 };
+
+/// The read side: what reports, scores and checks read.
+class ReadStore {
+ public:
+  virtual ~ReadStore() = default;
+
+  /// Every customer, by name.
+  virtual Result<std::vector<Customer>> ListCustomers() = 0;
+  /// Rollup figures of one customer for days [from_ms, to_ms).
+  virtual Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
+                                                   std::int64_t to_ms) = 0;
+  /// A customer's device instances seen since `from_ms`, by endpoint and key.
+  virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(
+      std::int64_t customer_id, std::int64_t from_ms) = 0;
+  virtual Result<std::int64_t> CountRawReports() = 0;
+  /// Every stream with its watermark, by stream id.
+  virtual Result<std::vector<StreamInfo>> ListStreams() = 0;
+  /// Every rollup row, in key order.
+  virtual Result<std::vector<RollupRow>> LoadRollupRows() = 0;
+  /// Every raw report whose body is sound, in no particular order; damaged
+  /// rows are counted and logged, never handed to `fn`.
+  virtual Status ForEachRawReport(const std::function<void(const RawReport&)>& fn) = 0;
+  /// The backend's own structural check; with `full` also every raw row's
+  /// checksum, every rollup histogram and each stream's watermark against its
+  /// stored rows.
+  virtual Result<IntegrityReport> Check(bool full) = 0;
+};
+
+/// Both sides of one backend.
+class Store : public IngestStore, public ReadStore {
+ public:
+  /// "sqlite" or "postgresql".
+  virtual std::string_view backend() const = 0;
+  /// The file path, or the URI without its password: safe to log.
+  virtual const std::string& name() const = 0;
+  virtual int schema_version() const = 0;
+};
+
+/// Opens (creating and migrating, unless read-only) the store `options.db`
+/// names: a postgresql:// or postgres:// URI is PostgreSQL, anything else an
+/// SQLite file.
+Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options);
+
+/// True when `db` is a PostgreSQL URI.
+bool IsPostgresUri(std::string_view db);
+
+/// `db` as it may be logged or shown: a URI's password (in the authority or
+/// a `password=` parameter) replaced by "***".
+std::string RedactDb(std::string_view db);
+
+/// The schema version both backends' migrations end at.
+int LatestSchemaVersion();
 
 /// Hex SHA-256 of a token, as stored.
 std::string HashToken(const std::string& token);

@@ -1,4 +1,4 @@
-#include "collector/store/sqlite.h"
+#include "collector/store/sqlite/database.h"
 
 namespace deskpulse::collector {
 

@@ -1,18 +1,20 @@
-#include "collector/store/store.h"
+#include "collector/store/sqlite/sqlite_store.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "collector/store/row_codec.h"
 #include "collector/store/sqlite_migrations.h"
 
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <cstdio>
-#include <cstdlib>
 
 #include "deskpulse/common/crc32c.h"
-#include "deskpulse/common/hex.h"
 #include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector {
@@ -48,68 +50,12 @@ void HistMergeFn(sqlite3_context* ctx, int /*argc*/, sqlite3_value** argv) {
   sqlite3_result_blob(ctx, out.data(), static_cast<int>(out.size()), SQLITE_TRANSIENT);
 }
 
-std::string JoinInts(const google::protobuf::RepeatedField<std::uint32_t>& v) {
-  std::string s;
-  for (auto x : v) {
-    if (!s.empty()) s += ',';
-    s += std::to_string(x);
-  }
-  return s;
-}
-
-std::string JoinStrings(const google::protobuf::RepeatedPtrField<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) {
-    if (!s.empty()) s += ',';
-    s += x;
-  }
-  return s;
-}
-
-std::vector<std::string> SplitList(std::string_view joined) {
-  std::vector<std::string> out;
-  while (!joined.empty()) {
-    const std::size_t comma = joined.find(',');
-    out.emplace_back(joined.substr(0, comma));
-    if (comma == std::string_view::npos) break;
-    joined.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
 }  // namespace
 
-std::string HashToken(const std::string& token) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-  unsigned int len = 0;
-  EVP_Digest(token.data(), token.size(), md.data(), &len, EVP_sha256(), nullptr);
-  return HexEncode(md.data(), len);
-}
-
-Result<std::string> NewToken() {
-  unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof raw) != 1) return Internal("no randomness for a new token");
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out = "dpt_";
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : raw) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      out += kAlphabet[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
-  return out;
-}
-
-Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const StoreOptions& options) {
   std::error_code ec;
-  if (std::filesystem::is_directory(options.path, ec)) {
-    return Status(Code::kInvalidArgument, options.path + " is a directory, not a database file");
+  if (std::filesystem::is_directory(options.db, ec)) {
+    return Status(Code::kInvalidArgument, options.db + " is a directory, not a database file");
   }
   auto store = OpenUnchecked(options);
   if (store.ok()) return store;
@@ -118,22 +64,23 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   if (why.find("file is not a database") != std::string::npos) {
     why = "not an SQLite database (" + why.substr(why.rfind(": ") + 2) + ")";
   }
-  if (why.rfind(options.path, 0) == 0) return s;  // already names the file
-  return Status(s.code(), options.path + ": " + why);
+  if (why.rfind(options.db, 0) == 0) return s;  // already names the file
+  return Status(s.code(), options.db + ": " + why);
 }
 
-Result<std::unique_ptr<Store>> Store::OpenUnchecked(const StoreOptions& options) {
-  std::unique_ptr<Store> store(new Store(options));
-  DP_ASSIGN_OR_RETURN(store->db_, Database::Open(options.path, options.read_only));
+Result<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnchecked(const StoreOptions& options) {
+  std::unique_ptr<SqliteStore> store(new SqliteStore(options));
+  DP_ASSIGN_OR_RETURN(store->db_, Database::Open(options.db, options.read_only));
   DP_RETURN_IF_ERROR(store->Configure());
   if (options.read_only) {
     DP_ASSIGN_OR_RETURN(auto v, store->ReadMetaInt("schema_version", 0));
     if (v == 0) {
-      return Status(Code::kNotFound, options.path + " is not a DeskPulse store (no schema)");
+      return Status(Code::kNotFound, options.db + " is not a DeskPulse store (no schema)");
     }
     store->schema_version_ = static_cast<int>(v);
     return store;
   }
+  if (options.serving) DP_RETURN_IF_ERROR(store->TakeWriterLock());
   if (options.check_at_open) {
     DP_ASSIGN_OR_RETURN(IntegrityReport check, store->Check(/*full=*/false));
     if (!check.ok()) {
@@ -142,26 +89,84 @@ Result<std::unique_ptr<Store>> Store::OpenUnchecked(const StoreOptions& options)
         found += fmt::format(" (and {} more)", check.problems.size() - 1 + check.more_problems);
       }
       if (!options.allow_damaged) {
-        return DataLoss(options.path + " is damaged: " + found +
+        return DataLoss(options.db + " is damaged: " + found +
                         ". Nothing was written to it. Run `deskpulse-collector check --db " +
-                        options.path +
+                        options.db +
                         "` for the full report, then restore the store from a backup; or start "
                         "with --allow-damaged to keep collecting into it (damaged rows are left "
                         "out of scores)");
       }
-      spdlog::error("store {} is damaged: {}; serving anyway (--allow-damaged)", options.path,
+      spdlog::error("store {} is damaged: {}; serving anyway (--allow-damaged)", options.db,
                     found);
     }
   }
   DP_RETURN_IF_ERROR(store->Migrate());
   DP_RETURN_IF_ERROR(store->PrepareWriteStatements());
   DP_RETURN_IF_ERROR(store->ReplayUnrolled());
+  const auto now = std::chrono::steady_clock::now();
+  store->next_round_ = now + options.rollup_flush_interval;
+  store->next_retention_ = now;
+  if (options.serving) store->checkpointer_ = std::thread([s = store.get()] { s->RunCheckpointer(); });
   return store;
 }
 
-Store::~Store() = default;
+SqliteStore::~SqliteStore() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  checkpoint_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  if (writer_lock_fd_ >= 0) ::close(writer_lock_fd_);
+}
 
-Status Store::Configure() {
+// Rollups accumulate in this process's memory against rowid marks, so only one
+// process may write a file: the lock is held for the store's life and released
+// by the kernel if the collector dies.
+Status SqliteStore::TakeWriterLock() {
+  const std::string lock_path = options_.db + "-writer.lock";
+  writer_lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (writer_lock_fd_ < 0) {
+    return Status(Code::kUnavailable, lock_path + ": " + std::strerror(errno));
+  }
+  if (::flock(writer_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status(Code::kUnavailable,
+                  options_.db + " is already served by another collector (it holds " + lock_path +
+                      "); an SQLite store takes one collector, several share a PostgreSQL store");
+  }
+  return Status::Ok();
+}
+
+// PASSIVE checkpoints on a connection of their own copy committed WAL frames
+// into the database without taking the write lock, so commits (and acks) do
+// not wait for them.
+void SqliteStore::RunCheckpointer() {
+  auto db = Database::Open(options_.db, false);
+  if (!db.ok()) {
+    spdlog::warn("checkpointer: {}; SQLite's automatic checkpoints remain", db.status().message());
+    return;
+  }
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    const Status s = (*db)->Exec("PRAGMA wal_checkpoint(PASSIVE);");
+    lock.lock();
+    if (s.ok()) {
+      stats_.checkpoints += 1;
+    } else {
+      spdlog::debug("checkpoint: {}", s.message());
+    }
+  }
+}
+
+StoreStats SqliteStore::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+Status SqliteStore::Configure() {
   sqlite3_create_function_v2(db_->handle(), "dp_hist_merge", 2,
                              SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, HistMergeFn, nullptr,
                              nullptr, nullptr);
@@ -178,7 +183,7 @@ Status Store::Configure() {
   return Status::Ok();
 }
 
-Result<std::int64_t> Store::ReadMetaInt(const std::string& key, std::int64_t fallback) {
+Result<std::int64_t> SqliteStore::ReadMetaInt(const std::string& key, std::int64_t fallback) {
   auto has = db_->Prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'");
   if (!has.ok()) return has.status();
   DP_ASSIGN_OR_RETURN(bool exists, has->Step());
@@ -189,11 +194,11 @@ Result<std::int64_t> Store::ReadMetaInt(const std::string& key, std::int64_t fal
   return row ? st.Int(0) : fallback;
 }
 
-Status Store::Migrate() {
+Status SqliteStore::Migrate() {
   DP_ASSIGN_OR_RETURN(auto current, ReadMetaInt("schema_version", 0));
   const int kLatest = static_cast<int>(kSqliteMigrations.size());
   if (current > kLatest) {
-    return Status(Code::kUnavailable, options_.path + " has schema v" + std::to_string(current) +
+    return Status(Code::kUnavailable, options_.db + " has schema v" + std::to_string(current) +
                                           ", newer than this collector's v" +
                                           std::to_string(kLatest));
   }
@@ -205,17 +210,19 @@ Status Store::Migrate() {
                                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
     DP_RETURN_IF_ERROR(st.Bind(1, std::int64_t{v}).Run());
     DP_RETURN_IF_ERROR(tx.Commit());
-    spdlog::info("store {}: applied schema migration v{}", options_.path, v);
+    spdlog::info("store {}: applied schema migration v{}", options_.db, v);
   }
   schema_version_ = kLatest;
   return Status::Ok();
 }
 
-Status Store::PrepareWriteStatements() {
+Status SqliteStore::PrepareWriteStatements() {
   DP_ASSIGN_OR_RETURN(insert_report_,
                       db_->Prepare("INSERT INTO reports(customer_id, endpoint_id, stream_id, seq, "
                                    "observed_at_ms, received_at_ms, body, body_crc) "
                                    "VALUES(?,?,?,?,?,?,?,?)"));
+  DP_ASSIGN_OR_RETURN(read_watermark_,
+                      db_->Prepare("SELECT last_seq FROM streams WHERE stream_id=?"));
   DP_ASSIGN_OR_RETURN(update_stream_,
                       db_->Prepare("UPDATE streams SET last_seq=? WHERE stream_id=?"));
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT coalesce(max(rowid), 0) FROM reports"));
@@ -231,59 +238,55 @@ Status Store::PrepareWriteStatements() {
   return Status::Ok();
 }
 
-std::int64_t Store::OldestMark() const {
+std::int64_t SqliteStore::OldestMark() const {
   std::int64_t oldest = marks_[0];
   for (std::int64_t m : marks_) oldest = std::min(oldest, m);
   return oldest;
 }
 
 template <typename Fn>
-Status Store::ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit, Fn&& fn,
+Status SqliteStore::ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit, Fn&& fn,
                           std::int64_t* last, std::vector<std::string>* damaged) {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT rowid, customer_id, endpoint_id, stream_id, "
-                                            "seq, body, body_crc FROM reports WHERE rowid > ? "
-                                            "AND rowid <= ? ORDER BY rowid LIMIT ?"));
+                                            "seq, body, body_crc, received_at_ms FROM reports "
+                                            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid "
+                                            "LIMIT ?"));
   st.Bind(1, after).Bind(2, through).Bind(3, limit);
   *last = after;
   for (;;) {
     DP_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
-    RawRow r{st.Int(0), st.Int(1), st.Int(2), st.Int(3), st.Int(4)};
+    RawRow r{st.Int(0), st.Int(1), st.Int(2), st.Int(3), st.Int(4), st.Int(7)};
     *last = r.rowid;
-    const std::string_view body = st.Blob(5);
-    std::string why;
+    const std::int64_t crc = st.IsNull(6) ? 0 : st.Int(6);
     v1::Report report;
-    if (st.IsNull(6)) {
-      why = "no checksum";
-    } else if (static_cast<std::uint32_t>(st.Int(6)) != Crc32c(0, body)) {
-      why = "its body fails its checksum";
-    } else if (!report.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
-      why = "its body does not decode";
-    }
+    const std::string why = DecodeRawBody(st.Blob(5), st.IsNull(6) ? nullptr : &crc, &report);
     if (why.empty()) {
       fn(r, report);
       continue;
     }
-    ++health_.damaged_rows;
-    const std::string line = fmt::format("report row {} (customer {}, endpoint {}, stream {}, "
-                                         "seq {}): {}",
-                                         r.rowid, r.customer_id, r.endpoint_id, r.stream_id,
-                                         r.seq, why);
+    std::uint64_t damaged_rows = 0;
+    {
+      std::lock_guard lock(mu_);
+      damaged_rows = ++stats_.damaged_rows;
+    }
+    const std::string line =
+        DescribeDamagedRow(r.rowid, r.customer_id, r.endpoint_id, r.stream_id, r.seq, why);
     if (damaged != nullptr) damaged->push_back(line);
     constexpr std::uint64_t kLoggedInFull = 20;
-    if (health_.damaged_rows <= kLoggedInFull) {
-      spdlog::error("store {}: {}; left out of rollups and scores", options_.path, line);
+    if (damaged_rows <= kLoggedInFull) {
+      spdlog::error("store {}: {}; left out of rollups and scores", options_.db, line);
     }
   }
   return Status::Ok();
 }
 
-Status Store::ReplayUnrolled() {
+Status SqliteStore::ReplayUnrolled() {
   std::int64_t through = OldestMark();
   if (through >= last_committed_rowid_) return Status::Ok();
   const std::int64_t end = last_committed_rowid_;
   std::int64_t replayed = 0;
-  const std::uint64_t damaged_before = health_.damaged_rows;
+  const std::uint64_t damaged_before = stats().damaged_rows;
   while (through < end) {
     PendingRollups acc;
     std::int64_t last = through;
@@ -302,9 +305,13 @@ Status Store::ReplayUnrolled() {
     through = last;
   }
   last_committed_rowid_ = end;
-  const std::uint64_t damaged = health_.damaged_rows - damaged_before;
+  const std::uint64_t damaged = stats().damaged_rows - damaged_before;
+  {
+    std::lock_guard lock(mu_);
+    stats_.reports_replayed += static_cast<std::uint64_t>(replayed);
+  }
   if (replayed > 0 || damaged > 0) {
-    spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.path,
+    spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.db,
                  replayed,
                  damaged ? fmt::format(" ({} damaged rows left out; `deskpulse-collector check` "
                                        "lists them)",
@@ -314,7 +321,7 @@ Status Store::ReplayUnrolled() {
   return Status::Ok();
 }
 
-Result<IntegrityReport> Store::Check(bool full) {
+Result<IntegrityReport> SqliteStore::Check(bool full) {
   IntegrityReport report;
   report.full = full;
   constexpr std::size_t kListed = 50;
@@ -387,7 +394,7 @@ Result<IntegrityReport> Store::Check(bool full) {
   return report;
 }
 
-Result<Customer> Store::EnsureCustomer(const std::string& name, std::int64_t now_ms) {
+Result<Customer> SqliteStore::EnsureCustomer(const std::string& name, std::int64_t now_ms) {
   if (name.empty() || name.size() > 200) {
     return InvalidArgument("customer name must be 1..200 characters");
   }
@@ -401,7 +408,7 @@ Result<Customer> Store::EnsureCustomer(const std::string& name, std::int64_t now
   return Customer{sel.Int(0), name};
 }
 
-Result<std::string> Store::CreateToken(const std::string& customer, std::int64_t now_ms) {
+Result<std::string> SqliteStore::CreateToken(const std::string& customer, std::int64_t now_ms) {
   DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
   DP_ASSIGN_OR_RETURN(Customer c, EnsureCustomer(customer, now_ms));
   DP_ASSIGN_OR_RETURN(std::string token, NewToken());
@@ -413,7 +420,7 @@ Result<std::string> Store::CreateToken(const std::string& customer, std::int64_t
   return token;
 }
 
-Result<Customer> Store::Authenticate(const std::string& token) {
+Result<Customer> SqliteStore::Authenticate(const std::string& token) {
   DP_ASSIGN_OR_RETURN(auto st,
                       db_->Prepare("SELECT c.customer_id, c.name FROM tokens t JOIN customers c "
                                    "USING(customer_id) WHERE t.token_hash=? AND t.revoked_ms IS "
@@ -424,7 +431,7 @@ Result<Customer> Store::Authenticate(const std::string& token) {
   return Customer{st.Int(0), std::string(st.Text(1))};
 }
 
-Result<std::vector<Customer>> Store::ListCustomers() {
+Result<std::vector<Customer>> SqliteStore::ListCustomers() {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT customer_id, name FROM customers ORDER BY name"));
   std::vector<Customer> out;
   for (;;) {
@@ -435,7 +442,7 @@ Result<std::vector<Customer>> Store::ListCustomers() {
   return out;
 }
 
-Result<StreamInfo> Store::RegisterInTx(std::int64_t customer_id, const v1::Hello& hello,
+Result<StreamInfo> SqliteStore::RegisterInTx(std::int64_t customer_id, const v1::Hello& hello,
                                        std::int64_t now_ms) {
   const auto& h = hello.host();
   DP_ASSIGN_OR_RETURN(
@@ -478,24 +485,7 @@ Result<StreamInfo> Store::RegisterInTx(std::int64_t customer_id, const v1::Hello
   return StreamInfo{customer_id, endpoint_id, ss.Int(0), static_cast<std::uint64_t>(ss.Int(1))};
 }
 
-Result<StreamInfo> Store::RegisterStream(std::int64_t customer_id, const v1::Hello& hello,
-                                         std::int64_t now_ms) {
-  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
-  DP_ASSIGN_OR_RETURN(StreamInfo info, RegisterInTx(customer_id, hello, now_ms));
-  DP_RETURN_IF_ERROR(tx.Commit());
-  return Adopt(info);
-}
-
-StreamInfo Store::Adopt(StreamInfo info) {
-  // The in-memory watermark is authoritative once loaded: this store instance
-  // is the only writer.
-  auto [it, fresh] = watermarks_.try_emplace(info.stream_id, info.last_acked_seq);
-  info.last_acked_seq = it->second;
-  stream_owner_[info.stream_id] = {info.customer_id, info.endpoint_id};
-  return info;
-}
-
-std::vector<Result<StreamInfo>> Store::AuthenticateAndRegister(
+std::vector<Result<StreamInfo>> SqliteStore::AuthenticateAndRegister(
     std::span<const v1::Hello> hellos, std::int64_t now_ms) {
   // One transaction for all: after a collector restart every agent says Hello
   // at once, and one fsync per Hello would hold up every batch behind them.
@@ -516,90 +506,128 @@ std::vector<Result<StreamInfo>> Store::AuthenticateAndRegister(
   }
   if (Status s = tx->Commit(); !s.ok()) {
     for (auto& r : out) r = s;
-    return out;
-  }
-  for (auto& r : out) {
-    if (r.ok()) r = Adopt(*r);
   }
   return out;
 }
 
-Status Store::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms,
-                            PendingRollups* pending) {
-  // Rollup contributions go straight into `pending`; if the transaction does
+Status SqliteStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) {
+  // Rollup contributions go straight into `pending_`; if the transaction does
   // not commit, they are discarded and rebuilt from the committed raw rows
   // before the next flush (the same path as recovery after a crash).
-  Status s = CommitBatchesTx(batches, now_ms, pending);
+  Status s = CommitBatchesTx(batches, now_ms);
   if (!s.ok()) rollups_need_replay_ = true;
   return s;
 }
 
-Status Store::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms,
-                              PendingRollups* pending) {
-  std::unordered_map<std::int64_t, std::uint64_t> marks;
+Status SqliteStore::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms) {
   std::int64_t inserted = 0;
-  {
-    DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
-    for (auto& b : batches) {
-      const auto owner = stream_owner_.find(b.stream_id);
-      if (owner == stream_owner_.end()) return Internal("batch for an unregistered stream");
-      const auto [customer_id, endpoint_id] = owner->second;
-      auto [mit, first] = marks.try_emplace(b.stream_id, 0);
-      if (first) mit->second = watermarks_[b.stream_id];
-      std::uint64_t mark = mit->second;
-      b.duplicates = 0;
-      for (const auto& in : b.reports) {
-        const std::uint64_t seq = in.report.seq();
-        if (seq <= mark) {
-          ++b.duplicates;
-          continue;
-        }
-        insert_report_.Bind(1, customer_id)
-            .Bind(2, endpoint_id)
-            .Bind(3, b.stream_id)
-            .Bind(4, static_cast<std::int64_t>(seq))
-            .Bind(5, std::int64_t{in.report.observed_at_unix_ms()})
-            .Bind(6, now_ms)
-            .BindBlob(7, in.bytes)
-            .Bind(8, std::int64_t{Crc32c(0, in.bytes)});
-        DP_RETURN_IF_ERROR(insert_report_.Run());
-        pending->AddReport(customer_id, endpoint_id, in.report);
-        mark = seq;
-        ++inserted;
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  // BEGIN IMMEDIATE holds the write lock: each watermark read here is the
+  // latest, and the update below lands with the rows or not at all.
+  std::unordered_map<std::int64_t, std::uint64_t> marks;  // stream → watermark in this tx
+  for (auto& b : batches) {
+    const StreamInfo& stream = b.stream;
+    auto [mit, first] = marks.try_emplace(stream.stream_id, 0);
+    if (first) {
+      read_watermark_.Bind(1, stream.stream_id);
+      DP_ASSIGN_OR_RETURN(bool row, read_watermark_.Step());
+      if (!row) {
+        read_watermark_.Reset();
+        return Internal(fmt::format("batch for stream {}, which is not registered",
+                                    stream.stream_id));
       }
-      mit->second = mark;
-      b.acked_through = mark;
+      mit->second = static_cast<std::uint64_t>(read_watermark_.Int(0));
+      read_watermark_.Reset();
     }
-    for (const auto& [stream, mark] : marks) {
-      if (mark == watermarks_[stream]) continue;
-      update_stream_.Bind(1, static_cast<std::int64_t>(mark)).Bind(2, stream);
+    std::uint64_t mark = mit->second;
+    b.duplicates = 0;
+    for (const auto& in : b.reports) {
+      const std::uint64_t seq = in.report.seq();
+      if (seq <= mark) {
+        ++b.duplicates;
+        continue;
+      }
+      insert_report_.Bind(1, stream.customer_id)
+          .Bind(2, stream.endpoint_id)
+          .Bind(3, stream.stream_id)
+          .Bind(4, static_cast<std::int64_t>(seq))
+          .Bind(5, std::int64_t{in.report.observed_at_unix_ms()})
+          .Bind(6, now_ms)
+          .BindBlob(7, in.bytes)
+          .Bind(8, std::int64_t{Crc32c(0, in.bytes)});
+      DP_RETURN_IF_ERROR(insert_report_.Run());
+      pending_.AddReport(stream.customer_id, stream.endpoint_id, in.report);
+      mark = seq;
+      ++inserted;
+    }
+    if (mark != mit->second) {
+      update_stream_.Bind(1, static_cast<std::int64_t>(mark)).Bind(2, stream.stream_id);
       DP_RETURN_IF_ERROR(update_stream_.Run());
     }
-    DP_RETURN_IF_ERROR(tx.Commit());
+    mit->second = mark;
+    b.acked_through = mark;
   }
-  for (const auto& [stream, mark] : marks) watermarks_[stream] = mark;
+  DP_RETURN_IF_ERROR(tx.Commit());
   if (inserted > 0) last_committed_rowid_ = db_->LastInsertRowid();
   return Status::Ok();
 }
 
-Status Store::FlushRollupSlice(PendingRollups* pending, int slice) {
-  if (rollups_need_replay_) {
-    // `pending` may hold rows a failed commit rolled back: rebuild from disk.
-    pending->Clear();
-    rollups_need_replay_ = false;
-    Status s = ReplayUnrolled();
-    if (!s.ok()) rollups_need_replay_ = true;
-    return s;
+void SqliteStore::CountFlush(const Status& s, std::chrono::steady_clock::time_point t0) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+  std::lock_guard lock(mu_);
+  if (s.ok()) {
+    stats_.rollup_flushes += 1;
+    stats_.flush_us.AddValue(static_cast<std::uint64_t>(us));
+  } else {
+    stats_.rollup_flush_failures += 1;
   }
-  return WriteSlice(&pending->slice(slice), slice);
 }
 
-Status Store::FlushRollups(PendingRollups* pending) {
-  for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(FlushRollupSlice(pending, i));
+Status SqliteStore::FlushRollupSlice(int slice) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s;
+  if (rollups_need_replay_) {
+    // `pending_` may hold rows a failed commit rolled back: rebuild from disk.
+    pending_.Clear();
+    rollups_need_replay_ = false;
+    s = ReplayUnrolled();
+    if (!s.ok()) rollups_need_replay_ = true;
+  } else {
+    s = WriteSlice(&pending_.slice(slice), slice);
+  }
+  CountFlush(s, t0);
+  return s;
+}
+
+Status SqliteStore::FlushRollups() {
+  for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(FlushRollupSlice(i));
   return Status::Ok();
 }
 
-Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
+std::chrono::steady_clock::time_point SqliteStore::Maintain(std::int64_t now_ms) {
+  // Rollups: one slice per step, so a commit waits at most one short transaction.
+  const auto now = std::chrono::steady_clock::now();
+  if (flush_cursor_ < 0 && now >= next_round_) flush_cursor_ = 0;
+  if (flush_cursor_ >= 0) {
+    if (Status s = FlushRollupSlice(flush_cursor_); !s.ok()) {
+      // The raw rows are committed; the rollups catch up from them later or at start.
+      spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+    }
+    flush_cursor_ = flush_cursor_ + 1 >= kRollupSlices ? -1 : flush_cursor_ + 1;
+    if (flush_cursor_ < 0) next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;
+  }
+  if (now >= next_retention_) {
+    if (Status s = ApplyRetention(now_ms); !s.ok()) {
+      spdlog::warn("retention pass failed: {}", s.ToString());
+    }
+    next_retention_ = now + options_.retention_interval;
+  }
+  return flush_cursor_ >= 0 ? now : std::min(next_round_, next_retention_);
+}
+
+Status SqliteStore::WriteSlice(RollupAccumulator* pending, int slice) {
   auto& mark_value = marks_[static_cast<std::size_t>(slice)];
   if (pending->empty() && mark_value >= last_committed_rowid_) return Status::Ok();
   const auto expanded = pending->Expand();
@@ -702,7 +730,7 @@ Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
   DP_ASSIGN_OR_RETURN(auto seen, db_->Prepare("UPDATE endpoints SET last_seen_ms=max(last_seen_ms, "
                                               "?) WHERE endpoint_id=?"));
   for (const auto& [endpoint, t] : pending->endpoints_seen()) {
-    DP_RETURN_IF_ERROR(seen.Bind(1, t).Bind(2, endpoint).Run());
+    DP_RETURN_IF_ERROR(seen.Bind(1, t.last_ms).Bind(2, endpoint).Run());
   }
   // Every row of this slice up to last_committed_rowid_ is in `pending` or
   // was flushed before, so the slice's mark moves there.
@@ -717,7 +745,7 @@ Status Store::WriteSlice(RollupAccumulator* pending, int slice) {
   return Status::Ok();
 }
 
-Status Store::ApplyRetention(std::int64_t now_ms) {
+Status SqliteStore::ApplyRetention(std::int64_t now_ms) {
   const std::int64_t through = OldestMark();
   const std::int64_t raw_cutoff = now_ms - options_.raw_retention_days * kDayMs;
   // Raw rows are in arrival order, so the first row to keep is found by
@@ -738,6 +766,10 @@ Status Store::ApplyRetention(std::int64_t now_ms) {
       hi = mid;
     }
   }
+  {
+    std::lock_guard lock(mu_);
+    stats_.retention_passes += 1;
+  }
   DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
   DP_ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM reports WHERE rowid < ?"));
   DP_RETURN_IF_ERROR(del.Bind(1, lo).Run());
@@ -750,7 +782,7 @@ Status Store::ApplyRetention(std::int64_t now_ms) {
   return tx.Commit();
 }
 
-Result<scoring::WindowRollup> Store::LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
+Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
                                                std::int64_t to_ms) {
   scoring::WindowRollup w;
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT metric, count, sum, hist FROM rollups WHERE "
@@ -767,21 +799,7 @@ Result<scoring::WindowRollup> Store::LoadWindow(std::int64_t customer_id, std::i
     if (!st.IsNull(3)) {
       DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(3)));
     }
-    switch (metric) {
-      case Metric::kReports: w.reports += count; break;
-      case Metric::kBootLoginMs: w.boot_ms.Merge(hist); break;
-      case Metric::kLatency:
-        w.latency.Merge(hist);
-        w.latency_windows += count;
-        break;
-      case Metric::kSessionS: w.session_s += sum; break;
-      case Metric::kDowntimeMs: w.downtime_ms += sum; break;
-      case Metric::kDisconnects: w.disconnects += count; break;
-      case Metric::kReconnects: w.reconnects += count; break;
-      case Metric::kCrashes: w.crashes += count; break;
-      case Metric::kPeripheralReconnects: w.peripheral_reconnects += count; break;
-      case Metric::kStalls: w.stalls += count; break;
-    }
+    AddToWindow(metric, count, sum, hist, &w);
   }
   DP_ASSIGN_OR_RETURN(auto ep, db_->Prepare("SELECT count(*) FROM endpoints WHERE customer_id=? "
                                             "AND last_seen_ms >= ? AND first_seen_ms < ?"));
@@ -801,7 +819,7 @@ Result<scoring::WindowRollup> Store::LoadWindow(std::int64_t customer_id, std::i
   return w;
 }
 
-Result<std::vector<PeripheralInstance>> Store::LoadPeripheralInstances(std::int64_t customer_id,
+Result<std::vector<PeripheralInstance>> SqliteStore::LoadPeripheralInstances(std::int64_t customer_id,
                                                                       std::int64_t from_ms) {
   DP_ASSIGN_OR_RETURN(
       auto st,
@@ -824,9 +842,7 @@ Result<std::vector<PeripheralInstance>> Store::LoadPeripheralInstances(std::int6
     s.set_vendor_id(static_cast<std::uint32_t>(st.Int(3)));
     s.set_product_id(static_cast<std::uint32_t>(st.Int(4)));
     s.set_device_class(static_cast<std::uint32_t>(st.Int(5)));
-    for (const auto& c : SplitList(st.Text(6))) {
-      s.add_interface_classes(static_cast<std::uint32_t>(std::strtoul(c.c_str(), nullptr, 10)));
-    }
+    SetInterfaceClasses(st.Text(6), &s);
     s.set_name(std::string(st.Text(7)));
     for (auto& d : SplitList(st.Text(8))) s.add_drivers(std::move(d));
     s.set_redirected(st.Int(9) != 0);
@@ -848,10 +864,59 @@ Result<std::vector<PeripheralInstance>> Store::LoadPeripheralInstances(std::int6
   return out;
 }
 
-Result<std::int64_t> Store::CountRawReports() {
+Result<std::int64_t> SqliteStore::CountRawReports() {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT count(*) FROM reports"));
   DP_ASSIGN_OR_RETURN(bool row, st.Step());
   return row ? st.Int(0) : 0;
+}
+
+Result<std::vector<StreamInfo>> SqliteStore::ListStreams() {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT e.customer_id, s.endpoint_id, s.stream_id, "
+                                            "s.last_seq FROM streams s JOIN endpoints e "
+                                            "USING(endpoint_id) ORDER BY s.stream_id"));
+  std::vector<StreamInfo> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back({st.Int(0), st.Int(1), st.Int(2), static_cast<std::uint64_t>(st.Int(3))});
+  }
+  return out;
+}
+
+Result<std::vector<RollupRow>> SqliteStore::LoadRollupRows() {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT grain, customer_id, endpoint_id, "
+                                            "bucket_start_ms, metric, count, sum, hist FROM "
+                                            "rollups ORDER BY grain, customer_id, endpoint_id, "
+                                            "bucket_start_ms, metric"));
+  std::vector<RollupRow> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    RollupRow r{static_cast<Grain>(st.Int(0)), st.Int(1), st.Int(2), st.Int(3),
+                static_cast<Metric>(st.Int(4)), {}};
+    r.cell.count = st.Int(5);
+    r.cell.sum = st.Double(6);
+    if (!st.IsNull(7)) {
+      DP_ASSIGN_OR_RETURN(r.cell.hist, SparseHistogram::Decode(st.Blob(7)));
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Status SqliteStore::ForEachRawReport(const std::function<void(const RawReport&)>& fn) {
+  std::int64_t after = 0;
+  for (;;) {
+    std::int64_t last = after;
+    DP_RETURN_IF_ERROR(ScanRawRows(
+        after, INT64_MAX, 20000,
+        [&](const RawRow& r, const v1::Report& report) {
+          fn(RawReport{r.customer_id, r.endpoint_id, r.stream_id, r.seq, r.received_at_ms, report});
+        },
+        &last));
+    if (last == after) return Status::Ok();
+    after = last;
+  }
 }
 
 }  // namespace deskpulse::collector

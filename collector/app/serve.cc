@@ -1,0 +1,109 @@
+#include "collector/app/serve.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio.hpp>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+
+#include "collector/ingest/server.h"
+#include "collector/ingest/writer.h"
+#include "collector/store/store.h"
+#include "deskpulse/common/exit_codes.h"
+#include "deskpulse/common/logging.h"
+
+namespace deskpulse::collector {
+namespace {
+
+void LogTotals(const WriterStats& ws, const StoreStats& st, const IngestStats& is) {
+  spdlog::info("stopped: {} reports stored in {} commits ({} duplicates skipped), {} connections, "
+               "{} protocol errors, {} refused credentials, {} timeouts, {} failed TLS "
+               "handshakes",
+               ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted,
+               is.protocol_errors, is.auth_failures, is.timeouts, is.tls_failures);
+  spdlog::info("limits: {} connections refused at accept, {} not-yet-welcomed connections "
+               "evicted, {} refusals answered late, {} peers locked out, {} reads paused for "
+               "memory",
+               is.connections_refused, is.pending_evicted, is.auth_delayed, is.auth_lockouts,
+               is.read_pauses);
+  if (is.streams_behind_agents > 0) {
+    spdlog::error("{} streams were behind their agents: the store had lost {} acknowledged "
+                  "reports (agents resent what they still held)",
+                  is.streams_behind_agents, is.reports_forgotten);
+  }
+  if (st.damaged_rows > 0) {
+    spdlog::error("{} damaged report rows were left out of the rollups", st.damaged_rows);
+  }
+  if (is.ack_us.TotalWeight() > 0) {
+    spdlog::info("ack latency at the collector (batch received → ack sent): p50 {:.1f} ms "
+                 "p99 {:.1f} ms max {:.1f} ms",
+                 is.ack_us.Quantile(0.5) / 1000, is.ack_us.Quantile(0.99) / 1000,
+                 is.ack_us.Quantile(1) / 1000);
+  }
+  if (ws.commits > 0) {
+    spdlog::info("writer: commit p50 {:.1f} ms p99 {:.1f} ms max {:.1f} ms; {:.0f} reports per "
+                 "group (p50); rollup flush p50 {:.1f} ms max {:.1f} ms; {} reports rolled up "
+                 "from stored rows",
+                 ws.commit_us.Quantile(0.5) / 1000, ws.commit_us.Quantile(0.99) / 1000,
+                 ws.commit_us.Quantile(1) / 1000, ws.group_reports.Quantile(0.5),
+                 st.flush_us.Quantile(0.5) / 1000, st.flush_us.Quantile(1) / 1000,
+                 st.reports_replayed);
+  }
+}
+
+}  // namespace
+
+int RunServe(const ServeFlags& flags) {
+  auto config = LoadServeConfig(flags);
+  if (!config.ok()) {
+    std::cerr << "deskpulse-collector: " << config.status().message() << "\n";
+    return kExitUsage;
+  }
+  ServeConfig& c = *config;
+  if (auto s = SetUpLogging("collector", c.log_level, c.log_file); !s.ok()) {
+    std::cerr << "deskpulse-collector: " << s.message() << "\n";
+    return kExitUsage;
+  }
+  if (!flags.http.empty()) {
+    spdlog::error("--http: the HTTP API and dashboard are not in this version yet");
+    return kExitUsage;
+  }
+  const std::string fds = RaiseDescriptorLimit();
+  auto store = OpenStore(c.store);
+  if (!store.ok()) {
+    spdlog::error("store: {}", store.status().message());
+    return ExitCodeFor(store.status());
+  }
+  const std::string store_name = (*store)->name();
+  Writer writer(std::move(store).value(), c.writer);
+  writer.Start();
+
+  asio::io_context io(1);
+  IngestServer server(io, c.ingest, writer);
+  if (auto s = server.Listen(); !s.ok()) {
+    spdlog::error("{}", s.message());
+    writer.Stop();
+    return kExitNetwork;
+  }
+  server.Start();
+  if (!flags.port_file.empty()) std::ofstream(flags.port_file) << server.port() << "\n";
+  spdlog::info("listening on {}:{} ({}), store {}; {}, at most {} connections", c.ingest.host,
+               server.port(), c.ingest.tls ? "TLS" : "plain TCP", store_name, fds,
+               server.options().max_connections);
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const asio::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: draining {} connections", sig, server.stats().connections_open);
+    server.Drain([&io] { io.stop(); });
+  });
+  io.run();
+  writer.Stop();
+  const auto ws = writer.stats();
+  LogTotals(ws, writer.store_stats(), server.stats());
+  spdlog::default_logger()->flush();
+  return ws.commit_failures > 0 ? kExitStore : kExitOk;
+}
+
+}  // namespace deskpulse::collector

@@ -1,0 +1,63 @@
+#include <filesystem>
+#include <iostream>
+
+#include "collector/cli/commands.h"
+#include "deskpulse/common/exit_codes.h"
+#include "deskpulse/common/logging.h"
+
+namespace deskpulse::collector::cli {
+namespace {
+
+struct CheckArgs {
+  std::string db;
+  bool quick = false;
+};
+
+int Check(const CheckArgs& a) {
+  (void)SetUpLogging("collector", "off");
+  const std::string name = RedactDb(a.db);
+  std::error_code ec;
+  if (!IsPostgresUri(a.db) && !std::filesystem::exists(a.db, ec)) {
+    return Fail(NotFound("no store at " + a.db));
+  }
+  auto store = OpenStore({.db = a.db, .read_only = true});
+  if (!store.ok()) {
+    std::cout << name << ": cannot be opened: " << store.status().message() << "\n";
+    return kExitDamaged;
+  }
+  auto report = (*store)->Check(!a.quick);
+  if (!report.ok()) {
+    std::cout << name << ": the check failed: " << report.status().message() << "\n";
+    return kExitDamaged;
+  }
+  if (report->ok()) {
+    std::cout << name << ": ok (" << (a.quick ? "quick check" : "full check") << "; "
+              << report->rows_checked << " report rows checked)\n";
+    return kExitOk;
+  }
+  std::cout << name << ": DAMAGED\n";
+  for (const auto& p : report->problems) std::cout << "  " << p << "\n";
+  if (report->more_problems > 0) std::cout << "  ... and " << report->more_problems << " more\n";
+  if (report->full) {
+    std::cout << report->damaged_rows << " of " << report->rows_checked
+              << " report rows are damaged\n";
+  }
+  std::cout << "Restore the store from a backup. To keep collecting into it meanwhile, start "
+               "serve with --allow-damaged: damaged rows are left out of scores.\n";
+  return kExitDamaged;
+}
+
+}  // namespace
+
+void AddCheck(CLI::App& app, Run* run) {
+  auto args = std::make_shared<CheckArgs>();
+  auto* ck = app.add_subcommand(
+      "check", "Check the store for damage: the backend's own check, every report's checksum, "
+               "rollups and watermarks; exit 0 when sound, 8 when damaged");
+  AddDbOption(ck, &args->db)->required();
+  ck->add_flag("--quick", args->quick,
+               "only the backend's quick structural check (what serve runs at start)");
+  ck->callback([run, args] { *run = [args] { return Check(*args); }; });
+}
+
+}  // namespace deskpulse::collector::cli

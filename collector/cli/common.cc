@@ -1,0 +1,33 @@
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "collector/cli/commands.h"
+#include "deskpulse/common/exit_codes.h"
+#include "deskpulse/common/logging.h"
+
+namespace deskpulse::collector::cli {
+
+CLI::Option* AddDbOption(CLI::App* sub, std::string* db) {
+  return sub->add_option("--db", *db,
+                         "the store: an SQLite file, or a postgresql:// URI (give its password "
+                         "in PGPASSWORD or ~/.pgpass, not in the URI)");
+}
+
+Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, bool read_only) {
+  (void)SetUpLogging("collector", "warn");
+  return OpenStore({.db = db, .read_only = read_only});
+}
+
+int Fail(const Status& s) {
+  spdlog::error("{}", s.message());
+  return ExitCodeFor(s);
+}
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace deskpulse::collector::cli

@@ -1,0 +1,72 @@
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <iostream>
+#include <optional>
+
+#include "collector/cli/commands.h"
+#include "collector/reports/peripherals.h"
+#include "deskpulse/common/catalog.h"
+#include "deskpulse/common/exit_codes.h"
+
+namespace deskpulse::collector::cli {
+namespace {
+
+constexpr const char* kDefaultCatalog = "/usr/share/deskpulse/catalog.sqlite";
+
+struct PeripheralsArgs {
+  std::string db;
+  std::string customer;
+  std::string catalog;
+  bool json = false;
+  int window_days = 30;
+};
+
+int Peripherals(const PeripheralsArgs& a) {
+  auto store = OpenForCommand(a.db, /*read_only=*/true);
+  if (!store.ok()) return Fail(store.status());
+  const bool explicit_catalog = !a.catalog.empty();
+  const std::string catalog_path = explicit_catalog ? a.catalog : kDefaultCatalog;
+  std::optional<catalog::Reader> catalog;
+  if (explicit_catalog || std::filesystem::exists(catalog_path)) {
+    auto opened = catalog::Reader::Open(catalog_path, LinkedSqliteApi());
+    if (!opened.ok()) return Fail(opened.status());
+    catalog.emplace(std::move(*opened));
+  } else {
+    spdlog::warn("no catalog at {}: devices without an endpoint's verdict stay unclassified "
+                 "(build one with: deskpulse-catalog build --out {})",
+                 catalog_path, catalog_path);
+  }
+  scoring::Policy policy;
+  policy.window_days = a.window_days;
+  auto report =
+      AnalysePeripherals(**store, a.customer, policy, NowMs(), catalog ? &*catalog : nullptr);
+  if (!report.ok()) return Fail(report.status());
+  if (a.json) {
+    std::cout << PeripheralsToJson(*report).dump(2, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace)
+              << "\n";
+  } else {
+    std::cout << FormatPeripherals(*report);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddPeripherals(CLI::App& app, Run* run) {
+  auto args = std::make_shared<PeripheralsArgs>();
+  auto* pe = app.add_subcommand(
+      "peripherals", "A customer's peripheral compatibility: failing device models, ranked");
+  AddDbOption(pe, &args->db)->required();
+  pe->add_option("--customer", args->customer, "customer name")->required();
+  pe->add_option("--catalog", args->catalog,
+                 std::string("catalog for devices that arrive without a verdict (default ") +
+                     kDefaultCatalog + ")");
+  pe->add_flag("--json", args->json, "JSON instead of a table");
+  pe->add_option("--window-days", args->window_days, "days analysed, ending today (default 30)")
+      ->check(CLI::Range(1, 400));
+  pe->callback([run, args] { *run = [args] { return Peripherals(*args); }; });
+}
+
+}  // namespace deskpulse::collector::cli

@@ -1,0 +1,80 @@
+// Choosing a backend by the form of --db, and what every backend shares.
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <array>
+
+#include "collector/store/sqlite/sqlite_store.h"
+#include "collector/store/sqlite_migrations.h"
+#include "collector/store/store.h"
+#include "deskpulse/common/hex.h"
+
+namespace deskpulse::collector {
+
+bool IsPostgresUri(std::string_view db) {
+  return db.starts_with("postgresql://") || db.starts_with("postgres://");
+}
+
+std::string RedactDb(std::string_view db) {
+  if (!IsPostgresUri(db)) return std::string(db);
+  std::string out(db);
+  // scheme://user:password@host...: the password ends at the last '@' of the authority.
+  const std::size_t auth = out.find("://") + 3;
+  const std::size_t auth_end = out.find_first_of("/?#", auth);
+  const std::size_t at = out.rfind('@', auth_end == std::string::npos ? out.size() : auth_end);
+  if (at != std::string::npos && at > auth) {
+    const std::size_t colon = out.find(':', auth);
+    if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+  }
+  // ...and a password=... query parameter.
+  for (std::size_t q = out.find('?'); q != std::string::npos;) {
+    const std::size_t key = q + 1;
+    const std::size_t amp = out.find('&', key);
+    if (out.compare(key, 9, "password=") == 0) {
+      const std::size_t v = key + 9;
+      out.replace(v, (amp == std::string::npos ? out.size() : amp) - v, "***");
+    }
+    q = out.find('&', key);
+  }
+  return out;
+}
+
+int LatestSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }
+
+Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options) {
+  if (options.db.empty()) return InvalidArgument("no store given (--db FILE or postgresql://...)");
+  if (IsPostgresUri(options.db)) {
+    return Status(Code::kUnavailable, RedactDb(options.db) + ": PostgreSQL is not built in");
+  }
+  DP_ASSIGN_OR_RETURN(auto sqlite, SqliteStore::Open(options));
+  return std::unique_ptr<Store>(std::move(sqlite));
+}
+
+std::string HashToken(const std::string& token) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_Digest(token.data(), token.size(), md.data(), &len, EVP_sha256(), nullptr);
+  return HexEncode(md.data(), len);
+}
+
+Result<std::string> NewToken() {
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Internal("no randomness for a new token");
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out = "dpt_";
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : raw) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      out += kAlphabet[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+}  // namespace deskpulse::collector
