@@ -4,6 +4,8 @@
 
 #include <array>
 
+#include "collector/store/postgres/pg_store.h"
+#include "collector/store/postgres_migrations.h"
 #include "collector/store/sqlite/sqlite_store.h"
 #include "collector/store/sqlite_migrations.h"
 #include "collector/store/store.h"
@@ -39,12 +41,16 @@ std::string RedactDb(std::string_view db) {
   return out;
 }
 
+// Version N is the same logical schema on both backends.
+static_assert(kSqliteMigrations.size() == kPostgresMigrations.size(),
+              "each schema version needs a migration on both backends");
 int LatestSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }
 
 Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options) {
   if (options.db.empty()) return InvalidArgument("no store given (--db FILE or postgresql://...)");
   if (IsPostgresUri(options.db)) {
-    return Status(Code::kUnavailable, RedactDb(options.db) + ": PostgreSQL is not built in");
+    DP_ASSIGN_OR_RETURN(auto pg, PgStore::Open(options));
+    return std::unique_ptr<Store>(std::move(pg));
   }
   DP_ASSIGN_OR_RETURN(auto sqlite, SqliteStore::Open(options));
   return std::unique_ptr<Store>(std::move(sqlite));

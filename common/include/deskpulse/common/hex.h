@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace deskpulse {
 
@@ -15,6 +16,26 @@ inline std::string HexEncode(const unsigned char* data, std::size_t n) {
     out += kDigits[data[i] & 0x0f];
   }
   return out;
+}
+
+/// Decodes hex (either case) into `out`; false if `hex` is not hex.
+inline bool HexDecode(std::string_view hex, std::string* out) {
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  if (hex.size() % 2 != 0) return false;
+  out->clear();
+  out->reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]);
+    const int lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    *out += static_cast<char>((hi << 4) | lo);
+  }
+  return true;
 }
 
 }  // namespace deskpulse

@@ -1,0 +1,1062 @@
+#include "collector/store/postgres/pg_store.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <iterator>
+#include <map>
+#include <numeric>
+#include <tuple>
+
+#include "collector/store/postgres_migrations.h"
+#include "collector/store/row_codec.h"
+#include "deskpulse/common/crc32c.h"
+
+namespace deskpulse::collector {
+
+namespace v1 = deskpulse::v1;
+using pg::Params;
+
+namespace {
+
+// Advisory lock keys: schema migration, partition creation, retention.
+constexpr std::int64_t kMigrateLock = 7741001;
+constexpr std::int64_t kPartitionLock = 7741002;
+constexpr std::int64_t kRetentionLock = 7741003;
+
+std::int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t DayOf(std::int64_t ms) { return FloorTo(ms, kDayMs) / kDayMs; }
+
+std::string PartitionName(std::int64_t day) { return fmt::format("reports_d{}", day); }
+
+std::string Opt(const std::string& s) { return s; }
+
+}  // namespace
+
+PgStore::PgStore(StoreOptions options)
+    : options_(std::move(options)), name_(RedactDb(options_.db)) {}
+
+Result<std::unique_ptr<PgStore>> PgStore::Open(const StoreOptions& options) {
+  std::unique_ptr<PgStore> store(new PgStore(options));
+  DP_ASSIGN_OR_RETURN(store->conn_, pg::Connection::Open(options.db, store->name_));
+  pg::Connection& c = *store->conn_;
+  DP_ASSIGN_OR_RETURN(auto has_meta, c.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
+  const bool exists = has_meta.Text(0, 0) == "t";
+  if (options.read_only) {
+    if (!exists) {
+      return Status(Code::kNotFound, store->name_ + " is not a DeskPulse store (no schema)");
+    }
+    DP_RETURN_IF_ERROR(c.Exec("SET default_transaction_read_only = on"));
+    DP_ASSIGN_OR_RETURN(auto v, c.Query("schema version",
+                                        "SELECT value FROM meta WHERE key='schema_version'"));
+    store->schema_version_ = v.size() > 0 ? static_cast<int>(v.Int(0, 0)) : 0;
+    if (store->schema_version_ > LatestSchemaVersion()) {
+      return Status(Code::kUnavailable,
+                    fmt::format("{} has schema v{}, newer than this collector's v{}",
+                                store->name_, store->schema_version_, LatestSchemaVersion()));
+    }
+    return store;
+  }
+  DP_RETURN_IF_ERROR(store->Migrate());
+  if (options.check_at_open) {
+    DP_ASSIGN_OR_RETURN(IntegrityReport check, store->Check(/*full=*/false));
+    if (!check.ok()) {
+      if (!options.allow_damaged) {
+        return DataLoss(store->name_ + " is damaged: " + check.problems.front() +
+                        ". Nothing was written to it. Run `deskpulse-collector check` on it "
+                        "for the full report; or start with --allow-damaged");
+      }
+      spdlog::error("store {} is damaged: {}; serving anyway (--allow-damaged)", store->name_,
+                    check.problems.front());
+    }
+  }
+  DP_RETURN_IF_ERROR(store->Register());
+  const std::int64_t now = WallMs();
+  for (int d = -1; d <= 2; ++d) DP_RETURN_IF_ERROR(store->EnsurePartition(now + d * kDayMs));
+  const auto steady = std::chrono::steady_clock::now();
+  store->next_round_ = steady + options.rollup_flush_interval;
+  store->next_retention_ = steady;
+  store->next_heartbeat_ = steady + options.collector_lease / 6;
+  return store;
+}
+
+PgStore::~PgStore() {
+  // A clean close leaves no collector behind: what it still had pending (if
+  // its last flush failed) is finished by the others at once.
+  if (collector_id_ != 0 && conn_ != nullptr) {
+    (void)conn_->Query("deregister", "DELETE FROM collectors WHERE collector_id=$1",
+                       {pg::Int(collector_id_)});
+  }
+}
+
+Status PgStore::Migrate() {
+  pg::Connection& c = *conn_;
+  // Collectors starting together: one migrates, the others wait and find it done.
+  DP_RETURN_IF_ERROR(c.Exec(fmt::format("SELECT pg_advisory_lock({})", kMigrateLock)));
+  auto migrate = [&]() -> Status {
+    DP_ASSIGN_OR_RETURN(auto has_meta, c.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
+    int current = 0;
+    if (has_meta.Text(0, 0) == "t") {
+      DP_ASSIGN_OR_RETURN(auto v, c.Query("schema version",
+                                          "SELECT value FROM meta WHERE key='schema_version'"));
+      current = v.size() > 0 ? static_cast<int>(v.Int(0, 0)) : 0;
+    }
+    const int latest = static_cast<int>(kPostgresMigrations.size());
+    if (current > latest) {
+      return Status(Code::kUnavailable, fmt::format("{} has schema v{}, newer than this "
+                                                    "collector's v{}",
+                                                    name_, current, latest));
+    }
+    for (int v = current + 1; v <= latest; ++v) {
+      DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&c));
+      DP_RETURN_IF_ERROR(c.Exec(kPostgresMigrations[static_cast<std::size_t>(v - 1)]));
+      DP_RETURN_IF_ERROR(c.Query("schema version",
+                                 "INSERT INTO meta(key, value) VALUES('schema_version', $1) "
+                                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                                 {pg::Int(v)})
+                             .status());
+      DP_RETURN_IF_ERROR(tx.Commit());
+      spdlog::info("store {}: applied schema migration v{}", name_, v);
+    }
+    schema_version_ = latest;
+    return Status::Ok();
+  };
+  Status s = migrate();
+  (void)c.Exec(fmt::format("SELECT pg_advisory_unlock({})", kMigrateLock));
+  return s;
+}
+
+Status PgStore::Register() {
+  char host[256] = {};
+  (void)gethostname(host, sizeof host - 1);
+  const std::int64_t now = WallMs();
+  DP_ASSIGN_OR_RETURN(auto rows,
+                      conn_->Query("register collector",
+                                   "INSERT INTO collectors(host, pid, started_ms, heartbeat_ms) "
+                                   "VALUES($1, $2, $3, $3) RETURNING collector_id",
+                                   {std::string(host), pg::Int(getpid()), pg::Int(now)}));
+  collector_id_ = rows.Int(0, 0);
+  return Status::Ok();
+}
+
+Status PgStore::Heartbeat(std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("heartbeat",
+                                              "UPDATE collectors SET heartbeat_ms=$2 WHERE "
+                                              "collector_id=$1 RETURNING 1",
+                                              {pg::Int(collector_id_), pg::Int(now_ms)}));
+  if (rows.size() == 0) return Register();  // removed as long dead: start again
+  return Status::Ok();
+}
+
+Status PgStore::EnsurePartition(std::int64_t received_at_ms) {
+  const std::int64_t day = DayOf(received_at_ms);
+  if (partitions_.contains(day)) return Status::Ok();
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  DP_RETURN_IF_ERROR(conn_->Exec(fmt::format("SELECT pg_advisory_xact_lock({})", kPartitionLock)));
+  DP_RETURN_IF_ERROR(conn_->Exec(
+      fmt::format("CREATE TABLE IF NOT EXISTS {} PARTITION OF reports FOR VALUES FROM ({}) TO ({})",
+                  PartitionName(day), day * kDayMs, (day + 1) * kDayMs)));
+  DP_RETURN_IF_ERROR(tx.Commit());
+  partitions_.insert(day);
+  return Status::Ok();
+}
+
+StoreStats PgStore::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+// ---- customers and credentials
+
+Result<Customer> PgStore::EnsureCustomerTx(const std::string& name, std::int64_t now_ms) {
+  if (name.empty() || name.size() > 200) {
+    return InvalidArgument("customer name must be 1..200 characters");
+  }
+  // Look first, so that names already known do not use up ids.
+  DP_ASSIGN_OR_RETURN(auto found, conn_->Query("customer", "SELECT customer_id FROM customers "
+                                                           "WHERE name=$1",
+                                               {name}));
+  if (found.size() > 0) return Customer{found.Int(0, 0), name};
+  DP_RETURN_IF_ERROR(conn_->Query("customer",
+                                  "INSERT INTO customers(name, created_ms) VALUES($1, $2) "
+                                  "ON CONFLICT(name) DO NOTHING",
+                                  {name, pg::Int(now_ms)})
+                         .status());
+  DP_ASSIGN_OR_RETURN(auto sel, conn_->Query("customer", "SELECT customer_id FROM customers "
+                                                         "WHERE name=$1",
+                                             {name}));
+  if (sel.size() == 0) return Internal("customer vanished after insert");
+  return Customer{sel.Int(0, 0), name};
+}
+
+Result<Customer> PgStore::EnsureCustomer(const std::string& name, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  DP_ASSIGN_OR_RETURN(Customer c, EnsureCustomerTx(name, now_ms));
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return c;
+}
+
+Result<std::string> PgStore::CreateToken(const std::string& customer, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  DP_ASSIGN_OR_RETURN(Customer c, EnsureCustomerTx(customer, now_ms));
+  DP_ASSIGN_OR_RETURN(std::string token, NewToken());
+  DP_RETURN_IF_ERROR(conn_->Query("token",
+                                  "INSERT INTO tokens(customer_id, token_hash, created_ms) "
+                                  "VALUES($1, $2, $3)",
+                                  {pg::Int(c.id), HashToken(token), pg::Int(now_ms)})
+                         .status());
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return token;
+}
+
+Result<Customer> PgStore::Authenticate(const std::string& token) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows,
+                      conn_->Query("authenticate",
+                                   "SELECT c.customer_id, c.name FROM tokens t JOIN customers c "
+                                   "USING(customer_id) WHERE t.token_hash=$1 AND t.revoked_ms "
+                                   "IS NULL",
+                                   {HashToken(token)}));
+  if (rows.size() == 0) return Status(Code::kUnauthenticated, "unknown or revoked enrollment token");
+  return Customer{rows.Int(0, 0), std::string(rows.Text(0, 1))};
+}
+
+Result<StreamInfo> PgStore::RegisterTx(std::int64_t customer_id, const v1::Hello& hello,
+                                       std::int64_t now_ms) {
+  const auto& h = hello.host();
+  const std::string customer = pg::Int(customer_id);
+  // An existing endpoint is updated in place; a new one gets the next id.
+  DP_ASSIGN_OR_RETURN(
+      auto up, conn_->Query("register endpoint",
+                            "UPDATE endpoints SET hostname=$3, os=$4, kernel=$5, "
+                            "agent_version=$6, role=$7, site=$8, pool=$9, last_connect_ms=$10 "
+                            "WHERE customer_id=$1 AND agent_id=$2 RETURNING endpoint_id",
+                            {customer, hello.agent_id(), h.hostname(), h.os(), h.kernel(),
+                             h.agent_version(), pg::Int(h.role()), h.site(), h.pool(),
+                             pg::Int(now_ms)}));
+  std::int64_t endpoint_id = 0;
+  if (up.size() > 0) {
+    endpoint_id = up.Int(0, 0);
+  } else {
+    DP_ASSIGN_OR_RETURN(
+        auto ins,
+        conn_->Query("register endpoint",
+                     "INSERT INTO endpoints(customer_id, agent_id, hostname, os, kernel, "
+                     "agent_version, role, site, pool, first_seen_ms, last_connect_ms) "
+                     "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10) ON CONFLICT(customer_id, "
+                     "agent_id) DO UPDATE SET last_connect_ms=excluded.last_connect_ms "
+                     "RETURNING endpoint_id",
+                     {customer, hello.agent_id(), h.hostname(), h.os(), h.kernel(),
+                      h.agent_version(), pg::Int(h.role()), h.site(), h.pool(), pg::Int(now_ms)}));
+    endpoint_id = ins.Int(0, 0);
+  }
+  // Epochs above 2^63 are refused upstream.
+  const std::string epoch = pg::Int(static_cast<std::int64_t>(hello.epoch()));
+  const Params key{customer, pg::Int(endpoint_id), epoch};
+  DP_ASSIGN_OR_RETURN(auto st, conn_->Query("register stream",
+                                            "SELECT stream_id, last_seq FROM streams WHERE "
+                                            "customer_id=$1 AND endpoint_id=$2 AND epoch=$3",
+                                            key));
+  if (st.size() == 0) {
+    DP_ASSIGN_OR_RETURN(st, conn_->Query("register stream",
+                                         "INSERT INTO streams(customer_id, endpoint_id, epoch) "
+                                         "VALUES($1,$2,$3) ON CONFLICT(customer_id, endpoint_id, "
+                                         "epoch) DO UPDATE SET epoch=excluded.epoch RETURNING "
+                                         "stream_id, last_seq",
+                                         key));
+  }
+  return StreamInfo{customer_id, endpoint_id, st.Int(0, 0),
+                    static_cast<std::uint64_t>(st.Int(0, 1))};
+}
+
+std::vector<Result<StreamInfo>> PgStore::AuthenticateAndRegister(std::span<const v1::Hello> hellos,
+                                                                 std::int64_t now_ms) {
+  std::vector<Result<StreamInfo>> out(hellos.size(), Status(Code::kInternal, "not registered"));
+  auto tx = pg::Transaction::Begin(conn_.get());
+  if (!tx.ok()) {
+    for (auto& r : out) r = tx.status();
+    return out;
+  }
+  // One order for every collector, so that two registering the same agents
+  // at once do not deadlock on their rows.
+  std::vector<std::size_t> order(hellos.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    if (hellos[a].agent_id() != hellos[b].agent_id()) {
+      return hellos[a].agent_id() < hellos[b].agent_id();
+    }
+    return hellos[a].epoch() < hellos[b].epoch();
+  });
+  for (std::size_t i : order) {
+    auto customer = Authenticate(hellos[i].credential());
+    out[i] = customer.ok() ? RegisterTx(customer->id, hellos[i], now_ms)
+                           : Result<StreamInfo>(customer.status());
+  }
+  if (Status s = tx->Commit(); !s.ok()) {
+    for (auto& r : out) r = s;
+  }
+  return out;
+}
+
+// ---- the hot path
+
+Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) {
+  if (batches.empty()) return Status::Ok();
+  DP_RETURN_IF_ERROR(EnsurePartition(now_ms));
+  // The group's streams, in key order: the order their rows are locked in.
+  std::map<std::pair<std::int64_t, std::int64_t>, std::uint64_t> marks;
+  for (const auto& b : batches) marks.try_emplace({b.stream.customer_id, b.stream.stream_id}, 0);
+  std::vector<std::int64_t> lock_c, lock_s;
+  for (const auto& [key, mark] : marks) {
+    lock_c.push_back(key.first);
+    lock_s.push_back(key.second);
+  }
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  DP_ASSIGN_OR_RETURN(
+      auto locked,
+      conn_->Query("lock streams",
+                   "SELECT s.customer_id, s.stream_id, s.last_seq FROM streams s JOIN "
+                   "unnest($1::bigint[], $2::bigint[]) AS v(c, st) ON s.customer_id = v.c AND "
+                   "s.stream_id = v.st ORDER BY s.customer_id, s.stream_id FOR UPDATE OF s",
+                   {pg::IntArray(lock_c), pg::IntArray(lock_s)}));
+  if (locked.size() != static_cast<int>(marks.size())) {
+    return Internal("a batch names a stream that is not registered");
+  }
+  for (int i = 0; i < locked.size(); ++i) {
+    marks[{locked.Int(i, 0), locked.Int(i, 1)}] = static_cast<std::uint64_t>(locked.Int(i, 2));
+  }
+  const auto before = marks;
+
+  struct Range {
+    std::uint64_t from = 0, to = 0;
+  };
+  std::map<std::pair<std::int64_t, std::int64_t>, Range> ranges;
+  std::vector<std::pair<const StreamInfo*, const v1::Report*>> stored;
+  std::string copy;
+  const std::string received = pg::Int(now_ms);
+  for (auto& b : batches) {
+    const StreamInfo& s = b.stream;
+    std::uint64_t& mark = marks[{s.customer_id, s.stream_id}];
+    b.duplicates = 0;
+    for (const auto& in : b.reports) {
+      const std::uint64_t seq = in.report.seq();
+      if (seq <= mark) {
+        ++b.duplicates;
+        continue;
+      }
+      fmt::format_to(std::back_inserter(copy), "{}\t{}\t{}\t{}\t{}\t{}\t", s.customer_id,
+                     s.endpoint_id, s.stream_id, seq, in.report.observed_at_unix_ms(), now_ms);
+      pg::AppendCopyBytea(&copy, in.bytes);
+      fmt::format_to(std::back_inserter(copy), "\t{}\n", Crc32c(0, in.bytes));
+      auto& r = ranges[{s.customer_id, s.stream_id}];
+      if (r.from == 0) r.from = seq;
+      r.to = seq;
+      stored.emplace_back(&s, &in.report);
+      mark = seq;
+    }
+    b.acked_through = mark;
+  }
+  if (!stored.empty()) {
+    DP_RETURN_IF_ERROR(conn_->CopyIn("store reports",
+                                     "COPY reports(customer_id, endpoint_id, stream_id, seq, "
+                                     "observed_at_ms, received_at_ms, body, body_crc) FROM STDIN",
+                                     copy));
+    std::vector<std::int64_t> uc, us, uq;
+    for (const auto& [key, mark] : marks) {
+      if (mark == before.at(key)) continue;
+      uc.push_back(key.first);
+      us.push_back(key.second);
+      uq.push_back(static_cast<std::int64_t>(mark));
+    }
+    DP_RETURN_IF_ERROR(conn_->Query("advance watermarks",
+                                    "UPDATE streams s SET last_seq = v.q FROM unnest($1::bigint[], "
+                                    "$2::bigint[], $3::bigint[]) AS v(c, st, q) WHERE "
+                                    "s.customer_id = v.c AND s.stream_id = v.st",
+                                    {pg::IntArray(uc), pg::IntArray(us), pg::IntArray(uq)})
+                           .status());
+    std::vector<std::int64_t> pc, ps, pf, pt;
+    for (const auto& [key, r] : ranges) {
+      pc.push_back(key.first);
+      ps.push_back(key.second);
+      pf.push_back(static_cast<std::int64_t>(r.from));
+      pt.push_back(static_cast<std::int64_t>(r.to));
+    }
+    DP_ASSIGN_OR_RETURN(
+        auto ids, conn_->Query("record pending rollups",
+                               "INSERT INTO rollup_pending(customer_id, collector_id, stream_id, "
+                               "seq_from, seq_to, received_at_ms) SELECT c, $1, st, f, t, $6 FROM "
+                               "unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS "
+                               "v(c, st, f, t) RETURNING customer_id, pending_id",
+                               {pg::Int(collector_id_), pg::IntArray(pc), pg::IntArray(ps),
+                                pg::IntArray(pf), pg::IntArray(pt), received}));
+    if (Status s = tx.Commit(); !s.ok()) {
+      // Committed or not, nobody can tell: rebuild this collector's rollups
+      // from what the store holds.
+      rollups_need_replay_ = true;
+      return s;
+    }
+    for (int i = 0; i < ids.size(); ++i) {
+      pending_customers_.push_back(ids.Int(i, 0));
+      pending_ids_.push_back(ids.Int(i, 1));
+    }
+    for (const auto& [stream, report] : stored) {
+      pending_.AddReport(stream->customer_id, stream->endpoint_id, *report);
+    }
+    return Status::Ok();
+  }
+  return tx.Commit();
+}
+
+// ---- rollups
+
+Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
+  std::vector<RollupRow> rows = acc.Expand();
+  SortRollupRows(&rows);
+  if (!rows.empty()) {
+    std::vector<std::int64_t> c, g, e, b, m;
+    for (const auto& r : rows) {
+      c.push_back(r.customer_id);
+      g.push_back(static_cast<int>(r.grain));
+      e.push_back(r.endpoint_id);
+      b.push_back(r.bucket_start_ms);
+      m.push_back(static_cast<int>(r.metric));
+    }
+    const Params keys{pg::IntArray(c), pg::IntArray(g), pg::IntArray(e), pg::IntArray(b),
+                      pg::IntArray(m)};
+    constexpr const char* kKeys =
+        "unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::smallint[]) AS "
+        "v(c, g, e, b, m)";
+    constexpr const char* kMatch =
+        "r.customer_id = v.c AND r.grain = v.g AND r.endpoint_id = v.e AND r.bucket_start_ms = "
+        "v.b AND r.metric = v.m";
+    // Every key exists, then every row is locked in key order: histograms are
+    // merged here, under the lock, whatever another collector does meanwhile.
+    DP_RETURN_IF_ERROR(conn_->Query("rollup keys",
+                                    fmt::format("INSERT INTO rollups(customer_id, grain, "
+                                                "endpoint_id, bucket_start_ms, metric, count, "
+                                                "sum) SELECT c, g, e, b, m, 0, 0 FROM {} ORDER BY "
+                                                "c, g, e, b, m ON CONFLICT DO NOTHING",
+                                                kKeys),
+                                    keys)
+                           .status());
+    DP_ASSIGN_OR_RETURN(auto cur, conn_->Query("lock rollups",
+                                               fmt::format("SELECT r.hist FROM rollups r JOIN {} "
+                                                           "ON {} ORDER BY v.c, v.g, v.e, v.b, "
+                                                           "v.m FOR UPDATE OF r",
+                                                           kKeys, kMatch),
+                                               keys));
+    if (cur.size() != static_cast<int>(rows.size())) return Internal("rollup rows vanished");
+    std::vector<std::int64_t> n;
+    std::vector<std::optional<std::string>> sums, hists;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto& cell = rows[i].cell;
+      n.push_back(cell.count);
+      sums.push_back(fmt::format("{}", cell.sum));
+      if (cell.hist.empty()) {
+        hists.emplace_back(std::nullopt);
+        continue;
+      }
+      SparseHistogram merged;
+      const int row = static_cast<int>(i);
+      if (!cur.IsNull(row, 0)) {
+        auto old = SparseHistogram::Decode(cur.Bytes(row, 0));
+        if (!old.ok()) {
+          return DataLoss(fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, "
+                                      "metric {}): its histogram does not decode",
+                                      static_cast<int>(rows[i].grain), rows[i].customer_id,
+                                      rows[i].endpoint_id, rows[i].bucket_start_ms,
+                                      static_cast<int>(rows[i].metric)));
+        }
+        merged = std::move(*old);
+      }
+      merged.Merge(cell.hist);
+      hists.emplace_back(pg::Bytea(merged.Encode()));
+    }
+    Params update = keys;
+    update.push_back(pg::IntArray(n));
+    update.push_back(pg::ArrayLiteral(sums));
+    update.push_back(pg::ArrayLiteral(hists));
+    DP_RETURN_IF_ERROR(
+        conn_->Query("update rollups",
+                     "UPDATE rollups r SET count = r.count + v.n, sum = r.sum + v.s, hist = "
+                     "coalesce(v.h, r.hist) FROM unnest($1::bigint[], $2::smallint[], "
+                     "$3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[], "
+                     "$7::float8[], $8::bytea[]) AS v(c, g, e, b, m, n, s, h) WHERE "
+                     "r.customer_id = v.c AND r.grain = v.g AND r.endpoint_id = v.e AND "
+                     "r.bucket_start_ms = v.b AND r.metric = v.m",
+                     update)
+            .status());
+  }
+
+  // Device instances (the map is in key order), then reconnect-only events.
+  std::vector<std::vector<std::optional<std::string>>> cols(21);
+  std::vector<std::int64_t> rc, re, rn;
+  std::vector<std::optional<std::string>> rk;
+  for (const auto& [key, inst] : acc.instances()) {
+    if (inst.observations == 0) {
+      rc.push_back(inst.customer_id);
+      re.push_back(inst.endpoint_id);
+      rk.emplace_back(inst.device_key);
+      rn.push_back(inst.reconnects);
+      continue;
+    }
+    const auto& s = inst.last;
+    const std::optional<std::string> values[21] = {
+        pg::Int(inst.customer_id),
+        pg::Int(inst.endpoint_id),
+        inst.device_key,
+        pg::Int(s.bus()),
+        pg::Int(s.vendor_id()),
+        pg::Int(s.product_id()),
+        pg::Int(s.device_class()),
+        JoinInts(s.interface_classes()),
+        Opt(s.name()),
+        JoinStrings(s.drivers()),
+        pg::Int(s.redirected() ? 1 : 0),
+        s.has_ieee1284_id() ? std::optional<std::string>(s.ieee1284_id()) : std::nullopt,
+        pg::Int(s.state()),
+        Opt(s.reason()),
+        pg::Int(inst.first_seen_ms),
+        pg::Int(inst.last_seen_ms),
+        pg::Int(inst.last_fail_ms),
+        pg::Int(inst.observations),
+        pg::Int(inst.fail_observations),
+        pg::Int(inst.reconnects),
+        s.has_catalog() ? std::optional<std::string>(pg::Bytea(s.catalog().SerializeAsString()))
+                        : std::nullopt,
+    };
+    for (int i = 0; i < 21; ++i) cols[static_cast<std::size_t>(i)].push_back(values[i]);
+  }
+  if (!cols[0].empty()) {
+    Params p;
+    for (const auto& col : cols) p.push_back(pg::ArrayLiteral(col));
+    auto newer = [](const char* col) {
+      return fmt::format("{0} = CASE WHEN excluded.last_seen_ms >= p.last_seen_ms THEN "
+                         "excluded.{0} ELSE p.{0} END",
+                         col);
+    };
+    std::string set;
+    for (const char* col : {"bus", "vendor_id", "product_id", "device_class", "interface_classes",
+                            "name", "drivers", "redirected", "ieee1284_id", "last_state",
+                            "last_reason", "catalog"}) {
+      set += newer(col) + ", ";
+    }
+    DP_RETURN_IF_ERROR(
+        conn_->Query("device instances",
+                     "INSERT INTO peripheral_instances AS p (customer_id, endpoint_id, device_key, "
+                     "bus, vendor_id, product_id, device_class, interface_classes, name, drivers, "
+                     "redirected, ieee1284_id, last_state, last_reason, first_seen_ms, "
+                     "last_seen_ms, last_fail_ms, observations, fail_observations, reconnects, "
+                     "catalog) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
+                     "$4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], "
+                     "$9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], "
+                     "$14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], "
+                     "$19::bigint[], $20::bigint[], $21::bytea[]) ON CONFLICT (customer_id, "
+                     "endpoint_id, device_key) DO UPDATE SET " +
+                         set +
+                         "first_seen_ms = least(p.first_seen_ms, excluded.first_seen_ms), "
+                         "last_seen_ms = greatest(p.last_seen_ms, excluded.last_seen_ms), "
+                         "last_fail_ms = greatest(p.last_fail_ms, excluded.last_fail_ms), "
+                         "observations = p.observations + excluded.observations, "
+                         "fail_observations = p.fail_observations + excluded.fail_observations, "
+                         "reconnects = p.reconnects + excluded.reconnects",
+                     p)
+            .status());
+  }
+  if (!rc.empty()) {
+    DP_RETURN_IF_ERROR(conn_->Query("device reconnects",
+                                    "UPDATE peripheral_instances p SET reconnects = p.reconnects "
+                                    "+ v.n FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
+                                    "$4::bigint[]) AS v(c, e, k, n) WHERE p.customer_id = v.c "
+                                    "AND p.endpoint_id = v.e AND p.device_key = v.k",
+                                    {pg::IntArray(rc), pg::IntArray(re), pg::ArrayLiteral(rk),
+                                     pg::IntArray(rn)})
+                           .status());
+  }
+
+  std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>> seen;
+  for (const auto& [endpoint, s] : acc.endpoints_seen()) {
+    seen.emplace_back(s.customer_id, endpoint, s.last_ms);
+  }
+  if (!seen.empty()) {
+    std::sort(seen.begin(), seen.end());
+    std::vector<std::int64_t> sc, se, st;
+    for (const auto& [c, e, t] : seen) {
+      sc.push_back(c);
+      se.push_back(e);
+      st.push_back(t);
+    }
+    DP_RETURN_IF_ERROR(conn_->Query("endpoints seen",
+                                    "UPDATE endpoints e SET last_seen_ms = greatest("
+                                    "e.last_seen_ms, v.t) FROM unnest($1::bigint[], "
+                                    "$2::bigint[], $3::bigint[]) AS v(c, id, t) WHERE "
+                                    "e.customer_id = v.c AND e.endpoint_id = v.id",
+                                    {pg::IntArray(sc), pg::IntArray(se), pg::IntArray(st)})
+                           .status());
+  }
+  return Status::Ok();
+}
+
+void PgStore::CountFlush(const Status& s, std::chrono::steady_clock::time_point t0) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+  std::lock_guard lock(mu_);
+  if (s.ok()) {
+    stats_.rollup_flushes += 1;
+    stats_.flush_us.AddValue(static_cast<std::uint64_t>(us));
+  } else {
+    stats_.rollup_flush_failures += 1;
+  }
+}
+
+Status PgStore::FlushOwn() {
+  if (rollups_need_replay_) {
+    pending_.Clear();
+    pending_customers_.clear();
+    pending_ids_.clear();
+    for (;;) {
+      DP_ASSIGN_OR_RETURN(std::int64_t n, FinishFromRaw(/*own=*/true, 2000));
+      if (n == 0) break;
+    }
+    rollups_need_replay_ = false;
+    return Status::Ok();
+  }
+  if (pending_ids_.empty()) return Status::Ok();
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = [&]() -> Status {
+    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+    DP_ASSIGN_OR_RETURN(auto gone,
+                        conn_->Query("claim pending rollups",
+                                     "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
+                                     "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
+                                     "p.pending_id = v.id RETURNING p.pending_id",
+                                     {pg::IntArray(pending_customers_), pg::IntArray(pending_ids_)}));
+    if (gone.size() != static_cast<int>(pending_ids_.size())) {
+      // Another collector took some for ours (it thought this one dead):
+      // what is left is rebuilt from the raw rows.
+      rollups_need_replay_ = true;
+      return Status::Ok();
+    }
+    DP_RETURN_IF_ERROR(ApplyRollups(pending_));
+    return tx.Commit();
+  }();
+  if (!s.ok()) {
+    rollups_need_replay_ = true;
+  } else if (!rollups_need_replay_) {
+    pending_.Clear();
+    pending_customers_.clear();
+    pending_ids_.clear();
+  }
+  CountFlush(s, t0);
+  if (s.ok() && rollups_need_replay_) return FlushOwn();
+  return s;
+}
+
+Result<std::int64_t> PgStore::FinishFromRaw(bool own, std::int64_t limit) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t finished = 0;
+  std::int64_t replayed = 0;
+  Status s = [&]() -> Status {
+    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+    const std::string lease_start = pg::Int(WallMs() - options_.collector_lease.count());
+    DP_ASSIGN_OR_RETURN(
+        auto recs,
+        own ? conn_->Query("own pending rollups",
+                           "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
+                           "received_at_ms FROM rollup_pending WHERE collector_id = $1 ORDER BY "
+                           "customer_id, pending_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                           {pg::Int(collector_id_), pg::Int(limit)})
+            : conn_->Query("orphaned pending rollups",
+                           "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
+                           "received_at_ms FROM rollup_pending WHERE collector_id <> $1 AND "
+                           "collector_id NOT IN (SELECT collector_id FROM collectors WHERE "
+                           "heartbeat_ms >= $3) ORDER BY customer_id, pending_id LIMIT $2 FOR "
+                           "UPDATE SKIP LOCKED",
+                           {pg::Int(collector_id_), pg::Int(limit), lease_start}));
+    if (recs.size() == 0) return Status::Ok();
+    std::vector<std::int64_t> c, id, st, f, t, at;
+    for (int i = 0; i < recs.size(); ++i) {
+      c.push_back(recs.Int(i, 0));
+      id.push_back(recs.Int(i, 1));
+      st.push_back(recs.Int(i, 2));
+      f.push_back(recs.Int(i, 3));
+      t.push_back(recs.Int(i, 4));
+      at.push_back(recs.Int(i, 5));
+    }
+    DP_ASSIGN_OR_RETURN(
+        auto raw, conn_->Query("pending raw reports",
+                               "SELECT r.customer_id, r.endpoint_id, r.stream_id, r.seq, r.body, "
+                               "r.body_crc FROM reports r JOIN unnest($1::bigint[], "
+                               "$2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(c, "
+                               "st, f, t, at) ON r.customer_id = v.c AND r.stream_id = v.st AND "
+                               "r.seq BETWEEN v.f AND v.t AND r.received_at_ms = v.at",
+                               {pg::IntArray(c), pg::IntArray(st), pg::IntArray(f),
+                                pg::IntArray(t), pg::IntArray(at)}));
+    RollupAccumulator acc;
+    for (int i = 0; i < raw.size(); ++i) {
+      v1::Report report;
+      const std::int64_t crc = raw.IsNull(i, 5) ? 0 : raw.Int(i, 5);
+      const std::string why =
+          DecodeRawBody(raw.Bytes(i, 4), raw.IsNull(i, 5) ? nullptr : &crc, &report);
+      if (!why.empty()) {
+        std::uint64_t n = 0;
+        {
+          std::lock_guard lock(mu_);
+          n = ++stats_.damaged_rows;
+        }
+        if (n <= 20) {
+          spdlog::error("store {}: {}; left out of rollups and scores", name_,
+                        DescribeDamagedRow(0, raw.Int(i, 0), raw.Int(i, 1), raw.Int(i, 2),
+                                           raw.Int(i, 3), why));
+        }
+        continue;
+      }
+      acc.AddReport(raw.Int(i, 0), raw.Int(i, 1), report);
+      ++replayed;
+    }
+    DP_RETURN_IF_ERROR(conn_->Query("finish pending rollups",
+                                    "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
+                                    "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
+                                    "p.pending_id = v.id",
+                                    {pg::IntArray(c), pg::IntArray(id)})
+                           .status());
+    DP_RETURN_IF_ERROR(ApplyRollups(acc));
+    DP_RETURN_IF_ERROR(tx.Commit());
+    finished = recs.size();
+    return Status::Ok();
+  }();
+  CountFlush(s, t0);
+  if (!s.ok()) return s;
+  if (finished > 0) {
+    {
+      std::lock_guard lock(mu_);
+      stats_.reports_replayed += static_cast<std::uint64_t>(replayed);
+    }
+    spdlog::info("store {}: rolled up {} reports of {} batches {}", name_, replayed, finished,
+                 own ? "from the stored rows" : "left pending by a collector that stopped");
+  }
+  return finished;
+}
+
+Status PgStore::FlushRollups() {
+  DP_RETURN_IF_ERROR(FlushOwn());
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(std::int64_t n, FinishFromRaw(/*own=*/false, 2000));
+    if (n == 0) return Status::Ok();
+  }
+}
+
+std::chrono::steady_clock::time_point PgStore::Maintain(std::int64_t now_ms) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_heartbeat_) {
+    Status s = Heartbeat(now_ms);
+    if (s.ok()) s = EnsurePartition(now_ms + kDayMs);
+    if (!s.ok()) spdlog::warn("store {}: {}", name_, s.message());
+    next_heartbeat_ = now + std::max(options_.collector_lease / 6, std::chrono::milliseconds(100));
+  }
+  if (now >= next_round_) {
+    if (Status s = FlushOwn(); !s.ok()) {
+      spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+    }
+    if (auto n = FinishFromRaw(/*own=*/false, 2000); !n.ok()) {
+      spdlog::error("rollups of stopped collectors (will retry): {}", n.status().ToString());
+    }
+    next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;
+  }
+  if (now >= next_retention_) {
+    if (Status s = ApplyRetention(now_ms); !s.ok()) {
+      spdlog::warn("retention pass failed: {}", s.ToString());
+    }
+    next_retention_ = now + options_.retention_interval;
+  }
+  return std::min({next_heartbeat_, next_round_, next_retention_});
+}
+
+Status PgStore::ApplyRetention(std::int64_t now_ms) {
+  // One collector at a time; the others skip the pass.
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto got, conn_->Query("retention lock",
+                                             fmt::format("SELECT pg_try_advisory_lock({})",
+                                                         kRetentionLock)));
+  if (got.Text(0, 0) != "t") return Status::Ok();
+  Status s = [&]() -> Status {
+    {
+      std::lock_guard lock(mu_);
+      stats_.retention_passes += 1;
+    }
+    const std::int64_t raw_cutoff = now_ms - options_.raw_retention_days * kDayMs;
+    // A partition goes once it is past retention and every batch in it is in
+    // the rollups.
+    DP_ASSIGN_OR_RETURN(auto oldest, conn_->Query("oldest pending",
+                                                  "SELECT min(received_at_ms) FROM "
+                                                  "rollup_pending"));
+    const std::int64_t pending_from = oldest.IsNull(0, 0) ? INT64_MAX : oldest.Int(0, 0);
+    DP_ASSIGN_OR_RETURN(auto parts, conn_->Query("partitions",
+                                                 "SELECT c.relname FROM pg_inherits i JOIN "
+                                                 "pg_class c ON c.oid = i.inhrelid WHERE "
+                                                 "i.inhparent = 'reports'::regclass"));
+    for (int i = 0; i < parts.size(); ++i) {
+      const std::string part(parts.Text(i, 0));
+      if (!part.starts_with("reports_d")) continue;
+      const std::int64_t day = std::strtoll(part.c_str() + 9, nullptr, 10);
+      const std::int64_t upper = (day + 1) * kDayMs;
+      if (upper > raw_cutoff || upper > pending_from) continue;
+      // Detached concurrently, so that commits into today's partition never wait.
+      DP_RETURN_IF_ERROR(
+          conn_->Exec(fmt::format("ALTER TABLE reports DETACH PARTITION {} CONCURRENTLY", part)));
+      DP_RETURN_IF_ERROR(conn_->Exec(fmt::format("DROP TABLE {}", part)));
+      partitions_.erase(day);
+      spdlog::info("store {}: dropped the raw reports of day {} (past {} days)", name_, day,
+                   options_.raw_retention_days);
+    }
+    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+    const std::string q = "DELETE FROM rollups WHERE grain=$1 AND bucket_start_ms < $2";
+    DP_RETURN_IF_ERROR(
+        conn_->Query("rollup retention", q,
+                     {pg::Int(1), pg::Int(now_ms - options_.hourly_retention_days * kDayMs)})
+            .status());
+    DP_RETURN_IF_ERROR(
+        conn_->Query("rollup retention", q,
+                     {pg::Int(2), pg::Int(now_ms - options_.daily_retention_days * kDayMs)})
+            .status());
+    DP_RETURN_IF_ERROR(conn_->Query("stopped collectors",
+                                    "DELETE FROM collectors c WHERE heartbeat_ms < $1 AND NOT "
+                                    "EXISTS (SELECT 1 FROM rollup_pending p WHERE p.collector_id "
+                                    "= c.collector_id)",
+                                    {pg::Int(now_ms - kDayMs)})
+                           .status());
+    return tx.Commit();
+  }();
+  (void)conn_->Exec(fmt::format("SELECT pg_advisory_unlock({})", kRetentionLock));
+  return s;
+}
+
+// ---- the read side
+
+Result<std::vector<Customer>> PgStore::ListCustomers() {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("customers", "SELECT customer_id, name FROM "
+                                                           "customers ORDER BY name"));
+  std::vector<Customer> out;
+  for (int i = 0; i < rows.size(); ++i) out.push_back({rows.Int(i, 0), std::string(rows.Text(i, 1))});
+  return out;
+}
+
+Result<scoring::WindowRollup> PgStore::LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
+                                                  std::int64_t to_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  const Params p{pg::Int(customer_id), pg::Int(from_ms), pg::Int(to_ms)};
+  scoring::WindowRollup w;
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("window",
+                                              "SELECT metric, count, sum, hist FROM rollups "
+                                              "WHERE customer_id=$1 AND grain=2 AND "
+                                              "endpoint_id=0 AND bucket_start_ms >= $2 AND "
+                                              "bucket_start_ms < $3",
+                                              p));
+  for (int i = 0; i < rows.size(); ++i) {
+    SparseHistogram hist;
+    if (!rows.IsNull(i, 3)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(rows.Bytes(i, 3)));
+    }
+    AddToWindow(static_cast<Metric>(rows.Int(i, 0)), rows.Int(i, 1), rows.Double(i, 2), hist, &w);
+  }
+  DP_ASSIGN_OR_RETURN(auto ep, conn_->Query("window endpoints",
+                                            "SELECT count(*) FROM endpoints WHERE customer_id=$1 "
+                                            "AND last_seen_ms >= $2 AND first_seen_ms < $3",
+                                            p));
+  w.endpoints = ep.Int(0, 0);
+  DP_ASSIGN_OR_RETURN(auto pi, conn_->Query("window devices",
+                                            "SELECT count(*) FILTER (WHERE last_fail_ms < $2), "
+                                            "count(*) FILTER (WHERE last_fail_ms >= $2) FROM "
+                                            "peripheral_instances WHERE customer_id=$1 AND "
+                                            "last_seen_ms >= $2 AND observations > 0",
+                                            {pg::Int(customer_id), pg::Int(from_ms)}));
+  w.peripherals_working = pi.Int(0, 0);
+  w.peripherals_failed = pi.Int(0, 1);
+  return w;
+}
+
+Result<std::vector<PeripheralInstance>> PgStore::LoadPeripheralInstances(std::int64_t customer_id,
+                                                                         std::int64_t from_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(
+      auto rows,
+      conn_->Query("device instances",
+                   "SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
+                   "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
+                   "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
+                   "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE "
+                   "customer_id=$1 AND last_seen_ms >= $2 AND observations > 0 ORDER BY "
+                   "endpoint_id, device_key COLLATE \"C\"",
+                   {pg::Int(customer_id), pg::Int(from_ms)}));
+  std::vector<PeripheralInstance> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    PeripheralInstance p;
+    p.customer_id = customer_id;
+    p.endpoint_id = rows.Int(i, 0);
+    p.device_key = std::string(rows.Text(i, 1));
+    auto& s = p.last;
+    s.set_bus(static_cast<v1::PeripheralBus>(rows.Int(i, 2)));
+    s.set_vendor_id(static_cast<std::uint32_t>(rows.Int(i, 3)));
+    s.set_product_id(static_cast<std::uint32_t>(rows.Int(i, 4)));
+    s.set_device_class(static_cast<std::uint32_t>(rows.Int(i, 5)));
+    SetInterfaceClasses(rows.Text(i, 6), &s);
+    s.set_name(std::string(rows.Text(i, 7)));
+    for (auto& d : SplitList(rows.Text(i, 8))) s.add_drivers(std::move(d));
+    s.set_redirected(rows.Int(i, 9) != 0);
+    if (!rows.IsNull(i, 10)) s.set_ieee1284_id(std::string(rows.Text(i, 10)));
+    s.set_state(static_cast<v1::DeviceState>(rows.Int(i, 11)));
+    s.set_reason(std::string(rows.Text(i, 12)));
+    p.last_seen_ms = rows.Int(i, 13);
+    p.last_fail_ms = rows.Int(i, 14);
+    p.observations = rows.Int(i, 15);
+    p.fail_observations = rows.Int(i, 16);
+    p.reconnects = rows.Int(i, 17);
+    p.first_seen_ms = rows.Int(i, 19);
+    if (!rows.IsNull(i, 18) && !s.mutable_catalog()->ParseFromString(rows.Bytes(i, 18))) {
+      return DataLoss("peripheral instance " + p.device_key + " of endpoint " +
+                      std::to_string(p.endpoint_id) + " has a corrupt catalog verdict");
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+Result<std::int64_t> PgStore::CountRawReports() {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("count reports", "SELECT count(*) FROM reports"));
+  return rows.Int(0, 0);
+}
+
+Result<std::vector<StreamInfo>> PgStore::ListStreams() {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("streams",
+                                              "SELECT customer_id, endpoint_id, stream_id, "
+                                              "last_seq FROM streams ORDER BY stream_id"));
+  std::vector<StreamInfo> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    out.push_back({rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2),
+                   static_cast<std::uint64_t>(rows.Int(i, 3))});
+  }
+  return out;
+}
+
+Result<std::vector<RollupRow>> PgStore::LoadRollupRows() {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("rollups",
+                                              "SELECT grain, customer_id, endpoint_id, "
+                                              "bucket_start_ms, metric, count, sum, hist FROM "
+                                              "rollups ORDER BY grain, customer_id, "
+                                              "endpoint_id, bucket_start_ms, metric"));
+  std::vector<RollupRow> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    RollupRow r{static_cast<Grain>(rows.Int(i, 0)), rows.Int(i, 1), rows.Int(i, 2),
+                rows.Int(i, 3), static_cast<Metric>(rows.Int(i, 4)), {}};
+    r.cell.count = rows.Int(i, 5);
+    r.cell.sum = rows.Double(i, 6);
+    if (!rows.IsNull(i, 7)) {
+      DP_ASSIGN_OR_RETURN(r.cell.hist, SparseHistogram::Decode(rows.Bytes(i, 7)));
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Status PgStore::ForEachRawReport(const std::function<void(const RawReport&)>& fn) {
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  DP_RETURN_IF_ERROR(conn_->Exec(
+      "DECLARE raw NO SCROLL CURSOR FOR SELECT customer_id, endpoint_id, stream_id, seq, "
+      "received_at_ms, body, body_crc FROM reports"));
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("raw reports", "FETCH 10000 FROM raw"));
+    if (rows.size() == 0) break;
+    for (int i = 0; i < rows.size(); ++i) {
+      RawReport r{rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2), rows.Int(i, 3), rows.Int(i, 4),
+                  {}};
+      const std::int64_t crc = rows.IsNull(i, 6) ? 0 : rows.Int(i, 6);
+      const std::string why =
+          DecodeRawBody(rows.Bytes(i, 5), rows.IsNull(i, 6) ? nullptr : &crc, &r.report);
+      if (!why.empty()) {
+        std::lock_guard lock(mu_);
+        ++stats_.damaged_rows;
+        continue;
+      }
+      fn(r);
+    }
+  }
+  return tx.Commit();
+}
+
+Result<IntegrityReport> PgStore::Check(bool full) {
+  IntegrityReport report;
+  report.full = full;
+  constexpr std::size_t kListed = 50;
+  auto add = [&](std::string line) {
+    if (report.problems.size() < kListed) {
+      report.problems.push_back(std::move(line));
+    } else {
+      ++report.more_problems;
+    }
+  };
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  for (const char* table : {"meta", "collectors", "customers", "tokens", "endpoints", "streams",
+                            "reports", "rollup_pending", "rollups", "peripheral_instances"}) {
+    auto r = conn_->Query("check", fmt::format("SELECT 1 FROM {} LIMIT 1", table));
+    if (!r.ok()) add(fmt::format("table {}: {}", table, r.status().message()));
+  }
+  if (!full || !report.ok()) return report;
+
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  DP_RETURN_IF_ERROR(conn_->Exec(
+      "DECLARE raw NO SCROLL CURSOR FOR SELECT customer_id, endpoint_id, stream_id, seq, body, "
+      "body_crc FROM reports"));
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("raw reports", "FETCH 10000 FROM raw"));
+    if (rows.size() == 0) break;
+    for (int i = 0; i < rows.size(); ++i) {
+      ++report.rows_checked;
+      v1::Report decoded;
+      const std::int64_t crc = rows.IsNull(i, 5) ? 0 : rows.Int(i, 5);
+      const std::string why =
+          DecodeRawBody(rows.Bytes(i, 4), rows.IsNull(i, 5) ? nullptr : &crc, &decoded);
+      if (why.empty()) continue;
+      ++report.damaged_rows;
+      add(DescribeDamagedRow(0, rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2), rows.Int(i, 3), why));
+    }
+  }
+  DP_RETURN_IF_ERROR(tx.Commit());
+  DP_ASSIGN_OR_RETURN(auto marks, conn_->Query("watermarks",
+                                               "SELECT s.stream_id, s.last_seq, max(r.seq) FROM "
+                                               "streams s JOIN reports r USING(customer_id, "
+                                               "stream_id) GROUP BY s.customer_id, s.stream_id, "
+                                               "s.last_seq HAVING max(r.seq) > s.last_seq"));
+  for (int i = 0; i < marks.size(); ++i) {
+    add(fmt::format("stream {}: its watermark is seq {} but seq {} is stored (a resend would be "
+                    "stored twice)",
+                    marks.Int(i, 0), marks.Int(i, 1), marks.Int(i, 2)));
+  }
+  DP_ASSIGN_OR_RETURN(auto hists, conn_->Query("rollup histograms",
+                                               "SELECT grain, customer_id, endpoint_id, "
+                                               "bucket_start_ms, metric, hist FROM rollups WHERE "
+                                               "hist IS NOT NULL"));
+  for (int i = 0; i < hists.size(); ++i) {
+    if (!SparseHistogram::Decode(hists.Bytes(i, 5)).ok()) {
+      add(fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, metric {}): its "
+                      "histogram does not decode",
+                      hists.Int(i, 0), hists.Int(i, 1), hists.Int(i, 2), hists.Int(i, 3),
+                      hists.Int(i, 4)));
+    }
+  }
+  return report;
+}
+
+}  // namespace deskpulse::collector

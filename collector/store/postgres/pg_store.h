@@ -1,0 +1,103 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "collector/store/postgres/connection.h"
+#include "collector/store/store.h"
+
+namespace deskpulse::collector {
+
+/// The shared store on PostgreSQL: any number of collectors write one
+/// database.
+///
+/// Exactly once: a batch's transaction locks its streams' rows (in key order,
+/// so two collectors never deadlock), skips reports at or below the locked
+/// watermark and advances it, so two collectors committing the same stream at
+/// once serialise on the row and neither duplicates nor loses a report.
+///
+/// Rollups: the same transaction records the batch in `rollup_pending`; the
+/// contribution, kept in memory, is added to the rollups by the transaction
+/// that deletes that record. A collector that dies leaves its records, and any
+/// other finishes them from the raw rows once its heartbeat is older than the
+/// lease; a record taken by someone else is never counted twice, because only
+/// the transaction that deletes it adds it. Histograms are merged in the
+/// collector under row locks, so the result does not depend on commit order.
+class PgStore final : public Store {
+ public:
+  static Result<std::unique_ptr<PgStore>> Open(const StoreOptions& options);
+  ~PgStore() override;
+
+  std::string_view backend() const override { return "postgresql"; }
+  const std::string& name() const override { return name_; }
+  int schema_version() const override { return schema_version_; }
+
+  Result<Customer> EnsureCustomer(const std::string& name, std::int64_t now_ms) override;
+  Result<std::string> CreateToken(const std::string& customer, std::int64_t now_ms) override;
+  Result<Customer> Authenticate(const std::string& token) override;
+  std::vector<Result<StreamInfo>> AuthenticateAndRegister(
+      std::span<const deskpulse::v1::Hello> hellos, std::int64_t now_ms) override;
+  Status CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) override;
+  std::chrono::steady_clock::time_point Maintain(std::int64_t now_ms) override;
+  Status FlushRollups() override;
+  Status ApplyRetention(std::int64_t now_ms) override;
+  StoreStats stats() const override;
+
+  Result<std::vector<Customer>> ListCustomers() override;
+  Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
+                                           std::int64_t to_ms) override;
+  Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
+                                                                  std::int64_t from_ms) override;
+  Result<std::int64_t> CountRawReports() override;
+  Result<std::vector<StreamInfo>> ListStreams() override;
+  Result<std::vector<RollupRow>> LoadRollupRows() override;
+  Status ForEachRawReport(const std::function<void(const RawReport&)>& fn) override;
+  /// Quick: the schema is this collector's and every table answers. Full:
+  /// also every raw row's checksum, every rollup histogram and each stream's
+  /// watermark against its stored rows.
+  Result<IntegrityReport> Check(bool full) override;
+
+  std::int64_t collector_id() const { return collector_id_; }
+
+ private:
+  explicit PgStore(StoreOptions options);
+  Status Migrate();
+  Status Register();
+  Status Heartbeat(std::int64_t now_ms);
+  Status EnsurePartition(std::int64_t received_at_ms);
+  Result<Customer> EnsureCustomerTx(const std::string& name, std::int64_t now_ms);
+  Result<StreamInfo> RegisterTx(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
+                                std::int64_t now_ms);
+  /// Adds `acc` to the rollup tables (inside the caller's transaction).
+  Status ApplyRollups(const RollupAccumulator& acc);
+  /// Flushes this collector's in-memory rollups (or, if they cannot be
+  /// trusted, its pending records from the raw rows).
+  Status FlushOwn();
+  /// Finishes up to `limit` pending records of dead collectors (all of this
+  /// collector's own with `own`) from the raw rows; how many it finished.
+  Result<std::int64_t> FinishFromRaw(bool own, std::int64_t limit);
+  void CountFlush(const Status& s, std::chrono::steady_clock::time_point t0);
+
+  StoreOptions options_;
+  std::string name_;
+  std::unique_ptr<pg::Connection> conn_;
+  int schema_version_ = 0;
+  std::int64_t collector_id_ = 0;
+  std::set<std::int64_t> partitions_;  // day numbers known to exist
+  // In-memory rollups of this collector's committed batches, and their records.
+  RollupAccumulator pending_;
+  std::vector<std::int64_t> pending_customers_;
+  std::vector<std::int64_t> pending_ids_;
+  bool rollups_need_replay_ = false;
+  std::chrono::steady_clock::time_point next_round_{};
+  std::chrono::steady_clock::time_point next_retention_{};
+  std::chrono::steady_clock::time_point next_heartbeat_{};
+  mutable std::mutex mu_;  // guards stats_
+  StoreStats stats_;
+};
+
+}  // namespace deskpulse::collector
