@@ -9,6 +9,9 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libmbedtls-dev
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
   python3 procps openssl
+  # the shared store: libpq to build against, and the server the tests and the
+  # two-collector demo start their own throwaway clusters of
+  libpq-dev postgresql postgresql-client
   clang libclang-rt-14-dev
   # agent: sd-bus/sd-journal headers (libsystemd is loaded at run time)
   libsystemd-dev

@@ -41,9 +41,9 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 step "build (TSan: ingest, writer, store)"
 bash scripts/build.sh build-tsan "${san_cmake[@]}" -DDESKPULSE_SANITIZER=thread \
   -DCMAKE_CXX_FLAGS="-fsanitize=thread $san_flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
-  --target ingest_test store_test
+  --target ingest_test store_test deskpulse-catalog
 step "ctest (TSan)"
-(cd build-tsan && ctest --output-on-failure --timeout 900 -j "$jobs" -R '^(Ingest|Tls|Clients|SmallFrame|Limits|BufferedBytes|Store|Rollup)' -FA catalog)
+(cd build-tsan && ctest --output-on-failure --timeout 900 -j "$jobs" -R '^(Ingest|Tls|Clients|SmallFrame|Limits|BufferedBytes|Store|Rollup|Backends|SqliteStore|PgStore)')
 
 # 4. clang-tidy's bug-finding checks (.clang-tidy) over every source file.
 step "clang-tidy"

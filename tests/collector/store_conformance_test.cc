@@ -1,0 +1,349 @@
+// One suite over the store interfaces, run against both backends: what the
+// collector relies on holds the same on SQLite and on PostgreSQL.
+#include <gtest/gtest.h>
+
+#include "collector/reports/scores.h"
+#include "collector/store/store.h"
+#include "tests/collector/store_test_util.h"
+#include "tests/fakes/store_backends.h"
+
+namespace deskpulse::collector {
+namespace {
+
+using namespace testutil;
+using deskpulse::testing::MakeBackend;
+using deskpulse::testing::StoreBackend;
+
+class StoreConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { backend_ = MakeBackend(GetParam()); }
+  std::unique_ptr<Store> Open(StoreOptions options = {}) {
+    auto s = backend_->Open(options);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  std::unique_ptr<StoreBackend> backend_;
+};
+
+TEST_P(StoreConformance, MigratesFromEmptyToTheLatestVersionAndReopens) {
+  {
+    auto s = Open();
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->schema_version(), LatestSchemaVersion());
+    EXPECT_EQ(s->backend(), GetParam());
+  }
+  auto again = Open();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->schema_version(), LatestSchemaVersion());
+  auto ro = Open({.db = {}, .read_only = true});
+  ASSERT_NE(ro, nullptr);
+  EXPECT_EQ(ro->schema_version(), LatestSchemaVersion());
+}
+
+TEST_P(StoreConformance, ReadOnlyOpenOfAnEmptyStoreFails) {
+  auto ro = backend_->Open({.db = {}, .read_only = true});
+  EXPECT_FALSE(ro.ok());
+}
+
+TEST_P(StoreConformance, TokensAreStoredHashedAndDecideTheCustomer) {
+  auto s = Open();
+  auto t1 = s->CreateToken("Northwind", kNow);
+  auto t2 = s->CreateToken("Contoso", kNow);
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  EXPECT_NE(*t1, *t2);
+  EXPECT_EQ(s->Authenticate(*t1)->name, "Northwind");
+  EXPECT_EQ(s->Authenticate(*t2)->name, "Contoso");
+  EXPECT_EQ(s->Authenticate("dpt_nope").status().code(), Code::kUnauthenticated);
+  // Only the hash is stored.
+  EXPECT_EQ(backend_->QueryInt("SELECT count(*) FROM tokens WHERE token_hash = '" + *t1 + "'"), 0);
+  EXPECT_EQ(backend_->QueryInt("SELECT count(*) FROM tokens WHERE token_hash = '" +
+                               HashToken(*t1) + "'"),
+            1);
+  auto customers = s->ListCustomers();
+  ASSERT_TRUE(customers.ok());
+  ASSERT_EQ(customers->size(), 2u);
+  EXPECT_EQ((*customers)[0].name, "Contoso");
+  EXPECT_EQ(s->EnsureCustomer("", kNow).status().code(), Code::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, ResentReportsAreStoredOnce) {
+  auto s = Open();
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  EXPECT_EQ(info.last_acked_seq, 0u);
+  std::vector<BatchWrite> first{MakeBatch(info, 1, 10)};
+  ASSERT_TRUE(Commit(*s, first).ok());
+  EXPECT_EQ(first[0].acked_through, 10u);
+  EXPECT_EQ(first[0].duplicates, 0u);
+  // The ack was lost: the agent resends 6..15.
+  std::vector<BatchWrite> resend{MakeBatch(info, 6, 15)};
+  ASSERT_TRUE(Commit(*s, resend).ok());
+  EXPECT_EQ(resend[0].acked_through, 15u);
+  EXPECT_EQ(resend[0].duplicates, 5u);
+  // The same stream twice in one group: the second batch sees the first's mark.
+  std::vector<BatchWrite> twice{MakeBatch(info, 14, 18), MakeBatch(info, 16, 20)};
+  ASSERT_TRUE(Commit(*s, twice).ok());
+  EXPECT_EQ(twice[0].duplicates, 2u);
+  EXPECT_EQ(twice[1].duplicates, 3u);
+  EXPECT_EQ(twice[1].acked_through, 20u);
+  EXPECT_EQ(*s->CountRawReports(), 20);
+  ASSERT_TRUE(s->FlushRollups().ok());
+  ExpectRollupsMatchRawRows(*s);
+}
+
+// The watermark is the store's: another instance on the same store (another
+// collector, or this one after a restart) resumes from it and skips what the
+// first stored.
+TEST_P(StoreConformance, TheWatermarkIsTheStoresNotAnInstances) {
+  auto a = Open();
+  auto b = Open();
+  const StreamInfo info = Register(*a, "Northwind", "agent-1");
+  std::vector<BatchWrite> batch{MakeBatch(info, 1, 7)};
+  ASSERT_TRUE(Commit(*a, batch).ok());
+  const StreamInfo again = Register(*b, "Northwind", "agent-1");
+  EXPECT_EQ(again.stream_id, info.stream_id);
+  EXPECT_EQ(again.last_acked_seq, 7u);
+  // An agent that flapped to b resends through a stale StreamInfo: still skipped.
+  std::vector<BatchWrite> stale{MakeBatch(info, 5, 9)};
+  ASSERT_TRUE(Commit(*b, stale).ok());
+  EXPECT_EQ(stale[0].duplicates, 3u);
+  EXPECT_EQ(stale[0].acked_through, 9u);
+  // ...and back on a, whose earlier commit is older than b's.
+  std::vector<BatchWrite> back{MakeBatch(info, 8, 12)};
+  ASSERT_TRUE(Commit(*a, back).ok());
+  EXPECT_EQ(back[0].duplicates, 2u);
+  EXPECT_EQ(*a->CountRawReports(), 12);
+  // A new epoch is a new stream, starting from 0.
+  const StreamInfo epoch2 = Register(*b, "Northwind", "agent-1", 2);
+  EXPECT_NE(epoch2.stream_id, info.stream_id);
+  EXPECT_EQ(epoch2.last_acked_seq, 0u);
+  auto streams = b->ListStreams();
+  ASSERT_TRUE(streams.ok());
+  ASSERT_EQ(streams->size(), 2u);
+  EXPECT_EQ((*streams)[0].last_acked_seq, 12u);
+}
+
+TEST_P(StoreConformance, SameAgentIdUnderAnotherCustomerIsAnotherEndpoint) {
+  auto s = Open();
+  const StreamInfo a = Register(*s, "Northwind", "cloned-golden-image");
+  const StreamInfo b = Register(*s, "Contoso", "cloned-golden-image");
+  EXPECT_NE(a.endpoint_id, b.endpoint_id);
+  EXPECT_NE(a.customer_id, b.customer_id);
+}
+
+TEST_P(StoreConformance, UnknownCredentialsAreRefusedOneByOne) {
+  auto s = Open();
+  auto token = s->CreateToken("Northwind", kNow);
+  ASSERT_TRUE(token.ok());
+  const std::vector<v1::Hello> hellos{MakeHello("a", *token), MakeHello("b", "dpt_forged"),
+                                      MakeHello("c", *token)};
+  auto results = s->AuthenticateAndRegister(hellos, kNow);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_EQ(results[1].status().code(), Code::kUnauthenticated);
+  EXPECT_TRUE(results[2].ok());
+}
+
+// A crash after commit, before the rollups were written: the next instance
+// rolls the committed rows up, and the rollups equal a recomputation.
+TEST_P(StoreConformance, RollupsCommittedButNotFlushedAreRecoveredAfterACrash) {
+  std::int64_t customer = 0;
+  {
+    auto s = Open();
+    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    customer = info.customer_id;
+    std::vector<BatchWrite> b1{MakeBatch(info, 1, 4, 40'000)};
+    ASSERT_TRUE(Commit(*s, b1).ok());
+    ASSERT_TRUE(s->FlushRollups().ok());
+    std::vector<BatchWrite> b2{MakeBatch(info, 5, 10, 40'000)};
+    ASSERT_TRUE(Commit(*s, b2).ok());
+    // Gone here: rows 5..10 are durable, their rollups are not.
+  }
+  auto s = Open({.db = {}, .collector_lease = std::chrono::milliseconds(0)});
+  ASSERT_TRUE(s->FlushRollups().ok());
+  auto w = s->LoadWindow(customer, kNow - 30 * kDayMs, kNow + kDayMs);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->reports, 10);
+  EXPECT_EQ(w->boot_ms.TotalWeight(), 10u);
+  EXPECT_EQ(w->endpoints, 1);
+  ExpectRollupsMatchRawRows(*s);
+}
+
+// A commit that fails changes nothing: not the watermark, not the rollups
+// (whose in-memory share of the failed batch is discarded).
+TEST_P(StoreConformance, AFailedCommitChangesNothingAndRollupsReplay) {
+  auto s = Open();
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  std::vector<BatchWrite> ok{MakeBatch(info, 1, 3)};
+  ASSERT_TRUE(Commit(*s, ok).ok());
+  backend_->FailReportInserts(true);
+  std::vector<BatchWrite> blocked{MakeBatch(info, 4, 6)};
+  EXPECT_FALSE(Commit(*s, blocked).ok());
+  backend_->FailReportInserts(false);
+  std::vector<BatchWrite> retry{MakeBatch(info, 4, 6)};
+  ASSERT_TRUE(Commit(*s, retry).ok());
+  EXPECT_EQ(retry[0].duplicates, 0u);
+  EXPECT_EQ(retry[0].acked_through, 6u);
+  EXPECT_EQ(*s->CountRawReports(), 6);
+  ASSERT_TRUE(s->FlushRollups().ok());
+  auto w = s->LoadWindow(info.customer_id, kNow - 30 * kDayMs, kNow + kDayMs);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->reports, 6);
+  ExpectRollupsMatchRawRows(*s);
+}
+
+TEST_P(StoreConformance, RetentionDropsOldRawReportsOnlyOnceRolledUp) {
+  auto s = Open();
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  std::vector<BatchWrite> old{MakeBatch(info, 1, 5)};
+  ASSERT_TRUE(Commit(*s, old, kNow - 20 * kDayMs).ok());
+  std::vector<BatchWrite> recent{MakeBatch(info, 6, 8)};
+  ASSERT_TRUE(Commit(*s, recent).ok());
+  ASSERT_TRUE(s->ApplyRetention(kNow).ok());
+  EXPECT_EQ(*s->CountRawReports(), 8);  // nothing rolled up yet: nothing deleted
+  ASSERT_TRUE(s->FlushRollups().ok());
+  ASSERT_TRUE(s->ApplyRetention(kNow).ok());
+  EXPECT_EQ(*s->CountRawReports(), 3);  // the 20-day-old rows are past 14 days
+  auto w = s->LoadWindow(info.customer_id, kNow - 30 * kDayMs, kNow + kDayMs);
+  EXPECT_EQ(w->reports, 8);  // rollups keep them
+  // Hourly rollups go after 93 days, daily ones after 400.
+  ASSERT_TRUE(s->ApplyRetention(kNow + 100 * kDayMs).ok());
+  auto rows = s->LoadRollupRows();
+  ASSERT_TRUE(rows.ok());
+  for (const auto& r : *rows) EXPECT_EQ(r.grain, Grain::kDay);
+  EXPECT_FALSE(rows->empty());
+}
+
+// A device instance keeps the catalog verdict its agent attached, as of its
+// latest observation.
+TEST_P(StoreConformance, DeviceInstancesKeepTheAgentsLatestState) {
+  auto s = Open();
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  BatchWrite b;
+  b.stream = info;
+  for (std::uint64_t seq = 1; seq <= 2; ++seq) {
+    IncomingReport in = MakeReport(seq, kNow - 3600'000 + static_cast<std::int64_t>(seq));
+    auto* p = in.report.add_peripherals();
+    p->set_bus(v1::PERIPHERAL_BUS_USB);
+    p->set_vendor_id(0x046d);
+    p->set_product_id(0x082d);
+    p->add_interface_classes(0x0e);
+    p->add_interface_classes(0x01);
+    p->set_serial_hash("00112233");
+    p->set_name(R"(HD "Pro" Webcam \ C920, 1080p)");
+    p->set_state(seq == 1 ? v1::DEVICE_STATE_NO_DRIVER : v1::DEVICE_STATE_WORKING);
+    if (seq == 2) {
+      p->add_drivers("uvcvideo");
+      p->add_drivers("snd-usb-audio");
+      p->mutable_catalog()->set_verdict(v1::COMPATIBILITY_VERDICT_SUPPORTED);
+      p->mutable_catalog()->set_source("kernel");
+      p->mutable_catalog()->set_catalog_version("1-abc");
+    }
+    in.bytes = in.report.SerializeAsString();
+    b.reports.push_back(std::move(in));
+  }
+  std::vector<BatchWrite> batches{std::move(b)};
+  ASSERT_TRUE(Commit(*s, batches).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  auto got = s->LoadPeripheralInstances(info.customer_id, kNow - kDayMs);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  const auto& inst = (*got)[0];
+  EXPECT_EQ(inst.observations, 2);
+  EXPECT_EQ(inst.fail_observations, 1);
+  EXPECT_EQ(inst.last.state(), v1::DEVICE_STATE_WORKING);
+  EXPECT_EQ(inst.last.name(), R"(HD "Pro" Webcam \ C920, 1080p)");
+  ASSERT_EQ(inst.last.drivers_size(), 2);
+  EXPECT_EQ(inst.last.drivers(1), "snd-usb-audio");
+  ASSERT_EQ(inst.last.interface_classes_size(), 2);
+  EXPECT_EQ(inst.last.interface_classes(0), 0x0eu);
+  ASSERT_TRUE(inst.last.has_catalog());
+  EXPECT_EQ(inst.last.catalog().source(), "kernel");
+  EXPECT_EQ(inst.last.catalog().catalog_version(), "1-abc");
+}
+
+TEST_P(StoreConformance, CheckFindsAWatermarkBelowItsStoredRows) {
+  auto s = Open();
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  std::vector<BatchWrite> b{MakeBatch(info, 1, 5)};
+  ASSERT_TRUE(Commit(*s, b).ok());
+  auto clean = s->Check(true);
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  EXPECT_TRUE(clean->ok());
+  EXPECT_EQ(clean->rows_checked, 5);
+  backend_->SetWatermark(info.stream_id, 3);
+  auto full = s->Check(true);
+  ASSERT_TRUE(full.ok());
+  ASSERT_EQ(full->problems.size(), 1u);
+  EXPECT_NE(full->problems[0].find("its watermark is seq 3 but seq 5 is stored"),
+            std::string::npos)
+      << full->problems[0];
+}
+
+TEST_P(StoreConformance, ScoresRankCustomersFromStoredRollups) {
+  auto s = Open();
+  const StreamInfo fast = Register(*s, "Fast", "a");
+  const StreamInfo slow = Register(*s, "Slow", "b");
+  std::vector<BatchWrite> b{MakeBatch(fast, 1, 5, 20'000), MakeBatch(slow, 1, 5, 110'000)};
+  ASSERT_TRUE(Commit(*s, b).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  auto scores = ScoreAllCustomers(*s, scoring::Policy{}, kNow);
+  ASSERT_TRUE(scores.ok());
+  ASSERT_EQ(scores->size(), 2u);
+  EXPECT_EQ((*scores)[0].customer.name, "Fast");
+  EXPECT_DOUBLE_EQ(*(*scores)[0].score.boot.score, 100);
+  EXPECT_DOUBLE_EQ(*(*scores)[1].score.boot.score, 0);
+  EXPECT_LT(*(*scores)[1].score.tps, *(*scores)[0].score.tps);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& param) { return param.param; });
+
+// ---- both backends side by side
+
+// The same input gives the same answers from every read query.
+TEST(StoreBackends, EqualInputGivesEqualReadResults) {
+  auto sqlite_backend = MakeBackend("sqlite");
+  auto pg_backend = MakeBackend("postgresql");
+  auto a = sqlite_backend->Open();
+  auto b = pg_backend->Open();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ((*a)->schema_version(), (*b)->schema_version());
+  for (Store* s : {a->get(), b->get()}) {
+    std::vector<BatchWrite> batches;
+    for (int e = 0; e < 6; ++e) {
+      const StreamInfo info =
+          Register(*s, e % 2 ? "Northwind" : "Contoso", "agent-" + std::to_string(e));
+      batches.push_back(MakeBatch(info, 1, 40, 20'000 + 9'000 * e));
+    }
+    ASSERT_TRUE(Commit(*s, batches).ok());
+    std::vector<BatchWrite> more{MakeBatch(batches[2].stream, 30, 60, 31'000)};
+    ASSERT_TRUE(Commit(*s, more, kNow + 3 * kHourMs).ok());
+    ASSERT_TRUE(s->FlushRollups().ok());
+  }
+  EXPECT_EQ(*(*a)->ListCustomers(), *(*b)->ListCustomers());
+  EXPECT_EQ(*(*a)->ListStreams(), *(*b)->ListStreams());
+  EXPECT_EQ(*(*a)->CountRawReports(), *(*b)->CountRawReports());
+  EXPECT_EQ(Describe(*(*a)->LoadRollupRows()), Describe(*(*b)->LoadRollupRows()));
+  const auto customers = (*a)->ListCustomers();
+  ASSERT_TRUE(customers.ok());
+  for (const auto& c : *customers) {
+    auto wa = (*a)->LoadWindow(c.id, kNow - 30 * kDayMs, kNow + kDayMs);
+    auto wb = (*b)->LoadWindow(c.id, kNow - 30 * kDayMs, kNow + kDayMs);
+    ASSERT_TRUE(wa.ok() && wb.ok());
+    EXPECT_EQ(wa->reports, wb->reports);
+    EXPECT_EQ(wa->endpoints, wb->endpoints);
+    EXPECT_EQ(wa->boot_ms.Encode(), wb->boot_ms.Encode());
+    EXPECT_EQ(wa->latency.Encode(), wb->latency.Encode());
+    EXPECT_EQ(wa->latency_windows, wb->latency_windows);
+  }
+  auto sa = ScoreAllCustomers(**a, scoring::Policy{}, kNow);
+  auto sb = ScoreAllCustomers(**b, scoring::Policy{}, kNow);
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  const std::int64_t to = FloorTo(kNow, kDayMs) + kDayMs;
+  EXPECT_EQ(ScoresToJson(*sa, scoring::Policy{}, to - 30 * kDayMs, to),
+            ScoresToJson(*sb, scoring::Policy{}, to - 30 * kDayMs, to));
+}
+
+}  // namespace
+}  // namespace deskpulse::collector
