@@ -228,7 +228,7 @@ void Agent::ArmCycle() {
 int Agent::Run() {
   if (config_.has_collector) {
     UplinkOptions o;
-    o.collector = config_.collector;
+    o.collectors = config_.collectors;
     o.credential = config_.token;
     o.agent_id = agent_id_;
     o.epoch = spool_->epoch();
@@ -244,11 +244,14 @@ int Agent::Run() {
         return kExitUsage;
       }
       o.tls = *tls;
-    } else if (!config_.plaintext && !IsLoopbackHost(config_.collector.host)) {
-      spdlog::error("{}: collector {} is not a loopback address: set collector.ca_file for TLS, "
-                    "or collector.plaintext = true",
-                    config_.source, config_.collector.host);
-      return kExitUsage;
+    } else if (!config_.plaintext) {
+      for (const auto& c : config_.collectors) {
+        if (IsLoopbackHost(c.host)) continue;
+        spdlog::error("{}: collector {} is not a loopback address: set collector.ca_file for "
+                      "TLS, or collector.plaintext = true",
+                      config_.source, c.host);
+        return kExitUsage;
+      }
     }
     utsname u{};
     ::uname(&u);

@@ -59,9 +59,9 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   std::string address;
   DP_RETURN_IF_ERROR(r.GetString("collector.address", &address));
   if (!address.empty()) {
-    auto hp = ParseHostPort(address, source + ": key 'collector.address'");
+    auto hp = ParseHostPortList(address, source + ": key 'collector.address'");
     if (!hp.ok()) return hp.status();
-    c.collector = *hp;
+    c.collectors = *hp;
     c.has_collector = true;
   }
   DP_RETURN_IF_ERROR(r.GetString("collector.token", &c.token));

@@ -109,7 +109,9 @@ struct AgentConfig {
   std::string log_level = "info";
   std::string machine_id_file = "/etc/machine-id";
   // [collector]
-  HostPort collector;
+  /// collector.address: one HOST:PORT, or several sharing one store,
+  /// comma-separated (the agent starts at a random one and fails over).
+  std::vector<HostPort> collectors;
   bool has_collector = false;
   std::string token;
   std::string ca_file;

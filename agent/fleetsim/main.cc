@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -58,12 +59,12 @@ class SimAgent : public dp::agent::ReportQueue {
  public:
   SimAgent(asio::io_context& io, const fs::CustomerSpec& customer,
            const fs::CustomerDevices& devices, int index, const Flags& f,
-           const dp::HostPort& collector, std::int64_t history_start_ms)
+           const std::vector<dp::HostPort>& collectors, std::int64_t history_start_ms)
       : endpoint_(customer, devices, index, f.seed, history_start_ms),
         history_done_(f.days <= 0),
         linger_ms_(f.linger_ms),
         batch_(static_cast<std::size_t>(f.batch)),
-        uplink_(io.get_executor(), MakeOptions(customer, endpoint_, f, collector), *this,
+        uplink_(io.get_executor(), MakeOptions(customer, endpoint_, f, collectors), *this,
                 f.seed * 7919 + static_cast<std::uint64_t>(index)) {}
 
   void Peek(std::uint64_t after_seq, std::size_t max,
@@ -112,9 +113,9 @@ class SimAgent : public dp::agent::ReportQueue {
  private:
   static dp::agent::UplinkOptions MakeOptions(const fs::CustomerSpec& c,
                                               const fs::SimEndpoint& ep, const Flags& f,
-                                              const dp::HostPort& collector) {
+                                              const std::vector<dp::HostPort>& collectors) {
     dp::agent::UplinkOptions o;
-    o.collector = collector;
+    o.collectors = collectors;
     o.credential = c.token;
     o.agent_id = ep.agent_id();
     o.host = ep.facts();
@@ -138,9 +139,9 @@ class SimAgent : public dp::agent::ReportQueue {
 };
 
 int Run(Flags f) {
-  auto collector = dp::ParseHostPort(f.collector, "--collector");
-  if (!collector.ok()) {
-    spdlog::error("{}", collector.status().message());
+  auto collectors = dp::ParseHostPortList(f.collector, "--collector");
+  if (!collectors.ok()) {
+    spdlog::error("{}", collectors.status().message());
     return dp::kExitUsage;
   }
   if (!f.ca_file.empty()) {
@@ -150,11 +151,14 @@ int Run(Flags f) {
       return dp::kExitUsage;
     }
     f.tls = *tls;
-  } else if (!f.plaintext && !dp::IsLoopbackHost(collector->host)) {
-    spdlog::error("--collector {} is not a loopback address: give --ca to connect over TLS, or "
-                  "--plaintext to send credentials in clear explicitly",
-                  f.collector);
-    return dp::kExitUsage;
+  } else if (!f.plaintext) {
+    for (const auto& c : *collectors) {
+      if (dp::IsLoopbackHost(c.host)) continue;
+      spdlog::error("--collector {} is not a loopback address: give --ca to connect over TLS, "
+                    "or --plaintext to send credentials in clear explicitly",
+                    c.host);
+      return dp::kExitUsage;
+    }
   }
   auto customers = fs::ParseTokensFile(f.tokens);
   if (!customers.ok()) {
@@ -184,7 +188,7 @@ int Run(Flags f) {
     const auto n = static_cast<int>(customers->size());
     const auto& c = (*customers)[static_cast<std::size_t>(i % n)];
     agents.push_back(std::make_unique<SimAgent>(io, c, devices[static_cast<std::size_t>(i % n)],
-                                                i / n, f, *collector, history_start));
+                                                i / n, f, *collectors, history_start));
   }
   for (auto& a : agents) asio::co_spawn(io, a->uplink().Run(), asio::detached);
 
@@ -266,6 +270,8 @@ int Run(Flags f) {
   std::uint64_t connects = 0;
   std::uint64_t connect_failures = 0;
   std::uint64_t sent = 0;
+  std::uint64_t failovers = 0;
+  std::map<std::string, std::uint64_t> per_collector;  // where each endpoint ended up
   dp::SparseHistogram latency;
   for (auto& a : agents) {
     generated += a->generated();
@@ -274,6 +280,9 @@ int Run(Flags f) {
     connects += st.connects;
     connect_failures += st.connect_failures;
     sent += st.reports_sent;
+    failovers += a->uplink().failovers();
+    const auto& on = a->uplink().collector();
+    per_collector[on.host + ":" + std::to_string(on.port)] += 1;
     latency.Merge(st.ack_latency_us);
   }
   if (!f.acked_file.empty()) {
@@ -292,6 +301,8 @@ int Run(Flags f) {
       {"resent", sent > acked ? sent - acked : 0},
       {"connects", connects},
       {"connect_failures", connect_failures},
+      {"failovers", failovers},
+      {"endpoints_by_collector", per_collector},
       {"elapsed_s", elapsed},
       {"acked_per_s", elapsed > 0 ? static_cast<double>(acked) / elapsed : 0},
       {"ack_latency_ms",
@@ -320,7 +331,10 @@ static int Main(int argc, char** argv) {
              "usage, 5 tokens file not found, 6 every credential refused, 7 reports left "
              "unacknowledged (timeout or interrupt).");
   Flags f;
-  app.add_option("--collector", f.collector, "collector HOST:PORT")->required();
+  app.add_option("--collector", f.collector,
+                 "collector HOST:PORT, or several sharing one store, comma-separated (each "
+                 "endpoint starts at a random one and fails over to the next)")
+      ->required();
   app.add_option("--tokens", f.tokens, "file of `customer token profile` lines")->required();
   app.add_option("--catalog", f.catalog,
                  "peripheral catalog (deskpulse-catalog build) the devices are drawn from")

@@ -71,7 +71,10 @@ struct Uplink::Conn {
 Uplink::Uplink(asio::any_io_executor executor, UplinkOptions options, ReportQueue& queue,
                std::uint64_t seed)
     : executor_(std::move(executor)), options_(std::move(options)), queue_(queue), rng_(seed),
-      wake_(executor_), backoff_(executor_) {}
+      wake_(executor_), backoff_(executor_) {
+  if (options_.collectors.empty()) options_.collectors.push_back({"127.0.0.1", 7741});
+  current_ = static_cast<std::size_t>(rng_() % options_.collectors.size());
+}
 
 void Uplink::Notify() { wake_.cancel(); }
 
@@ -101,13 +104,23 @@ asio::awaitable<void> Uplink::Run() {
       // Once per kind of failure, not once per retry: a collector that is
       // down for a day is one line, a certificate problem after it another.
       if (options_.log_connection_changes && s.message() != logged_error_ && !retry_at_once_) {
-        spdlog::warn("collector {}:{}: {}; reports stay in the spool, {}",
-                     options_.collector.host, options_.collector.port, s.message(),
-                     refused_ ? "retrying every few minutes" : "retrying");
+        spdlog::warn("collector {}:{}: {}; reports stay in the spool, {}", collector().host,
+                     collector().port, s.message(),
+                     refused_              ? "retrying every few minutes"
+                     : options_.collectors.size() > 1 ? "trying the next collector"
+                                                      : "retrying");
         logged_error_ = s.message();
       }
       stats_.last_error = s.message();
-      if (!retry_at_once_) ++failures_in_row_;
+      if (!retry_at_once_) {
+        ++failures_in_row_;
+        // The next collector: they share one store, so it resumes from the
+        // same watermark.
+        if (options_.collectors.size() > 1) {
+          current_ = (current_ + 1) % options_.collectors.size();
+          ++failovers_;
+        }
+      }
     }
     if (stopping_) break;
     if (retry_at_once_) continue;  // a refused batch: send its halves now
@@ -140,14 +153,14 @@ void Uplink::OnBatchRefused(const std::string& why) {
 
 asio::awaitable<Status> Uplink::Session() {
   auto conn = std::make_shared<Conn>();
-  const std::string where =
-      options_.collector.host + ":" + std::to_string(options_.collector.port);
+  const HostPort target = collector();
+  const std::string where = target.host + ":" + std::to_string(target.port);
   tcp::resolver resolver(executor_);
-  auto [rec, results] = co_await resolver.async_resolve(
-      options_.collector.host, std::to_string(options_.collector.port), kTuple);
+  auto [rec, results] =
+      co_await resolver.async_resolve(target.host, std::to_string(target.port), kTuple);
   if (rec) {
     ++stats_.connect_failures;
-    co_return Unavailable("resolve " + options_.collector.host + ": " + rec.message());
+    co_return Unavailable("resolve " + target.host + ": " + rec.message());
   }
   // Connect and handshake under one deadline: the guard closes the socket.
   auto socket = std::make_shared<tcp::socket>(executor_);
@@ -166,7 +179,7 @@ asio::awaitable<Status> Uplink::Session() {
   }
   asio::error_code ignored;
   socket->set_option(tcp::no_delay(true), ignored);
-  conn->stream = options_.tls ? options_.tls->Wrap(std::move(*socket), options_.collector.host)
+  conn->stream = options_.tls ? options_.tls->Wrap(std::move(*socket), target.host)
                               : MakePlainStream(std::move(*socket));
   if (const asio::error_code hec = co_await conn->stream->Handshake(); hec) {
     guard.cancel();
@@ -342,7 +355,7 @@ asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
         connected_ = true;
         if (options_.log_connection_changes && (failures_in_row_ > 0 || refused_)) {
           spdlog::info("collector {}:{}: connected after {} failed attempts; sending from seq {}",
-                       options_.collector.host, options_.collector.port,
+                       collector().host, collector().port,
                        failures_in_row_ + refusals_in_row_, resume->send_after + 1);
           logged_error_.clear();
         }

@@ -19,7 +19,11 @@
 namespace deskpulse::agent {
 
 struct UplinkOptions {
-  HostPort collector;
+  /// Collectors sharing one store. The uplink starts at a random one (so a
+  /// fleet spreads over them) and moves to the next whenever its collector
+  /// fails, with the usual backoff; the store's watermark makes the move
+  /// lossless.
+  std::vector<HostPort> collectors;
   std::string credential;
   std::string agent_id;
   std::uint64_t epoch = 1;
@@ -39,7 +43,7 @@ struct UplinkOptions {
   /// trickling in travel together (Kafka's linger.ms). 0 sends at once.
   std::chrono::milliseconds linger{0};
   /// TLS to the collector, verified against the client's CA and the host
-  /// name in `collector`; null means plain TCP.
+  /// name of the collector connected to; null means plain TCP.
   std::shared_ptr<TlsClient> tls;
   /// Log the first failure of each kind and the recovery (the agent does; a
   /// simulator with thousands of uplinks does not).
@@ -135,6 +139,10 @@ class Uplink {
   /// The last connection was refused (credential or protocol): the uplink
   /// retries slowly until a collector accepts it.
   bool refused() const { return refused_; }
+  /// The collector the uplink is on (or trying next).
+  const HostPort& collector() const { return options_.collectors[current_]; }
+  /// Moves made from a failed collector to the next.
+  std::uint64_t failovers() const { return failovers_; }
 
  private:
   struct Conn;
@@ -155,6 +163,8 @@ class Uplink {
   UplinkOptions options_;
   ReportQueue& queue_;
   std::mt19937_64 rng_;
+  std::size_t current_ = 0;  // index into options_.collectors
+  std::uint64_t failovers_ = 0;
   asio::steady_timer wake_;
   asio::steady_timer backoff_;
   bool stopping_ = false;

@@ -33,4 +33,32 @@ Result<HostPort> ParseHostPort(std::string_view text, std::string_view what) {
   return HostPort{std::string(host), static_cast<std::uint16_t>(value)};
 }
 
+Result<std::vector<HostPort>> ParseHostPortList(std::string_view text, std::string_view what) {
+  std::vector<HostPort> out;
+  constexpr std::size_t kMax = 64;
+  while (true) {
+    const std::size_t comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty()) {
+      return InvalidArgument(std::string(what) + ": an empty address in the list");
+    }
+    DP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(item, what));
+    for (const auto& seen : out) {
+      if (seen.host == hp.host && seen.port == hp.port) {
+        return InvalidArgument(std::string(what) + ": " + std::string(item) + " is listed twice");
+      }
+    }
+    out.push_back(std::move(hp));
+    if (out.size() > kMax) {
+      return InvalidArgument(std::string(what) + ": more than " + std::to_string(kMax) +
+                             " collectors");
+    }
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 }  // namespace deskpulse

@@ -99,7 +99,7 @@ class IngestTest : public ::testing::Test {
   /// Options for an uplink of `agent` to this collector, with a short backoff.
   agent::UplinkOptions UplinkFor(const std::string& agent) {
     agent::UplinkOptions o;
-    o.collector = {"127.0.0.1", port()};
+    o.collectors = {{"127.0.0.1", port()}};
     o.credential = token_;
     o.agent_id = agent;
     o.backoff_min = 10ms;
@@ -431,6 +431,53 @@ TEST_F(IngestTest, UplinkResumesAfterTheCollectorsWatermark) {
   EXPECT_EQ(StoredRows(), 45);
 }
 
+// Given several collectors, uplinks start at random ones and move on from one
+// that is down: every endpoint ends up on the live one with everything acked.
+TEST_F(IngestTest, UplinksSpreadOverCollectorsAndFailOverFromADeadOne) {
+  asio::io_context client_io;
+  // A port nobody listens on: bound, then closed.
+  std::uint16_t dead_port = 0;
+  {
+    asio::ip::tcp::acceptor probe(client_io, {asio::ip::make_address("127.0.0.1"), 0});
+    dead_port = probe.local_endpoint().port();
+  }
+  std::vector<std::unique_ptr<MemoryQueue>> queues;
+  std::vector<std::unique_ptr<agent::Uplink>> uplinks;
+  int started_on_dead = 0;
+  for (int i = 0; i < 8; ++i) {
+    agent::UplinkOptions o = UplinkFor("failover-" + std::to_string(i));
+    o.collectors = {{"127.0.0.1", dead_port}, {"127.0.0.1", port()}};
+    o.backoff_min = 20ms;
+    o.backoff_max = 100ms;
+    queues.push_back(std::make_unique<MemoryQueue>());
+    queues.back()->Add(1, 10);
+    uplinks.push_back(std::make_unique<agent::Uplink>(client_io.get_executor(), o,
+                                                      *queues.back(), 100 + i));
+    if (uplinks.back()->collector().port == dead_port) ++started_on_dead;
+  }
+  EXPECT_GT(started_on_dead, 0) << "the start is random: some begin on the dead one";
+  EXPECT_LT(started_on_dead, 8) << "...and some on the live one";
+  for (auto& u : uplinks) asio::co_spawn(client_io, u->Run(), asio::detached);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    client_io.run_for(50ms);
+    bool all = true;
+    for (auto& u : uplinks) all = all && u->acked_through() == 10;
+    if (all) break;
+  }
+  for (auto& u : uplinks) {
+    EXPECT_EQ(u->acked_through(), 10u);
+    EXPECT_EQ(u->collector().port, port());
+    u->Stop();
+  }
+  client_io.run_for(100ms);
+  std::uint64_t failovers = 0;
+  for (auto& u : uplinks) failovers += u->failovers();
+  EXPECT_GE(failovers, static_cast<std::uint64_t>(started_on_dead));
+  StopServer();
+  EXPECT_EQ(StoredRows(), 80);
+}
+
 TEST_F(IngestTest, UplinkRetriesARefusedCredentialSlowlyAndResumesOnceAccepted) {
   asio::io_context client_io;
   agent::UplinkOptions o = UplinkFor("refused-agent");
@@ -664,7 +711,7 @@ class TlsIngestTest : public IngestTest, public ::testing::WithParamInterface<Tl
   agent::UplinkOptions ClientOptions(const std::string& ca_file, const std::string& agent,
                                      const std::string& host = "127.0.0.1") {
     agent::UplinkOptions o = UplinkFor(agent);
-    o.collector.host = host;
+    o.collectors = {{host, port()}};
     o.connect_timeout = 2s;
     auto client = GetParam().make({.ca_file = ca_file});
     EXPECT_TRUE(client.ok()) << client.status().ToString();

@@ -24,5 +24,18 @@ TEST(HostPort, ErrorsNameTheFlag) {
   }
 }
 
+TEST(HostPort, ListsAreCommaSeparatedAndChecked) {
+  auto l = ParseHostPortList("a.example:7741, [::1]:7742,b:1", "collector.address");
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  ASSERT_EQ(l->size(), 3u);
+  EXPECT_EQ((*l)[1].host, "::1");
+  EXPECT_EQ((*l)[2].port, 1);
+  for (const char* bad : {"", "a:1,", "a:1,,b:2", "a:1,a:1", "a:1,b"}) {
+    auto r = ParseHostPortList(bad, "collector.address");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("collector.address"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace deskpulse
