@@ -83,7 +83,7 @@ std::string DescribeDamagedRow(std::int64_t row, std::int64_t customer_id, std::
 
 void SortRollupRows(std::vector<RollupRow>* rows) {
   auto key = [](const RollupRow& r) {
-    return std::tuple(static_cast<int>(r.grain), r.customer_id, r.endpoint_id, r.bucket_start_ms,
+    return std::tuple(r.customer_id, static_cast<int>(r.grain), r.endpoint_id, r.bucket_start_ms,
                       static_cast<int>(r.metric));
   };
   std::sort(rows->begin(), rows->end(),

@@ -35,8 +35,8 @@ std::string DecodeRawBody(std::string_view body, const std::int64_t* crc,
 std::string DescribeDamagedRow(std::int64_t row, std::int64_t customer_id, std::int64_t endpoint_id,
                                std::int64_t stream_id, std::int64_t seq, std::string_view why);
 
-/// Sorts rollup rows into key order (grain, customer, endpoint, bucket,
-/// metric): the order both backends write and list them in.
+/// Sorts rollup rows into key order (customer, grain, endpoint, bucket,
+/// metric): the order rows are locked and written in.
 void SortRollupRows(std::vector<RollupRow>* rows);
 
 }  // namespace deskpulse::collector

@@ -448,7 +448,9 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
                                     keys)
                            .status());
     DP_ASSIGN_OR_RETURN(auto cur, conn_->Query("lock rollups",
-                                               fmt::format("SELECT r.hist FROM rollups r JOIN {} "
+                                               fmt::format("SELECT r.hist, r.customer_id, r.grain, "
+                                                           "r.endpoint_id, r.bucket_start_ms, "
+                                                           "r.metric FROM rollups r JOIN {} "
                                                            "ON {} ORDER BY v.c, v.g, v.e, v.b, "
                                                            "v.m FOR UPDATE OF r",
                                                            kKeys, kMatch),
@@ -466,6 +468,12 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
       }
       SparseHistogram merged;
       const int row = static_cast<int>(i);
+      const RollupRow& want = rows[i];
+      if (cur.Int(row, 1) != want.customer_id || cur.Int(row, 2) != static_cast<int>(want.grain) ||
+          cur.Int(row, 3) != want.endpoint_id || cur.Int(row, 4) != want.bucket_start_ms ||
+          cur.Int(row, 5) != static_cast<int>(want.metric)) {
+        return Internal("rollup rows came back out of key order");
+      }
       if (!cur.IsNull(row, 0)) {
         auto old = SparseHistogram::Decode(cur.Bytes(row, 0));
         if (!old.ok()) {
