@@ -1,6 +1,7 @@
 #include "collector/store/rollup.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 namespace deskpulse::collector {
@@ -200,6 +201,57 @@ std::vector<RollupRow> RollupAccumulator::Expand() const {
                              std::move(cell)});
   }
   return rows;
+}
+
+std::vector<std::string> DiffRollups(std::vector<RollupRow> expected,
+                                     std::vector<RollupRow> actual) {
+  using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, int>;
+  auto index = [](std::vector<RollupRow>& rows) {
+    std::map<Key, const RollupRow*> out;
+    for (const auto& r : rows) {
+      if (r.cell.count == 0 && r.cell.sum == 0 && r.cell.hist.empty()) continue;
+      out[Key(static_cast<int>(r.grain), r.customer_id, r.endpoint_id, r.bucket_start_ms,
+              static_cast<int>(r.metric))] = &r;
+    }
+    return out;
+  };
+  const auto want = index(expected);
+  const auto got = index(actual);
+  auto describe = [](const Key& k, const RollupRow* r) {
+    const auto [grain, customer, endpoint, bucket, metric] = k;
+    std::string s = "grain " + std::to_string(grain) + ", customer " + std::to_string(customer) +
+                    ", endpoint " + std::to_string(endpoint) + ", bucket " +
+                    std::to_string(bucket) + ", metric " + std::to_string(metric) + ": ";
+    if (r == nullptr) return s + "none";
+    char sum[64];
+    std::snprintf(sum, sizeof sum, "%.6g", r->cell.sum);
+    return s + "count " + std::to_string(r->cell.count) + " sum " + sum + " hist weight " +
+           std::to_string(r->cell.hist.TotalWeight());
+  };
+  std::vector<std::string> out;
+  auto w = want.begin();
+  auto g = got.begin();
+  while (w != want.end() || g != got.end()) {
+    if (g == got.end() || (w != want.end() && w->first < g->first)) {
+      out.push_back("missing " + describe(w->first, w->second));
+      ++w;
+    } else if (w == want.end() || g->first < w->first) {
+      out.push_back("extra " + describe(g->first, g->second));
+      ++g;
+    } else {
+      const RollupCell& a = w->second->cell;
+      const RollupCell& b = g->second->cell;
+      const double tolerance = 1e-9 * std::max(1.0, std::abs(a.sum));
+      if (a.count != b.count || std::abs(a.sum - b.sum) > tolerance ||
+          a.hist.Encode() != b.hist.Encode()) {
+        out.push_back("expected " + describe(w->first, w->second) + "; stored " +
+                      describe(g->first, g->second));
+      }
+      ++w;
+      ++g;
+    }
+  }
+  return out;
 }
 
 }  // namespace deskpulse::collector

@@ -130,6 +130,11 @@ class RollupAccumulator {
   std::size_t reports_ = 0;
 };
 
+/// Where two sets of rollup rows differ (rows with nothing in them are
+/// ignored), one line per differing key, in key order: what `check
+/// --rollups` and the tests compare a store's rollups with a recomputation by.
+std::vector<std::string> DiffRollups(std::vector<RollupRow> expected, std::vector<RollupRow> actual);
+
 /// Rollups waiting to be flushed, partitioned by endpoint into slices. Each
 /// slice is flushed in its own short transaction with its own rolled-up-through
 /// mark, so a flush never holds the store's write lock for long.

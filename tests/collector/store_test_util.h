@@ -79,31 +79,17 @@ inline std::vector<RollupRow> RecomputeRollups(ReadStore& store) {
   return acc.Expand();
 }
 
-/// Rollup rows as comparable text, in key order.
+/// Rollup rows as comparable text (no difference from none at all).
 inline std::vector<std::string> Describe(std::vector<RollupRow> rows) {
-  std::vector<std::string> out;
-  std::sort(rows.begin(), rows.end(), [](const RollupRow& a, const RollupRow& b) {
-    return std::tuple(static_cast<int>(a.grain), a.customer_id, a.endpoint_id, a.bucket_start_ms,
-                      static_cast<int>(a.metric)) <
-           std::tuple(static_cast<int>(b.grain), b.customer_id, b.endpoint_id, b.bucket_start_ms,
-                      static_cast<int>(b.metric));
-  });
-  for (const auto& r : rows) {
-    if (r.cell.count == 0 && r.cell.sum == 0 && r.cell.hist.empty()) continue;
-    out.push_back(std::to_string(static_cast<int>(r.grain)) + "/" + std::to_string(r.customer_id) +
-                  "/" + std::to_string(r.endpoint_id) + "/" + std::to_string(r.bucket_start_ms) +
-                  "/" + std::to_string(static_cast<int>(r.metric)) + ": n=" +
-                  std::to_string(r.cell.count) + " sum=" + std::to_string(r.cell.sum) +
-                  " hist=" + r.cell.hist.Encode());
-  }
-  return out;
+  return DiffRollups({}, std::move(rows));
 }
 
 /// Expects the store's rollups to equal a recomputation from its raw rows.
 inline void ExpectRollupsMatchRawRows(ReadStore& store) {
   auto stored = store.LoadRollupRows();
   ASSERT_TRUE(stored.ok()) << stored.status().ToString();
-  EXPECT_EQ(Describe(*stored), Describe(RecomputeRollups(store)));
+  const auto diff = DiffRollups(RecomputeRollups(store), *stored);
+  EXPECT_TRUE(diff.empty()) << diff.size() << " rows differ, first: " << diff.front();
 }
 
 }  // namespace deskpulse::collector::testutil
