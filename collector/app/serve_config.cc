@@ -47,6 +47,10 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   std::int64_t checkpoint = st.checkpoint_interval.count();
   DP_RETURN_IF_ERROR(cfg.GetInt("store.checkpoint_interval_ms", 10, 10'000, &checkpoint));
   st.checkpoint_interval = std::chrono::milliseconds(checkpoint);
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "store.rollup_flush_s", 0.1, 3600, &st.rollup_flush_interval));
+  // PostgreSQL: how long a silent collector counts as alive (its pending
+  // rollups are finished by the others after that).
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "store.collector_lease_s", 0.5, 3600, &st.collector_lease));
 
   DP_RETURN_IF_ERROR(cfg.GetString("ingest.listen", listen));
   DP_RETURN_IF_ERROR(cfg.GetString("ingest.tls_cert_file", &tls->cert_file));
