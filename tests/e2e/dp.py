@@ -182,3 +182,32 @@ def read_text(path):
             return f.read()
     except OSError:
         return ""
+
+
+# ---- PostgreSQL: the test run's throwaway cluster (tests/fakes/pg_cluster.sh)
+
+def pg_cluster_uri():
+    """The cluster's superuser URI; the CTest fixture starts it."""
+    state = os.environ.get("DESKPULSE_TEST_PG")
+    if not state or not os.path.exists(os.path.join(state, "uri")):
+        raise RuntimeError("no PostgreSQL test cluster: run under ctest (fixture 'suite') or "
+                           "start one with tests/fakes/pg_cluster.sh start DIR and set "
+                           "DESKPULSE_TEST_PG=DIR")
+    with open(os.path.join(state, "uri")) as f:
+        return f.read().strip()
+
+
+def pg_new_database(name):
+    """A fresh empty database on the test cluster: its URI."""
+    admin = pg_cluster_uri()
+    pg_query(admin, f"DROP DATABASE IF EXISTS {name}")
+    pg_query(admin, f"CREATE DATABASE {name}")
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def pg_query(uri, sql):
+    """Rows of `sql` as lists of strings, through psql."""
+    r = run(["psql", uri, "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    if r.returncode != 0:
+        raise RuntimeError(f"psql: {r.stderr.strip()}")
+    return [line.split("\t") for line in r.stdout.splitlines() if line]
