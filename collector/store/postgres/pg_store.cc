@@ -46,15 +46,15 @@ PgStore::PgStore(StoreOptions options)
 Result<std::unique_ptr<PgStore>> PgStore::Open(const StoreOptions& options) {
   std::unique_ptr<PgStore> store(new PgStore(options));
   DP_ASSIGN_OR_RETURN(store->conn_, pg::Connection::Open(options.db, store->name_));
-  pg::Connection& c = *store->conn_;
-  DP_ASSIGN_OR_RETURN(auto has_meta, c.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
+  pg::Connection& db = *store->conn_;
+  DP_ASSIGN_OR_RETURN(auto has_meta, db.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
   const bool exists = has_meta.Text(0, 0) == "t";
   if (options.read_only) {
     if (!exists) {
       return Status(Code::kNotFound, store->name_ + " is not a DeskPulse store (no schema)");
     }
-    DP_RETURN_IF_ERROR(c.Exec("SET default_transaction_read_only = on"));
-    DP_ASSIGN_OR_RETURN(auto v, c.Query("schema version",
+    DP_RETURN_IF_ERROR(db.Exec("SET default_transaction_read_only = on"));
+    DP_ASSIGN_OR_RETURN(auto v, db.Query("schema version",
                                         "SELECT value FROM meta WHERE key='schema_version'"));
     store->schema_version_ = v.size() > 0 ? static_cast<int>(v.Int(0, 0)) : 0;
     if (store->schema_version_ > LatestSchemaVersion()) {
@@ -77,17 +77,26 @@ Result<std::unique_ptr<PgStore>> PgStore::Open(const StoreOptions& options) {
                     check.problems.front());
     }
   }
-  DP_RETURN_IF_ERROR(store->Register());
+  DP_RETURN_IF_ERROR(store->Register(*store->conn_));
   const std::int64_t now = WallMs();
-  for (int d = -1; d <= 2; ++d) DP_RETURN_IF_ERROR(store->EnsurePartition(now + d * kDayMs));
+  for (int d = -1; d <= 2; ++d) {
+    DP_RETURN_IF_ERROR(store->EnsurePartition(*store->conn_, now + d * kDayMs));
+  }
   const auto steady = std::chrono::steady_clock::now();
   store->next_round_ = steady + options.rollup_flush_interval;
   store->next_retention_ = steady;
   store->next_heartbeat_ = steady + options.collector_lease / 6;
+  if (options.serving) {
+    // Maintenance on a connection and a thread of its own: a rollup flush
+    // never holds up a commit.
+    DP_ASSIGN_OR_RETURN(store->maint_conn_, pg::Connection::Open(options.db, store->name_));
+    store->maint_thread_ = std::thread([s = store.get()] { s->RunMaintenance(); });
+  }
   return store;
 }
 
 PgStore::~PgStore() {
+  StopMaintenance();
   // A clean close leaves no collector behind: what it still had pending (if
   // its last flush failed) is finished by the others at once.
   if (collector_id_ != 0 && conn_ != nullptr) {
@@ -97,14 +106,14 @@ PgStore::~PgStore() {
 }
 
 Status PgStore::Migrate() {
-  pg::Connection& c = *conn_;
+  pg::Connection& db = *conn_;
   // Collectors starting together: one migrates, the others wait and find it done.
-  DP_RETURN_IF_ERROR(c.Exec(fmt::format("SELECT pg_advisory_lock({})", kMigrateLock)));
+  DP_RETURN_IF_ERROR(db.Exec(fmt::format("SELECT pg_advisory_lock({})", kMigrateLock)));
   auto migrate = [&]() -> Status {
-    DP_ASSIGN_OR_RETURN(auto has_meta, c.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
+    DP_ASSIGN_OR_RETURN(auto has_meta, db.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
     int current = 0;
     if (has_meta.Text(0, 0) == "t") {
-      DP_ASSIGN_OR_RETURN(auto v, c.Query("schema version",
+      DP_ASSIGN_OR_RETURN(auto v, db.Query("schema version",
                                           "SELECT value FROM meta WHERE key='schema_version'"));
       current = v.size() > 0 ? static_cast<int>(v.Int(0, 0)) : 0;
     }
@@ -115,9 +124,9 @@ Status PgStore::Migrate() {
                                                     name_, current, latest));
     }
     for (int v = current + 1; v <= latest; ++v) {
-      DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&c));
-      DP_RETURN_IF_ERROR(c.Exec(kPostgresMigrations[static_cast<std::size_t>(v - 1)]));
-      DP_RETURN_IF_ERROR(c.Query("schema version",
+      DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
+      DP_RETURN_IF_ERROR(db.Exec(kPostgresMigrations[static_cast<std::size_t>(v - 1)]));
+      DP_RETURN_IF_ERROR(db.Query("schema version",
                                  "INSERT INTO meta(key, value) VALUES('schema_version', $1) "
                                  "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                                  {pg::Int(v)})
@@ -129,16 +138,16 @@ Status PgStore::Migrate() {
     return Status::Ok();
   };
   Status s = migrate();
-  (void)c.Exec(fmt::format("SELECT pg_advisory_unlock({})", kMigrateLock));
+  (void)db.Exec(fmt::format("SELECT pg_advisory_unlock({})", kMigrateLock));
   return s;
 }
 
-Status PgStore::Register() {
+Status PgStore::Register(pg::Connection& db) {
   char host[256] = {};
   (void)gethostname(host, sizeof host - 1);
   const std::int64_t now = WallMs();
   DP_ASSIGN_OR_RETURN(auto rows,
-                      conn_->Query("register collector",
+                      db.Query("register collector",
                                    "INSERT INTO collectors(host, pid, started_ms, heartbeat_ms) "
                                    "VALUES($1, $2, $3, $3) RETURNING collector_id",
                                    {std::string(host), pg::Int(getpid()), pg::Int(now)}));
@@ -146,25 +155,29 @@ Status PgStore::Register() {
   return Status::Ok();
 }
 
-Status PgStore::Heartbeat(std::int64_t now_ms) {
-  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("heartbeat",
+Status PgStore::Heartbeat(pg::Connection& db, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto rows, db.Query("heartbeat",
                                               "UPDATE collectors SET heartbeat_ms=$2 WHERE "
                                               "collector_id=$1 RETURNING 1",
                                               {pg::Int(collector_id_), pg::Int(now_ms)}));
-  if (rows.size() == 0) return Register();  // removed as long dead: start again
+  if (rows.size() == 0) return Register(db);  // removed as long dead: start again
   return Status::Ok();
 }
 
-Status PgStore::EnsurePartition(std::int64_t received_at_ms) {
+Status PgStore::EnsurePartition(pg::Connection& db, std::int64_t received_at_ms) {
   const std::int64_t day = DayOf(received_at_ms);
-  if (partitions_.contains(day)) return Status::Ok();
-  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
-  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
-  DP_RETURN_IF_ERROR(conn_->Exec(fmt::format("SELECT pg_advisory_xact_lock({})", kPartitionLock)));
-  DP_RETURN_IF_ERROR(conn_->Exec(
+  {
+    std::lock_guard lock(pending_mu_);
+    if (partitions_.contains(day)) return Status::Ok();
+  }
+  DP_RETURN_IF_ERROR(db.EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
+  DP_RETURN_IF_ERROR(db.Exec(fmt::format("SELECT pg_advisory_xact_lock({})", kPartitionLock)));
+  DP_RETURN_IF_ERROR(db.Exec(
       fmt::format("CREATE TABLE IF NOT EXISTS {} PARTITION OF reports FOR VALUES FROM ({}) TO ({})",
                   PartitionName(day), day * kDayMs, (day + 1) * kDayMs)));
   DP_RETURN_IF_ERROR(tx.Commit());
+  std::lock_guard lock(pending_mu_);
   partitions_.insert(day);
   return Status::Ok();
 }
@@ -310,7 +323,20 @@ std::vector<Result<StreamInfo>> PgStore::AuthenticateAndRegister(std::span<const
 
 Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) {
   if (batches.empty()) return Status::Ok();
-  DP_RETURN_IF_ERROR(EnsurePartition(now_ms));
+  if (resync_ids_) {
+    // A COMMIT whose outcome is unknown may have left pending rows this
+    // collector has no memory of: the next flush rebuilds everything up to
+    // the newest from the raw rows.
+    DP_ASSIGN_OR_RETURN(auto top, conn_->Query("own pending rollups",
+                                               "SELECT coalesce(max(pending_id), 0) FROM "
+                                               "rollup_pending WHERE collector_id=$1",
+                                               {pg::Int(collector_id_)}));
+    std::lock_guard lock(pending_mu_);
+    last_own_id_ = std::max(last_own_id_, top.Int(0, 0));
+    rollups_need_replay_ = true;
+    resync_ids_ = false;
+  }
+  DP_RETURN_IF_ERROR(EnsurePartition(*conn_, now_ms));
   // The group's streams, in key order: the order their rows are locked in.
   std::map<std::pair<std::int64_t, std::int64_t>, std::uint64_t> marks;
   for (const auto& b : batches) marks.try_emplace({b.stream.customer_id, b.stream.stream_id}, 0);
@@ -400,12 +426,14 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
     if (Status s = tx.Commit(); !s.ok()) {
       // Committed or not, nobody can tell: rebuild this collector's rollups
       // from what the store holds.
-      rollups_need_replay_ = true;
+      resync_ids_ = true;
       return s;
     }
+    std::lock_guard lock(pending_mu_);
     for (int i = 0; i < ids.size(); ++i) {
       pending_customers_.push_back(ids.Int(i, 0));
       pending_ids_.push_back(ids.Int(i, 1));
+      last_own_id_ = std::max(last_own_id_, ids.Int(i, 1));
     }
     for (const auto& [stream, report] : stored) {
       pending_.AddReport(stream->customer_id, stream->endpoint_id, *report);
@@ -417,7 +445,7 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
 
 // ---- rollups
 
-Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
+Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
   std::vector<RollupRow> rows = acc.Expand();
   SortRollupRows(&rows);
   if (!rows.empty()) {
@@ -439,7 +467,7 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
         "v.b AND r.metric = v.m";
     // Every key exists, then every row is locked in key order: histograms are
     // merged here, under the lock, whatever another collector does meanwhile.
-    DP_RETURN_IF_ERROR(conn_->Query("rollup keys",
+    DP_RETURN_IF_ERROR(db.Query("rollup keys",
                                     fmt::format("INSERT INTO rollups(customer_id, grain, "
                                                 "endpoint_id, bucket_start_ms, metric, count, "
                                                 "sum) SELECT c, g, e, b, m, 0, 0 FROM {} ORDER BY "
@@ -447,7 +475,7 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
                                                 kKeys),
                                     keys)
                            .status());
-    DP_ASSIGN_OR_RETURN(auto cur, conn_->Query("lock rollups",
+    DP_ASSIGN_OR_RETURN(auto cur, db.Query("lock rollups",
                                                fmt::format("SELECT r.hist, r.customer_id, r.grain, "
                                                            "r.endpoint_id, r.bucket_start_ms, "
                                                            "r.metric FROM rollups r JOIN {} "
@@ -493,7 +521,7 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
     update.push_back(pg::ArrayLiteral(sums));
     update.push_back(pg::ArrayLiteral(hists));
     DP_RETURN_IF_ERROR(
-        conn_->Query("update rollups",
+        db.Query("update rollups",
                      "UPDATE rollups r SET count = r.count + v.n, sum = r.sum + v.s, hist = "
                      "coalesce(v.h, r.hist) FROM unnest($1::bigint[], $2::smallint[], "
                      "$3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[], "
@@ -558,7 +586,7 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
       set += newer(col) + ", ";
     }
     DP_RETURN_IF_ERROR(
-        conn_->Query("device instances",
+        db.Query("device instances",
                      "INSERT INTO peripheral_instances AS p (customer_id, endpoint_id, device_key, "
                      "bus, vendor_id, product_id, device_class, interface_classes, name, drivers, "
                      "redirected, ieee1284_id, last_state, last_reason, first_seen_ms, "
@@ -580,7 +608,7 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
             .status());
   }
   if (!rc.empty()) {
-    DP_RETURN_IF_ERROR(conn_->Query("device reconnects",
+    DP_RETURN_IF_ERROR(db.Query("device reconnects",
                                     "UPDATE peripheral_instances p SET reconnects = p.reconnects "
                                     "+ v.n FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
                                     "$4::bigint[]) AS v(c, e, k, n) WHERE p.customer_id = v.c "
@@ -602,7 +630,7 @@ Status PgStore::ApplyRollups(const RollupAccumulator& acc) {
       se.push_back(e);
       st.push_back(t);
     }
-    DP_RETURN_IF_ERROR(conn_->Query("endpoints seen",
+    DP_RETURN_IF_ERROR(db.Query("endpoints seen",
                                     "UPDATE endpoints e SET last_seen_ms = greatest("
                                     "e.last_seen_ms, v.t) FROM unnest($1::bigint[], "
                                     "$2::bigint[], $3::bigint[]) AS v(c, id, t) WHERE "
@@ -626,64 +654,86 @@ void PgStore::CountFlush(const Status& s, std::chrono::steady_clock::time_point 
   }
 }
 
-Status PgStore::FlushOwn() {
-  if (rollups_need_replay_) {
-    pending_.Clear();
-    pending_customers_.clear();
-    pending_ids_.clear();
-    for (;;) {
-      DP_ASSIGN_OR_RETURN(std::int64_t n, FinishFromRaw(/*own=*/true, 2000));
-      if (n == 0) break;
+Status PgStore::FlushOwn(pg::Connection& db) {
+  RollupAccumulator acc;
+  std::vector<std::int64_t> customers, ids;
+  bool replay = false;
+  std::int64_t upto = 0;
+  {
+    std::lock_guard lock(pending_mu_);
+    replay = rollups_need_replay_;
+    if (replay) {
+      pending_.Clear();
+      pending_customers_.clear();
+      pending_ids_.clear();
+      rollups_need_replay_ = false;
+      upto = last_own_id_;
+    } else {
+      acc.Merge(std::move(pending_));
+      customers.swap(pending_customers_);
+      ids.swap(pending_ids_);
     }
-    rollups_need_replay_ = false;
-    return Status::Ok();
   }
-  if (pending_ids_.empty()) return Status::Ok();
+  auto failed = [&](Status s) {
+    std::lock_guard lock(pending_mu_);
+    rollups_need_replay_ = true;
+    return s;
+  };
+  if (replay) {
+    // Everything of this collector's up to `upto` from the raw rows; what it
+    // commits meanwhile has ids above and stays in memory.
+    for (;;) {
+      auto n = FinishFromRaw(db, /*own=*/true, 2000, upto);
+      if (!n.ok()) return failed(n.status());
+      if (*n == 0) return Status::Ok();
+    }
+  }
+  if (ids.empty()) return Status::Ok();
   const auto t0 = std::chrono::steady_clock::now();
+  bool taken = false;
   Status s = [&]() -> Status {
-    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
     DP_ASSIGN_OR_RETURN(auto gone,
-                        conn_->Query("claim pending rollups",
-                                     "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
-                                     "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
-                                     "p.pending_id = v.id RETURNING p.pending_id",
-                                     {pg::IntArray(pending_customers_), pg::IntArray(pending_ids_)}));
-    if (gone.size() != static_cast<int>(pending_ids_.size())) {
+                        db.Query("claim pending rollups",
+                                "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
+                                "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
+                                "p.pending_id = v.id RETURNING p.pending_id",
+                                {pg::IntArray(customers), pg::IntArray(ids)}));
+    if (gone.size() != static_cast<int>(ids.size())) {
       // Another collector took some for ours (it thought this one dead):
       // what is left is rebuilt from the raw rows.
-      rollups_need_replay_ = true;
+      taken = true;
       return Status::Ok();
     }
-    DP_RETURN_IF_ERROR(ApplyRollups(pending_));
+    DP_RETURN_IF_ERROR(ApplyRollups(db, acc));
     return tx.Commit();
   }();
-  if (!s.ok()) {
-    rollups_need_replay_ = true;
-  } else if (!rollups_need_replay_) {
-    pending_.Clear();
-    pending_customers_.clear();
-    pending_ids_.clear();
-  }
   CountFlush(s, t0);
-  if (s.ok() && rollups_need_replay_) return FlushOwn();
-  return s;
+  if (!s.ok()) return failed(s);
+  if (taken) {
+    (void)failed(Status::Ok());
+    return FlushOwn(db);
+  }
+  return Status::Ok();
 }
 
-Result<std::int64_t> PgStore::FinishFromRaw(bool own, std::int64_t limit) {
+Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::int64_t limit,
+                                            std::int64_t own_upto) {
   const auto t0 = std::chrono::steady_clock::now();
   std::int64_t finished = 0;
   std::int64_t replayed = 0;
   Status s = [&]() -> Status {
-    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
     const std::string lease_start = pg::Int(WallMs() - options_.collector_lease.count());
     DP_ASSIGN_OR_RETURN(
         auto recs,
-        own ? conn_->Query("own pending rollups",
+        own ? db.Query("own pending rollups",
                            "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
-                           "received_at_ms FROM rollup_pending WHERE collector_id = $1 ORDER BY "
-                           "customer_id, pending_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                           {pg::Int(collector_id_), pg::Int(limit)})
-            : conn_->Query("orphaned pending rollups",
+                           "received_at_ms FROM rollup_pending WHERE collector_id = $1 AND "
+                           "pending_id <= $3 ORDER BY customer_id, pending_id LIMIT $2 FOR "
+                           "UPDATE SKIP LOCKED",
+                           {pg::Int(collector_id_), pg::Int(limit), pg::Int(own_upto)})
+            : db.Query("orphaned pending rollups",
                            "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
                            "received_at_ms FROM rollup_pending WHERE collector_id <> $1 AND "
                            "collector_id NOT IN (SELECT collector_id FROM collectors WHERE "
@@ -701,7 +751,7 @@ Result<std::int64_t> PgStore::FinishFromRaw(bool own, std::int64_t limit) {
       at.push_back(recs.Int(i, 5));
     }
     DP_ASSIGN_OR_RETURN(
-        auto raw, conn_->Query("pending raw reports",
+        auto raw, db.Query("pending raw reports",
                                "SELECT r.customer_id, r.endpoint_id, r.stream_id, r.seq, r.body, "
                                "r.body_crc FROM reports r JOIN unnest($1::bigint[], "
                                "$2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(c, "
@@ -731,13 +781,13 @@ Result<std::int64_t> PgStore::FinishFromRaw(bool own, std::int64_t limit) {
       acc.AddReport(raw.Int(i, 0), raw.Int(i, 1), report);
       ++replayed;
     }
-    DP_RETURN_IF_ERROR(conn_->Query("finish pending rollups",
+    DP_RETURN_IF_ERROR(db.Query("finish pending rollups",
                                     "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
                                     "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
                                     "p.pending_id = v.id",
                                     {pg::IntArray(c), pg::IntArray(id)})
                            .status());
-    DP_RETURN_IF_ERROR(ApplyRollups(acc));
+    DP_RETURN_IF_ERROR(ApplyRollups(db, acc));
     DP_RETURN_IF_ERROR(tx.Commit());
     finished = recs.size();
     return Status::Ok();
@@ -756,32 +806,35 @@ Result<std::int64_t> PgStore::FinishFromRaw(bool own, std::int64_t limit) {
 }
 
 Status PgStore::FlushRollups() {
-  DP_RETURN_IF_ERROR(FlushOwn());
+  StopMaintenance();
+  DP_RETURN_IF_ERROR(FlushOwn(*conn_));
   for (;;) {
-    DP_ASSIGN_OR_RETURN(std::int64_t n, FinishFromRaw(/*own=*/false, 2000));
+    DP_ASSIGN_OR_RETURN(std::int64_t n, FinishFromRaw(*conn_, /*own=*/false, 2000, 0));
     if (n == 0) return Status::Ok();
   }
 }
 
-std::chrono::steady_clock::time_point PgStore::Maintain(std::int64_t now_ms) {
+Status PgStore::ApplyRetention(std::int64_t now_ms) { return RetentionOn(*conn_, now_ms); }
+
+std::chrono::steady_clock::time_point PgStore::MaintainOn(pg::Connection& db, std::int64_t now_ms) {
   const auto now = std::chrono::steady_clock::now();
   if (now >= next_heartbeat_) {
-    Status s = Heartbeat(now_ms);
-    if (s.ok()) s = EnsurePartition(now_ms + kDayMs);
+    Status s = Heartbeat(db, now_ms);
+    if (s.ok()) s = EnsurePartition(db, now_ms + kDayMs);
     if (!s.ok()) spdlog::warn("store {}: {}", name_, s.message());
     next_heartbeat_ = now + std::max(options_.collector_lease / 6, std::chrono::milliseconds(100));
   }
   if (now >= next_round_) {
-    if (Status s = FlushOwn(); !s.ok()) {
+    if (Status s = FlushOwn(db); !s.ok()) {
       spdlog::error("rollup flush failed (will retry): {}", s.ToString());
     }
-    if (auto n = FinishFromRaw(/*own=*/false, 2000); !n.ok()) {
+    if (auto n = FinishFromRaw(db, /*own=*/false, 2000, 0); !n.ok()) {
       spdlog::error("rollups of stopped collectors (will retry): {}", n.status().ToString());
     }
     next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;
   }
   if (now >= next_retention_) {
-    if (Status s = ApplyRetention(now_ms); !s.ok()) {
+    if (Status s = RetentionOn(db, now_ms); !s.ok()) {
       spdlog::warn("retention pass failed: {}", s.ToString());
     }
     next_retention_ = now + options_.retention_interval;
@@ -789,10 +842,35 @@ std::chrono::steady_clock::time_point PgStore::Maintain(std::int64_t now_ms) {
   return std::min({next_heartbeat_, next_round_, next_retention_});
 }
 
-Status PgStore::ApplyRetention(std::int64_t now_ms) {
+std::chrono::steady_clock::time_point PgStore::Maintain(std::int64_t now_ms) {
+  // A serving store maintains itself on its own thread.
+  if (maint_conn_ != nullptr) return std::chrono::steady_clock::now() + std::chrono::hours(1);
+  return MaintainOn(*conn_, now_ms);
+}
+
+void PgStore::RunMaintenance() {
+  std::unique_lock lock(maint_mu_);
+  while (!maint_stopping_) {
+    lock.unlock();
+    const auto next = MaintainOn(*maint_conn_, WallMs());
+    lock.lock();
+    maint_cv_.wait_until(lock, next, [&] { return maint_stopping_; });
+  }
+}
+
+void PgStore::StopMaintenance() {
+  {
+    std::lock_guard lock(maint_mu_);
+    maint_stopping_ = true;
+  }
+  maint_cv_.notify_all();
+  if (maint_thread_.joinable()) maint_thread_.join();
+}
+
+Status PgStore::RetentionOn(pg::Connection& db, std::int64_t now_ms) {
   // One collector at a time; the others skip the pass.
-  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
-  DP_ASSIGN_OR_RETURN(auto got, conn_->Query("retention lock",
+  DP_RETURN_IF_ERROR(db.EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto got, db.Query("retention lock",
                                              fmt::format("SELECT pg_try_advisory_lock({})",
                                                          kRetentionLock)));
   if (got.Text(0, 0) != "t") return Status::Ok();
@@ -804,11 +882,11 @@ Status PgStore::ApplyRetention(std::int64_t now_ms) {
     const std::int64_t raw_cutoff = now_ms - options_.raw_retention_days * kDayMs;
     // A partition goes once it is past retention and every batch in it is in
     // the rollups.
-    DP_ASSIGN_OR_RETURN(auto oldest, conn_->Query("oldest pending",
+    DP_ASSIGN_OR_RETURN(auto oldest, db.Query("oldest pending",
                                                   "SELECT min(received_at_ms) FROM "
                                                   "rollup_pending"));
     const std::int64_t pending_from = oldest.IsNull(0, 0) ? INT64_MAX : oldest.Int(0, 0);
-    DP_ASSIGN_OR_RETURN(auto parts, conn_->Query("partitions",
+    DP_ASSIGN_OR_RETURN(auto parts, db.Query("partitions",
                                                  "SELECT c.relname FROM pg_inherits i JOIN "
                                                  "pg_class c ON c.oid = i.inhrelid WHERE "
                                                  "i.inhparent = 'reports'::regclass"));
@@ -820,23 +898,26 @@ Status PgStore::ApplyRetention(std::int64_t now_ms) {
       if (upper > raw_cutoff || upper > pending_from) continue;
       // Detached concurrently, so that commits into today's partition never wait.
       DP_RETURN_IF_ERROR(
-          conn_->Exec(fmt::format("ALTER TABLE reports DETACH PARTITION {} CONCURRENTLY", part)));
-      DP_RETURN_IF_ERROR(conn_->Exec(fmt::format("DROP TABLE {}", part)));
-      partitions_.erase(day);
+          db.Exec(fmt::format("ALTER TABLE reports DETACH PARTITION {} CONCURRENTLY", part)));
+      DP_RETURN_IF_ERROR(db.Exec(fmt::format("DROP TABLE {}", part)));
+      {
+        std::lock_guard lock(pending_mu_);
+        partitions_.erase(day);
+      }
       spdlog::info("store {}: dropped the raw reports of day {} (past {} days)", name_, day,
                    options_.raw_retention_days);
     }
-    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+    DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
     const std::string q = "DELETE FROM rollups WHERE grain=$1 AND bucket_start_ms < $2";
     DP_RETURN_IF_ERROR(
-        conn_->Query("rollup retention", q,
+        db.Query("rollup retention", q,
                      {pg::Int(1), pg::Int(now_ms - options_.hourly_retention_days * kDayMs)})
             .status());
     DP_RETURN_IF_ERROR(
-        conn_->Query("rollup retention", q,
+        db.Query("rollup retention", q,
                      {pg::Int(2), pg::Int(now_ms - options_.daily_retention_days * kDayMs)})
             .status());
-    DP_RETURN_IF_ERROR(conn_->Query("stopped collectors",
+    DP_RETURN_IF_ERROR(db.Query("stopped collectors",
                                     "DELETE FROM collectors c WHERE heartbeat_ms < $1 AND NOT "
                                     "EXISTS (SELECT 1 FROM rollup_pending p WHERE p.collector_id "
                                     "= c.collector_id)",
@@ -844,7 +925,7 @@ Status PgStore::ApplyRetention(std::int64_t now_ms) {
                            .status());
     return tx.Commit();
   }();
-  (void)conn_->Exec(fmt::format("SELECT pg_advisory_unlock({})", kRetentionLock));
+  (void)db.Exec(fmt::format("SELECT pg_advisory_unlock({})", kRetentionLock));
   return s;
 }
 

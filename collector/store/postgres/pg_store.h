@@ -1,10 +1,12 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "collector/store/postgres/connection.h"
@@ -66,20 +68,25 @@ class PgStore final : public Store {
  private:
   explicit PgStore(StoreOptions options);
   Status Migrate();
-  Status Register();
-  Status Heartbeat(std::int64_t now_ms);
-  Status EnsurePartition(std::int64_t received_at_ms);
+  Status Register(pg::Connection& db);
+  Status Heartbeat(pg::Connection& db, std::int64_t now_ms);
+  Status EnsurePartition(pg::Connection& db, std::int64_t received_at_ms);
   Result<Customer> EnsureCustomerTx(const std::string& name, std::int64_t now_ms);
   Result<StreamInfo> RegisterTx(std::int64_t customer_id, const deskpulse::v1::Hello& hello,
                                 std::int64_t now_ms);
   /// Adds `acc` to the rollup tables (inside the caller's transaction).
-  Status ApplyRollups(const RollupAccumulator& acc);
+  Status ApplyRollups(pg::Connection& db, const RollupAccumulator& acc);
   /// Flushes this collector's in-memory rollups (or, if they cannot be
   /// trusted, its pending records from the raw rows).
-  Status FlushOwn();
-  /// Finishes up to `limit` pending records of dead collectors (all of this
-  /// collector's own with `own`) from the raw rows; how many it finished.
-  Result<std::int64_t> FinishFromRaw(bool own, std::int64_t limit);
+  Status FlushOwn(pg::Connection& db);
+  /// Finishes up to `limit` pending records of dead collectors (with `own`,
+  /// this collector's own up to id `own_upto`) from the raw rows; how many.
+  Result<std::int64_t> FinishFromRaw(pg::Connection& db, bool own, std::int64_t limit,
+                                     std::int64_t own_upto);
+  Status RetentionOn(pg::Connection& db, std::int64_t now_ms);
+  std::chrono::steady_clock::time_point MaintainOn(pg::Connection& db, std::int64_t now_ms);
+  void RunMaintenance();
+  void StopMaintenance();
   void CountFlush(const Status& s, std::chrono::steady_clock::time_point t0);
 
   StoreOptions options_;
@@ -87,12 +94,23 @@ class PgStore final : public Store {
   std::unique_ptr<pg::Connection> conn_;
   int schema_version_ = 0;
   std::int64_t collector_id_ = 0;
+  // Guards partitions_ and the in-memory rollups, shared by the writer
+  // thread (commits) and the maintenance thread (flushes).
+  std::mutex pending_mu_;
   std::set<std::int64_t> partitions_;  // day numbers known to exist
   // In-memory rollups of this collector's committed batches, and their records.
   RollupAccumulator pending_;
   std::vector<std::int64_t> pending_customers_;
   std::vector<std::int64_t> pending_ids_;
+  std::int64_t last_own_id_ = 0;  // the newest pending record this collector committed
   bool rollups_need_replay_ = false;
+  bool resync_ids_ = false;  // writer thread: a COMMIT's outcome is unknown
+  // Maintenance (serving): its own connection and thread.
+  std::unique_ptr<pg::Connection> maint_conn_;
+  std::thread maint_thread_;
+  std::mutex maint_mu_;
+  std::condition_variable maint_cv_;
+  bool maint_stopping_ = false;
   std::chrono::steady_clock::time_point next_round_{};
   std::chrono::steady_clock::time_point next_retention_{};
   std::chrono::steady_clock::time_point next_heartbeat_{};
