@@ -14,7 +14,7 @@ both read a thin client's USB tree (tests/data/peripherals/thin-client: ten devi
 redirected) and the peripherals code runs as it would on an endpoint. collectd runs the plugins a
 thin-client monitoring setup would: cpu, memory, load, interface, df, uptime, network.
 
-Prints figures; asserts nothing (DESIGN §5 bars: RSS <= 4 MB, anonymous <= 1 MB,
+Prints figures; asserts nothing (docs/quality.md bars: RSS <= 4 MB, anonymous <= 1 MB,
 <= 1.5 ms CPU per cycle, <= 512 bytes per report).
 """
 import argparse

@@ -6,7 +6,7 @@ each send the largest frame the collector takes before a Hello, all but its last
 stall; meanwhile a simulated fleet reports at a steady rate. It prints the collector's RSS
 before and at its peak, and the fleet's ack latency with and without the attackers.
 
-Prints figures; asserts none (DESIGN §5 bar: <= 64 MB above base under any pre-authentication
+Prints figures; asserts none (docs/quality.md bar: <= 64 MB above base under any pre-authentication
 load). tests/e2e/test_hardening.py checks the bound for plain TCP.
 """
 import argparse
@@ -132,7 +132,7 @@ def main():
               f"fleet's run; fleet ack p50/p99 "
               f"{q['p50']:.1f}/{q['p99']:.1f} ms quiet, {a['p50']:.1f}/{a['p99']:.1f} ms attacked; "
               f"all acked: {r['fleet_all_acked']}", flush=True)
-    print("bar (DESIGN §5): <= 64 MB above base under any pre-authentication load")
+    print("bar (docs/quality.md): <= 64 MB above base under any pre-authentication load")
     return 0 if ok else 1
 
 

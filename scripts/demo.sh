@@ -63,10 +63,10 @@ wait $pid || true
 trap - EXIT
 
 echo
-echo "Technical performance over the last $days days (DESIGN §3; docs/scoring.md):"
+echo "Technical performance over the last $days days (docs/scoring.md):"
 "$collector" scores --db "$db"
 echo
-echo "Peripheral compatibility of the typical customer (DESIGN §4):"
+echo "Peripheral compatibility of the typical customer (docs/catalog.md):"
 "$collector" peripherals --db "$db" --customer "Contoso Legal" --catalog "$catalog"
 echo
 echo "Data:   $db  (SQLite; try: $collector scores --db $db --json)"

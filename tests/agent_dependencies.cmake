@@ -1,6 +1,6 @@
 cmake_minimum_required(VERSION 3.25)
 # The agent must load nothing but libc (and the dynamic loader, which is mapped
-# anyway as the program interpreter) at start (DESIGN §5 memory bar): the C++
+# anyway as the program interpreter) at start (docs/quality.md memory bar): the C++
 # runtime, protobuf, Mbed TLS and libm-free code are linked in, and the optional
 # system libraries (libsystemd, libpcsclite, libvirt) are opened at run time only
 # when present. A new NEEDED entry maps a whole library on every thin client.

@@ -274,7 +274,7 @@ Status Spool::Load() {
 
   if (!state_ok) {
     // Without a trustworthy state the old sequence numbers cannot be resumed:
-    // start a new epoch (DESIGN §2.1) and count what is discarded.
+    // start a new epoch (docs/protocol.md) and count what is discarded.
     std::uint64_t discarded = 0;
     for (const auto& [first, path] : files) {
       if (auto m = MappedFile::Open(path); m.ok()) {

@@ -60,7 +60,7 @@ SegmentScan ScanSegment(std::string_view bytes, std::uint64_t first_seq = 1);
 /// Encodes one record (header + payload) as it is written to a segment.
 std::string EncodeRecord(std::uint64_t seq, std::string_view payload);
 
-/// The agent's crash-safe, bounded report queue on disk (DESIGN §6).
+/// The agent's crash-safe, bounded report queue on disk (docs/quality.md).
 ///
 /// Reports go to append-only segment files; each record carries its seq and a
 /// CRC-32C. Acknowledged segments are deleted. When the spool exceeds its

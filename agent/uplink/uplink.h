@@ -91,7 +91,7 @@ class ReportQueue {
   virtual std::uint64_t CollectorAcked() const { return 0; }
 };
 
-/// What the uplink does with each error code a collector can send (DESIGN §6),
+/// What the uplink does with each error code a collector can send (docs/quality.md),
 /// as Fluent Bit's three-way write result: nothing is resent forever and
 /// nothing stops for good.
 enum class ErrorOutcome {
@@ -116,7 +116,7 @@ struct UplinkStats {
   std::string last_error;
 };
 
-/// The agent's side of DESIGN §2.1: connect, Hello, resume after
+/// The agent's side of docs/protocol.md: connect, Hello, resume after
 /// Welcome.last_acked_seq (as the queue judges it), stream batches sized by
 /// the collector's limits with a bounded window in flight, drop reports from
 /// the queue only on Ack, and reconnect with capped exponential backoff and

@@ -96,12 +96,12 @@ struct IngestStats {
 
 class Session;
 
-/// Accepts agent connections and speaks DESIGN §2.1 on them: Hello → Welcome,
+/// Accepts agent connections and speaks docs/protocol.md on them: Hello → Welcome,
 /// Batch → (writer commits) → Ack. Runs on one io_context thread; the writer
 /// thread hands completions back through asio::post.
 ///
 /// Nothing a peer sends before it is welcomed can take the collector down
-/// (DESIGN §6): a small frame limit and a short deadline until the Welcome,
+/// (docs/quality.md): a small frame limit and a short deadline until the Welcome,
 /// caps on connections (in all, not yet welcomed, per peer), a cap on frame
 /// bytes in memory, failed logins slowed down then refused per peer, and
 /// repeated warnings summarised. Connections over a cap are closed at accept,

@@ -13,7 +13,7 @@
 
 namespace deskpulse::collector {
 
-/// Why a failing device fails, as the catalog sees it (DESIGN §4).
+/// Why a failing device fails, as the catalog sees it (docs/catalog.md).
 enum class FailureKind {
   kSupportedButFailing,  // the catalog says it works: configuration or redirection, fixable
   kPartial,              // the catalog rates its support partial
@@ -52,7 +52,7 @@ struct PeripheralsReport {
   Customer customer;
   std::int64_t from_ms = 0;
   std::int64_t to_ms = 0;
-  /// The compatibility component of DESIGN §3, computed as `scores` does.
+  /// The compatibility component of docs/scoring.md, computed as `scores` does.
   scoring::Component component;
   std::int64_t working = 0;
   std::int64_t failed = 0;

@@ -38,7 +38,7 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store, const sco
     DP_ASSIGN_OR_RETURN(auto w, store.LoadWindow(c.id, from, to));
     CustomerScore cs{c, w, scoring::ScoreWindow(w, policy), {}};
     if (w.peripherals_failed > 0) {
-      // Name the model that pulls peripherals down most (DESIGN §3 "Drivers").
+      // Name the model that pulls peripherals down most (docs/scoring.md "Drivers").
       DP_ASSIGN_OR_RETURN(auto pr, AnalysePeripherals(store, c.name, policy, now_ms, nullptr));
       if (!pr.failing.empty()) {
         const ModelCompatibility& m = pr.failing.front();

@@ -10,7 +10,7 @@
 
 namespace deskpulse::scoring {
 
-/// Contract thresholds and weights (DESIGN §3). Defaults are the published ones.
+/// Contract thresholds and weights (docs/scoring.md). Defaults are the published ones.
 struct Policy {
   double boot_good_s = 30, boot_poor_s = 100;
   double rtt_good_ms = 100, rtt_poor_ms = 375;

@@ -85,7 +85,7 @@ TEST(FleetsimModel, ProfilesOrderBootTimes) {
   const double typical = mean_boot_s(Profile::kTypical);
   const double struggling = mean_boot_s(Profile::kStruggling);
   EXPECT_NEAR(healthy, 25, 3);
-  EXPECT_NEAR(typical, 58, 5);  // the field's average (DESIGN §1)
+  EXPECT_NEAR(typical, 58, 5);  // the field's average (docs/quality.md)
   EXPECT_GT(struggling, typical);
 }
 

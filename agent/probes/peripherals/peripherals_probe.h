@@ -54,7 +54,7 @@ std::string SerialHash(std::string_view kind, std::uint16_t vid, std::uint16_t p
 std::string UsbTag(std::uint16_t vid, std::uint16_t pid, const std::string& serial,
                    const std::string& port);
 
-/// Peripherals (DESIGN §2.2): USB inventory from sysfs with the driver each
+/// Peripherals (report.proto): USB inventory from sysfs with the driver each
 /// interface has, hot-plug from the kernel uevent socket, redirection signs,
 /// CUPS queues and PC/SC readers; each device gets a state.
 class PeripheralsProbe : public Probe {

@@ -18,7 +18,7 @@
 
 namespace deskpulse::agent {
 
-/// Remote-display session latency and stability (DESIGN §2.2): RTT, jitter and
+/// Remote-display session latency and stability (report.proto): RTT, jitter and
 /// retransmit rate of live display-protocol TCP connections, stalls (data
 /// outstanding, nothing acknowledged), connects, disconnects and reconnects,
 /// and a rate-limited TCP-connect probe to brokers or gateways when no session

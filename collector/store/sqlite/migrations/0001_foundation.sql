@@ -24,7 +24,7 @@ CREATE TABLE streams(
   epoch INTEGER NOT NULL,
   last_seq INTEGER NOT NULL DEFAULT 0,
   UNIQUE(endpoint_id, epoch));
--- Append-ordered by rowid; deliberately no secondary index (DESIGN §2.3).
+-- Append-ordered by rowid; deliberately no secondary index (docs/architecture.md).
 CREATE TABLE reports(
   customer_id INTEGER NOT NULL,
   endpoint_id INTEGER NOT NULL,

@@ -11,7 +11,7 @@
 #include "deskpulse/common/status.h"
 #include "deskpulse/v1/report.pb.h"
 
-/// The peripheral compatibility catalog (DESIGN §4): what the public catalogs
+/// The peripheral compatibility catalog (docs/catalog.md): what the public catalogs
 /// Debian ships say about a USB device or a printer, and the verdict drawn from
 /// that. The file is built by `deskpulse-catalog build` (collector/catalog/);
 /// this part reads it and classifies, for the agent, the collector and the

@@ -16,7 +16,7 @@ namespace deskpulse {
 
 /// Size of the big-endian length prefix in front of every frame.
 inline constexpr std::size_t kFrameHeaderBytes = 4;
-/// The default limit on one frame's payload (DESIGN §2.1).
+/// The default limit on one frame's payload (docs/protocol.md).
 inline constexpr std::uint32_t kDefaultMaxFrameBytes = 1u << 20;
 
 /// Append one frame (length prefix + serialized message) to `out`.
