@@ -2,9 +2,20 @@
 # The DeskPulse demo: installs, builds, starts a collector on the embedded SQLite
 # store, simulates ~1,000 endpoints of three customers over 30 days, and prints
 # each customer's technical performance score.
+#
+# With --postgres (or DESKPULSE_DEMO_POSTGRES=1) the same demo runs on a local
+# PostgreSQL cluster it starts, with two collectors sharing it and the
+# simulated endpoints spread over both.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+postgres="${DESKPULSE_DEMO_POSTGRES:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) postgres=1 ;;
+    *) echo "usage: demo.sh [--postgres]" >&2; exit 2 ;;
+  esac
+done
 data="${DESKPULSE_DEMO_DIR:-$root/demo-data}"
 endpoints="${DESKPULSE_DEMO_ENDPOINTS:-1000}"
 days="${DESKPULSE_DEMO_DAYS:-30}"
@@ -19,9 +30,20 @@ catalog_tool="$bin/collector/deskpulse-catalog"
 
 # A fresh store each run, so the demo shows exactly what this run simulated.
 mkdir -p "$data"
-rm -f "$data/deskpulse.db" "$data/deskpulse.db-wal" "$data/deskpulse.db-shm" "$data/port"
+rm -f "$data/deskpulse.db" "$data/deskpulse.db-wal" "$data/deskpulse.db-shm" "$data"/port*
 db="$data/deskpulse.db"
 log="$data/collector.log"
+collectors=1
+if [ "$postgres" = 1 ]; then
+  # A throwaway cluster (initdb as an unprivileged user, a free loopback port).
+  bash tests/fakes/pg_cluster.sh start "$data/pg"
+  admin="$(cat "$data/pg/uri")"
+  psql "$admin" -X -q -c "DROP DATABASE IF EXISTS deskpulse" -c "CREATE DATABASE deskpulse"
+  # The password goes to libpq by PGPASSWORD, not on command lines.
+  export PGPASSWORD="$(sed -E 's#^[^:]+://[^:]+:([^@]+)@.*#\1#' "$data/pg/uri")"
+  db="$(sed -E 's#^([^:]+://[^:]+):[^@]+@#\1@#; s#/postgres$#/deskpulse#' "$data/pg/uri")"
+  collectors=2
+fi
 
 # The peripheral compatibility catalog, from the public catalogs Debian installed.
 catalog="$data/catalog.sqlite"
@@ -47,19 +69,26 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$key" -out "$cert" 2>/dev/null
 chmod 600 "$key"
 
-"$collector" serve --db "$db" --listen 127.0.0.1:0 --port-file "$data/port" --log-file "$log" \
-  --tls-cert "$cert" --tls-key "$key" 2>/dev/null &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ -s "$data/port" ] && break; sleep 0.1; done
-[ -s "$data/port" ] || { echo "demo: collector did not start; see $log" >&2; exit 1; }
-port="$(cat "$data/port")"
-echo "demo: collector listening on 127.0.0.1:$port (TLS), store $db" >&2
+pids=()
+addresses=""
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' EXIT
+for i in $(seq "$collectors"); do
+  logi="$log"
+  [ "$collectors" -gt 1 ] && logi="$data/collector$i.log"
+  "$collector" serve --db "$db" --listen 127.0.0.1:0 --port-file "$data/port$i" \
+    --log-file "$logi" --tls-cert "$cert" --tls-key "$key" 2>/dev/null &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$data/port$i" ] && break; sleep 0.1; done
+  [ -s "$data/port$i" ] || { echo "demo: collector did not start; see $logi" >&2; exit 1; }
+  port="$(cat "$data/port$i")"
+  addresses="${addresses:+$addresses,}127.0.0.1:$port"
+  echo "demo: collector $i listening on 127.0.0.1:$port (TLS), store $db" >&2
+done
 echo "demo: simulating $endpoints endpoints of 3 customers over $days days ..." >&2
-"$fleetsim" --collector "127.0.0.1:$port" --ca "$cert" --tokens "$tokens" --catalog "$catalog" \
+"$fleetsim" --collector "$addresses" --ca "$cert" --tokens "$tokens" --catalog "$catalog" \
   --endpoints "$endpoints" --days "$days" --seed 42 > "$data/fleetsim-summary.json"
-kill -TERM $pid
-wait $pid || true
+kill -TERM "${pids[@]}"
+for pid in "${pids[@]}"; do wait "$pid" || true; done
 trap - EXIT
 
 echo
@@ -69,8 +98,14 @@ echo
 echo "Peripheral compatibility of the typical customer (docs/catalog.md):"
 "$collector" peripherals --db "$db" --customer "Contoso Legal" --catalog "$catalog"
 echo
-echo "Data:   $db  (SQLite; try: $collector scores --db $db --json)"
-echo "Logs:   $log"
+if [ "$postgres" = 1 ]; then
+  echo "Data:   $db  (PostgreSQL, password in $data/pg/uri; try: PGPASSWORD=... $collector scores --db '$db' --json)"
+  echo "Logs:   $data/collector1.log $data/collector2.log"
+  echo "Stop the cluster: bash tests/fakes/pg_cluster.sh stop $data/pg"
+else
+  echo "Data:   $db  (SQLite; try: $collector scores --db $db --json)"
+  echo "Logs:   $log"
+fi
 echo "Load:   $data/fleetsim-summary.json"
 echo "Catalog: $catalog  (try: $catalog_tool lookup --catalog $catalog 03f0:2b17 --interface-classes 07)"
 echo "Serve it again: $collector serve --db $db --listen 127.0.0.1:7741 --tls-cert $cert --tls-key $key"
