@@ -1,6 +1,5 @@
 // deskpulse-agent: measures how the desktop feels and streams reports to the collector.
 #include <signal.h>
-
 #include <spdlog/spdlog.h>
 
 #include <cstdio>

@@ -1,31 +1,29 @@
 #include "agent/core/agent.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
-#include <signal.h>
-
-#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/core/identity.h"
 #include "agent/platform/proc.h"
 #include "agent/probes/builtin.h"
 #include "deskpulse/common/byte_stream.h"
-#include "deskpulse/common/tls_mbedtls.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/report_limits.h"
+#include "deskpulse/common/tls_mbedtls.h"
 
 namespace deskpulse::agent {
 namespace {
@@ -97,10 +95,16 @@ Result<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, bool once) {
     std::istringstream in(*text);
     std::string key;
     while (in >> key) {
-      if (key == "boot_id") in >> a->history_.previous_boot_id;
-      else if (key == "clean") { int v = 1; in >> v; a->history_.previous_clean = v != 0; }
-      else if (key == "seen") in >> a->history_.previous_seen_unix_ms;
-      else if (key == "starts") in >> a->history_.restarts;
+      if (key == "boot_id")
+        in >> a->history_.previous_boot_id;
+      else if (key == "clean") {
+        int v = 1;
+        in >> v;
+        a->history_.previous_clean = v != 0;
+      } else if (key == "seen")
+        in >> a->history_.previous_seen_unix_ms;
+      else if (key == "starts")
+        in >> a->history_.restarts;
     }
   }
 
@@ -247,9 +251,10 @@ int Agent::Run() {
     } else if (!config_.plaintext) {
       for (const auto& c : config_.collectors) {
         if (IsLoopbackHost(c.host)) continue;
-        spdlog::error("{}: collector {} is not a loopback address: set collector.ca_file for "
-                      "TLS, or collector.plaintext = true",
-                      config_.source, c.host);
+        spdlog::error(
+            "{}: collector {} is not a loopback address: set collector.ca_file for "
+            "TLS, or collector.plaintext = true",
+            config_.source, c.host);
         return kExitUsage;
       }
     }

@@ -1,9 +1,8 @@
 #pragma once
 
-#include <functional>
 #include <asio/io_context.hpp>
-
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>

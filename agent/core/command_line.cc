@@ -41,7 +41,7 @@ const Option* Find(const Option (&options)[N], std::string_view name) {
 }
 
 bool IsFile(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
@@ -61,8 +61,9 @@ Status ParseOptions(const std::vector<std::string>& args, std::size_t i, const O
     }
     const Option* o = Find(options, arg);
     if (o == nullptr) {
-      return InvalidArgument(arg.starts_with("-") ? "unknown option " + std::string(arg) + where
-                                                  : "unexpected argument '" + args[i] + "'" + where);
+      return InvalidArgument(arg.starts_with("-")
+                                 ? "unknown option " + std::string(arg) + where
+                                 : "unexpected argument '" + args[i] + "'" + where);
     }
     if (o->flag != nullptr) {
       if (inline_value) return InvalidArgument(std::string(arg) + " takes no value");

@@ -77,20 +77,20 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
       return InvalidArgument(source + ": key 'collector.token_file': cannot read " + token_file);
     }
     std::getline(in, c.token);
-    while (!c.token.empty() && (c.token.back() == '\r' || c.token.back() == ' ')) c.token.pop_back();
+    while (!c.token.empty() && (c.token.back() == '\r' || c.token.back() == ' '))
+      c.token.pop_back();
     if (c.token.empty()) {
-      return InvalidArgument(source + ": key 'collector.token_file': " + token_file +
-                             " is empty");
+      return InvalidArgument(source + ": key 'collector.token_file': " + token_file + " is empty");
     }
   }
   DP_RETURN_IF_ERROR(r.GetString("collector.ca_file", &c.ca_file));
   DP_RETURN_IF_ERROR(r.GetBool("collector.plaintext", &c.plaintext));
   DP_RETURN_IF_ERROR(GetSeconds(r, "collector.batch_reports", 1, 1000, &c.batch_reports));
   DP_RETURN_IF_ERROR(GetSeconds(r, "collector.backoff_max_s", 1, 3600, &c.backoff_max_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "collector.refused_retry_min_s", 1, 86400,
-                                &c.refused_retry_min_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "collector.refused_retry_max_s", 1, 86400,
-                                &c.refused_retry_max_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "collector.refused_retry_min_s", 1, 86400, &c.refused_retry_min_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "collector.refused_retry_max_s", 1, 86400, &c.refused_retry_max_s));
   if (c.refused_retry_max_s < c.refused_retry_min_s) {
     return InvalidArgument(source + ": key 'collector.refused_retry_max_s' (" +
                            std::to_string(c.refused_retry_max_s) +
@@ -118,8 +118,8 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(r.GetString("probes.boot.kmsg", &c.boot.kmsg));
   DP_RETURN_IF_ERROR(r.GetString("probes.boot.fpdt_dir", &c.boot.fpdt_dir));
   DP_RETURN_IF_ERROR(r.GetString("probes.boot.libvirt_uri", &c.boot.libvirt_uri));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.boot.vm_ready_timeout_s", 10, 86400,
-                                &c.boot.vm_ready_timeout_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.boot.vm_ready_timeout_s", 10, 86400, &c.boot.vm_ready_timeout_s));
 
   SessionConfig& s = c.session;
   DP_RETURN_IF_ERROR(r.GetBool("probes.session.enabled", &s.enabled));
@@ -141,29 +141,29 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
     return InvalidArgument(source + ": key 'probes.session.rtt_method': '" + s.rtt_method +
                            "' is not one of auto, passive, connect");
   }
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.rtt_probe_interval_s", 1, 3600,
-                                &s.rtt_probe_interval_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.stall_threshold_ms", 500, 60000,
-                                &s.stall_threshold_ms));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.sample_interval_s", 1, 600,
-                                &s.sample_interval_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.discovery_interval_s", 5, 3600,
-                                &s.discovery_interval_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.reconnect_window_s", 1, 600,
-                                &s.reconnect_window_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.rtt_probe_interval_s", 1, 3600, &s.rtt_probe_interval_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.stall_threshold_ms", 500, 60000, &s.stall_threshold_ms));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.sample_interval_s", 1, 600, &s.sample_interval_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.discovery_interval_s", 5, 3600, &s.discovery_interval_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.reconnect_window_s", 1, 600, &s.reconnect_window_s));
   std::vector<std::string> targets;
   DP_RETURN_IF_ERROR(r.GetStringList("probes.session.probe_targets", &targets));
   for (std::size_t i = 0; i < targets.size(); ++i) {
-    auto hp = ParseHostPort(targets[i], source + ": key 'probes.session.probe_targets' element " +
-                                            std::to_string(i));
+    auto hp = ParseHostPort(
+        targets[i], source + ": key 'probes.session.probe_targets' element " + std::to_string(i));
     if (!hp.ok()) return hp.status();
     s.probe_targets.push_back(*hp);
   }
   // At least a minute apart: gateways log every connect-and-reset.
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.probe_interval_s", 60, 86400,
-                                &s.probe_interval_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.session.probe_timeout_ms", 100, 30000,
-                                &s.probe_timeout_ms));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.probe_interval_s", 60, 86400, &s.probe_interval_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.session.probe_timeout_ms", 100, 30000, &s.probe_timeout_ms));
 
   PeripheralsConfig& p = c.peripherals;
   DP_RETURN_IF_ERROR(r.GetBool("probes.peripherals.enabled", &p.enabled));
@@ -172,17 +172,16 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& s
   DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.udev_data", &p.udev_data));
   DP_RETURN_IF_ERROR(r.GetBool("probes.peripherals.cups", &p.cups));
   DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.cups_server", &p.cups_server));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.cups_timeout_ms", 100, 30000,
-                                &p.cups_timeout_ms));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.peripherals.cups_timeout_ms", 100, 30000, &p.cups_timeout_ms));
   DP_RETURN_IF_ERROR(r.GetBool("probes.peripherals.pcsc", &p.pcsc));
   DP_RETURN_IF_ERROR(r.GetStringList("probes.peripherals.redirectors", &p.redirectors));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.reconnect_window_s", 1, 600,
-                                &p.reconnect_window_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.poll_every_s", 10, 3600,
-                                &p.poll_every_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.peripherals.reconnect_window_s", 1, 600, &p.reconnect_window_s));
+  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.poll_every_s", 10, 3600, &p.poll_every_s));
   DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.settle_s", 0, 3600, &p.settle_s));
-  DP_RETURN_IF_ERROR(GetSeconds(r, "probes.peripherals.inventory_every_s", 60, 86400,
-                                &p.inventory_every_s));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(r, "probes.peripherals.inventory_every_s", 60, 86400, &p.inventory_every_s));
   DP_RETURN_IF_ERROR(r.GetString("probes.peripherals.catalog", &p.catalog));
 
   StabilityConfig& st = c.stability;

@@ -72,9 +72,9 @@ struct PeripheralsConfig {
   int cups_timeout_ms = 2000;
   bool pcsc = true;
   /// Processes whose usbfs claim means "redirected into a remote session".
-  std::vector<std::string> redirectors{"ctxusbd", "vmware-usbarbitra", "vmware-view-usbd",
-                                       "usbredirect", "usbredirserver", "remote-viewer",
-                                       "spicy", "xfreerdp", "xfreerdp3"};
+  std::vector<std::string> redirectors{"ctxusbd",     "vmware-usbarbitra", "vmware-view-usbd",
+                                       "usbredirect", "usbredirserver",    "remote-viewer",
+                                       "spicy",       "xfreerdp",          "xfreerdp3"};
   int reconnect_window_s = 10;
   /// USB, CUPS and PC/SC are read again at least this often (and at once on hot-plug).
   int poll_every_s = 60;
@@ -93,9 +93,9 @@ struct StabilityConfig {
   bool journal = true;
   /// A directory of journal files to read instead of the system journal.
   std::string journal_dir;
-  std::vector<std::string> vdi_clients{"wfica",           "wfica.sh",      "vmware-remotemks",
-                                       "vmware-view",     "xfreerdp",      "xfreerdp3",
-                                       "remmina",         "pcoip-client",  "vmware-view-usbd"};
+  std::vector<std::string> vdi_clients{"wfica",       "wfica.sh",     "vmware-remotemks",
+                                       "vmware-view", "xfreerdp",     "xfreerdp3",
+                                       "remmina",     "pcoip-client", "vmware-view-usbd"};
 };
 
 struct AgentConfig {

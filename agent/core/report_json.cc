@@ -68,7 +68,8 @@ json PeripheralEvent(const v1::PeripheralEvent& e) {
 }
 
 json Stability(const v1::StabilityReport& s) {
-  json j{{"session_s", s.session_s()}, {"session_events", json::array()}, {"crashes", json::array()}};
+  json j{
+      {"session_s", s.session_s()}, {"session_events", json::array()}, {"crashes", json::array()}};
   DP_OPT(s, j, uptime_s);
   for (const auto& e : s.session_events()) {
     json x{{"kind", v1::SessionEventKind_Name(e.kind())},
@@ -118,7 +119,8 @@ json ReportToJson(const v1::Report& r) {
   if (r.vm_boots_size() > 0) {
     j["vm_boots"] = json::array();
     for (const auto& v : r.vm_boots()) {
-      json x{{"vm_name", v.vm_name()}, {"vm_uuid", v.vm_uuid()},
+      json x{{"vm_name", v.vm_name()},
+             {"vm_uuid", v.vm_uuid()},
              {"powered_on_at_unix_ms", v.powered_on_at_unix_ms()}};
       if (v.has_power_on_to_ready_ms()) x["power_on_to_ready_ms"] = v.power_on_to_ready_ms();
       j["vm_boots"].push_back(std::move(x));

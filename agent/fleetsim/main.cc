@@ -1,23 +1,23 @@
 // deskpulse-fleetsim: N simulated agents of M customers speaking the real protocol.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include <asio.hpp>
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <asio.hpp>
 #include <chrono>
 #include <deque>
-#include <map>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "agent/fleetsim/model.h"
 #include "agent/uplink/uplink.h"
-#include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/logging.h"
+#include "deskpulse/common/tls_openssl.h"
 
 namespace dp = deskpulse;
 namespace fs = deskpulse::fleetsim;
@@ -111,8 +111,8 @@ class SimAgent : public dp::agent::ReportQueue {
   const fs::SimEndpoint& endpoint() const { return endpoint_; }
 
  private:
-  static dp::agent::UplinkOptions MakeOptions(const fs::CustomerSpec& c,
-                                              const fs::SimEndpoint& ep, const Flags& f,
+  static dp::agent::UplinkOptions MakeOptions(const fs::CustomerSpec& c, const fs::SimEndpoint& ep,
+                                              const Flags& f,
                                               const std::vector<dp::HostPort>& collectors) {
     dp::agent::UplinkOptions o;
     o.collectors = collectors;
@@ -154,9 +154,10 @@ int Run(Flags f) {
   } else if (!f.plaintext) {
     for (const auto& c : *collectors) {
       if (dp::IsLoopbackHost(c.host)) continue;
-      spdlog::error("--collector {} is not a loopback address: give --ca to connect over TLS, "
-                    "or --plaintext to send credentials in clear explicitly",
-                    c.host);
+      spdlog::error(
+          "--collector {} is not a loopback address: give --ca to connect over TLS, "
+          "or --plaintext to send credentials in clear explicitly",
+          c.host);
       return dp::kExitUsage;
     }
   }
@@ -195,9 +196,12 @@ int Run(Flags f) {
   // A ticker feeds every agent: as fast as the window allows when --rate is 0,
   // else an even share of --rate. Live reports start once history is sent.
   const auto t0 = Clock::now();
-  const auto live_until = t0 + std::chrono::milliseconds(static_cast<std::int64_t>(f.duration_s * 1000));
-  const auto give_up = t0 + std::chrono::milliseconds(static_cast<std::int64_t>(f.timeout_s * 1000));
-  const std::size_t cap = static_cast<std::size_t>(f.batch) * static_cast<std::size_t>(f.window) * 2;
+  const auto live_until =
+      t0 + std::chrono::milliseconds(static_cast<std::int64_t>(f.duration_s * 1000));
+  const auto give_up =
+      t0 + std::chrono::milliseconds(static_cast<std::int64_t>(f.timeout_s * 1000));
+  const std::size_t cap =
+      static_cast<std::size_t>(f.batch) * static_cast<std::size_t>(f.window) * 2;
   const double per_agent_rate = f.rate > 0 ? f.rate / f.endpoints : 0;
   std::vector<double> credit(agents.size(), 0.0);
   std::vector<Clock::time_point> next_live(agents.size(), t0);
@@ -292,30 +296,30 @@ int Run(Flags f) {
           << a->generated() << "\n";
     }
   }
-  nlohmann::json summary = {
-      {"endpoints", f.endpoints},
-      {"customers", customers->size()},
-      {"reports_generated", generated},
-      {"reports_acked", acked},
-      {"reports_sent", sent},
-      {"resent", sent > acked ? sent - acked : 0},
-      {"connects", connects},
-      {"connect_failures", connect_failures},
-      {"failovers", failovers},
-      {"endpoints_by_collector", per_collector},
-      {"elapsed_s", elapsed},
-      {"acked_per_s", elapsed > 0 ? static_cast<double>(acked) / elapsed : 0},
-      {"ack_latency_ms",
-       {{"p50", latency.Quantile(0.50) / 1000},
-        {"p90", latency.Quantile(0.90) / 1000},
-        {"p99", latency.Quantile(0.99) / 1000},
-        {"max", latency.Quantile(1.0) / 1000}}}};
+  nlohmann::json summary = {{"endpoints", f.endpoints},
+                            {"customers", customers->size()},
+                            {"reports_generated", generated},
+                            {"reports_acked", acked},
+                            {"reports_sent", sent},
+                            {"resent", sent > acked ? sent - acked : 0},
+                            {"connects", connects},
+                            {"connect_failures", connect_failures},
+                            {"failovers", failovers},
+                            {"endpoints_by_collector", per_collector},
+                            {"elapsed_s", elapsed},
+                            {"acked_per_s", elapsed > 0 ? static_cast<double>(acked) / elapsed : 0},
+                            {"ack_latency_ms",
+                             {{"p50", latency.Quantile(0.50) / 1000},
+                              {"p90", latency.Quantile(0.90) / 1000},
+                              {"p99", latency.Quantile(0.99) / 1000},
+                              {"max", latency.Quantile(1.0) / 1000}}}};
   std::cout << summary.dump() << std::endl;
-  spdlog::info("{} endpoints of {} customers: {} reports generated, {} acknowledged in {:.1f} s "
-               "({:.0f}/s), ack p50 {:.1f} ms p99 {:.1f} ms, {} connects",
-               f.endpoints, customers->size(), generated, acked, elapsed,
-               elapsed > 0 ? static_cast<double>(acked) / elapsed : 0.0,
-               latency.Quantile(0.5) / 1000, latency.Quantile(0.99) / 1000, connects);
+  spdlog::info(
+      "{} endpoints of {} customers: {} reports generated, {} acknowledged in {:.1f} s "
+      "({:.0f}/s), ack p50 {:.1f} ms p99 {:.1f} ms, {} connects",
+      f.endpoints, customers->size(), generated, acked, elapsed,
+      elapsed > 0 ? static_cast<double>(acked) / elapsed : 0.0, latency.Quantile(0.5) / 1000,
+      latency.Quantile(0.99) / 1000, connects);
   if (exit_code == dp::kExitOk && acked != generated) exit_code = dp::kExitIncomplete;
   return exit_code;
 }
@@ -323,13 +327,15 @@ int Run(Flags f) {
 }  // namespace
 
 static int Main(int argc, char** argv) {
-  CLI::App app{"deskpulse-fleetsim: simulates a fleet of DeskPulse agents of several customers "
-               "speaking the real protocol to a collector.",
-               "deskpulse-fleetsim"};
+  CLI::App app{
+      "deskpulse-fleetsim: simulates a fleet of DeskPulse agents of several customers "
+      "speaking the real protocol to a collector.",
+      "deskpulse-fleetsim"};
   app.set_version_flag("--version", std::string("deskpulse-fleetsim ") + DESKPULSE_VERSION);
-  app.footer("Prints a one-line JSON summary on stdout. Exit codes: 0 all acknowledged, 2 bad "
-             "usage, 5 tokens file not found, 6 every credential refused, 7 reports left "
-             "unacknowledged (timeout or interrupt).");
+  app.footer(
+      "Prints a one-line JSON summary on stdout. Exit codes: 0 all acknowledged, 2 bad "
+      "usage, 5 tokens file not found, 6 every credential refused, 7 reports left "
+      "unacknowledged (timeout or interrupt).");
   Flags f;
   app.add_option("--collector", f.collector,
                  "collector HOST:PORT, or several sharing one store, comma-separated (each "

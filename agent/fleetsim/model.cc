@@ -17,8 +17,8 @@ namespace v1 = deskpulse::v1;
 namespace {
 constexpr std::int64_t kHourMs = 3'600'000;
 constexpr std::int64_t kDayMs = 24 * kHourMs;
-constexpr int kFirstHour = 8;   // boot around 08:00 local (UTC here)
-constexpr int kWorkHours = 9;   // hourly reports 09:00..17:00
+constexpr int kFirstHour = 8;  // boot around 08:00 local (UTC here)
+constexpr int kWorkHours = 9;  // hourly reports 09:00..17:00
 
 std::uint64_t Mix(std::uint64_t x) {  // splitmix64
   x += 0x9e3779b97f4a7c15ULL;
@@ -43,7 +43,7 @@ bool Chance(std::mt19937_64& rng, double p) {
 }
 
 bool IsWeekend(std::int64_t day_start_ms) {
-  const std::int64_t days = day_start_ms / kDayMs;  // 1970-01-01 was a Thursday
+  const std::int64_t days = day_start_ms / kDayMs;       // 1970-01-01 was a Thursday
   const int weekday = static_cast<int>((days + 4) % 7);  // 0 = Sunday
   return weekday == 0 || weekday == 6;
 }
@@ -71,9 +71,12 @@ Result<Profile> ParseProfile(const std::string& name) {
 
 const char* ProfileName(Profile p) {
   switch (p) {
-    case Profile::kHealthy: return "healthy";
-    case Profile::kTypical: return "typical";
-    case Profile::kStruggling: return "struggling";
+    case Profile::kHealthy:
+      return "healthy";
+    case Profile::kTypical:
+      return "typical";
+    case Profile::kStruggling:
+      return "struggling";
   }
   return "?";
 }
@@ -83,16 +86,17 @@ const ProfileParams& ParamsFor(Profile p) {
   // typical: the field average: boots ~58 s, RTT near the 100 ms target, ~78% of devices work.
   // struggling: slow VM boots (median 80 s, a quarter past 100 s), RTT past 150 ms, ~64%.
   // Devices working ≈ (1 − problem − partial)(1 − supported_fail) + partial/2 + problem/10.
-  static const ProfileParams kHealthy{24, 0.18, 45, 0.10, 800, 0.015, 0.02, 0.03,
-                                      0.002, 15, 0.002};
-  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.08, 0.04, 0.15,
-                                      0.010, 40, 0.01};
-  static const ProfileParams kStruggling{80, 0.35, 200, 0.10, 9000, 0.15, 0.06, 0.25,
-                                         0.040, 90, 0.04};
+  static const ProfileParams kHealthy{24, 0.18, 45, 0.10, 800, 0.015, 0.02, 0.03, 0.002, 15, 0.002};
+  static const ProfileParams kTypical{55, 0.30, 120, 0.10, 4000, 0.08, 0.04, 0.15, 0.010, 40, 0.01};
+  static const ProfileParams kStruggling{80,   0.35, 200,   0.10, 9000, 0.15,
+                                         0.06, 0.25, 0.040, 90,   0.04};
   switch (p) {
-    case Profile::kHealthy: return kHealthy;
-    case Profile::kTypical: return kTypical;
-    case Profile::kStruggling: return kStruggling;
+    case Profile::kHealthy:
+      return kHealthy;
+    case Profile::kTypical:
+      return kTypical;
+    case Profile::kStruggling:
+      return kStruggling;
   }
   return kTypical;
 }
@@ -181,27 +185,68 @@ Result<CustomerDevices> DrawCustomerDevices(const std::string& catalog_path,
   const Kind kKinds[] = {
       {"SELECT make || ' ' || model, ieee1284 FROM printers WHERE rating IN ('perfectly', "
        "'mostly') AND ieee1284 != '' ORDER BY foomatic_id",
-       3, V::kSupported, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
+       3,
+       V::kSupported,
+       v1::PERIPHERAL_BUS_CUPS,
+       0,
+       {},
+       {}},
       {"SELECT vendor_id, product_id, name FROM usb_names WHERE product_id >= 0 AND name LIKE "
        "'%webcam%' ORDER BY vendor_id, product_id",
-       2, V::kSupported, v1::PERIPHERAL_BUS_USB, 0xef, {0x0e, 0x01}, {"uvcvideo", "snd-usb-audio"}},
-      {"SELECT vendor_id, product_id, models FROM sane_scanners ORDER BY vendor_id, product_id", 1,
-       V::kSupported, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {"sane"}},
-      {"SELECT vendor_id, product_id, name FROM ccid_readers ORDER BY vendor_id, product_id", 2,
-       V::kSupported, v1::PERIPHERAL_BUS_USB, 0, {0x0b}, {"usbfs(pcscd)"}},
+       2,
+       V::kSupported,
+       v1::PERIPHERAL_BUS_USB,
+       0xef,
+       {0x0e, 0x01},
+       {"uvcvideo", "snd-usb-audio"}},
+      {"SELECT vendor_id, product_id, models FROM sane_scanners ORDER BY vendor_id, product_id",
+       1,
+       V::kSupported,
+       v1::PERIPHERAL_BUS_USB,
+       0,
+       {0xff},
+       {"sane"}},
+      {"SELECT vendor_id, product_id, name FROM ccid_readers ORDER BY vendor_id, product_id",
+       2,
+       V::kSupported,
+       v1::PERIPHERAL_BUS_USB,
+       0,
+       {0x0b},
+       {"usbfs(pcscd)"}},
       {"SELECT make || ' ' || model, ieee1284 FROM printers WHERE rating = 'partially' AND "
        "ieee1284 != '' ORDER BY foomatic_id",
-       1, V::kPartial, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
+       1,
+       V::kPartial,
+       v1::PERIPHERAL_BUS_CUPS,
+       0,
+       {},
+       {}},
       {"SELECT make || ' ' || model, ieee1284 FROM printers WHERE rating = 'paperweight' AND "
        "ieee1284 != '' ORDER BY foomatic_id",
-       1, V::kUnsupported, v1::PERIPHERAL_BUS_CUPS, 0, {}, {}},
+       1,
+       V::kUnsupported,
+       v1::PERIPHERAL_BUS_CUPS,
+       0,
+       {},
+       {}},
       {"SELECT n.vendor_id, n.product_id, n.name FROM usb_names n WHERE n.product_id >= 0 AND "
-       "n.name LIKE '%scanner%' AND n.name NOT LIKE '%barcode%' AND NOT EXISTS (SELECT 1 FROM sane_scanners s WHERE "
+       "n.name LIKE '%scanner%' AND n.name NOT LIKE '%barcode%' AND NOT EXISTS (SELECT 1 FROM "
+       "sane_scanners s WHERE "
        "s.vendor_id = n.vendor_id AND s.product_id = n.product_id) ORDER BY 1, 2",
-       1, V::kUnsupported, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {}},
+       1,
+       V::kUnsupported,
+       v1::PERIPHERAL_BUS_USB,
+       0,
+       {0xff},
+       {}},
       {"SELECT vendor_id, product_id, name FROM usb_names WHERE product_id >= 0 AND name LIKE "
        "'%fingerprint%' ORDER BY vendor_id, product_id",
-       1, V::kUnknown, v1::PERIPHERAL_BUS_USB, 0, {0xff}, {}},
+       1,
+       V::kUnknown,
+       v1::PERIPHERAL_BUS_USB,
+       0,
+       {0xff},
+       {}},
   };
   for (const Kind& k : kKinds) {
     DP_ASSIGN_OR_RETURN(auto rows, Rows(db, k.sql));
@@ -267,8 +312,8 @@ SimEndpoint::SimEndpoint(const CustomerSpec& customer, const CustomerDevices& de
   // median, with a small per-(customer, site) wiggle so endpoints of a site agree.
   static constexpr double kSiteFactor[] = {0.8, 1.0, 1.25};
   std::mt19937_64 site_rng(Mix(seed ^ HashString(customer.name) ^ Mix(1000 + site)));
-  site_rtt_ms_ = LogNormal(site_rng, params_->rtt_site_median_ms * kSiteFactor[site],
-                           params_->rtt_site_sigma);
+  site_rtt_ms_ =
+      LogNormal(site_rng, params_->rtt_site_median_ms * kSiteFactor[site], params_->rtt_site_sigma);
 
   std::uniform_int_distribution<int> count(1, 4);
   const int n = count(rng_);
@@ -301,9 +346,9 @@ SimEndpoint::SimEndpoint(const CustomerSpec& customer, const CustomerDevices& de
       d.state = d.redirected ? v1::DEVICE_STATE_REDIRECT_FAILED : v1::DEVICE_STATE_NO_DRIVER;
     } else {
       const double f = std::uniform_real_distribution<double>(0, 1)(rng_);
-      d.state = f < 0.40   ? v1::DEVICE_STATE_NO_DRIVER
-                : f < 0.75 ? (d.redirected ? v1::DEVICE_STATE_REDIRECT_FAILED
-                                           : v1::DEVICE_STATE_NO_DRIVER)
+      d.state = f < 0.40 ? v1::DEVICE_STATE_NO_DRIVER
+                : f < 0.75
+                    ? (d.redirected ? v1::DEVICE_STATE_REDIRECT_FAILED : v1::DEVICE_STATE_NO_DRIVER)
                 : f < 0.90 ? v1::DEVICE_STATE_BLOCKED_BY_POLICY
                            : v1::DEVICE_STATE_ERROR;
     }
@@ -318,8 +363,8 @@ void SimEndpoint::FillBoot(std::int64_t at_ms, v1::Report* r) {
                 static_cast<unsigned long long>(rng_()));
   b->set_boot_id(boot_id);
   b->set_source(v1::BOOT_SOURCE_SYSTEMD);
-  const double total_ms = std::min(600'000.0, LogNormal(rng_, params_->boot_median_s * 1000,
-                                                        params_->boot_sigma));
+  const double total_ms =
+      std::min(600'000.0, LogNormal(rng_, params_->boot_median_s * 1000, params_->boot_sigma));
   const auto total = static_cast<std::uint64_t>(total_ms);
   // Thin clients with stock GRUB/OVMF report no firmware time; most do.
   if (Chance(rng_, 0.8)) {

@@ -20,14 +20,14 @@ const char* ProfileName(Profile p);
 
 /// The seeded distributions behind one profile.
 struct ProfileParams {
-  double boot_median_s;      // power-on → login-ready, lognormal
+  double boot_median_s;  // power-on → login-ready, lognormal
   double boot_sigma;
-  double rtt_site_median_ms; // base RTT p95 of the middle site (near ×0.8, far ×1.25)
-  double rtt_site_sigma;     // per-(customer, site) wiggle, lognormal
+  double rtt_site_median_ms;  // base RTT p95 of the middle site (near ×0.8, far ×1.25)
+  double rtt_site_sigma;      // per-(customer, site) wiggle, lognormal
   double retransmit_median_ppm;
-  double problem_device_p;   // chance a device is one the catalog does not support or know
-  double partial_device_p;   // chance a device is one the catalog rates partial
-  double supported_fail_p;   // chance a supported device fails here (configuration, redirection)
+  double problem_device_p;  // chance a device is one the catalog does not support or know
+  double partial_device_p;  // chance a device is one the catalog rates partial
+  double supported_fail_p;  // chance a supported device fails here (configuration, redirection)
   double disconnect_per_hour;
   double downtime_median_s;
   double crash_per_day;

@@ -22,32 +22,32 @@ Result<const LibSystemd*> LibSystemd::Get() {
     const DynamicLibrary& l = *instance.lib_;
     LibSystemd& s = instance;
     for (const Status& st : {l.Bind("sd_bus_open_system", &s.bus_open_system),
-                      l.Bind("sd_bus_new", &s.bus_new),
-                      l.Bind("sd_bus_set_address", &s.bus_set_address),
-                      l.Bind("sd_bus_set_bus_client", &s.bus_set_bus_client),
-                      l.Bind("sd_bus_start", &s.bus_start),
-                      l.Bind("sd_bus_flush_close_unref", &s.bus_flush_close_unref),
-                      l.Bind("sd_bus_get_property_trivial", &s.bus_get_property_trivial),
-                      l.Bind("sd_bus_get_property_string", &s.bus_get_property_string),
-                      l.Bind("sd_bus_call_method", &s.bus_call_method),
-                      l.Bind("sd_bus_message_read", &s.message_read),
-                      l.Bind("sd_bus_message_enter_container", &s.message_enter_container),
-                      l.Bind("sd_bus_message_exit_container", &s.message_exit_container),
-                      l.Bind("sd_bus_message_unref", &s.message_unref),
-                      l.Bind("sd_bus_error_free", &s.error_free),
-                      l.Bind("sd_journal_open", &s.journal_open),
-                      l.Bind("sd_journal_open_directory", &s.journal_open_directory),
-                      l.Bind("sd_journal_close", &s.journal_close),
-                      l.Bind("sd_journal_add_match", &s.journal_add_match),
-                      l.Bind("sd_journal_add_disjunction", &s.journal_add_disjunction),
-                      l.Bind("sd_journal_next", &s.journal_next),
-                      l.Bind("sd_journal_get_data", &s.journal_get_data),
-                      l.Bind("sd_journal_get_realtime_usec", &s.journal_get_realtime_usec),
-                      l.Bind("sd_journal_seek_tail", &s.journal_seek_tail),
-                      l.Bind("sd_journal_seek_head", &s.journal_seek_head),
-                      l.Bind("sd_journal_previous", &s.journal_previous),
-                      l.Bind("sd_journal_get_cursor", &s.journal_get_cursor),
-                      l.Bind("sd_journal_seek_cursor", &s.journal_seek_cursor)}) {
+                             l.Bind("sd_bus_new", &s.bus_new),
+                             l.Bind("sd_bus_set_address", &s.bus_set_address),
+                             l.Bind("sd_bus_set_bus_client", &s.bus_set_bus_client),
+                             l.Bind("sd_bus_start", &s.bus_start),
+                             l.Bind("sd_bus_flush_close_unref", &s.bus_flush_close_unref),
+                             l.Bind("sd_bus_get_property_trivial", &s.bus_get_property_trivial),
+                             l.Bind("sd_bus_get_property_string", &s.bus_get_property_string),
+                             l.Bind("sd_bus_call_method", &s.bus_call_method),
+                             l.Bind("sd_bus_message_read", &s.message_read),
+                             l.Bind("sd_bus_message_enter_container", &s.message_enter_container),
+                             l.Bind("sd_bus_message_exit_container", &s.message_exit_container),
+                             l.Bind("sd_bus_message_unref", &s.message_unref),
+                             l.Bind("sd_bus_error_free", &s.error_free),
+                             l.Bind("sd_journal_open", &s.journal_open),
+                             l.Bind("sd_journal_open_directory", &s.journal_open_directory),
+                             l.Bind("sd_journal_close", &s.journal_close),
+                             l.Bind("sd_journal_add_match", &s.journal_add_match),
+                             l.Bind("sd_journal_add_disjunction", &s.journal_add_disjunction),
+                             l.Bind("sd_journal_next", &s.journal_next),
+                             l.Bind("sd_journal_get_data", &s.journal_get_data),
+                             l.Bind("sd_journal_get_realtime_usec", &s.journal_get_realtime_usec),
+                             l.Bind("sd_journal_seek_tail", &s.journal_seek_tail),
+                             l.Bind("sd_journal_seek_head", &s.journal_seek_head),
+                             l.Bind("sd_journal_previous", &s.journal_previous),
+                             l.Bind("sd_journal_get_cursor", &s.journal_get_cursor),
+                             l.Bind("sd_journal_seek_cursor", &s.journal_seek_cursor)}) {
       if (!st.ok()) {
         status = st;
         return;
@@ -108,8 +108,8 @@ Result<std::uint64_t> BusConnection::GetU64(const char* service, const char* pat
                                             const char* interface, const char* property) const {
   sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   std::uint64_t v = 0;
-  const int r = sd_->bus_get_property_trivial(bus_, service, path, interface, property, &error,
-                                              't', &v);
+  const int r =
+      sd_->bus_get_property_trivial(bus_, service, path, interface, property, &error, 't', &v);
   if (r < 0) {
     return Unavailable(std::string(interface) + "." + property + ": " +
                        BusErrorText(*sd_, &error, r));
@@ -119,12 +119,10 @@ Result<std::uint64_t> BusConnection::GetU64(const char* service, const char* pat
 }
 
 Result<std::string> BusConnection::GetString(const char* service, const char* path,
-                                             const char* interface,
-                                             const char* property) const {
+                                             const char* interface, const char* property) const {
   sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   char* v = nullptr;
-  const int r =
-      sd_->bus_get_property_string(bus_, service, path, interface, property, &error, &v);
+  const int r = sd_->bus_get_property_string(bus_, service, path, interface, property, &error, &v);
   if (r < 0) {
     return Unavailable(std::string(interface) + "." + property + ": " +
                        BusErrorText(*sd_, &error, r));

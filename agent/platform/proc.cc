@@ -55,7 +55,8 @@ Result<double> ReadUptime(const std::string& proc_root) {
   if (!line) return NotFound(path + " is not readable");
   char* end = nullptr;
   const double v = std::strtod(line->c_str(), &end);
-  if (end == line->c_str() || v < 0) return InvalidArgument(path + ": cannot parse '" + *line + "'");
+  if (end == line->c_str() || v < 0)
+    return InvalidArgument(path + ": cannot parse '" + *line + "'");
   return v;
 }
 

@@ -12,8 +12,8 @@ std::vector<std::unique_ptr<Probe>> BuiltinProbes(const AgentConfig& config,
   std::vector<std::unique_ptr<Probe>> probes;
   const bool once = state_dir.empty();
   if (config.boot.enabled) {
-    probes.push_back(std::make_unique<BootProbe>(config.boot, state_dir, config.stability.proc,
-                                                config.role));
+    probes.push_back(
+        std::make_unique<BootProbe>(config.boot, state_dir, config.stability.proc, config.role));
   }
   if (config.session.enabled) {
     probes.push_back(std::make_unique<SessionProbe>(config.session, config.role));

@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -245,17 +245,28 @@ Status Spool::Load() {
     std::uint64_t value = 0;
     int seen = 0;
     while (in >> key >> value) {
-      if (key == "epoch") epoch_ = value, seen |= 1;
-      else if (key == "acked") acked_ = value, seen |= 2;
-      else if (key == "last_seq") last_seq_ = value, seen |= 4;
-      else if (key == "dropped") dropped_ = value, seen |= 8;
-      else if (key == "corrupt") corrupt_ = value, seen |= 16;
-      else if (key == "collector_acked") collector_acked_ = value, has_collector_acked = true;
-      else if (key == "rejected") rejected_ = value;
-      else if (key == "lost_state") lost_state_ = value;
-      else if (key == "regressions") regressions_ = value;
-      else if (key == "unverified_after") unverified_after_ = value;
-      else if (key == "rejected_seq") rejected_seqs_.push_back(value);
+      if (key == "epoch")
+        epoch_ = value, seen |= 1;
+      else if (key == "acked")
+        acked_ = value, seen |= 2;
+      else if (key == "last_seq")
+        last_seq_ = value, seen |= 4;
+      else if (key == "dropped")
+        dropped_ = value, seen |= 8;
+      else if (key == "corrupt")
+        corrupt_ = value, seen |= 16;
+      else if (key == "collector_acked")
+        collector_acked_ = value, has_collector_acked = true;
+      else if (key == "rejected")
+        rejected_ = value;
+      else if (key == "lost_state")
+        lost_state_ = value;
+      else if (key == "regressions")
+        regressions_ = value;
+      else if (key == "unverified_after")
+        unverified_after_ = value;
+      else if (key == "rejected_seq")
+        rejected_seqs_.push_back(value);
     }
     state_ok = seen == 31 && epoch_ != 0 && acked_ <= last_seq_;
     if (!state_ok) recovery_note_ = "spool state file " + state_path + " is damaged";
@@ -578,9 +589,9 @@ Result<ResumePoint> Spool::Resume(std::uint64_t collector_acked) {
     out.detail = "the collector holds this stream through seq " + std::to_string(a) +
                  " but the spool kept only through " + std::to_string(after) +
                  " (its tail was lost: a power cut or a reverted snapshot); " +
-                 std::to_string(*moved) + " reports made since (seq " +
-                 std::to_string(after + 1) + ".." + std::to_string(held_before) +
-                 ") were renumbered from " + std::to_string(a + 1);
+                 std::to_string(*moved) + " reports made since (seq " + std::to_string(after + 1) +
+                 ".." + std::to_string(held_before) + ") were renumbered from " +
+                 std::to_string(a + 1);
     return out;
   }
   if (a < collector_acked_) {
@@ -590,7 +601,8 @@ Result<ResumePoint> Spool::Resume(std::uint64_t collector_acked) {
     std::uint64_t held = 0;
     for (const Segment& seg : segments_) {
       if (seg.records == 0 || seg.last_seq <= a) continue;
-      held += std::min<std::uint64_t>(seg.records, seg.last_seq - std::max(a + 1, seg.first_seq) + 1);
+      held +=
+          std::min<std::uint64_t>(seg.records, seg.last_seq - std::max(a + 1, seg.first_seq) + 1);
     }
     out.event = ResumePoint::Event::kCollectorForgot;
     out.detail = "the collector acknowledged this stream through seq " +
@@ -665,8 +677,8 @@ Result<std::uint64_t> Spool::Renumber(std::uint64_t after, std::uint64_t by) {
   }
   // The commit point: once the state names the new numbering, a restart
   // finishes the move (RecoverRenumber) instead of undoing it.
-  const auto saved = std::make_tuple(acked_, collector_acked_, last_seq_, lost_state_,
-                                     unverified_after_);
+  const auto saved =
+      std::make_tuple(acked_, collector_acked_, last_seq_, lost_state_, unverified_after_);
   acked_ = collector_acked_ = after + by;
   last_seq_ = moved > 0 ? last_new : after + by;
   ++lost_state_;

@@ -25,12 +25,12 @@ struct SpoolOptions {
 };
 
 struct SpoolStats {
-  std::uint64_t depth_reports = 0;  // not yet acknowledged
-  std::uint64_t bytes = 0;          // on disk, all segments
-  std::uint64_t dropped_reports = 0;  // dropped oldest-first because the spool was full
-  std::uint64_t corrupt_records = 0;  // damaged records skipped on replay
-  std::uint64_t rejected_reports = 0;  // refused by the collector one by one, dropped
-  std::uint64_t lost_state_events = 0;  // found behind what the collector acknowledged
+  std::uint64_t depth_reports = 0;          // not yet acknowledged
+  std::uint64_t bytes = 0;                  // on disk, all segments
+  std::uint64_t dropped_reports = 0;        // dropped oldest-first because the spool was full
+  std::uint64_t corrupt_records = 0;        // damaged records skipped on replay
+  std::uint64_t rejected_reports = 0;       // refused by the collector one by one, dropped
+  std::uint64_t lost_state_events = 0;      // found behind what the collector acknowledged
   std::uint64_t collector_regressions = 0;  // a collector acknowledged less than before
 };
 

@@ -3,8 +3,8 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <spdlog/spdlog.h>
 
-#include <asio/experimental/as_tuple.hpp>
 #include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
 
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/frame_codec.h"
@@ -70,8 +70,12 @@ struct Uplink::Conn {
 
 Uplink::Uplink(asio::any_io_executor executor, UplinkOptions options, ReportQueue& queue,
                std::uint64_t seed)
-    : executor_(std::move(executor)), options_(std::move(options)), queue_(queue), rng_(seed),
-      wake_(executor_), backoff_(executor_) {
+    : executor_(std::move(executor)),
+      options_(std::move(options)),
+      queue_(queue),
+      rng_(seed),
+      wake_(executor_),
+      backoff_(executor_) {
   if (options_.collectors.empty()) options_.collectors.push_back({"127.0.0.1", 7741});
   current_ = static_cast<std::size_t>(rng_() % options_.collectors.size());
 }
@@ -106,7 +110,7 @@ asio::awaitable<void> Uplink::Run() {
       if (options_.log_connection_changes && s.message() != logged_error_ && !retry_at_once_) {
         spdlog::warn("collector {}:{}: {}; reports stay in the spool, {}", collector().host,
                      collector().port, s.message(),
-                     refused_              ? "retrying every few minutes"
+                     refused_                         ? "retrying every few minutes"
                      : options_.collectors.size() > 1 ? "trying the next collector"
                                                       : "retrying");
         logged_error_ = s.message();
@@ -216,9 +220,9 @@ asio::awaitable<Status> Uplink::Session() {
         last_progress = Clock::now();
       }
       // While a refused batch is being narrowed down: one small batch at a time.
-      const std::size_t limit =
-          probe_limit_ > 0 ? std::min(probe_limit_, options_.max_batch_reports)
-                           : options_.max_batch_reports;
+      const std::size_t limit = probe_limit_ > 0
+                                    ? std::min(probe_limit_, options_.max_batch_reports)
+                                    : options_.max_batch_reports;
       const std::size_t window =
           probe_limit_ > 0 ? 1 : static_cast<std::size_t>(options_.max_inflight_batches);
       while (inflight_.size() < window) {
@@ -238,10 +242,10 @@ asio::awaitable<Status> Uplink::Session() {
           // One report the collector could never take: drop it once every
           // report before it is acknowledged.
           if (!inflight_.empty() || sent_through_ != acked_through_) break;
-          RejectLocally(reports.front().first,
-                        "it is " + std::to_string(reports.front().second.size()) +
-                            " bytes, over the collector's frame limit of " +
-                            std::to_string(max_frame_bytes_));
+          RejectLocally(reports.front().first, "it is " +
+                                                   std::to_string(reports.front().second.size()) +
+                                                   " bytes, over the collector's frame limit of " +
+                                                   std::to_string(max_frame_bytes_));
           continue;
         }
         reports.resize(fit);
@@ -355,8 +359,8 @@ asio::awaitable<void> Uplink::ReadLoop(std::shared_ptr<Conn> conn) {
         connected_ = true;
         if (options_.log_connection_changes && (failures_in_row_ > 0 || refused_)) {
           spdlog::info("collector {}:{}: connected after {} failed attempts; sending from seq {}",
-                       collector().host, collector().port,
-                       failures_in_row_ + refusals_in_row_, resume->send_after + 1);
+                       collector().host, collector().port, failures_in_row_ + refusals_in_row_,
+                       resume->send_after + 1);
           logged_error_.clear();
         }
         failures_in_row_ = 0;

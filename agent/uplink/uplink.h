@@ -1,7 +1,6 @@
 #pragma once
 
 #include <asio.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -95,9 +94,9 @@ class ReportQueue {
 /// as Fluent Bit's three-way write result: nothing is resent forever and
 /// nothing stops for good.
 enum class ErrorOutcome {
-  kRetry,         // transient: reconnect with the normal backoff and resend
-  kSplit,         // a batch was refused: split it to find the bad report, drop and count it
-  kRetrySlowly,   // a refused credential or protocol: retry minutes apart
+  kRetry,        // transient: reconnect with the normal backoff and resend
+  kSplit,        // a batch was refused: split it to find the bad report, drop and count it
+  kRetrySlowly,  // a refused credential or protocol: retry minutes apart
 };
 /// The one table: every ErrorCode and what it leads to (unknown codes: kRetrySlowly).
 ErrorOutcome OutcomeOf(deskpulse::v1::ErrorCode code);
@@ -112,7 +111,7 @@ struct UplinkStats {
   std::uint64_t refused = 0;           // connections ended by a kRetrySlowly error
   std::uint64_t batches_split = 0;     // refused batches sent again in smaller pieces
   std::uint64_t reports_rejected = 0;  // refused alone (or over the frame limit) and dropped
-  SparseHistogram ack_latency_us;  // batch written → its Ack read
+  SparseHistogram ack_latency_us;      // batch written → its Ack read
   std::string last_error;
 };
 
@@ -177,7 +176,7 @@ class Uplink {
   // find a report the collector refuses; it doubles with every Ack.
   std::size_t probe_limit_ = 0;
   std::uint32_t max_frame_bytes_ = 0;  // from the Welcome
-  std::string logged_error_;  // the failure last logged (log_connection_changes)
+  std::string logged_error_;           // the failure last logged (log_connection_changes)
   std::uint64_t acked_through_ = 0;
   std::uint64_t sent_through_ = 0;
   std::chrono::steady_clock::time_point last_send_{};

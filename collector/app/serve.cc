@@ -17,38 +17,42 @@ namespace deskpulse::collector {
 namespace {
 
 void LogTotals(const WriterStats& ws, const StoreStats& st, const IngestStats& is) {
-  spdlog::info("stopped: {} reports stored in {} commits ({} duplicates skipped), {} connections, "
-               "{} protocol errors, {} refused credentials, {} timeouts, {} failed TLS "
-               "handshakes",
-               ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted,
-               is.protocol_errors, is.auth_failures, is.timeouts, is.tls_failures);
-  spdlog::info("limits: {} connections refused at accept, {} not-yet-welcomed connections "
-               "evicted, {} refusals answered late, {} peers locked out, {} reads paused for "
-               "memory",
-               is.connections_refused, is.pending_evicted, is.auth_delayed, is.auth_lockouts,
-               is.read_pauses);
+  spdlog::info(
+      "stopped: {} reports stored in {} commits ({} duplicates skipped), {} connections, "
+      "{} protocol errors, {} refused credentials, {} timeouts, {} failed TLS "
+      "handshakes",
+      ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted, is.protocol_errors,
+      is.auth_failures, is.timeouts, is.tls_failures);
+  spdlog::info(
+      "limits: {} connections refused at accept, {} not-yet-welcomed connections "
+      "evicted, {} refusals answered late, {} peers locked out, {} reads paused for "
+      "memory",
+      is.connections_refused, is.pending_evicted, is.auth_delayed, is.auth_lockouts,
+      is.read_pauses);
   if (is.streams_behind_agents > 0) {
-    spdlog::error("{} streams were behind their agents: the store had lost {} acknowledged "
-                  "reports (agents resent what they still held)",
-                  is.streams_behind_agents, is.reports_forgotten);
+    spdlog::error(
+        "{} streams were behind their agents: the store had lost {} acknowledged "
+        "reports (agents resent what they still held)",
+        is.streams_behind_agents, is.reports_forgotten);
   }
   if (st.damaged_rows > 0) {
     spdlog::error("{} damaged report rows were left out of the rollups", st.damaged_rows);
   }
   if (is.ack_us.TotalWeight() > 0) {
-    spdlog::info("ack latency at the collector (batch received → ack sent): p50 {:.1f} ms "
-                 "p99 {:.1f} ms max {:.1f} ms",
-                 is.ack_us.Quantile(0.5) / 1000, is.ack_us.Quantile(0.99) / 1000,
-                 is.ack_us.Quantile(1) / 1000);
+    spdlog::info(
+        "ack latency at the collector (batch received → ack sent): p50 {:.1f} ms "
+        "p99 {:.1f} ms max {:.1f} ms",
+        is.ack_us.Quantile(0.5) / 1000, is.ack_us.Quantile(0.99) / 1000,
+        is.ack_us.Quantile(1) / 1000);
   }
   if (ws.commits > 0) {
-    spdlog::info("writer: commit p50 {:.1f} ms p99 {:.1f} ms max {:.1f} ms; {:.0f} reports per "
-                 "group (p50); rollup flush p50 {:.1f} ms max {:.1f} ms; {} reports rolled up "
-                 "from stored rows",
-                 ws.commit_us.Quantile(0.5) / 1000, ws.commit_us.Quantile(0.99) / 1000,
-                 ws.commit_us.Quantile(1) / 1000, ws.group_reports.Quantile(0.5),
-                 st.flush_us.Quantile(0.5) / 1000, st.flush_us.Quantile(1) / 1000,
-                 st.reports_replayed);
+    spdlog::info(
+        "writer: commit p50 {:.1f} ms p99 {:.1f} ms max {:.1f} ms; {:.0f} reports per "
+        "group (p50); rollup flush p50 {:.1f} ms max {:.1f} ms; {} reports rolled up "
+        "from stored rows",
+        ws.commit_us.Quantile(0.5) / 1000, ws.commit_us.Quantile(0.99) / 1000,
+        ws.commit_us.Quantile(1) / 1000, ws.group_reports.Quantile(0.5),
+        st.flush_us.Quantile(0.5) / 1000, st.flush_us.Quantile(1) / 1000, st.reports_replayed);
   }
 }
 

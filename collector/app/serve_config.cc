@@ -1,8 +1,7 @@
 #include "collector/app/serve_config.h"
 
-#include <sys/resource.h>
-
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include "deskpulse/common/config.h"
 #include "deskpulse/common/host_port.h"
@@ -60,20 +59,18 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_frame_bytes", 1024, 64 << 20, &in.max_frame_bytes));
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "ingest.max_hello_frame_bytes", 1024, 64 << 10, &in.max_hello_frame_bytes));
-  DP_RETURN_IF_ERROR(
-      GetCount(cfg, "ingest.max_batch_reports", 1, 100000, &in.max_batch_reports));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_batch_reports", 1, 100000, &in.max_batch_reports));
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "ingest.max_inflight_batches", 1, 1024, &in.max_inflight_batches));
-  DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.handshake_timeout_s", 0.1, 300,
-                                &in.handshake_timeout));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(cfg, "ingest.handshake_timeout_s", 0.1, 300, &in.handshake_timeout));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.idle_timeout_s", 0.1, 86400, &in.idle_timeout));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.frame_timeout_s", 0.1, 3600, &in.frame_timeout));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_connections", 1, 10'000'000, &in.max_connections));
   DP_RETURN_IF_ERROR(
-      GetCount(cfg, "ingest.max_connections", 1, 10'000'000, &in.max_connections));
-  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_pending_connections", 1, 1'000'000,
-                              &in.max_pending_connections));
-  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_pending_per_peer", 1, 1'000'000,
-                              &in.max_pending_per_peer));
+      GetCount(cfg, "ingest.max_pending_connections", 1, 1'000'000, &in.max_pending_connections));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "ingest.max_pending_per_peer", 1, 1'000'000, &in.max_pending_per_peer));
   std::int64_t buffered_mib = static_cast<std::int64_t>(in.max_buffered_bytes >> 20);
   DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_buffered_mib", 1, 1 << 20, &buffered_mib));
   in.max_buffered_bytes = static_cast<std::uint64_t>(buffered_mib) << 20;
@@ -94,8 +91,7 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
 
   DP_RETURN_IF_ERROR(cfg.GetString("log.level", &c->log_level));
   DP_RETURN_IF_ERROR(cfg.GetString("log.file", &c->log_file));
-  DP_RETURN_IF_ERROR(
-      GetSeconds(cfg, "log.summary_interval_s", 1, 3600, &in.log_summary_interval));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "log.summary_interval_s", 1, 3600, &in.log_summary_interval));
   return cfg.CheckNoUnknownKeys();
 }
 
@@ -119,14 +115,14 @@ Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
   if (!flags.log_file.empty()) c.log_file = flags.log_file;
   if (c.store.db.empty()) return InvalidArgument("--db (or store.db) is required");
   if (c.ingest.max_pending_per_peer > c.ingest.max_pending_connections) {
-    return InvalidArgument(fmt::format(
-        "ingest.max_pending_per_peer ({}) is above ingest.max_pending_connections ({})",
-        c.ingest.max_pending_per_peer, c.ingest.max_pending_connections));
+    return InvalidArgument(
+        fmt::format("ingest.max_pending_per_peer ({}) is above ingest.max_pending_connections ({})",
+                    c.ingest.max_pending_per_peer, c.ingest.max_pending_connections));
   }
   if (c.ingest.max_hello_frame_bytes > c.ingest.max_frame_bytes) {
-    return InvalidArgument(fmt::format(
-        "ingest.max_hello_frame_bytes ({}) is above ingest.max_frame_bytes ({})",
-        c.ingest.max_hello_frame_bytes, c.ingest.max_frame_bytes));
+    return InvalidArgument(
+        fmt::format("ingest.max_hello_frame_bytes ({}) is above ingest.max_frame_bytes ({})",
+                    c.ingest.max_hello_frame_bytes, c.ingest.max_frame_bytes));
   }
   DP_ASSIGN_OR_RETURN(auto hp, ParseHostPort(listen, "--listen"));
   c.ingest.host = hp.host;
@@ -144,7 +140,8 @@ Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
     DP_ASSIGN_OR_RETURN(c.ingest.tls, MakeServerTlsContext(tls));
   } else if (!plaintext && !IsLoopbackHost(c.ingest.host)) {
     return InvalidArgument(
-        "--listen " + listen + " is not a loopback address: agents' credentials would cross the "
+        "--listen " + listen +
+        " is not a loopback address: agents' credentials would cross the "
         "network in clear. Give --tls-cert and --tls-key, or --plaintext to allow that "
         "explicitly");
   }
@@ -163,8 +160,8 @@ std::string RaiseDescriptorLimit() {
     return fmt::format("descriptor limit {} (could not raise it to {})",
                        static_cast<std::uint64_t>(before), static_cast<std::uint64_t>(rl.rlim_max));
   }
-  return fmt::format("descriptor limit {} (raised from {})", static_cast<std::uint64_t>(rl.rlim_cur),
-                     static_cast<std::uint64_t>(before));
+  return fmt::format("descriptor limit {} (raised from {})",
+                     static_cast<std::uint64_t>(rl.rlim_cur), static_cast<std::uint64_t>(before));
 }
 
 }  // namespace deskpulse::collector

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "collector/catalog/sources.h"
@@ -124,8 +124,9 @@ Result<std::string> NewestKernel() {
     if (fs::exists(e.path() / "modules.alias")) releases.push_back(e.path().filename());
   }
   if (releases.empty()) {
-    return NotFound("no kernel with a modules.alias under /lib/modules (install linux-image-amd64 "
-                    "or pass --kernel-modules DIR)");
+    return NotFound(
+        "no kernel with a modules.alias under /lib/modules (install linux-image-amd64 "
+        "or pass --kernel-modules DIR)");
   }
   std::sort(releases.begin(), releases.end(), [](const std::string& a, const std::string& b) {
     return ::strverscmp(a.c_str(), b.c_str()) < 0;
@@ -318,8 +319,8 @@ Result<BuildSummary> BuildCatalog(const BuildOptions& o) {
                                .Run());
       }
     }
-    DP_ASSIGN_OR_RETURN(auto pst,
-                        db->Prepare("INSERT INTO printers VALUES(?, ?, ?, ?, ?, ?, ?, 'foomatic')"));
+    DP_ASSIGN_OR_RETURN(
+        auto pst, db->Prepare("INSERT INTO printers VALUES(?, ?, ?, ?, ?, ?, ?, 'foomatic')"));
     DP_ASSIGN_OR_RETURN(auto kst,
                         db->Prepare("INSERT OR IGNORE INTO printer_keys VALUES(?, ?, ?, ?)"));
     for (const auto& p : printers) {
@@ -347,7 +348,8 @@ Result<BuildSummary> BuildCatalog(const BuildOptions& o) {
     }
     DP_ASSIGN_OR_RETURN(
         auto ast,
-        db->Prepare("INSERT INTO kernel_usb_aliases VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'kernel')"));
+        db->Prepare(
+            "INSERT INTO kernel_usb_aliases VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'kernel')"));
     auto insert_alias = [&](const UsbAlias& a, bool is_builtin) {
       auto opt = [&](int i, const auto& v) {
         if (v) {

@@ -31,8 +31,8 @@ Result<std::uint32_t> HexArg(std::string_view s, std::uint32_t max, const std::s
 std::string SourceLabel(const std::vector<SourceRecord>& sources, const std::string& name) {
   for (const auto& s : sources) {
     if (s.source == name) {
-      return s.package.empty() ? name : fmt::format("{} ({} {})", name, s.package,
-                                                    s.package_version);
+      return s.package.empty() ? name
+                               : fmt::format("{} ({} {})", name, s.package, s.package_version);
     }
   }
   return name;
@@ -49,7 +49,8 @@ Result<Observation> ObservationFromFlags(const std::string& id, const LookupFlag
   } else {
     const auto colon = id.find(':');
     if (colon == std::string::npos || colon != 4 || id.size() != 9) {
-      return InvalidArgument("VID:PID '" + id + "' is not two 4-digit hex numbers (e.g. 03f0:2b17)");
+      return InvalidArgument("VID:PID '" + id +
+                             "' is not two 4-digit hex numbers (e.g. 03f0:2b17)");
     }
     DP_ASSIGN_OR_RETURN(auto v, HexArg(std::string_view(id).substr(0, 4), 0xffff, "VID:PID"));
     DP_ASSIGN_OR_RETURN(auto p, HexArg(std::string_view(id).substr(5), 0xffff, "VID:PID"));

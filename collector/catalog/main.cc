@@ -1,8 +1,8 @@
 // deskpulse-catalog: builds the peripheral compatibility catalog from the
 // public catalogs Debian ships, and looks devices up in it.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -28,10 +28,10 @@ int Build(const cat::BuildOptions& options) {
   std::cout << fmt::format("catalog {} written to {}\n", summary->catalog_version, options.out);
   std::cout << fmt::format("{:<9} {:>7}  {:<32} {}\n", "SOURCE", "ENTRIES", "PACKAGE", "VERSION");
   for (const auto& s : summary->sources) {
-    std::cout << fmt::format("{:<9} {:>7}  {:<32} {}\n", s.source, s.entries,
-                             s.package.empty() ? "(not from a package)"
-                                               : s.package + " " + s.package_version,
-                             s.source_version);
+    std::cout << fmt::format(
+        "{:<9} {:>7}  {:<32} {}\n", s.source, s.entries,
+        s.package.empty() ? "(not from a package)" : s.package + " " + s.package_version,
+        s.source_version);
   }
   if (summary->printers_unrated > 0) {
     std::cout << fmt::format("({} OpenPrinting entries have no support rating and are left out)\n",
@@ -64,10 +64,11 @@ int Lookup(const std::string& path, const std::string& id, const cat::LookupFlag
 }  // namespace
 
 static int Main(int argc, char** argv) {
-  CLI::App app{"deskpulse-catalog: the peripheral compatibility catalog, built from the public "
-               "catalogs Debian ships (usb.ids, SANE, OpenPrinting, libccid, the kernel's "
-               "modules.alias).",
-               "deskpulse-catalog"};
+  CLI::App app{
+      "deskpulse-catalog: the peripheral compatibility catalog, built from the public "
+      "catalogs Debian ships (usb.ids, SANE, OpenPrinting, libccid, the kernel's "
+      "modules.alias).",
+      "deskpulse-catalog"};
   app.set_version_flag("--version", std::string("deskpulse-catalog ") + DESKPULSE_VERSION);
   app.require_subcommand(1);
   app.footer("Exit codes: 0 ok, 2 bad usage, 3 unreadable or bad source or catalog, 5 not found.");
@@ -90,8 +91,9 @@ static int Main(int argc, char** argv) {
   bool json = false;
   auto* l = app.add_subcommand("lookup", "What the catalog says about one device");
   l->add_option("--catalog", catalog_path, "catalog file")->required();
-  l->add_option("id", id, "VID:PID in hex (e.g. 03f0:2b17); '-' for a printer known only by "
-                          "its IEEE-1284 id");
+  l->add_option("id", id,
+                "VID:PID in hex (e.g. 03f0:2b17); '-' for a printer known only by "
+                "its IEEE-1284 id");
   l->add_option("--ieee1284", flags.ieee1284, "the printer's IEEE-1284 device id");
   l->add_option("--class", flags.device_class, "device class, hex");
   l->add_option("--interface-classes", flags.interface_classes,

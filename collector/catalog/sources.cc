@@ -1,10 +1,9 @@
 #include "collector/catalog/sources.h"
 
-#include <pugixml.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <pugixml.hpp>
 #include <set>
 #include <sstream>
 
@@ -69,8 +68,8 @@ Result<std::vector<UsbName>> ParseUsbIds(std::istream& in, const std::string& or
       if (rest.size() < 6 || !IsHex(rest.substr(0, 4))) {
         return LineError(origin, lineno, "expected '<tab>XXXX  name'");
       }
-      out.push_back({*vendor, static_cast<std::int32_t>(*ParseHex(rest.substr(0, 4))),
-                     Trim(rest.substr(4))});
+      out.push_back(
+          {*vendor, static_cast<std::int32_t>(*ParseHex(rest.substr(0, 4))), Trim(rest.substr(4))});
       continue;
     }
     if (line.size() >= 6 && IsHex(std::string_view(line).substr(0, 4)) && line[4] == ' ') {
@@ -131,8 +130,7 @@ Result<std::vector<IdEntry>> ParseSaneHwdb(std::istream& in, const std::string& 
   return out;
 }
 
-Result<std::vector<IdEntry>> ParseCcidInfoPlist(const std::string& xml,
-                                                const std::string& origin) {
+Result<std::vector<IdEntry>> ParseCcidInfoPlist(const std::string& xml, const std::string& origin) {
   DP_ASSIGN_OR_RETURN(pugi::xml_document doc, LoadXml(xml, origin));
   const pugi::xml_node dict = doc.child("plist").child("dict");
   if (!dict) return DataLoss(origin + ": no <plist><dict>");
@@ -151,8 +149,8 @@ Result<std::vector<IdEntry>> ParseCcidInfoPlist(const std::string& xml,
   if (vendors.empty()) return DataLoss(origin + ": no ifdVendorID array");
   if (vendors.size() != products.size() || vendors.size() != names.size()) {
     return DataLoss(origin + ": ifdVendorID, ifdProductID and ifdFriendlyName differ in length (" +
-                    std::to_string(vendors.size()) + ", " + std::to_string(products.size()) +
-                    ", " + std::to_string(names.size()) + ")");
+                    std::to_string(vendors.size()) + ", " + std::to_string(products.size()) + ", " +
+                    std::to_string(names.size()) + ")");
   }
   std::map<std::pair<std::uint16_t, std::uint16_t>, std::string> ids;
   for (std::size_t i = 0; i < vendors.size(); ++i) {
@@ -191,8 +189,8 @@ Result<std::optional<PrinterEntry>> ParseFoomaticPrinter(const std::string& xml,
   p.driver = Trim(printer.child_value("driver"));
   for (pugi::xml_node how : printer.child("autodetect").children()) {
     const std::string id = Trim(how.child_value("ieee1284"));
-    if (!id.empty() && std::find(p.ieee1284_ids.begin(), p.ieee1284_ids.end(), id) ==
-                           p.ieee1284_ids.end()) {
+    if (!id.empty() &&
+        std::find(p.ieee1284_ids.begin(), p.ieee1284_ids.end(), id) == p.ieee1284_ids.end()) {
       p.ieee1284_ids.push_back(id);
     }
     std::optional<PrinterKey> key;

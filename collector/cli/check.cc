@@ -28,8 +28,7 @@ int CheckRollups(ReadStore& store, const std::string& name) {
   if (!stored.ok()) return Fail(stored.status());
   const auto diff = DiffRollups(acc.Expand(), std::move(*stored));
   if (diff.empty()) {
-    std::cout << name << ": the rollups equal a recomputation from " << reports
-              << " raw reports\n";
+    std::cout << name << ": the rollups equal a recomputation from " << reports << " raw reports\n";
     return kExitOk;
   }
   std::cout << name << ": " << diff.size() << " rollup rows differ from a recomputation from "
@@ -78,8 +77,9 @@ int Check(const CheckArgs& a) {
 void AddCheck(CLI::App& app, Run* run) {
   auto args = std::make_shared<CheckArgs>();
   auto* ck = app.add_subcommand(
-      "check", "Check the store for damage: the backend's own check, every report's checksum, "
-               "rollups and watermarks; exit 0 when sound, 8 when damaged");
+      "check",
+      "Check the store for damage: the backend's own check, every report's checksum, "
+      "rollups and watermarks; exit 0 when sound, 8 when damaged");
   AddDbOption(ck, &args->db)->required();
   ck->add_flag("--quick", args->quick,
                "only the backend's quick structural check (what serve runs at start)");

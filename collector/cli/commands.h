@@ -4,7 +4,6 @@
 // options on `app` and, when its subcommand is the one parsed, sets `run`.
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <memory>
 #include <string>

@@ -8,9 +8,10 @@ namespace dp = deskpulse;
 namespace cli = deskpulse::collector::cli;
 
 static int Main(int argc, char** argv) {
-  CLI::App app{"deskpulse-collector: receives DeskPulse agent reports, stores them and scores "
-               "each customer's technical performance.",
-               "deskpulse-collector"};
+  CLI::App app{
+      "deskpulse-collector: receives DeskPulse agent reports, stores them and scores "
+      "each customer's technical performance.",
+      "deskpulse-collector"};
   app.set_version_flag("--version", std::string("deskpulse-collector ") + DESKPULSE_VERSION);
   app.require_subcommand(1);
   app.footer(

@@ -1,3 +1,5 @@
+#include "collector/reports/peripherals.h"
+
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -5,7 +7,6 @@
 #include <optional>
 
 #include "collector/cli/commands.h"
-#include "collector/reports/peripherals.h"
 #include "deskpulse/common/catalog.h"
 #include "deskpulse/common/exit_codes.h"
 
@@ -33,9 +34,10 @@ int Peripherals(const PeripheralsArgs& a) {
     if (!opened.ok()) return Fail(opened.status());
     catalog.emplace(std::move(*opened));
   } else {
-    spdlog::warn("no catalog at {}: devices without an endpoint's verdict stay unclassified "
-                 "(build one with: deskpulse-catalog build --out {})",
-                 catalog_path, catalog_path);
+    spdlog::warn(
+        "no catalog at {}: devices without an endpoint's verdict stay unclassified "
+        "(build one with: deskpulse-catalog build --out {})",
+        catalog_path, catalog_path);
   }
   scoring::Policy policy;
   policy.window_days = a.window_days;

@@ -1,7 +1,8 @@
+#include "collector/reports/scores.h"
+
 #include <iostream>
 
 #include "collector/cli/commands.h"
-#include "collector/reports/scores.h"
 #include "deskpulse/common/exit_codes.h"
 
 namespace deskpulse::collector::cli {

@@ -1,4 +1,5 @@
 #include "collector/app/serve.h"
+
 #include "collector/cli/commands.h"
 
 namespace deskpulse::collector::cli {
@@ -6,9 +7,11 @@ namespace deskpulse::collector::cli {
 void AddServe(CLI::App& app, Run* run) {
   auto flags = std::make_shared<ServeFlags>();
   auto* s = app.add_subcommand("serve", "Receive reports from agents until SIGTERM");
-  AddDbOption(s, &flags->db)->description(
-      "the store: an SQLite file (created if missing), or a postgresql:// URI shared with other "
-      "collectors (give its password in PGPASSWORD or ~/.pgpass, not in the URI)");
+  AddDbOption(s, &flags->db)
+      ->description(
+          "the store: an SQLite file (created if missing), or a postgresql:// URI shared with "
+          "other "
+          "collectors (give its password in PGPASSWORD or ~/.pgpass, not in the URI)");
   s->add_option("--listen", flags->listen, "HOST:PORT for agents (default 127.0.0.1:7741)");
   s->add_option("--http", flags->http, "HOST:PORT for the HTTP API (not in this version)");
   s->add_option("--config", flags->config, "TOML config file; flags override it")

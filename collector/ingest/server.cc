@@ -1,14 +1,13 @@
 #include "collector/ingest/server.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
-
-#include <asio/experimental/as_tuple.hpp>
 #include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
 #include <cerrno>
 #include <cstring>
 
@@ -58,9 +57,8 @@ class Session : public std::enable_shared_from_this<Session> {
     auto ep = socket.remote_endpoint(ec);
     peer_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
     socket.set_option(tcp::no_delay(true), ec);
-    conn_ = server.options().tls
-                  ? MakeServerTlsStream(std::move(socket), server.options().tls)
-                  : MakePlainStream(std::move(socket));
+    conn_ = server.options().tls ? MakeServerTlsStream(std::move(socket), server.options().tls)
+                                 : MakePlainStream(std::move(socket));
     decoder_.hold_after_header(true);
   }
 
@@ -136,10 +134,10 @@ class Session : public std::enable_shared_from_this<Session> {
         data = data.subspan(decoder_.Feed(data));
         if (!decoder_.status().ok()) {
           const auto& st = decoder_.status();
-          CloseWithError(st.code() == Code::kResourceExhausted ? v1::ERROR_CODE_FRAME_TOO_LARGE
-                                                               : v1::ERROR_CODE_MALFORMED_FRAME,
-                         state_ == State::kReady ? st.message()
-                                                 : st.message() + " until a Hello is accepted");
+          CloseWithError(
+              st.code() == Code::kResourceExhausted ? v1::ERROR_CODE_FRAME_TOO_LARGE
+                                                    : v1::ERROR_CODE_MALFORMED_FRAME,
+              state_ == State::kReady ? st.message() : st.message() + " until a Hello is accepted");
           break;
         }
         if (!was_mid && decoder_.mid_frame()) {
@@ -216,16 +214,17 @@ class Session : public std::enable_shared_from_this<Session> {
   bool HandleFrame(const std::string& payload, std::uint64_t charge) {
     v1::Envelope env;
     if (!env.ParseFromString(payload)) {
-      CloseWithError(v1::ERROR_CODE_MALFORMED_FRAME,
-                     fmt::format("frame of {} bytes is not a deskpulse.v1.Envelope",
-                                 payload.size()));
+      CloseWithError(
+          v1::ERROR_CODE_MALFORMED_FRAME,
+          fmt::format("frame of {} bytes is not a deskpulse.v1.Envelope", payload.size()));
       return false;
     }
     switch (env.msg_case()) {
       case v1::Envelope::kHello:
         HandleHello(std::move(*env.mutable_hello()));
         return false;
-      case v1::Envelope::kBatch: return HandleBatch(*env.mutable_batch(), charge);
+      case v1::Envelope::kBatch:
+        return HandleBatch(*env.mutable_batch(), charge);
       case v1::Envelope::MSG_NOT_SET:
         CloseWithError(v1::ERROR_CODE_MALFORMED_FRAME, "envelope carries no message");
         return false;
@@ -298,11 +297,12 @@ class Session : public std::enable_shared_from_this<Session> {
       st.streams_behind_agents += 1;
       st.reports_forgotten += agent_acked_ - stream_.last_acked_seq;
       if (server_.ShouldLog("agents acknowledged more than the store holds", "this store")) {
-        spdlog::error("agent {} (epoch {}): it was acknowledged through seq {} but the store "
-                      "holds its stream only through seq {}: the store lost acknowledged "
-                      "reports (a lost or truncated WAL, a restore from backup?); the agent "
-                      "resends what it still holds",
-                      agent_, epoch_, agent_acked_, stream_.last_acked_seq);
+        spdlog::error(
+            "agent {} (epoch {}): it was acknowledged through seq {} but the store "
+            "holds its stream only through seq {}: the store lost acknowledged "
+            "reports (a lost or truncated WAL, a restore from backup?); the agent "
+            "resends what it still holds",
+            agent_, epoch_, agent_acked_, stream_.last_acked_seq);
       }
     }
     v1::Envelope env;
@@ -387,7 +387,8 @@ class Session : public std::enable_shared_from_this<Session> {
       } else if (!closing_) {
         CloseWithError(v1::ERROR_CODE_STORE_UNAVAILABLE,
                        "the batch could not be committed and is not acknowledged; resend it "
-                       "later: " + r.status().message());
+                       "later: " +
+                           r.status().message());
       }
     }
     MaybeFinish();
@@ -456,8 +457,9 @@ class Session : public std::enable_shared_from_this<Session> {
       said_goodbye_ = true;
       v1::Envelope env;
       env.mutable_error()->set_code(v1::ERROR_CODE_SHUTTING_DOWN);
-      env.mutable_error()->set_message("collector is shutting down; reconnect and resend "
-                                       "what was not acknowledged");
+      env.mutable_error()->set_message(
+          "collector is shutting down; reconnect and resend "
+          "what was not acknowledged");
       Send(env);
       return;  // WriteLoop calls back here once it is out
     }
@@ -536,9 +538,10 @@ Status IngestServer::Listen() {
     const auto limit = static_cast<std::size_t>(rl.rlim_cur);
     const std::size_t room = limit > options_.reserved_fds ? limit - options_.reserved_fds : 1;
     if (room < options_.max_connections) {
-      spdlog::warn("connections capped at {} (ingest.max_connections is {}): the descriptor "
-                   "limit is {} and {} are kept for the store and the log",
-                   room, options_.max_connections, limit, options_.reserved_fds);
+      spdlog::warn(
+          "connections capped at {} (ingest.max_connections is {}): the descriptor "
+          "limit is {} and {} are kept for the store and the log",
+          room, options_.max_connections, limit, options_.reserved_fds);
       options_.max_connections = room;
     }
   }
@@ -562,8 +565,7 @@ asio::awaitable<void> IngestServer::AcceptLoop() {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
       stats_.accept_failures += 1;
       if (ShouldLog("failed accepts", ec.message())) {
-        spdlog::warn("accept: {}; refusing connections until descriptors free up",
-                     ec.message());
+        spdlog::warn("accept: {}; refusing connections until descriptors free up", ec.message());
       }
       if ((ec.value() == EMFILE || ec.value() == ENFILE) && spare_fd_ >= 0) {
         // Out of descriptors: use the spare one to take the connection off
@@ -635,8 +637,8 @@ bool IngestServer::EvictPending() {
   Peer* heaviest = nullptr;
   std::string heaviest_key;
   for (auto& [key, peer] : peers_) {
-    if (!peer.pending.empty() && (heaviest == nullptr ||
-                                  peer.pending.size() > heaviest->pending.size())) {
+    if (!peer.pending.empty() &&
+        (heaviest == nullptr || peer.pending.size() > heaviest->pending.size())) {
       heaviest = &peer;
       heaviest_key = key;
     }
@@ -645,9 +647,10 @@ bool IngestServer::EvictPending() {
   Session* victim = heaviest->pending.front();
   stats_.pending_evicted += 1;
   if (ShouldLog("not-yet-welcomed connections closed to make room", heaviest_key)) {
-    spdlog::warn("peer {}: closing its oldest connection not yet welcomed to make room ({} "
-                 "not yet welcomed, the cap is {})",
-                 heaviest_key, pending_, options_.max_pending_connections);
+    spdlog::warn(
+        "peer {}: closing its oldest connection not yet welcomed to make room ({} "
+        "not yet welcomed, the cap is {})",
+        heaviest_key, pending_, options_.max_pending_connections);
   }
   victim->Evict();  // removes itself (Remove → RemovePending)
   return true;
@@ -759,8 +762,7 @@ void IngestServer::Drain(std::function<void()> done) {
   drain_timer_->async_wait([this](const asio::error_code& e) {
     if (e) return;
     if (!sessions_.empty()) {
-      spdlog::warn("drain: closing {} connections that did not finish in time",
-                   sessions_.size());
+      spdlog::warn("drain: closing {} connections that did not finish in time", sessions_.size());
     }
     auto left = sessions_;
     for (const auto& s : left) s->ForceClose();

@@ -2,7 +2,6 @@
 
 #include <asio.hpp>
 #include <asio/ssl.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -91,7 +90,7 @@ struct IngestStats {
   std::uint64_t streams_behind_agents = 0;
   std::uint64_t reports_forgotten = 0;
   std::uint64_t max_connections = 0;  // the cap in force
-  SparseHistogram ack_us;  // a Batch fully received → its Ack handed to the socket
+  SparseHistogram ack_us;             // a Batch fully received → its Ack handed to the socket
 };
 
 class Session;

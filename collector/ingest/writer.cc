@@ -66,9 +66,9 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
   for (const auto& w : writes) n += w.reports.size();
   const auto t0 = std::chrono::steady_clock::now();
   const Status s = store_->CommitBatches(writes, NowMs());
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now() - t0)
-                      .count();
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   queued_reports_ -= n;
   if (us > 40'000) {
     spdlog::debug("slow commit: {} reports in {} batches took {:.1f} ms", n, writes.size(),

@@ -34,8 +34,8 @@ struct WriterStats {
   std::uint64_t reports_stored = 0;
   std::uint64_t duplicates = 0;
   std::uint64_t commit_failures = 0;
-  SparseHistogram commit_us;       // one transaction of batches, begin to durable commit
-  SparseHistogram group_reports;   // reports per group commit
+  SparseHistogram commit_us;      // one transaction of batches, begin to durable commit
+  SparseHistogram group_reports;  // reports per group commit
 };
 
 /// The one thread that writes the store. Everything that writes goes through

@@ -14,12 +14,18 @@ namespace {
 
 const char* StateName(v1::DeviceState s) {
   switch (s) {
-    case v1::DEVICE_STATE_WORKING: return "working";
-    case v1::DEVICE_STATE_NO_DRIVER: return "no_driver";
-    case v1::DEVICE_STATE_BLOCKED_BY_POLICY: return "blocked_by_policy";
-    case v1::DEVICE_STATE_REDIRECT_FAILED: return "redirect_failed";
-    case v1::DEVICE_STATE_ERROR: return "error";
-    default: return "unspecified";
+    case v1::DEVICE_STATE_WORKING:
+      return "working";
+    case v1::DEVICE_STATE_NO_DRIVER:
+      return "no_driver";
+    case v1::DEVICE_STATE_BLOCKED_BY_POLICY:
+      return "blocked_by_policy";
+    case v1::DEVICE_STATE_REDIRECT_FAILED:
+      return "redirect_failed";
+    case v1::DEVICE_STATE_ERROR:
+      return "error";
+    default:
+      return "unspecified";
   }
 }
 
@@ -48,20 +54,28 @@ double Round1(double v) { return std::round(v * 10) / 10; }
 
 const char* FailureKindName(FailureKind k) {
   switch (k) {
-    case FailureKind::kSupportedButFailing: return "supported_but_failing";
-    case FailureKind::kPartial: return "partial";
-    case FailureKind::kUnsupported: return "unsupported";
-    case FailureKind::kUnknown: return "unknown";
+    case FailureKind::kSupportedButFailing:
+      return "supported_but_failing";
+    case FailureKind::kPartial:
+      return "partial";
+    case FailureKind::kUnsupported:
+      return "unsupported";
+    case FailureKind::kUnknown:
+      return "unknown";
   }
   return "unknown";
 }
 
 FailureKind ModelCompatibility::kind() const {
   switch (classification.verdict) {
-    case catalog::Verdict::kSupported: return FailureKind::kSupportedButFailing;
-    case catalog::Verdict::kPartial: return FailureKind::kPartial;
-    case catalog::Verdict::kUnsupported: return FailureKind::kUnsupported;
-    case catalog::Verdict::kUnknown: return FailureKind::kUnknown;
+    case catalog::Verdict::kSupported:
+      return FailureKind::kSupportedButFailing;
+    case catalog::Verdict::kPartial:
+      return FailureKind::kPartial;
+    case catalog::Verdict::kUnsupported:
+      return FailureKind::kUnsupported;
+    case catalog::Verdict::kUnknown:
+      return FailureKind::kUnknown;
   }
   return FailureKind::kUnknown;
 }
@@ -237,11 +251,11 @@ nlohmann::json PeripheralsToJson(const PeripheralsReport& r) {
         {"instances", sp.instances}, {"endpoints", sp.endpoints}, {"models", sp.models}};
   }
   j["failures"] = std::move(split);
-  j["catalog"] = {{"version", r.catalog_version.empty() ? nlohmann::json()
-                                                         : nlohmann::json(r.catalog_version)},
-                  {"classified_by_agent", r.classified_by_agent},
-                  {"classified_by_collector", r.classified_by_collector},
-                  {"unclassified", r.unclassified}};
+  j["catalog"] = {
+      {"version", r.catalog_version.empty() ? nlohmann::json() : nlohmann::json(r.catalog_version)},
+      {"classified_by_agent", r.classified_by_agent},
+      {"classified_by_collector", r.classified_by_collector},
+      {"unclassified", r.unclassified}};
   auto model_json = [](const ModelCompatibility& m, int rank) {
     nlohmann::json x;
     if (rank > 0) x["rank"] = rank;
@@ -252,8 +266,8 @@ nlohmann::json PeripheralsToJson(const PeripheralsReport& r) {
     x["verdict"] = catalog::VerdictName(m.classification.verdict);
     x["source"] = m.classification.source.empty() ? nlohmann::json()
                                                   : nlohmann::json(m.classification.source);
-    x["classified_by"] = m.classified_by.empty() ? nlohmann::json()
-                                                 : nlohmann::json(m.classified_by);
+    x["classified_by"] =
+        m.classified_by.empty() ? nlohmann::json() : nlohmann::json(m.classified_by);
     x["driver"] = m.classification.driver;
     x["detail"] = m.classification.detail;
     x["instances"] = m.instances;
@@ -280,12 +294,12 @@ nlohmann::json PeripheralsToJson(const PeripheralsReport& r) {
 std::string FormatPeripherals(const PeripheralsReport& r) {
   std::string s;
   const auto score = r.component.score;
-  s += fmt::format("Peripherals of {} over {} days: compatibility {} — {}\n", r.customer.name,
-                   (r.to_ms - r.from_ms) / kDayMs,
-                   score ? fmt::format("{:.1f} ({})", *score,
-                                       scoring::BandName(scoring::BandOf(*score)))
-                         : std::string("n/a"),
-                   r.component.detail.empty() ? "no devices seen" : r.component.detail);
+  s += fmt::format(
+      "Peripherals of {} over {} days: compatibility {} — {}\n", r.customer.name,
+      (r.to_ms - r.from_ms) / kDayMs,
+      score ? fmt::format("{:.1f} ({})", *score, scoring::BandName(scoring::BandOf(*score)))
+            : std::string("n/a"),
+      r.component.detail.empty() ? "no devices seen" : r.component.detail);
   if (r.failed > 0) {
     s += fmt::format("{} failing device instances:\n", r.failed);
     const std::pair<FailureKind, const char*> kRows[] = {
@@ -301,11 +315,11 @@ std::string FormatPeripherals(const PeripheralsReport& r) {
                        it->second.endpoints, it->second.models, label);
     }
   }
-  s += fmt::format("Verdicts: {} by the endpoints' catalogs, {} by this collector's{}{}\n",
-                   r.classified_by_agent, r.classified_by_collector,
-                   r.catalog_version.empty() ? " (no catalog here)"
-                                             : " (catalog " + r.catalog_version + ")",
-                   r.unclassified > 0 ? fmt::format(", {} unclassified", r.unclassified) : "");
+  s += fmt::format(
+      "Verdicts: {} by the endpoints' catalogs, {} by this collector's{}{}\n",
+      r.classified_by_agent, r.classified_by_collector,
+      r.catalog_version.empty() ? " (no catalog here)" : " (catalog " + r.catalog_version + ")",
+      r.unclassified > 0 ? fmt::format(", {} unclassified", r.unclassified) : "");
   if (r.failing.empty()) return s;
   s += fmt::format("\n{:>4}  {:<40} {:<9} {:<11} {:<8} {:>9} {:>9} {:>6}  {}\n", "RANK", "MODEL",
                    "ID", "VERDICT", "SOURCE", "ENDPOINTS", "INSTANCES", "RECONN", "FAILING AS");

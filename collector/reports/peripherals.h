@@ -2,10 +2,9 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "collector/scoring/score.h"
 #include "collector/store/store.h"
@@ -35,7 +34,7 @@ struct ModelCompatibility {
   std::int64_t failed = 0;  // failed at some point in the window
   std::int64_t endpoints = 0;
   std::int64_t endpoints_failed = 0;
-  std::int64_t reconnects = 0;  // since the instances were first seen
+  std::int64_t reconnects = 0;                         // since the instances were first seen
   std::map<std::string, std::int64_t> failure_states;  // "no_driver": 8, "recovered": 1
   std::string example_reason;  // the most frequent reason a failing instance gave
   FailureKind kind() const;
@@ -61,7 +60,7 @@ struct PeripheralsReport {
   std::map<FailureKind, FailureSplit> split;
   std::vector<ModelCompatibility> failing;  // ranked: endpoints affected, instances, reconnects
   std::vector<ModelCompatibility> working_models;
-  std::string catalog_version;  // the collector's catalog, "" without one
+  std::string catalog_version;               // the collector's catalog, "" without one
   std::int64_t classified_by_agent = 0;      // instances
   std::int64_t classified_by_collector = 0;  // instances
   std::int64_t unclassified = 0;             // no verdict and no catalog here

@@ -1,11 +1,11 @@
 #include "collector/reports/scores.h"
 
-#include "collector/reports/peripherals.h"
-
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
+
+#include "collector/reports/peripherals.h"
 
 namespace deskpulse::collector {
 
@@ -13,8 +13,8 @@ namespace {
 nlohmann::json ComponentJson(const scoring::Component& c) {
   nlohmann::json j;
   j["score"] = c.score ? nlohmann::json(std::round(*c.score * 10) / 10) : nlohmann::json();
-  j["band"] = c.score ? nlohmann::json(scoring::BandName(scoring::BandOf(*c.score)))
-                      : nlohmann::json();
+  j["band"] =
+      c.score ? nlohmann::json(scoring::BandName(scoring::BandOf(*c.score))) : nlohmann::json();
   j["weight"] = c.weight;
   j["detail"] = c.detail;
   return j;
@@ -27,7 +27,8 @@ std::string Cell(const std::optional<double>& v) {
 }
 }  // namespace
 
-Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store, const scoring::Policy& policy,
+Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
+                                                     const scoring::Policy& policy,
                                                      std::int64_t now_ms) {
   DP_RETURN_IF_ERROR(policy.Validate());
   const std::int64_t to = FloorTo(now_ms, kDayMs) + kDayMs;
@@ -51,9 +52,9 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store, const sco
           }
         }
         std::replace(state.begin(), state.end(), '_', ' ');
-        cs.worst_peripheral = fmt::format("{}{}: {} on {} of {} endpoints", m.name.empty() ? m.key : m.name,
-                                          m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state,
-                                          m.endpoints_failed, m.endpoints);
+        cs.worst_peripheral = fmt::format(
+            "{}{}: {} on {} of {} endpoints", m.name.empty() ? m.key : m.name,
+            m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state, m.endpoints_failed, m.endpoints);
         for (auto& d : cs.score.drivers) {
           if (d.starts_with("peripherals ")) d += "; worst: " + cs.worst_peripheral;
         }
@@ -82,9 +83,8 @@ std::string FormatScoreTable(const std::vector<CustomerScore>& scores) {
   return s;
 }
 
-nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
-                            const scoring::Policy& policy, std::int64_t from_ms,
-                            std::int64_t to_ms) {
+nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores, const scoring::Policy& policy,
+                            std::int64_t from_ms, std::int64_t to_ms) {
   nlohmann::json out;
   out["score_version"] = "tps-v1";
   out["window"] = {{"from_unix_ms", from_ms}, {"to_unix_ms", to_ms}, {"days", policy.window_days}};
@@ -102,10 +102,9 @@ nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
     const auto& w = c.window;
     if (!w.boot_ms.empty()) {
       j["components"]["boot"]["boots"] = w.boot_ms.TotalWeight();
-      j["components"]["boot"]["login_ready_s"] = {
-          {"p50", Round1(w.boot_ms.Quantile(0.50) / 1000)},
-          {"p95", Round1(w.boot_ms.Quantile(0.95) / 1000)},
-          {"p99", Round1(w.boot_ms.Quantile(0.99) / 1000)}};
+      j["components"]["boot"]["login_ready_s"] = {{"p50", Round1(w.boot_ms.Quantile(0.50) / 1000)},
+                                                  {"p95", Round1(w.boot_ms.Quantile(0.95) / 1000)},
+                                                  {"p99", Round1(w.boot_ms.Quantile(0.99) / 1000)}};
     }
     if (!w.latency.empty()) {
       j["components"]["latency"]["windows"] = w.latency_windows;
@@ -116,7 +115,8 @@ nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
     }
     if (w.peripherals_working + w.peripherals_failed > 0) {
       j["components"]["peripherals"]["device_instances"] = {
-          {"working", w.peripherals_working}, {"failed", w.peripherals_failed},
+          {"working", w.peripherals_working},
+          {"failed", w.peripherals_failed},
           {"reconnects", w.peripheral_reconnects}};
       if (!c.worst_peripheral.empty()) {
         j["components"]["peripherals"]["worst_model"] = c.worst_peripheral;

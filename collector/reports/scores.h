@@ -1,10 +1,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "collector/scoring/score.h"
 #include "collector/store/store.h"
@@ -20,13 +19,13 @@ struct CustomerScore {
 };
 
 /// Scores every customer over the policy's window ending with the day of `now_ms`.
-Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store, const scoring::Policy& policy,
+Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
+                                                     const scoring::Policy& policy,
                                                      std::int64_t now_ms);
 
 /// A fixed-width table for a terminal, best TPS first.
 std::string FormatScoreTable(const std::vector<CustomerScore>& scores);
-nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores,
-                            const scoring::Policy& policy, std::int64_t from_ms,
-                            std::int64_t to_ms);
+nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores, const scoring::Policy& policy,
+                            std::int64_t from_ms, std::int64_t to_ms);
 
 }  // namespace deskpulse::collector

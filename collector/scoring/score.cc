@@ -43,9 +43,12 @@ Status Policy::Validate() const {
 
 const char* BandName(Band band) {
   switch (band) {
-    case Band::kGood: return "good";
-    case Band::kFair: return "fair";
-    case Band::kPoor: return "poor";
+    case Band::kGood:
+      return "good";
+    case Band::kFair:
+      return "fair";
+    case Band::kPoor:
+      return "poor";
   }
   return "?";
 }
@@ -133,9 +136,9 @@ TechScore ScoreWindow(const WindowRollup& w, const Policy& p) {
   const std::int64_t devices = w.peripherals_working + w.peripherals_failed;
   if (devices > 0) {
     t.peripherals.score = 100.0 * double(w.peripherals_working) / double(devices);
-    t.peripherals.detail = Fmt("%.0f of %.0f device instances working, %.0f reconnects",
-                               double(w.peripherals_working), double(devices),
-                               double(w.peripheral_reconnects));
+    t.peripherals.detail =
+        Fmt("%.0f of %.0f device instances working, %.0f reconnects", double(w.peripherals_working),
+            double(devices), double(w.peripheral_reconnects));
   }
   if (w.session_s > 0) {
     const double u = (w.downtime_ms / 1000.0) / w.session_s;
@@ -147,8 +150,8 @@ TechScore ScoreWindow(const WindowRollup& w, const Policy& p) {
 
   double weight_with_data = 0;
   double weighted = 0;
-  const double weight_total = p.weight_boot + p.weight_latency + p.weight_peripherals +
-                              p.weight_stability;
+  const double weight_total =
+      p.weight_boot + p.weight_latency + p.weight_peripherals + p.weight_stability;
   std::vector<std::pair<double, std::string>> losses;  // points lost, driver text
   auto add = [&](const Component& c, const char* name) {
     if (!c.score) return;

@@ -56,7 +56,7 @@ struct TechScore {
   Component boot, latency, peripherals, stability;
   std::optional<double> tps;
   std::optional<Band> band;
-  double coverage = 0;  // share of the weight that had data, 0..1
+  double coverage = 0;               // share of the weight that had data, 0..1
   std::vector<std::string> drivers;  // what pulls the score down most, worst first
 };
 

@@ -141,8 +141,9 @@ void RollupAccumulator::Merge(RollupAccumulator&& other) {
     if (fresh) continue;
     PeripheralInstance& mine = it->second;
     if (inst.observations > 0) {
-      mine.first_seen_ms = mine.observations == 0 ? inst.first_seen_ms
-                                                  : std::min(mine.first_seen_ms, inst.first_seen_ms);
+      mine.first_seen_ms = mine.observations == 0
+                               ? inst.first_seen_ms
+                               : std::min(mine.first_seen_ms, inst.first_seen_ms);
     }
     if (inst.last_seen_ms >= mine.last_seen_ms) {
       mine.last_seen_ms = inst.last_seen_ms;
@@ -197,8 +198,7 @@ std::vector<RollupRow> RollupAccumulator::Expand() const {
   for (auto& [k, g] : out) {
     RollupCell cell{g.count, g.sum, SparseHistogram::FromCells(std::move(g.cells))};
     rows.push_back(RollupRow{static_cast<Grain>(std::get<0>(k)), std::get<1>(k), std::get<2>(k),
-                             std::get<3>(k), static_cast<Metric>(std::get<4>(k)),
-                             std::move(cell)});
+                             std::get<3>(k), static_cast<Metric>(std::get<4>(k)), std::move(cell)});
   }
   return rows;
 }

@@ -24,7 +24,7 @@ enum class Metric : std::int32_t {
   kReconnects = 7,   // count: session reconnects
   kCrashes = 8,      // count: crashes (agent, VDI client, OS)
   kPeripheralReconnects = 9,  // count: detach+attach of the same device
-  kStalls = 10,      // count: session stalls (their frozen time is in kDowntimeMs)
+  kStalls = 10,               // count: session stalls (their frozen time is in kDowntimeMs)
 };
 
 enum class Grain : std::int32_t { kHour = 1, kDay = 2 };
@@ -63,7 +63,7 @@ struct RollupRow {
 struct PeripheralInstance {
   std::int64_t customer_id = 0;
   std::int64_t endpoint_id = 0;
-  std::string device_key;  // "usb:03f0:2b17:<serial hash>"
+  std::string device_key;               // "usb:03f0:2b17:<serial hash>"
   deskpulse::v1::PeripheralState last;  // state at last_seen_ms
   std::int64_t first_seen_ms = 0;
   std::int64_t last_seen_ms = 0;
@@ -96,9 +96,7 @@ class RollupAccumulator {
     std::int64_t last_ms = 0;  // latest observed_at_unix_ms
   };
   /// endpoint_id → when it was last seen.
-  const std::unordered_map<std::int64_t, Seen>& endpoints_seen() const {
-    return endpoints_seen_;
-  }
+  const std::unordered_map<std::int64_t, Seen>& endpoints_seen() const { return endpoints_seen_; }
 
   static std::string DeviceKey(const deskpulse::v1::PeripheralState& p);
   static bool IsFailure(deskpulse::v1::DeviceState s);
@@ -119,8 +117,7 @@ class RollupAccumulator {
       return h;
     }
   };
-  RollupCell& At(std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t t_ms,
-                 Metric m) {
+  RollupCell& At(std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t t_ms, Metric m) {
     return cells_[Key{customer_id, endpoint_id, FloorTo(t_ms, kHourMs), m}];
   }
 
@@ -133,7 +130,8 @@ class RollupAccumulator {
 /// Where two sets of rollup rows differ (rows with nothing in them are
 /// ignored), one line per differing key, in key order: what `check
 /// --rollups` and the tests compare a store's rollups with a recomputation by.
-std::vector<std::string> DiffRollups(std::vector<RollupRow> expected, std::vector<RollupRow> actual);
+std::vector<std::string> DiffRollups(std::vector<RollupRow> expected,
+                                     std::vector<RollupRow> actual);
 
 /// Rollups waiting to be flushed, partitioned by endpoint into slices. Each
 /// slice is flushed in its own short transaction with its own rolled-up-through
@@ -148,7 +146,7 @@ class PendingRollups {
   void AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
                  const deskpulse::v1::Report& report) {
     slices_[static_cast<std::size_t>(SliceOf(endpoint_id))].AddReport(customer_id, endpoint_id,
-                                                                       report);
+                                                                      report);
   }
   RollupAccumulator& slice(int i) { return slices_[static_cast<std::size_t>(i)]; }
   void Clear() {

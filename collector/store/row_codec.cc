@@ -48,19 +48,37 @@ void SetInterfaceClasses(std::string_view joined, deskpulse::v1::PeripheralState
 void AddToWindow(Metric metric, std::int64_t count, double sum, const SparseHistogram& hist,
                  scoring::WindowRollup* w) {
   switch (metric) {
-    case Metric::kReports: w->reports += count; break;
-    case Metric::kBootLoginMs: w->boot_ms.Merge(hist); break;
+    case Metric::kReports:
+      w->reports += count;
+      break;
+    case Metric::kBootLoginMs:
+      w->boot_ms.Merge(hist);
+      break;
     case Metric::kLatency:
       w->latency.Merge(hist);
       w->latency_windows += count;
       break;
-    case Metric::kSessionS: w->session_s += sum; break;
-    case Metric::kDowntimeMs: w->downtime_ms += sum; break;
-    case Metric::kDisconnects: w->disconnects += count; break;
-    case Metric::kReconnects: w->reconnects += count; break;
-    case Metric::kCrashes: w->crashes += count; break;
-    case Metric::kPeripheralReconnects: w->peripheral_reconnects += count; break;
-    case Metric::kStalls: w->stalls += count; break;
+    case Metric::kSessionS:
+      w->session_s += sum;
+      break;
+    case Metric::kDowntimeMs:
+      w->downtime_ms += sum;
+      break;
+    case Metric::kDisconnects:
+      w->disconnects += count;
+      break;
+    case Metric::kReconnects:
+      w->reconnects += count;
+      break;
+    case Metric::kCrashes:
+      w->crashes += count;
+      break;
+    case Metric::kPeripheralReconnects:
+      w->peripheral_reconnects += count;
+      break;
+    case Metric::kStalls:
+      w->stalls += count;
+      break;
   }
 }
 

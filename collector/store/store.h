@@ -161,8 +161,8 @@ class ReadStore {
   virtual Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
                                                    std::int64_t to_ms) = 0;
   /// A customer's device instances seen since `from_ms`, by endpoint and key.
-  virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(
-      std::int64_t customer_id, std::int64_t from_ms) = 0;
+  virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
+                                                                          std::int64_t from_ms) = 0;
   virtual Result<std::int64_t> CountRawReports() = 0;
   /// Every stream with its watermark, by stream id.
   virtual Result<std::vector<StreamInfo>> ListStreams() = 0;

@@ -35,10 +35,18 @@ std::string AlnumKey(std::string_view s) {
 // OpenPrinting; fold the common ones.
 std::string FoldMake(std::string key) {
   static constexpr std::pair<const char*, const char*> kAliases[] = {
-      {"hewlettpackard", "hp"},   {"hpinc", "hp"},          {"kyoceramita", "kyocera"},
-      {"konicaminolta", "minolta"}, {"konica", "minolta"},  {"fujixerox", "xerox"},
-      {"oki", "oki"},             {"okidata", "oki"},       {"lexmarkinternational", "lexmark"},
-      {"brotherindustries", "brother"}, {"seikoepson", "epson"}, {"canoninc", "canon"},
+      {"hewlettpackard", "hp"},
+      {"hpinc", "hp"},
+      {"kyoceramita", "kyocera"},
+      {"konicaminolta", "minolta"},
+      {"konica", "minolta"},
+      {"fujixerox", "xerox"},
+      {"oki", "oki"},
+      {"okidata", "oki"},
+      {"lexmarkinternational", "lexmark"},
+      {"brotherindustries", "brother"},
+      {"seikoepson", "epson"},
+      {"canoninc", "canon"},
   };
   for (const auto& [from, to] : kAliases) {
     if (key == from) return to;
@@ -86,20 +94,34 @@ std::string IdString(const Observation& o) {
 
 std::string ClassName(std::uint8_t c) {
   switch (c) {
-    case 0x01: return "audio";
-    case 0x02: return "communications";
-    case 0x03: return "HID";
-    case 0x06: return "still image";
-    case 0x07: return "printer";
-    case 0x08: return "mass storage";
-    case 0x09: return "hub";
-    case 0x0a: return "CDC data";
-    case 0x0b: return "smart card";
-    case 0x0e: return "video";
-    case 0xe0: return "wireless";
-    case 0xef: return "miscellaneous";
-    case 0xff: return "vendor-specific";
-    default: break;
+    case 0x01:
+      return "audio";
+    case 0x02:
+      return "communications";
+    case 0x03:
+      return "HID";
+    case 0x06:
+      return "still image";
+    case 0x07:
+      return "printer";
+    case 0x08:
+      return "mass storage";
+    case 0x09:
+      return "hub";
+    case 0x0a:
+      return "CDC data";
+    case 0x0b:
+      return "smart card";
+    case 0x0e:
+      return "video";
+    case 0xe0:
+      return "wireless";
+    case 0xef:
+      return "miscellaneous";
+    case 0xff:
+      return "vendor-specific";
+    default:
+      break;
   }
   char buf[16];
   std::snprintf(buf, sizeof buf, "class %02x", c);
@@ -213,10 +235,9 @@ std::optional<UsbAlias> ParseUsbAlias(std::string_view p, std::string_view modul
     std::size_t digits;
     int slot;
   };
-  static constexpr Field kFields[] = {{"v", 4, 0},  {"p", 4, 1},  {"d", 0, -1},
-                                      {"dc", 2, 2}, {"dsc", 2, 3}, {"dp", 2, 4},
-                                      {"ic", 2, 5}, {"isc", 2, 6}, {"ip", 2, 7},
-                                      {"in", 0, -1}};
+  static constexpr Field kFields[] = {{"v", 4, 0},   {"p", 4, 1},  {"d", 0, -1}, {"dc", 2, 2},
+                                      {"dsc", 2, 3}, {"dp", 2, 4}, {"ic", 2, 5}, {"isc", 2, 6},
+                                      {"ip", 2, 7},  {"in", 0, -1}};
   std::size_t pos = 0;
   for (std::size_t i = 0; i < std::size(kFields); ++i) {
     const std::string_view marker = kFields[i].marker;
@@ -236,15 +257,32 @@ std::optional<UsbAlias> ParseUsbAlias(std::string_view p, std::string_view modul
     const auto v = Hex(value, kFields[i].digits);
     if (!v) return std::nullopt;
     switch (kFields[i].slot) {
-      case 0: a.vendor_id = static_cast<std::uint16_t>(*v); break;
-      case 1: a.product_id = static_cast<std::uint16_t>(*v); break;
-      case 2: a.device_class = static_cast<std::uint8_t>(*v); break;
-      case 3: a.device_subclass = static_cast<std::uint8_t>(*v); break;
-      case 4: a.device_protocol = static_cast<std::uint8_t>(*v); break;
-      case 5: a.interface_class = static_cast<std::uint8_t>(*v); break;
-      case 6: a.interface_subclass = static_cast<std::uint8_t>(*v); break;
-      case 7: a.interface_protocol = static_cast<std::uint8_t>(*v); break;
-      default: break;
+      case 0:
+        a.vendor_id = static_cast<std::uint16_t>(*v);
+        break;
+      case 1:
+        a.product_id = static_cast<std::uint16_t>(*v);
+        break;
+      case 2:
+        a.device_class = static_cast<std::uint8_t>(*v);
+        break;
+      case 3:
+        a.device_subclass = static_cast<std::uint8_t>(*v);
+        break;
+      case 4:
+        a.device_protocol = static_cast<std::uint8_t>(*v);
+        break;
+      case 5:
+        a.interface_class = static_cast<std::uint8_t>(*v);
+        break;
+      case 6:
+        a.interface_subclass = static_cast<std::uint8_t>(*v);
+        break;
+      case 7:
+        a.interface_protocol = static_cast<std::uint8_t>(*v);
+        break;
+      default:
+        break;
     }
   }
   return a;
@@ -274,9 +312,15 @@ Classification Classify(const Observation& o, const Facts& f) {
     c.driver = p.driver;
     switch (p.rating) {
       case PrinterRating::kPerfectly:
-      case PrinterRating::kMostly: c.verdict = Verdict::kSupported; break;
-      case PrinterRating::kPartially: c.verdict = Verdict::kPartial; break;
-      case PrinterRating::kPaperweight: c.verdict = Verdict::kUnsupported; break;
+      case PrinterRating::kMostly:
+        c.verdict = Verdict::kSupported;
+        break;
+      case PrinterRating::kPartially:
+        c.verdict = Verdict::kPartial;
+        break;
+      case PrinterRating::kPaperweight:
+        c.verdict = Verdict::kUnsupported;
+        break;
     }
     c.detail = "OpenPrinting rates the " + c.model + " '" + RatingName(p.rating) + "'" +
                (p.driver.empty() ? std::string() : " with driver " + p.driver) +
@@ -315,9 +359,8 @@ Classification Classify(const Observation& o, const Facts& f) {
                "work";
     return c;
   }
-  const bool vendor_class_only =
-      std::all_of(o.interface_classes.begin(), o.interface_classes.end(),
-                  [](std::uint8_t k) { return k == 0xff; });
+  const bool vendor_class_only = std::all_of(o.interface_classes.begin(), o.interface_classes.end(),
+                                             [](std::uint8_t k) { return k == 0xff; });
   // A document scanner is SANE's to support; a barcode scanner is a keyboard.
   const std::string product = Lower(f.product_name);
   if (vendor_class_only && product.find("scan") != std::string::npos &&
@@ -339,13 +382,13 @@ Classification Classify(const Observation& o, const Facts& f) {
     c.detail = "kernel class driver " + JoinModules(f.kernel_by_class) + " for " + classes +
                " devices" + DriverNote(o, f.kernel_by_class);
     if (!o.ieee1284_id.empty()) {
-      c.detail += "; OpenPrinting has no entry for '" + Ieee1284Field(o.ieee1284_id, "MDL", "MODEL") +
-                  "'";
+      c.detail +=
+          "; OpenPrinting has no entry for '" + Ieee1284Field(o.ieee1284_id, "MDL", "MODEL") + "'";
     }
     return c;
   }
-  c.detail = "no catalog source knows " + id +
-             (c.model.empty() ? std::string() : " (" + c.model + ")");
+  c.detail =
+      "no catalog source knows " + id + (c.model.empty() ? std::string() : " (" + c.model + ")");
   if (!o.ieee1284_id.empty()) c.detail += " or printer '" + o.ieee1284_id + "'";
   return c;
 }
@@ -372,10 +415,18 @@ Observation ObservationOf(const v1::PeripheralState& s) {
 void VerdictToProto(const Classification& c, const std::string& catalog_version,
                     v1::CatalogVerdict* out) {
   switch (c.verdict) {
-    case Verdict::kSupported: out->set_verdict(v1::COMPATIBILITY_VERDICT_SUPPORTED); break;
-    case Verdict::kPartial: out->set_verdict(v1::COMPATIBILITY_VERDICT_PARTIAL); break;
-    case Verdict::kUnsupported: out->set_verdict(v1::COMPATIBILITY_VERDICT_UNSUPPORTED); break;
-    case Verdict::kUnknown: out->set_verdict(v1::COMPATIBILITY_VERDICT_UNKNOWN); break;
+    case Verdict::kSupported:
+      out->set_verdict(v1::COMPATIBILITY_VERDICT_SUPPORTED);
+      break;
+    case Verdict::kPartial:
+      out->set_verdict(v1::COMPATIBILITY_VERDICT_PARTIAL);
+      break;
+    case Verdict::kUnsupported:
+      out->set_verdict(v1::COMPATIBILITY_VERDICT_UNSUPPORTED);
+      break;
+    case Verdict::kUnknown:
+      out->set_verdict(v1::COMPATIBILITY_VERDICT_UNKNOWN);
+      break;
   }
   out->set_source(c.source);
   out->set_catalog_version(catalog_version);
@@ -387,10 +438,18 @@ void VerdictToProto(const Classification& c, const std::string& catalog_version,
 Classification VerdictFromProto(const v1::CatalogVerdict& v) {
   Classification c;
   switch (v.verdict()) {
-    case v1::COMPATIBILITY_VERDICT_SUPPORTED: c.verdict = Verdict::kSupported; break;
-    case v1::COMPATIBILITY_VERDICT_PARTIAL: c.verdict = Verdict::kPartial; break;
-    case v1::COMPATIBILITY_VERDICT_UNSUPPORTED: c.verdict = Verdict::kUnsupported; break;
-    default: c.verdict = Verdict::kUnknown; break;
+    case v1::COMPATIBILITY_VERDICT_SUPPORTED:
+      c.verdict = Verdict::kSupported;
+      break;
+    case v1::COMPATIBILITY_VERDICT_PARTIAL:
+      c.verdict = Verdict::kPartial;
+      break;
+    case v1::COMPATIBILITY_VERDICT_UNSUPPORTED:
+      c.verdict = Verdict::kUnsupported;
+      break;
+    default:
+      c.verdict = Verdict::kUnknown;
+      break;
   }
   c.source = v.source();
   c.model = v.model();
@@ -447,8 +506,8 @@ Reader::~Reader() = default;
 Result<Reader> Reader::Open(const std::string& path, const SqliteApi& api) {
   auto db = std::make_unique<Db>();
   db->api = &api;
-  if (api.open_v2(path.c_str(), &db->handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                  nullptr) != SQLITE_OK) {
+  if (api.open_v2(path.c_str(), &db->handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
     const std::string why = db->handle ? api.errmsg(db->handle) : "out of memory";
     return Status(Code::kNotFound, "cannot open catalog " + path + ": " + why);
   }
@@ -483,12 +542,12 @@ Result<Facts> Reader::Lookup(const Observation& o) {
           (db.Int(st, 0).value_or(-1) < 0 ? f.vendor_name : f.product_name) = db.Text(st, 1);
         }));
     if (o.product_id) {
-      DP_RETURN_IF_ERROR(db.Query(
-          "SELECT models FROM sane_scanners WHERE vendor_id=?1 AND product_id=?2", bind_ids,
-          [&](sqlite3_stmt* st) { f.sane_models = db.Text(st, 0); }));
-      DP_RETURN_IF_ERROR(db.Query(
-          "SELECT name FROM ccid_readers WHERE vendor_id=?1 AND product_id=?2", bind_ids,
-          [&](sqlite3_stmt* st) { f.ccid_reader = db.Text(st, 0); }));
+      DP_RETURN_IF_ERROR(
+          db.Query("SELECT models FROM sane_scanners WHERE vendor_id=?1 AND product_id=?2",
+                   bind_ids, [&](sqlite3_stmt* st) { f.sane_models = db.Text(st, 0); }));
+      DP_RETURN_IF_ERROR(
+          db.Query("SELECT name FROM ccid_readers WHERE vendor_id=?1 AND product_id=?2", bind_ids,
+                   [&](sqlite3_stmt* st) { f.ccid_reader = db.Text(st, 0); }));
     }
   }
 
@@ -515,13 +574,13 @@ Result<Facts> Reader::Lookup(const Observation& o) {
       "SELECT vendor_id, product_id, device_class, interface_class, module "
       "FROM kernel_usb_aliases ";
   if (o.vendor_id) {
-    DP_RETURN_IF_ERROR(db.Query(
-        (std::string(kAliasColumns) + "WHERE vendor_id=?1 ORDER BY module").c_str(), bind_ids,
-        alias_row));
+    DP_RETURN_IF_ERROR(
+        db.Query((std::string(kAliasColumns) + "WHERE vendor_id=?1 ORDER BY module").c_str(),
+                 bind_ids, alias_row));
   }
-  DP_RETURN_IF_ERROR(db.Query(
-      (std::string(kAliasColumns) + "WHERE vendor_id IS NULL ORDER BY module").c_str(),
-      [](sqlite3_stmt*) {}, alias_row));
+  DP_RETURN_IF_ERROR(
+      db.Query((std::string(kAliasColumns) + "WHERE vendor_id IS NULL ORDER BY module").c_str(),
+               [](sqlite3_stmt*) {}, alias_row));
 
   if (auto key = PrinterKeyFromIeee1284(o.ieee1284_id)) {
     // Prefer a match on OpenPrinting's recorded IEEE-1284 id over one on its

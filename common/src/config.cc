@@ -132,8 +132,7 @@ Status ConfigReader::GetIntList(std::string_view key, std::int64_t min, std::int
     }
     if (v->get() < min || v->get() > max) {
       return KeyError(key, "element " + std::to_string(i) + " (" + std::to_string(v->get()) +
-                               ") is outside " + std::to_string(min) + ".." +
-                               std::to_string(max));
+                               ") is outside " + std::to_string(min) + ".." + std::to_string(max));
     }
     values.push_back(v->get());
   }

@@ -32,8 +32,7 @@ std::uint32_t Software(std::uint32_t crc, const unsigned char* p, std::size_t n)
 #if defined(__x86_64__)
 // SSE 4.2's crc32 computes exactly this polynomial, 8 bytes per instruction:
 // the collector checksums every stored report on the hot path.
-__attribute__((target("sse4.2"))) std::uint32_t Hardware(std::uint32_t crc,
-                                                         const unsigned char* p,
+__attribute__((target("sse4.2"))) std::uint32_t Hardware(std::uint32_t crc, const unsigned char* p,
                                                          std::size_t n) {
   std::uint64_t c = crc;
   for (; n >= 8; n -= 8, p += 8) {

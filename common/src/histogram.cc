@@ -9,9 +9,9 @@ namespace buckets {
 std::uint32_t IndexOf(std::uint64_t value, int sub_bits) {
   const std::uint64_t sub_count = 1ull << sub_bits;
   if (value < sub_count) return static_cast<std::uint32_t>(value);
-  const int width = std::bit_width(value);    // > sub_bits
-  const int shift = width - sub_bits - 1;     // >= 0
-  const std::uint64_t sub = value >> shift;   // in [sub_count, 2·sub_count)
+  const int width = std::bit_width(value);   // > sub_bits
+  const int shift = width - sub_bits - 1;    // >= 0
+  const std::uint64_t sub = value >> shift;  // in [sub_count, 2·sub_count)
   return static_cast<std::uint32_t>((static_cast<std::uint64_t>(shift) + 1) * sub_count +
                                     (sub - sub_count));
 }

@@ -1,8 +1,8 @@
 #include "deskpulse/common/logging.h"
 
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
-#include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 
 #include <vector>
@@ -25,8 +25,7 @@ void ProtobufLog(google::protobuf::LogLevel level, const char* /*file*/, int /*l
 
 }  // namespace
 
-Status SetUpLogging(const std::string& program, const std::string& level,
-                    const std::string& file) {
+Status SetUpLogging(const std::string& program, const std::string& level, const std::string& file) {
   const auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
     return InvalidArgument("log level '" + level +
@@ -91,8 +90,8 @@ std::string GroupThousands(std::uint64_t n) {
 
 std::string WarningSummary::Line::Text() const {
   const auto ms = over.count();
-  const std::string span = ms % 1000 == 0 ? std::to_string(ms / 1000) + " s"
-                                           : std::to_string(ms) + " ms";
+  const std::string span =
+      ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
   return GroupThousands(count) + " " + kind + " from " + source + " in the last " + span;
 }
 

@@ -99,9 +99,8 @@ bool WalkReport(v1::Report& r, Visitor& v) {
       }
     }
     for (int i = 0; i < s->session_events_size(); ++i) {
-      if (!v.Str(s->mutable_session_events(i)->mutable_reason(), kReason, [i] {
-            return "stability.session_events[" + std::to_string(i) + "].reason";
-          })) {
+      if (!v.Str(s->mutable_session_events(i)->mutable_reason(), kReason,
+                 [i] { return "stability.session_events[" + std::to_string(i) + "].reason"; })) {
         return false;
       }
     }
@@ -199,8 +198,7 @@ Status ValidateHello(const v1::Hello& hello) {
 
 Status ValidateReport(v1::Report& report) {
   if (report.seq() == 0 || report.seq() > kMaxSeq) {
-    return InvalidArgument("seq " + std::to_string(report.seq()) +
-                           " is outside 1 .. 2^63 - 1");
+    return InvalidArgument("seq " + std::to_string(report.seq()) + " is outside 1 .. 2^63 - 1");
   }
   Checker c;
   WalkReport(report, c);

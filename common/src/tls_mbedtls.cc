@@ -1,10 +1,6 @@
 #include "deskpulse/common/tls_mbedtls.h"
 
 #include <fcntl.h>
-#include <sys/random.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <mbedtls/asn1.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
@@ -12,15 +8,17 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
+#include <asio/experimental/as_tuple.hpp>
 #include <cerrno>
 #include <cstring>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <asio/experimental/as_tuple.hpp>
 
 namespace deskpulse {
 
@@ -109,7 +107,8 @@ int Random(void*, unsigned char* out, std::size_t len) {
 /// extension, so the extension is read here from the raw v3 extensions:
 /// Extensions ::= SEQUENCE OF SEQUENCE { extnID OID, critical BOOLEAN OPTIONAL,
 /// extnValue OCTET STRING { SEQUENCE OF GeneralName } } (RFC 5280 §4.1, §4.2.1.6).
-bool CertificateNamesAddress(const mbedtls_x509_crt& crt, const std::vector<unsigned char>& address) {
+bool CertificateNamesAddress(const mbedtls_x509_crt& crt,
+                             const std::vector<unsigned char>& address) {
   unsigned char* p = crt.v3_ext.p;
   if (p == nullptr) return false;
   const unsigned char* const end = p + crt.v3_ext.len;
@@ -118,7 +117,8 @@ bool CertificateNamesAddress(const mbedtls_x509_crt& crt, const std::vector<unsi
     return false;
   }
   while (p < end) {
-    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) {
+    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) !=
+        0) {
       return false;
     }
     unsigned char* const ext_end = p + len;
@@ -174,7 +174,9 @@ class MbedTlsStream final : public ByteStream {
  public:
   MbedTlsStream(asio::ip::tcp::socket socket, std::shared_ptr<const ClientConfig> config,
                 std::string server_name)
-      : socket_(std::move(socket)), config_(std::move(config)), server_name_(std::move(server_name)) {
+      : socket_(std::move(socket)),
+        config_(std::move(config)),
+        server_name_(std::move(server_name)) {
     mbedtls_ssl_init(&ssl_);
   }
   ~MbedTlsStream() override { mbedtls_ssl_free(&ssl_); }
@@ -270,16 +272,16 @@ class MbedTlsStream final : public ByteStream {
   static int Send(void* self, const unsigned char* data, std::size_t len) {
     auto* s = static_cast<MbedTlsStream*>(self);
     const ssize_t n = ::send(s->socket_.native_handle(), data, len, MSG_NOSIGNAL);
-    return n >= 0 ? static_cast<int>(n) : s->Blocked(MBEDTLS_ERR_SSL_WANT_WRITE,
-                                                     MBEDTLS_ERR_NET_SEND_FAILED);
+    return n >= 0 ? static_cast<int>(n)
+                  : s->Blocked(MBEDTLS_ERR_SSL_WANT_WRITE, MBEDTLS_ERR_NET_SEND_FAILED);
   }
 
   static int Recv(void* self, unsigned char* data, std::size_t len) {
     auto* s = static_cast<MbedTlsStream*>(self);
     const ssize_t n = ::recv(s->socket_.native_handle(), data, len, 0);
     // 0 is the peer's end of stream, which Mbed TLS reports as CONN_EOF.
-    return n >= 0 ? static_cast<int>(n) : s->Blocked(MBEDTLS_ERR_SSL_WANT_READ,
-                                                     MBEDTLS_ERR_NET_RECV_FAILED);
+    return n >= 0 ? static_cast<int>(n)
+                  : s->Blocked(MBEDTLS_ERR_SSL_WANT_READ, MBEDTLS_ERR_NET_RECV_FAILED);
   }
 
   int Blocked(int would_block, int failed) {
@@ -348,9 +350,8 @@ Result<std::shared_ptr<TlsClient>> MakeMbedTlsClient(const TlsOptions& o) {
     return InvalidArgument("cannot use CA file " + o.ca_file + ": no PEM certificate in it");
   }
   mbedtls_ssl_config* conf = &config->conf;
-  if (const int r = mbedtls_ssl_config_defaults(conf, MBEDTLS_SSL_IS_CLIENT,
-                                                MBEDTLS_SSL_TRANSPORT_STREAM,
-                                                MBEDTLS_SSL_PRESET_DEFAULT);
+  if (const int r = mbedtls_ssl_config_defaults(
+          conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
       r != 0) {
     return Internal("TLS client configuration: " + MbedTlsErrors().message(r));
   }

@@ -5,10 +5,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <asio/experimental/as_tuple.hpp>
 #include <cerrno>
 #include <cstring>
-
-#include <asio/experimental/as_tuple.hpp>
 
 namespace deskpulse {
 
@@ -17,8 +16,8 @@ constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 class TlsStream final : public ByteStream {
  public:
-  TlsStream(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> context,
-            bool server, std::string server_name)
+  TlsStream(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> context, bool server,
+            std::string server_name)
       : context_(std::move(context)),
         stream_(std::move(socket), *context_),
         server_(server),

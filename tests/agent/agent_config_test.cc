@@ -1,6 +1,6 @@
-#include "agent/core/config.h"
-
 #include <gtest/gtest.h>
+
+#include "agent/core/config.h"
 
 namespace deskpulse::agent {
 namespace {
@@ -10,8 +10,9 @@ TEST(AgentConfig, TheShippedSampleParses) {
   // the same file with an inline token instead.
   auto c = LoadAgentConfig(std::string(DESKPULSE_SOURCE_DIR) + "/agent/agent.sample.toml");
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.status().message().find("key 'collector.token_file': cannot read /etc/deskpulse/token"),
-            std::string::npos)
+  EXPECT_NE(
+      c.status().message().find("key 'collector.token_file': cannot read /etc/deskpulse/token"),
+      std::string::npos)
       << c.status().message();
 }
 
@@ -34,8 +35,10 @@ TEST(AgentConfig, ErrorsNameTheKey) {
       {"[agent]\nintervall_s = 5\n", "key 'agent.intervall_s': unknown key"},
       {"[agent]\ninterval_s = 0\n", "key 'agent.interval_s': value 0 is outside 1..3600"},
       {"[agent]\nrole = \"laptop\"\n", "key 'agent.role': 'laptop' is not one of"},
-      {"[probes.session]\nrdp_ports = [3389, 99999]\n", "key 'probes.session.rdp_ports': element 1"},
-      {"[probes.session]\nprobe_targets = [\"nohost\"]\n", "probes.session.probe_targets' element 0"},
+      {"[probes.session]\nrdp_ports = [3389, 99999]\n",
+       "key 'probes.session.rdp_ports': element 1"},
+      {"[probes.session]\nprobe_targets = [\"nohost\"]\n",
+       "probes.session.probe_targets' element 0"},
       {"[probes.session]\nprobe_interval_s = 5\n", "key 'probes.session.probe_interval_s'"},
       {"[collector]\naddress = \"c:7070\"\n", "key 'collector.token': required"},
       {"[spool]\nmax_bytes = 10\n", "key 'spool.max_bytes'"},

@@ -1,9 +1,9 @@
-#include "agent/fleetsim/model.h"
-
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
+
+#include "agent/fleetsim/model.h"
 
 namespace deskpulse::fleetsim {
 namespace {

@@ -1,6 +1,8 @@
 // The peripheral catalog, built from the public catalogs installed on this
 // machine (scripts/setup.sh installs hwdata, libsane1, foomatic-db, libccid and
 // a kernel image), then read back and used to classify real device ids.
+#include "deskpulse/common/catalog.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,7 +12,6 @@
 #include "collector/catalog/builder.h"
 #include "collector/catalog/lookup.h"
 #include "collector/catalog/sources.h"
-#include "deskpulse/common/catalog.h"
 
 namespace deskpulse::catalog {
 namespace {
@@ -265,8 +266,9 @@ TEST(CatalogSources, UsbIdsStopsAtTheClassTables) {
 }
 
 TEST(CatalogSources, SaneHwdbJoinsModelsAndRejectsBadIds) {
-  std::istringstream ok("# A One\nusb:v0001p0002*\n libsane_matched=yes\n\n# A Two\n"
-                        "usb:v0001p0002*\n libsane_matched=yes\n");
+  std::istringstream ok(
+      "# A One\nusb:v0001p0002*\n libsane_matched=yes\n\n# A Two\n"
+      "usb:v0001p0002*\n libsane_matched=yes\n");
   auto r = ParseSaneHwdb(ok, "sane.hwdb");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
@@ -295,8 +297,8 @@ TEST(CatalogSources, FoomaticPrinterWithoutRatingIsSkippedNotAnError) {
       "<printer id=\"printer/X-Y\"><make>X</make><model>Y</model></printer>", "X-Y.xml");
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->has_value());
-  auto bad = ParseFoomaticPrinter("<printer id=\"printer/X-Y\"><make>X</make></printer>",
-                                  "X-Y.xml");
+  auto bad =
+      ParseFoomaticPrinter("<printer id=\"printer/X-Y\"><make>X</make></printer>", "X-Y.xml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("X-Y.xml"), std::string::npos);
 }

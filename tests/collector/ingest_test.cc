@@ -1,8 +1,5 @@
 // The collector's ingest over real loopback sockets: the protocol, bad input,
 // timeouts and draining.
-#include "collector/ingest/server.h"
-#include "collector/store/sqlite/sqlite_store.h"
-
 #include <gtest/gtest.h>
 
 #include <deque>
@@ -10,12 +7,14 @@
 #include <thread>
 
 #include "agent/uplink/uplink.h"
+#include "collector/ingest/server.h"
+#include "collector/store/sqlite/sqlite_store.h"
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/tls_mbedtls.h"
 #include "deskpulse/common/tls_openssl.h"
 #include "tests/fakes/raw_client.h"
-#include "tests/fakes/test_certs.h"
 #include "tests/fakes/temp_dir.h"
+#include "tests/fakes/test_certs.h"
 
 namespace deskpulse::collector {
 namespace {
@@ -92,7 +91,9 @@ class IngestTest : public ::testing::Test {
   v1::Welcome Handshake(RawClient& c, const std::string& agent) {
     EXPECT_TRUE(c.Send(HelloEnvelope(token_, agent)));
     auto w = c.Read();
-    EXPECT_TRUE(w.has_value() && w->has_welcome()) << (w ? (w->has_error() ? w->error().message() : std::string("another frame")) : std::string("nothing"));
+    EXPECT_TRUE(w.has_value() && w->has_welcome())
+        << (w ? (w->has_error() ? w->error().message() : std::string("another frame"))
+              : std::string("nothing"));
     return w ? w->welcome() : v1::Welcome{};
   }
 
@@ -451,8 +452,8 @@ TEST_F(IngestTest, UplinksSpreadOverCollectorsAndFailOverFromADeadOne) {
     o.backoff_max = 100ms;
     queues.push_back(std::make_unique<MemoryQueue>());
     queues.back()->Add(1, 10);
-    uplinks.push_back(std::make_unique<agent::Uplink>(client_io.get_executor(), o,
-                                                      *queues.back(), 100 + i));
+    uplinks.push_back(
+        std::make_unique<agent::Uplink>(client_io.get_executor(), o, *queues.back(), 100 + i));
     if (uplinks.back()->collector().port == dead_port) ++started_on_dead;
   }
   EXPECT_GT(started_on_dead, 0) << "the start is random: some begin on the dead one";
@@ -757,8 +758,8 @@ TEST_P(TlsIngestTest, DnsNameIsVerifiedAndBatchesLargerThanARecordArriveWhole) {
   asio::io_context client_io;
   MemoryQueue q;
   q.Add(1, 40, 3000);
-  agent::Uplink u(client_io.get_executor(), ClientOptions(cert_.cert_file, "dns-agent", "localhost"),
-                  q, 1);
+  agent::Uplink u(client_io.get_executor(),
+                  ClientOptions(cert_.cert_file, "dns-agent", "localhost"), q, 1);
   RunUntilDrained(client_io, u, q);
   EXPECT_EQ(u.acked_through(), 40u) << u.stats().last_error;
   StopServer();

@@ -1,13 +1,13 @@
 // Score rules tested by data files: tests/data/scoring/*.json hold inputs, an
 // optional policy and the expected scores, so a change to the formula shows up
 // as a readable diff of expectations.
-#include "collector/scoring/score.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "collector/scoring/score.h"
 
 namespace deskpulse::scoring {
 namespace {

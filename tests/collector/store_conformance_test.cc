@@ -56,9 +56,9 @@ TEST_P(StoreConformance, TokensAreStoredHashedAndDecideTheCustomer) {
   EXPECT_EQ(s->Authenticate("dpt_nope").status().code(), Code::kUnauthenticated);
   // Only the hash is stored.
   EXPECT_EQ(backend_->QueryInt("SELECT count(*) FROM tokens WHERE token_hash = '" + *t1 + "'"), 0);
-  EXPECT_EQ(backend_->QueryInt("SELECT count(*) FROM tokens WHERE token_hash = '" +
-                               HashToken(*t1) + "'"),
-            1);
+  EXPECT_EQ(
+      backend_->QueryInt("SELECT count(*) FROM tokens WHERE token_hash = '" + HashToken(*t1) + "'"),
+      1);
   auto customers = s->ListCustomers();
   ASSERT_TRUE(customers.ok());
   ASSERT_EQ(customers->size(), 2u);
@@ -274,8 +274,7 @@ TEST_P(StoreConformance, CheckFindsAWatermarkBelowItsStoredRows) {
   auto full = s->Check(true);
   ASSERT_TRUE(full.ok());
   ASSERT_EQ(full->problems.size(), 1u);
-  EXPECT_NE(full->problems[0].find("its watermark is seq 3 but seq 5 is stored"),
-            std::string::npos)
+  EXPECT_NE(full->problems[0].find("its watermark is seq 3 but seq 5 is stored"), std::string::npos)
       << full->problems[0];
 }
 

@@ -1,8 +1,6 @@
 // What is particular to the PostgreSQL backend: the distribution rule read
 // from the live schema, several collectors on one store, a killed collector's
 // rollups, whole-partition retention, and passwords kept out of messages.
-#include "collector/store/postgres/pg_store.h"
-
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "collector/store/postgres/pg_store.h"
 #include "tests/collector/store_test_util.h"
 #include "tests/fakes/store_backends.h"
 
@@ -46,15 +45,14 @@ TEST_F(PgStoreTest, EveryTableFollowsTheDistributionRule) {
       "c.relispartition";
   // libpq through the backend's helper returns integers only: walk the tables
   // by index instead.
-  const std::int64_t n_tables = Int(
-      "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
-      "n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition");
+  const std::int64_t n_tables =
+      Int("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+          "n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition");
   ASSERT_GE(n_tables, 10);
   (void)tables_sql;
-  const std::vector<std::string> expected{"collectors", "customers",      "endpoints",
-                                          "meta",       "peripheral_instances", "reports",
-                                          "rollup_pending", "rollups",   "streams",
-                                          "tokens"};
+  const std::vector<std::string> expected{
+      "collectors", "customers",      "endpoints", "meta",    "peripheral_instances",
+      "reports",    "rollup_pending", "rollups",   "streams", "tokens"};
   EXPECT_EQ(n_tables, static_cast<std::int64_t>(expected.size()))
       << "a table was added: put it in the rule's list here and in docs/scale-out.md";
   for (const auto& t : expected) {

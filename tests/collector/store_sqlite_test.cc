@@ -1,11 +1,10 @@
 // What is particular to the SQLite backend: its files, its migrations from
 // earlier versions, damage found in the file, and one collector per file.
-#include "collector/store/sqlite/sqlite_store.h"
-
 #include <gtest/gtest.h>
 
 #include <fstream>
 
+#include "collector/store/sqlite/sqlite_store.h"
 #include "tests/collector/store_test_util.h"
 #include "tests/fakes/temp_dir.h"
 

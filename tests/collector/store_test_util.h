@@ -49,8 +49,8 @@ inline BatchWrite MakeBatch(const StreamInfo& stream, std::uint64_t first, std::
   BatchWrite b;
   b.stream = stream;
   for (std::uint64_t s = first; s <= last; ++s) {
-    b.reports.push_back(MakeReport(s, kNow - 3600'000 + static_cast<std::int64_t>(s) * 1000,
-                                   boot_ms));
+    b.reports.push_back(
+        MakeReport(s, kNow - 3600'000 + static_cast<std::int64_t>(s) * 1000, boot_ms));
   }
   return b;
 }
@@ -65,8 +65,7 @@ inline StreamInfo Register(IngestStore& s, const std::string& customer, const st
   return info[0].ok() ? *info[0] : StreamInfo{};
 }
 
-inline Status Commit(IngestStore& s, std::vector<BatchWrite>& batches,
-                     std::int64_t now_ms = kNow) {
+inline Status Commit(IngestStore& s, std::vector<BatchWrite>& batches, std::int64_t now_ms = kNow) {
   return s.CommitBatches(batches, now_ms);
 }
 

@@ -49,8 +49,7 @@ TEST(Config, WrongTypeAndRangeNameTheKey) {
 TEST(Config, SyntaxErrorNamesFileAndLine) {
   auto cfg = ConfigReader::FromString("[a]\nx = = 1\n", "bad.toml");
   ASSERT_FALSE(cfg.ok());
-  EXPECT_NE(cfg.status().message().find("bad.toml:2"), std::string::npos)
-      << cfg.status().message();
+  EXPECT_NE(cfg.status().message().find("bad.toml:2"), std::string::npos) << cfg.status().message();
 }
 
 TEST(Config, MissingFileIsNotFound) {
@@ -77,8 +76,7 @@ TEST(Config, ListsAreTypedAndRangeChecked) {
   EXPECT_NE(s.message().find("key 'bad': element 1 is not an integer"), std::string::npos)
       << s.message();
   s = r->GetIntList("big", 1, 65535, &bad);
-  EXPECT_NE(s.message().find("key 'big': element 0 (70000) is outside 1..65535"),
-            std::string::npos)
+  EXPECT_NE(s.message().find("key 'big': element 0 (70000) is outside 1..65535"), std::string::npos)
       << s.message();
   std::vector<std::string> absent{"kept"};
   ASSERT_TRUE(r->GetStringList("nothing", &absent).ok());

@@ -88,7 +88,7 @@ TEST(SparseHistogram, RejectsAKeyDeltaThatWouldWrapAround) {
   // Found by ingest_fuzz: key 5, then a delta of 2^64 - 1 would wrap to key 4.
   std::string blob("\x05\x01", 2);
   blob += std::string(9, '\xff') + "\x01";  // varint 2^64 - 1
-  blob += "\x01";                            // its weight
+  blob += "\x01";                           // its weight
   EXPECT_EQ(SparseHistogram::Decode(blob).status().code(), Code::kDataLoss);
   // Past 2^32 - 1 without wrapping is refused too.
   std::string big("\x80\x80\x80\x80\x10\x01", 6);  // key 2^32

@@ -62,8 +62,8 @@ std::optional<deskpulse::v1::Envelope> RawClient::Read(std::chrono::milliseconds
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     while (!pending_.empty()) {
-      const std::size_t used = decoder_.Feed(
-          {reinterpret_cast<const std::uint8_t*>(pending_.data()), pending_.size()});
+      const std::size_t used =
+          decoder_.Feed({reinterpret_cast<const std::uint8_t*>(pending_.data()), pending_.size()});
       pending_.erase(0, used);
       if (!decoder_.status().ok()) return std::nullopt;
       if (auto frame = decoder_.TakeFrame()) {

@@ -35,7 +35,7 @@ void AddExtension(X509* x, int nid, const char* value) {
 }  // namespace
 
 TestCert WriteSelfSignedCert(const std::string& dir, const std::string& name,
-                              const std::string& names) {
+                             const std::string& names) {
   PkeyPtr key(EVP_EC_gen("P-256"));
   Check(key != nullptr, "key");
   X509Ptr x(X509_new());

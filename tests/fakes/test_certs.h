@@ -13,6 +13,6 @@ struct TestCert {
 };
 
 TestCert WriteSelfSignedCert(const std::string& dir, const std::string& name,
-                              const std::string& names = "IP:127.0.0.1,DNS:localhost");
+                             const std::string& names = "IP:127.0.0.1,DNS:localhost");
 
 }  // namespace deskpulse::testing

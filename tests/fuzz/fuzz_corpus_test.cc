@@ -1,11 +1,10 @@
 // Runs the fuzz target over a seeded corpus: random bytes, and valid frames
 // with random bytes flipped, truncated or spliced. A crash or trap fails it.
+#include <google/protobuf/stubs/logging.h>
 #include <gtest/gtest.h>
 
 #include <random>
 #include <string>
-
-#include <google/protobuf/stubs/logging.h>
 
 #include "deskpulse/common/frame_codec.h"
 #include "deskpulse/v1/report.pb.h"

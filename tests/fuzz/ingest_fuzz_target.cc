@@ -3,11 +3,11 @@
 // envelopes, the field limits of Hellos and reports, the rollups built from
 // them, and histogram blobs. Built as a libFuzzer binary (DESKPULSE_FUZZ=ON, clang)
 // and run over a seeded corpus by fuzz_corpus_test in every test run.
+#include <google/protobuf/stubs/logging.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
-
-#include <google/protobuf/stubs/logging.h>
 
 #include "collector/store/rollup.h"
 #include "deskpulse/common/frame_codec.h"
@@ -39,7 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     while (used < piece.size() && decoder.status().ok()) {
       used += decoder.Feed(piece.subspan(used));
       if (auto held = decoder.held_header()) {
-        if (*held > decoder.max_frame_bytes() || decoder.buffered_bytes() > (std::size_t{64} << 10)) {
+        if (*held > decoder.max_frame_bytes() ||
+            decoder.buffered_bytes() > (std::size_t{64} << 10)) {
           __builtin_trap();
         }
         decoder.ContinuePayload();
@@ -71,8 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // The same bytes as a stored histogram blob: decode fails cleanly or
   // re-encodes to a blob that decodes to the same histogram.
-  auto h = SparseHistogram::Decode(
-      std::string_view(reinterpret_cast<const char*>(data), size));
+  auto h = SparseHistogram::Decode(std::string_view(reinterpret_cast<const char*>(data), size));
   if (h.ok()) {
     auto again = SparseHistogram::Decode(h->Encode());
     if (!again.ok() || !(*again == *h)) __builtin_trap();

@@ -55,8 +55,8 @@ std::optional<std::uint64_t> GreeterStartUs(const BusConnection& bus) {
   for (const auto& p : paths) {
     auto cls = bus.GetString(kLogind, p.c_str(), "org.freedesktop.login1.Session", "Class");
     if (!cls.ok() || *cls != "greeter") continue;
-    auto ts = bus.GetU64(kLogind, p.c_str(), "org.freedesktop.login1.Session",
-                         "TimestampMonotonic");
+    auto ts =
+        bus.GetU64(kLogind, p.c_str(), "org.freedesktop.login1.Session", "TimestampMonotonic");
     if (ts.ok() && *ts > 0 && (!earliest || *ts < *earliest)) earliest = *ts;
   }
   return earliest;
@@ -67,8 +67,8 @@ std::optional<std::uint64_t> DefaultTargetUs(const BusConnection& bus) {
   const LibSystemd& sd = bus.sd();
   sd_bus_error error{nullptr, nullptr, 0};  // SD_BUS_ERROR_NULL (a C99 compound literal)
   sd_bus_message* reply = nullptr;
-  int r = sd.bus_call_method(bus.get(), kSystemd, kManagerPath, kManager, "GetUnit", &error,
-                             &reply, "s", "default.target");
+  int r = sd.bus_call_method(bus.get(), kSystemd, kManagerPath, kManager, "GetUnit", &error, &reply,
+                             "s", "default.target");
   sd.error_free(&error);
   if (r < 0) return std::nullopt;
   const char* path = nullptr;
@@ -124,7 +124,8 @@ std::optional<std::uint64_t> FindInitHandOffUs(std::string_view text) {
     const std::size_t c2 = c1 == std::string_view::npos ? c1 : prefix.find(',', c1 + 1);
     if (c2 == std::string_view::npos) continue;
     const std::size_t c3 = prefix.find(',', c2 + 1);
-    if (auto us = ParseU64(prefix.substr(c2 + 1, c3 == std::string_view::npos ? c3 : c3 - c2 - 1))) {
+    if (auto us =
+            ParseU64(prefix.substr(c2 + 1, c3 == std::string_view::npos ? c3 : c3 - c2 - 1))) {
       return us;
     }
   }
@@ -162,8 +163,8 @@ std::optional<std::uint64_t> ReadDesktopMark(const std::string& mark_dir,
 Status WriteDesktopMark(const std::string& mark_dir, const std::string& proc_root) {
   timespec mono{};
   ::clock_gettime(CLOCK_MONOTONIC, &mono);
-  const std::uint64_t us =
-      static_cast<std::uint64_t>(mono.tv_sec) * 1'000'000 + static_cast<std::uint64_t>(mono.tv_nsec) / 1000;
+  const std::uint64_t us = static_cast<std::uint64_t>(mono.tv_sec) * 1'000'000 +
+                           static_cast<std::uint64_t>(mono.tv_nsec) / 1000;
   auto boot_id = ReadBootId(proc_root);
   if (!boot_id.ok()) return boot_id.status();
   // One file per user: the directory is a sticky drop box shared by all users.
@@ -301,7 +302,8 @@ void BootProbe::Start(const asio::any_io_executor& /*executor*/) {
 void BootProbe::Collect(const CycleContext& ctx, v1::Report& report) {
   if (vms_) {
     for (auto& b : vms_->Take(ctx.now_unix_ms)) *report.add_vm_boots() = std::move(b);
-    if (auto problem = vms_->Problem(); !problem.empty()) AddUnavailable(report, "boot.vms", problem);
+    if (auto problem = vms_->Problem(); !problem.empty())
+      AddUnavailable(report, "boot.vms", problem);
   } else if (!vms_error_.empty()) {
     AddUnavailable(report, "boot.vms", vms_error_);
   }

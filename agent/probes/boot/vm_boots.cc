@@ -12,7 +12,8 @@ namespace deskpulse::agent {
 
 namespace v1 = deskpulse::v1;
 
-void VmBootTracker::PoweredOn(const std::string& uuid, const std::string& name, std::int64_t at_ms) {
+void VmBootTracker::PoweredOn(const std::string& uuid, const std::string& name,
+                              std::int64_t at_ms) {
   pending_[uuid] = Pending{name, at_ms};
 }
 
@@ -203,8 +204,8 @@ void LibvirtVmWatcher::OnAgent(const std::string& uuid, int state) {
 void LibvirtVmWatcher::OnClosed(int reason) {
   closed_ = true;
   std::lock_guard lock(mu_);
-  problem_ = "connection to " + uri_ + " closed (reason " + std::to_string(reason) +
-             "): reconnecting";
+  problem_ =
+      "connection to " + uri_ + " closed (reason " + std::to_string(reason) + "): reconnecting";
 }
 
 std::vector<v1::VmBoot> LibvirtVmWatcher::Take(std::int64_t now_ms) {

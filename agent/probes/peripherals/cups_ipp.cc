@@ -53,7 +53,8 @@ class Fd {
 // Waits for `events` on `fd` until `deadline`; false on timeout or error.
 bool WaitFor(int fd, short events, Clock::time_point deadline) {
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return false;
     pollfd p{fd, events, 0};
     const int r = ::poll(&p, 1, static_cast<int>(left.count()));
@@ -112,7 +113,8 @@ Result<int> Connect(const std::string& server, Clock::time_point deadline) {
 }
 
 std::uint32_t Get32(std::string_view b, std::size_t at) {
-  return (std::uint32_t(std::uint8_t(b[at])) << 24) | (std::uint32_t(std::uint8_t(b[at + 1])) << 16) |
+  return (std::uint32_t(std::uint8_t(b[at])) << 24) |
+         (std::uint32_t(std::uint8_t(b[at + 1])) << 16) |
          (std::uint32_t(std::uint8_t(b[at + 2])) << 8) | std::uint32_t(std::uint8_t(b[at + 3]));
 }
 std::size_t Get16(std::string_view b, std::size_t at) {
@@ -131,9 +133,13 @@ std::string EncodeGetPrinters(std::uint32_t request_id) {
   out.push_back(static_cast<char>(kTagOperation));
   PutAttr(out, kTagCharset, "attributes-charset", "utf-8");
   PutAttr(out, kTagLanguage, "attributes-natural-language", "en");
-  static constexpr std::string_view kWanted[] = {
-      "printer-name", "printer-state", "printer-state-reasons", "printer-is-accepting-jobs",
-      "device-uri", "printer-make-and-model", "printer-device-id"};
+  static constexpr std::string_view kWanted[] = {"printer-name",
+                                                 "printer-state",
+                                                 "printer-state-reasons",
+                                                 "printer-is-accepting-jobs",
+                                                 "device-uri",
+                                                 "printer-make-and-model",
+                                                 "printer-device-id"};
   bool first = true;
   for (std::string_view w : kWanted) {
     PutAttr(out, kTagKeyword, first ? "requested-attributes" : "", w);
@@ -145,7 +151,8 @@ std::string EncodeGetPrinters(std::uint32_t request_id) {
 
 Result<std::vector<CupsPrinter>> DecodeGetPrinters(const std::string& body) {
   std::string_view b(body);
-  if (b.size() < 9) return InvalidArgument("IPP response too short (" + std::to_string(b.size()) + " bytes)");
+  if (b.size() < 9)
+    return InvalidArgument("IPP response too short (" + std::to_string(b.size()) + " bytes)");
   const std::size_t status = Get16(b, 2);
   // 0x0406 client-error-not-found: cupsd has no queues at all.
   if (status == 0x0406) return std::vector<CupsPrinter>{};
@@ -179,13 +186,20 @@ Result<std::vector<CupsPrinter>> DecodeGetPrinters(const std::string& body) {
     at += value_len;
     if (group != kTagPrinter || printers.empty()) continue;
     CupsPrinter& p = printers.back();
-    if (name == "printer-name") p.name = std::string(value);
-    else if (name == "printer-state" && tag == kTagEnum && value_len == 4) p.state = int(Get32(value, 0));
-    else if (name == "printer-state-reasons") p.reasons.emplace_back(value);
-    else if (name == "printer-is-accepting-jobs" && tag == kTagBoolean && value_len == 1) p.accepting = value[0] != 0;
-    else if (name == "device-uri") p.device_uri = std::string(value);
-    else if (name == "printer-make-and-model") p.make_and_model = std::string(value);
-    else if (name == "printer-device-id") p.device_id = std::string(value);
+    if (name == "printer-name")
+      p.name = std::string(value);
+    else if (name == "printer-state" && tag == kTagEnum && value_len == 4)
+      p.state = int(Get32(value, 0));
+    else if (name == "printer-state-reasons")
+      p.reasons.emplace_back(value);
+    else if (name == "printer-is-accepting-jobs" && tag == kTagBoolean && value_len == 1)
+      p.accepting = value[0] != 0;
+    else if (name == "device-uri")
+      p.device_uri = std::string(value);
+    else if (name == "printer-make-and-model")
+      p.make_and_model = std::string(value);
+    else if (name == "printer-device-id")
+      p.device_id = std::string(value);
   }
   return InvalidArgument("IPP response truncated at byte " + std::to_string(at) + " of " +
                          std::to_string(b.size()));
@@ -233,11 +247,14 @@ Result<std::vector<CupsPrinter>> CupsGetPrinters(const std::string& server, int 
   DP_ASSIGN_OR_RETURN(int raw, Connect(server, deadline));
   Fd fd(raw);
   const std::string ipp = EncodeGetPrinters(1);
-  std::string request = "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/ipp\r\n"
-                        "Content-Length: " + std::to_string(ipp.size()) +
-                        "\r\nConnection: close\r\n\r\n" + ipp;
+  std::string request =
+      "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/ipp\r\n"
+      "Content-Length: " +
+      std::to_string(ipp.size()) + "\r\nConnection: close\r\n\r\n" + ipp;
   for (std::size_t sent = 0; sent < request.size();) {
-    if (!WaitFor(fd.get(), POLLOUT, deadline)) return Unavailable("cupsd at " + server + " did not take the request within " + std::to_string(timeout_ms) + " ms");
+    if (!WaitFor(fd.get(), POLLOUT, deadline))
+      return Unavailable("cupsd at " + server + " did not take the request within " +
+                         std::to_string(timeout_ms) + " ms");
     const ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
       return Unavailable("cupsd at " + server + ": " + std::strerror(errno));

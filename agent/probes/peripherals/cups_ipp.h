@@ -10,13 +10,13 @@ namespace deskpulse::agent {
 
 /// One CUPS queue as CUPS-Get-Printers returns it.
 struct CupsPrinter {
-  std::string name;            // printer-name (the queue)
-  int state = 0;               // printer-state: 3 idle, 4 processing, 5 stopped
+  std::string name;                  // printer-name (the queue)
+  int state = 0;                     // printer-state: 3 idle, 4 processing, 5 stopped
   std::vector<std::string> reasons;  // printer-state-reasons ("none", "media-empty-error", …)
-  bool accepting = true;       // printer-is-accepting-jobs
-  std::string device_uri;      // usb://HP/LaserJet%201020?serial=…, ipp://…
+  bool accepting = true;             // printer-is-accepting-jobs
+  std::string device_uri;            // usb://HP/LaserJet%201020?serial=…, ipp://…
   std::string make_and_model;
-  std::string device_id;       // printer-device-id, IEEE 1284 ("MFG:HP;MDL:…;")
+  std::string device_id;  // printer-device-id, IEEE 1284 ("MFG:HP;MDL:…;")
 };
 
 /// Asks cupsd for its queues with one IPP request (CUPS-Get-Printers) over

@@ -50,7 +50,8 @@ Result<std::vector<SmartCardReader>> PcscClient::Readers() {
   if (rc == SCARD_E_NO_SERVICE) {
     return Unavailable("pcscd is not running: " + Describe(api_->stringify, rc));
   }
-  if (rc != SCARD_S_SUCCESS) return Unavailable("SCardEstablishContext: " + Describe(api_->stringify, rc));
+  if (rc != SCARD_S_SUCCESS)
+    return Unavailable("SCardEstablishContext: " + Describe(api_->stringify, rc));
   struct Release {
     Api* api;
     SCARDCONTEXT ctx;
@@ -61,11 +62,13 @@ Result<std::vector<SmartCardReader>> PcscClient::Readers() {
   rc = api_->list(ctx, nullptr, nullptr, &len);
   std::vector<SmartCardReader> readers;
   if (rc == SCARD_E_NO_READERS_AVAILABLE) return readers;
-  if (rc != SCARD_S_SUCCESS) return Unavailable("SCardListReaders: " + Describe(api_->stringify, rc));
+  if (rc != SCARD_S_SUCCESS)
+    return Unavailable("SCardListReaders: " + Describe(api_->stringify, rc));
   std::string names(len, '\0');
   rc = api_->list(ctx, nullptr, names.data(), &len);
   if (rc == SCARD_E_NO_READERS_AVAILABLE) return readers;
-  if (rc != SCARD_S_SUCCESS) return Unavailable("SCardListReaders: " + Describe(api_->stringify, rc));
+  if (rc != SCARD_S_SUCCESS)
+    return Unavailable("SCardListReaders: " + Describe(api_->stringify, rc));
   names.resize(std::min<std::size_t>(len, names.size()));
 
   std::vector<SCARD_READERSTATE> states;

@@ -10,7 +10,7 @@
 namespace deskpulse::agent {
 
 struct SmartCardReader {
-  std::string name;          // "Gemalto PC Twin Reader 00 00"
+  std::string name;               // "Gemalto PC Twin Reader 00 00"
   std::uint32_t event_state = 0;  // SCARD_STATE_* bits
   bool card_present = false;
 };

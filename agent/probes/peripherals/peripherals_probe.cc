@@ -1,14 +1,14 @@
 #include "agent/probes/peripherals/peripherals_probe.h"
 
+#include <malloc.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
-
-#include <malloc.h>
-#include <sys/stat.h>
 
 #include "agent/platform/libsqlite.h"
 #include "agent/platform/proc.h"
@@ -73,24 +73,26 @@ std::string DeviceName(const UsbDevice& d) {
   std::string name = d.manufacturer;
   if (!d.product.empty()) {
     // "HP" + "HP LaserJet 1020" reads better as the product alone.
-    if (name.empty() || d.product.find(name) != std::string::npos) name = d.product;
-    else name += " " + d.product;
+    if (name.empty() || d.product.find(name) != std::string::npos)
+      name = d.product;
+    else
+      name += " " + d.product;
   }
   return name;
 }
 
 std::string DeviceKey(const v1::PeripheralState& s) {
-  return std::to_string(int(s.bus())) + ":" + Ids(std::uint16_t(s.vendor_id()),
-                                                  std::uint16_t(s.product_id())) +
-         ":" + (s.serial_hash().empty() ? s.name() : s.serial_hash());
+  return std::to_string(int(s.bus())) + ":" +
+         Ids(std::uint16_t(s.vendor_id()), std::uint16_t(s.product_id())) + ":" +
+         (s.serial_hash().empty() ? s.name() : s.serial_hash());
 }
 
 }  // namespace
 
 std::string SerialHash(std::string_view kind, std::uint16_t vid, std::uint16_t pid,
                        std::string_view serial) {
-  const std::string input = "deskpulse:" + std::string(kind) + ":" + Ids(vid, pid) + ":" +
-                            std::string(serial);
+  const std::string input =
+      "deskpulse:" + std::string(kind) + ":" + Ids(vid, pid) + ":" + std::string(serial);
   const auto md = Sha256(input);
   std::string out;
   for (unsigned i = 0; i < 8; ++i) out += Hex2(md[i]);
@@ -99,7 +101,8 @@ std::string SerialHash(std::string_view kind, std::uint16_t vid, std::uint16_t p
 
 std::string UsbTag(std::uint16_t vid, std::uint16_t pid, const std::string& serial,
                    const std::string& port) {
-  return serial.empty() ? SerialHash("usb-port", vid, pid, port) : SerialHash("usb", vid, pid, serial);
+  return serial.empty() ? SerialHash("usb-port", vid, pid, port)
+                        : SerialHash("usb", vid, pid, serial);
 }
 
 bool QueueMatches(const CupsPrinter& queue, const UsbDevice& d) {
@@ -159,7 +162,8 @@ UsbVerdict ClassifyUsb(const UsbDevice& d, const UsbContext& c) {
   v.redirected = d.behind_vhci;
   std::string holder;
   if (c.holders != nullptr) {
-    if (auto it = c.holders->find({d.busnum, d.devnum}); it != c.holders->end()) holder = it->second;
+    if (auto it = c.holders->find({d.busnum, d.devnum}); it != c.holders->end())
+      holder = it->second;
   }
   const bool holder_redirects =
       !holder.empty() && c.redirectors != nullptr &&
@@ -232,8 +236,10 @@ UsbVerdict ClassifyUsb(const UsbDevice& d, const UsbContext& c) {
     v.reason = "not configured: the device exposes no interfaces";
   } else if (std::any_of(d.interfaces.begin(), d.interfaces.end(),
                          [](const UsbInterface& i) { return i.cls == 0x0b; })) {
-    v.reason = "smart-card reader not claimed by pcscd (no CCID support for it, or pcscd is "
-               "not running); unbound: " + unbound;
+    v.reason =
+        "smart-card reader not claimed by pcscd (no CCID support for it, or pcscd is "
+        "not running); unbound: " +
+        unbound;
   } else if (std::any_of(d.interfaces.begin(), d.interfaces.end(),
                          [](const UsbInterface& i) { return i.cls == 0x07; })) {
     v.reason = "printer with no kernel driver and no CUPS queue; unbound: " + unbound;
@@ -317,7 +323,8 @@ void PeripheralsProbe::OnUevent(const Uevent& e, std::int64_t now_ms) {
     if (e.action == "add") {
       Known k;
       if (auto d = ReadUsbDevice(config_.sysfs, port); d.ok()) {
-        k = Known{d->vendor_id, d->product_id, UsbTag(d->vendor_id, d->product_id, d->serial, port)};
+        k = Known{d->vendor_id, d->product_id,
+                  UsbTag(d->vendor_id, d->product_id, d->serial, port)};
       } else if (from_event) {
         k = *from_event;
       } else {
@@ -365,8 +372,8 @@ void PeripheralsProbe::OnUevent(const Uevent& e, std::int64_t now_ms) {
 }
 
 bool PeripheralsProbe::Settle(const std::string& key, v1::PeripheralState& s, std::int64_t now_ms) {
-  const bool failing = s.state() != v1::DEVICE_STATE_WORKING &&
-                       s.state() != v1::DEVICE_STATE_BLOCKED_BY_POLICY;
+  const bool failing =
+      s.state() != v1::DEVICE_STATE_WORKING && s.state() != v1::DEVICE_STATE_BLOCKED_BY_POLICY;
   if (once_ || !failing) {
     settling_.erase(key);
     settled_[key] = s;
@@ -395,10 +402,11 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, bool usb_due, v1::Report& rep
     dirty_ = false;
     last_usb_scan_ms_ = now_ms;
     usb_ = ScanUsb(config_.sysfs);
-    const bool claimed = std::any_of(usb_.devices.begin(), usb_.devices.end(), [](const UsbDevice& d) {
-      return std::any_of(d.interfaces.begin(), d.interfaces.end(),
-                         [](const UsbInterface& i) { return i.driver == "usbfs"; });
-    });
+    const bool claimed =
+        std::any_of(usb_.devices.begin(), usb_.devices.end(), [](const UsbDevice& d) {
+          return std::any_of(d.interfaces.begin(), d.interfaces.end(),
+                             [](const UsbInterface& i) { return i.driver == "usbfs"; });
+        });
     holders_.clear();
     if (claimed) holders_ = UsbNodeHolders(config_.proc);  // only then: it walks every fd
     sane_.clear();
@@ -425,7 +433,6 @@ void PeripheralsProbe::Rescan(std::int64_t now_ms, bool usb_due, v1::Report& rep
       AddUnavailable(report, "peripherals.printers", got.status().message());
     }
   }
-
 
   std::vector<v1::PeripheralState> inventory;
   std::map<std::string, Known> known;
@@ -621,9 +628,10 @@ void PeripheralsProbe::Collect(const CycleContext& ctx, v1::Report& report) {
   if (!hotplug_error_.empty()) AddUnavailable(report, "peripherals.hotplug", hotplug_error_);
   if (events_dropped_ > 0 || events_overflowed_) {
     AddUnavailable(report, "peripherals.hotplug",
-                   events_overflowed_ ? "the kernel dropped hot-plug events (receive buffer full)"
-                                      : std::to_string(events_dropped_) +
-                                            " hot-plug events beyond 64 in one report were dropped");
+                   events_overflowed_
+                       ? "the kernel dropped hot-plug events (receive buffer full)"
+                       : std::to_string(events_dropped_) +
+                             " hot-plug events beyond 64 in one report were dropped");
     events_dropped_ = 0;
     events_overflowed_ = false;
   }

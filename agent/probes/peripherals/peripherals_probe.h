@@ -1,7 +1,6 @@
 #pragma once
 
 #include <asio/posix/stream_descriptor.hpp>
-
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -106,7 +105,7 @@ class PeripheralsProbe : public Probe {
   std::map<std::pair<unsigned, unsigned>, std::string> holders_;
   std::map<std::string, bool> sane_;  // by devpath
   std::int64_t last_sent_ms_ = 0;
-  std::string last_sent_;  // serialised inventory last put in a report
+  std::string last_sent_;             // serialised inventory last put in a report
   std::string inventory_serialized_;  // the current one, serialised at each rescan
   std::vector<deskpulse::v1::PeripheralState> inventory_;
   std::map<std::string, Known> known_;  // by sysfs devpath

@@ -56,15 +56,24 @@ std::optional<Uevent> ParseUevent(const char* data, std::size_t len) {
     const std::size_t eq = kv.find('=');
     if (eq == std::string_view::npos) continue;
     const std::string_view k = kv.substr(0, eq), v = kv.substr(eq + 1);
-    if (k == "ACTION") e.action = std::string(v);
-    else if (k == "DEVPATH") e.devpath = std::string(v);
-    else if (k == "SUBSYSTEM") e.subsystem = std::string(v);
-    else if (k == "DEVTYPE") e.devtype = std::string(v);
-    else if (k == "DRIVER") e.driver = std::string(v);
-    else if (k == "PRODUCT") ParseProduct(v, &e);
-    else if (k == "BUSNUM") e.busnum = SmallNumber(v);
-    else if (k == "DEVNUM") e.devnum = SmallNumber(v);
-    else if (k == "SEQNUM") e.seqnum = std::strtoull(std::string(v.substr(0, 20)).c_str(), nullptr, 10);
+    if (k == "ACTION")
+      e.action = std::string(v);
+    else if (k == "DEVPATH")
+      e.devpath = std::string(v);
+    else if (k == "SUBSYSTEM")
+      e.subsystem = std::string(v);
+    else if (k == "DEVTYPE")
+      e.devtype = std::string(v);
+    else if (k == "DRIVER")
+      e.driver = std::string(v);
+    else if (k == "PRODUCT")
+      ParseProduct(v, &e);
+    else if (k == "BUSNUM")
+      e.busnum = SmallNumber(v);
+    else if (k == "DEVNUM")
+      e.devnum = SmallNumber(v);
+    else if (k == "SEQNUM")
+      e.seqnum = std::strtoull(std::string(v.substr(0, 20)).c_str(), nullptr, 10);
   }
   // The header and the keys must agree, or it is not a kernel message.
   if (e.action.empty() || e.devpath.empty() || header.substr(0, at) != e.action ||
@@ -75,8 +84,8 @@ std::optional<Uevent> ParseUevent(const char* data, std::size_t len) {
 }
 
 Result<UeventSocket> UeventSocket::Open(bool kernel_only) {
-  const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                          NETLINK_KOBJECT_UEVENT);
+  const int fd =
+      ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
   if (fd < 0) {
     return Unavailable(std::string("uevent netlink socket: ") + std::strerror(errno));
   }
@@ -102,8 +111,8 @@ std::optional<Uevent> UeventSocket::Receive(int* error) {
   char buf[8192];
   sockaddr_nl from{};
   socklen_t from_len = sizeof from;
-  const ssize_t n = ::recvfrom(fd_, buf, sizeof buf, MSG_DONTWAIT,
-                               reinterpret_cast<sockaddr*>(&from), &from_len);
+  const ssize_t n =
+      ::recvfrom(fd_, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &from_len);
   if (n < 0) {
     *error = errno == EWOULDBLOCK ? EAGAIN : errno;
     return std::nullopt;

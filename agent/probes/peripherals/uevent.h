@@ -14,8 +14,8 @@ struct Uevent {
   std::string action;  // add, remove, bind, unbind, change, …
   std::string devpath;
   std::string subsystem;
-  std::string devtype;  // usb_device, usb_interface
-  std::string driver;   // on bind/unbind
+  std::string devtype;                          // usb_device, usb_interface
+  std::string driver;                           // on bind/unbind
   std::uint16_t vendor_id = 0, product_id = 0;  // from PRODUCT=vid/pid/bcd (hex)
   bool has_product = false;
   unsigned busnum = 0, devnum = 0;
@@ -32,9 +32,7 @@ std::optional<Uevent> ParseUevent(const char* data, std::size_t len);
 class UeventSocket {
  public:
   static Result<UeventSocket> Open(bool kernel_only = true);
-  UeventSocket(UeventSocket&& o) noexcept : fd_(o.fd_), kernel_only_(o.kernel_only_) {
-    o.fd_ = -1;
-  }
+  UeventSocket(UeventSocket&& o) noexcept : fd_(o.fd_), kernel_only_(o.kernel_only_) { o.fd_ = -1; }
   UeventSocket& operator=(UeventSocket&&) = delete;
   ~UeventSocket();
   int fd() const { return fd_; }

@@ -178,7 +178,8 @@ bool SaneMatched(const std::string& udev_data, unsigned busnum, unsigned devnum)
   static constexpr std::string_view kLine = "E:libsane_matched=yes";
   for (std::size_t at = db->find(kLine); at != std::string::npos; at = db->find(kLine, at + 1)) {
     const std::size_t end = at + kLine.size();
-    if ((at == 0 || (*db)[at - 1] == '\n') && (end == db->size() || (*db)[end] == '\n')) return true;
+    if ((at == 0 || (*db)[at - 1] == '\n') && (end == db->size() || (*db)[end] == '\n'))
+      return true;
   }
   return false;
 }

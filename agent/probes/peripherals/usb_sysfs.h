@@ -35,8 +35,8 @@ struct UsbDevice {
 };
 
 struct UsbScan {
-  std::vector<UsbDevice> devices;       // sorted by port
-  std::vector<std::string> problems;    // entries that could not be read, each naming the entry
+  std::vector<UsbDevice> devices;     // sorted by port
+  std::vector<std::string> problems;  // entries that could not be read, each naming the entry
 };
 
 /// One device, `<sysfs>/bus/usb/devices/<port>`; an error names the port.

@@ -1,13 +1,12 @@
 #include "agent/probes/session/session_kernel.h"
 
-#include <netinet/tcp.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
-
 #include <chrono>
 
 namespace deskpulse::agent {
@@ -79,9 +78,8 @@ class LinuxSessionKernel : public SessionKernel {
       return 0;
     }
     const asio::ip::tcp::endpoint target(ip, port);
-    const std::string name = target.address().is_v6()
-                                 ? "[" + addr + "]:" + std::to_string(port)
-                                 : addr + ":" + std::to_string(port);
+    const std::string name = target.address().is_v6() ? "[" + addr + "]:" + std::to_string(port)
+                                                      : addr + ":" + std::to_string(port);
     hs->start = std::chrono::steady_clock::now();
     hs->socket.async_connect(target, [hs, name](std::error_code result) {
       PeerAnswer a;
@@ -98,10 +96,10 @@ class LinuxSessionKernel : public SessionKernel {
       } else if (result == asio::error::connection_refused) {
         a.answered = true;
         a.refused = true;
-        a.rtt_us = static_cast<std::uint32_t>(std::max<std::int64_t>(
-            1, std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::steady_clock::now() - hs->start)
-                   .count()));
+        a.rtt_us = static_cast<std::uint32_t>(
+            std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::microseconds>(
+                                          std::chrono::steady_clock::now() - hs->start)
+                                          .count()));
       } else if (result != asio::error::operation_aborted) {
         a.error = name + ": " + result.message();
       } else {
@@ -115,8 +113,8 @@ class LinuxSessionKernel : public SessionKernel {
     hs->timer.expires_after(std::chrono::milliseconds(timeout_ms));
     hs->timer.async_wait([hs, name, timeout_ms](std::error_code result) {
       if (result) return;
-      hs->Finish(PeerAnswer{.error = name + ": no answer within " + std::to_string(timeout_ms) +
-                                     " ms"});
+      hs->Finish(
+          PeerAnswer{.error = name + ": no answer within " + std::to_string(timeout_ms) + " ms"});
     });
     return hs->finished ? 0 : local;
   }

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <asio/any_io_executor.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,7 +20,7 @@ struct PeerAnswer {
   bool retransmitted = false;  // the SYN went out more than once: not an RTT sample
   std::uint32_t rtt_us = 0;    // the kernel's SYN → SYN/ACK RTT; for a reset, elapsed
   std::uint16_t local_port = 0;
-  std::string error;           // why not answered
+  std::string error;  // why not answered
 };
 
 /// What the session probe reads from the kernel. The Linux one is

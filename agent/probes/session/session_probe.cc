@@ -157,7 +157,8 @@ bool SessionProbe::Classify(const TcpConn& c, v1::DisplayProtocol* protocol,
   };
   // A thin client connects out to the display port; a VDI guest or host
   // serves it (and may also connect out through a gateway).
-  if (auto it = protocol_of_.find(c.remote_port); it != protocol_of_.end() && is_session(it->second)) {
+  if (auto it = protocol_of_.find(c.remote_port);
+      it != protocol_of_.end() && is_session(it->second)) {
     *protocol = it->second;
     *peer = JoinHostPort(c.remote_addr, c.remote_port);
     return true;
@@ -315,7 +316,8 @@ void SessionProbe::Discover(std::int64_t now_ms) {
     if (back != closing_.end()) {
       e.set_kind(v1::SESSION_EVENT_KIND_RECONNECT);
       e.set_reason("reconnected to " + s.peer);
-      e.set_downtime_ms(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_ms - back->at_ms)));
+      e.set_downtime_ms(
+          static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_ms - back->at_ms)));
       closing_.erase(back);
     } else {
       e.set_kind(v1::SESSION_EVENT_KIND_CONNECT);
@@ -406,21 +408,22 @@ void SessionProbe::ProbePeers(std::int64_t now_ms) {
     if (g.in_flight) continue;
     // During a stall: once a sample interval, not every look.
     const bool is_stalled = stalled.count(key) != 0 && now_ms - g.last_probe_ms >= tick_ms;
-    const bool due = connect_rtt_ &&
-                     (g.last_probe_ms == 0 ||
-                      now_ms - g.last_probe_ms >= std::int64_t(config_.rtt_probe_interval_s) * 1000);
+    const bool due = connect_rtt_ && (g.last_probe_ms == 0 ||
+                                      now_ms - g.last_probe_ms >=
+                                          std::int64_t(config_.rtt_probe_interval_s) * 1000);
     if (!is_stalled && !due) continue;
     const int timeout_ms =
-        is_stalled ? static_cast<int>(std::min<std::int64_t>(config_.probe_timeout_ms, tick_ms * 9 / 10))
-                   : config_.probe_timeout_ms;
+        is_stalled
+            ? static_cast<int>(std::min<std::int64_t>(config_.probe_timeout_ms, tick_ms * 9 / 10))
+            : config_.probe_timeout_ms;
     g.in_flight = true;
     g.last_probe_ms = now_ms;
     std::weak_ptr<bool> alive = alive_;
-    const std::uint16_t local = kernel_->ProbePeer(
-        t->conn.remote_addr, t->conn.remote_port, timeout_ms,
-        [this, alive, key, now_ms](const PeerAnswer& a) {
-          if (auto p = alive.lock(); p && *p) OnPeerAnswer(key, now_ms, a);
-        });
+    const std::uint16_t local =
+        kernel_->ProbePeer(t->conn.remote_addr, t->conn.remote_port, timeout_ms,
+                           [this, alive, key, now_ms](const PeerAnswer& a) {
+                             if (auto p = alive.lock(); p && *p) OnPeerAnswer(key, now_ms, a);
+                           });
     if (g.in_flight && local != 0) own_ports_.insert(local);
   }
 }
@@ -440,7 +443,8 @@ void SessionProbe::OnPeerAnswer(const GroupKey& key, std::int64_t sent_ms, const
   std::uint32_t rto_us = 0;
   for (auto& [cookie, t] : live_) {
     if (t.protocol != key.first || t.peer != key.second) continue;
-    if (t.stall_start_ms != 0 && t.path_back_ms == 0) t.path_back_ms = std::max(reached, t.stall_start_ms);
+    if (t.stall_start_ms != 0 && t.path_back_ms == 0)
+      t.path_back_ms = std::max(reached, t.stall_start_ms);
     if (t.stall_start_ms == 0) rto_us = std::max(rto_us, t.conn.rto_us);
   }
   if (!connect_rtt_ || a.refused || a.retransmitted) return;
@@ -496,23 +500,22 @@ void SessionProbe::ArmTimer(std::int64_t delay_ms) {
 }
 
 void SessionProbe::ReadDestroyed() {
-  destroy_->async_read_some(
-      asio::buffer(destroy_buf_), [this](std::error_code ec, std::size_t n) {
-        if (ec == asio::error::operation_aborted) return;
-        if (!ec) {
-          std::vector<TcpConn> conns;
-          bool done = false;
-          if (ParseSockDiag({destroy_buf_.data(), n}, &conns, &done).ok()) {
-            const std::int64_t now = NowUnixMs();
-            for (const auto& c : conns) OnDestroyed(c, now);
-          }
-        } else if (ec != asio::error::no_buffer_space) {
-          destroy_error_ = "TCP destroy group: " + ec.message();
-          return;
-        }
-        // ENOBUFS: the kernel dropped events; the next dump notices the gaps.
-        ReadDestroyed();
-      });
+  destroy_->async_read_some(asio::buffer(destroy_buf_), [this](std::error_code ec, std::size_t n) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      std::vector<TcpConn> conns;
+      bool done = false;
+      if (ParseSockDiag({destroy_buf_.data(), n}, &conns, &done).ok()) {
+        const std::int64_t now = NowUnixMs();
+        for (const auto& c : conns) OnDestroyed(c, now);
+      }
+    } else if (ec != asio::error::no_buffer_space) {
+      destroy_error_ = "TCP destroy group: " + ec.message();
+      return;
+    }
+    // ENOBUFS: the kernel dropped events; the next dump notices the gaps.
+    ReadDestroyed();
+  });
 }
 
 void SessionProbe::ActiveProbe(const CycleContext& ctx, v1::Report& report) {
@@ -585,12 +588,12 @@ void SessionProbe::Collect(const CycleContext& ctx, v1::Report& report) {
         rttvar = std::move(g.rttvar_us);
         source = v1::LATENCY_SOURCE_PEER_CONNECT;
       } else if (!rtt.empty()) {
-        AddUnavailable(report, "session.rtt_probe",
-                       key.second + ": " +
-                           (g.last_error.empty() ? std::string("no handshake answered")
-                                                 : g.last_error) +
-                           "; this window's RTT is the connection's own, which includes the "
-                           "server's ACK delay");
+        AddUnavailable(
+            report, "session.rtt_probe",
+            key.second + ": " +
+                (g.last_error.empty() ? std::string("no handshake answered") : g.last_error) +
+                "; this window's RTT is the connection's own, which includes the "
+                "server's ACK delay");
       }
       g.rtt_us.clear();
       g.rttvar_us.clear();
@@ -611,8 +614,8 @@ void SessionProbe::Collect(const CycleContext& ctx, v1::Report& report) {
       w->set_jitter_us(Percentile(rttvar, 0.50));
     }
     if (segs > 0) {
-      w->set_retransmit_ppm(static_cast<std::uint32_t>(std::min<std::uint64_t>(
-          1'000'000, retrans * 1'000'000 / segs)));
+      w->set_retransmit_ppm(static_cast<std::uint32_t>(
+          std::min<std::uint64_t>(1'000'000, retrans * 1'000'000 / segs)));
     }
     if (stalled_ms > 0) w->set_stalled_ms(static_cast<std::uint32_t>(stalled_ms));
     w->set_source(source);

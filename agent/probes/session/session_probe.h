@@ -2,7 +2,6 @@
 
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
-
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -44,8 +43,8 @@ class SessionProbe : public Probe {
  private:
   struct Tracked {
     deskpulse::v1::DisplayProtocol protocol{};
-    std::string peer;       // "addr:port" of the far end
-    std::string peer_addr;  // reconnects match on the address
+    std::string peer;                   // "addr:port" of the far end
+    std::string peer_addr;              // reconnects match on the address
     std::vector<std::uint32_t> rtt_us;  // this window's samples
     std::vector<std::uint32_t> rttvar_us;
     std::uint32_t look_min_rtt_us = 0, look_rttvar_us = 0;  // the least look this sample
@@ -53,12 +52,12 @@ class SessionProbe : public Probe {
     std::uint32_t retrans_at_start = 0, segs_at_start = 0;
     std::uint32_t retrans_now = 0, segs_now = 0;
     std::int64_t last_seen_ms = 0;
-    std::int64_t idle_seen_ms = 0;   // last sample with nothing outstanding
+    std::int64_t idle_seen_ms = 0;    // last sample with nothing outstanding
     std::int64_t stall_start_ms = 0;  // 0: not stalled
     std::int64_t path_back_ms = 0;    // a probe of the peer answered during the stall
     std::int64_t stall_counted_to_ms = 0;
-    std::int64_t stalled_ms = 0;      // this window
-    TcpConn conn;  // the identity to look it up by
+    std::int64_t stalled_ms = 0;  // this window
+    TcpConn conn;                 // the identity to look it up by
   };
   struct Closed {
     deskpulse::v1::DisplayProtocol protocol{};

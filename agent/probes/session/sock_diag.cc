@@ -179,7 +179,8 @@ Result<std::optional<TcpConn>> LookupTcp(const TcpConn& known) {
   req.r.id.idiag_cookie[1] = static_cast<std::uint32_t>(known.cookie >> 32);
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  if (::sendto(s.fd, &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+  if (::sendto(s.fd, &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) <
+      0) {
     return Unavailable(std::string("NETLINK_SOCK_DIAG send: ") + std::strerror(errno));
   }
   alignas(nlmsghdr) char buf[4096];
@@ -206,7 +207,8 @@ Result<std::optional<TcpConn>> LookupTcp(const TcpConn& known) {
   return std::optional<TcpConn>(std::move(found[0]));
 }
 
-Result<std::vector<TcpConn>> DumpTcp(const std::vector<std::uint16_t>& ports, TcpFamilies families) {
+Result<std::vector<TcpConn>> DumpTcp(const std::vector<std::uint16_t>& ports,
+                                     TcpFamilies families) {
   Fd s;
   s.fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (s.fd < 0) return Unavailable(std::string("NETLINK_SOCK_DIAG: ") + std::strerror(errno));
@@ -264,7 +266,8 @@ Result<int> OpenDestroyListener() {
   if (fd < 0) return Unavailable(std::string("NETLINK_SOCK_DIAG: ") + std::strerror(errno));
   sockaddr_nl local{};
   local.nl_family = AF_NETLINK;
-  local.nl_groups = (1u << (SKNLGRP_INET_TCP_DESTROY - 1)) | (1u << (SKNLGRP_INET6_TCP_DESTROY - 1));
+  local.nl_groups =
+      (1u << (SKNLGRP_INET_TCP_DESTROY - 1)) | (1u << (SKNLGRP_INET6_TCP_DESTROY - 1));
   if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
     const int e = errno;
     ::close(fd);

@@ -13,10 +13,10 @@ namespace deskpulse::agent {
 
 /// One TCP connection as NETLINK_SOCK_DIAG reports it (what `ss -ti` shows).
 struct TcpConn {
-  std::uint64_t cookie = 0;  // the kernel's identity for the socket
+  std::uint64_t cookie = 0;                                // the kernel's identity for the socket
   std::array<std::uint32_t, 4> local_raw{}, remote_raw{};  // as the kernel gave them
-  int family = 0;            // AF_INET or AF_INET6
-  std::uint8_t state = 0;    // TCP_ESTABLISHED = 1, TCP_CLOSE = 7 in destroy events
+  int family = 0;                                          // AF_INET or AF_INET6
+  std::uint8_t state = 0;  // TCP_ESTABLISHED = 1, TCP_CLOSE = 7 in destroy events
   std::string local_addr;
   std::uint16_t local_port = 0;
   std::string remote_addr;

@@ -39,7 +39,8 @@ bool HasJournalFiles(const std::string& dir) {
 
 }  // namespace
 
-StabilityProbe::StabilityProbe(StabilityConfig config, const std::string& state_dir, RunHistory history)
+StabilityProbe::StabilityProbe(StabilityConfig config, const std::string& state_dir,
+                               RunHistory history)
     : config_(std::move(config)),
       cursor_file_(state_dir.empty() ? std::string() : state_dir + "/journal-cursor"),
       history_(std::move(history)) {}
@@ -80,8 +81,9 @@ void StabilityProbe::CollectCoredumps(v1::Report& report) {
   // No journal files: do not map libsystemd (and its dependencies, ~1 MB) at all.
   if (config_.journal_dir.empty() && !HasJournalFiles("/var/log/journal") &&
       !HasJournalFiles("/run/log/journal")) {
-    why = "no systemd journal on this machine (no journal files under /var/log/journal or "
-          "/run/log/journal)";
+    why =
+        "no systemd journal on this machine (no journal files under /var/log/journal or "
+        "/run/log/journal)";
   }
   auto lib = why.empty() ? LibSystemd::Get() : Result<const LibSystemd*>(Unavailable(why));
   if (why.empty() && !lib.ok()) why = lib.status().message();

@@ -11,10 +11,10 @@ namespace deskpulse::agent {
 
 /// How the agent's previous run ended, read at start from the state directory.
 struct RunHistory {
-  std::string previous_boot_id;  // empty on the first run on this machine
-  bool previous_clean = true;    // it stopped on SIGTERM and wrote its marker
+  std::string previous_boot_id;            // empty on the first run on this machine
+  bool previous_clean = true;              // it stopped on SIGTERM and wrote its marker
   std::int64_t previous_seen_unix_ms = 0;  // its last heartbeat
-  std::uint64_t restarts = 0;    // starts after the first on this machine
+  std::uint64_t restarts = 0;              // starts after the first on this machine
 };
 
 /// Uptime, crash signs and the agent's own restarts.

@@ -167,12 +167,22 @@ std::string IntArray(const std::vector<std::int64_t>& v) {
 void AppendCopyField(std::string* row, std::string_view text) {
   for (char ch : text) {
     switch (ch) {
-      case '\\': *row += "\\\\"; break;
-      case '\t': *row += "\\t"; break;
-      case '\n': *row += "\\n"; break;
-      case '\r': *row += "\\r"; break;
-      case '\0': break;
-      default: *row += ch;
+      case '\\':
+        *row += "\\\\";
+        break;
+      case '\t':
+        *row += "\\t";
+        break;
+      case '\n':
+        *row += "\\n";
+        break;
+      case '\r':
+        *row += "\\r";
+        break;
+      case '\0':
+        break;
+      default:
+        *row += ch;
     }
   }
 }

@@ -54,13 +54,13 @@ Result<std::unique_ptr<PgStore>> PgStore::Open(const StoreOptions& options) {
       return Status(Code::kNotFound, store->name_ + " is not a DeskPulse store (no schema)");
     }
     DP_RETURN_IF_ERROR(db.Exec("SET default_transaction_read_only = on"));
-    DP_ASSIGN_OR_RETURN(auto v, db.Query("schema version",
-                                        "SELECT value FROM meta WHERE key='schema_version'"));
+    DP_ASSIGN_OR_RETURN(
+        auto v, db.Query("schema version", "SELECT value FROM meta WHERE key='schema_version'"));
     store->schema_version_ = v.size() > 0 ? static_cast<int>(v.Int(0, 0)) : 0;
     if (store->schema_version_ > LatestSchemaVersion()) {
       return Status(Code::kUnavailable,
-                    fmt::format("{} has schema v{}, newer than this collector's v{}",
-                                store->name_, store->schema_version_, LatestSchemaVersion()));
+                    fmt::format("{} has schema v{}, newer than this collector's v{}", store->name_,
+                                store->schema_version_, LatestSchemaVersion()));
     }
     return store;
   }
@@ -110,11 +110,12 @@ Status PgStore::Migrate() {
   // Collectors starting together: one migrates, the others wait and find it done.
   DP_RETURN_IF_ERROR(db.Exec(fmt::format("SELECT pg_advisory_lock({})", kMigrateLock)));
   auto migrate = [&]() -> Status {
-    DP_ASSIGN_OR_RETURN(auto has_meta, db.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
+    DP_ASSIGN_OR_RETURN(auto has_meta,
+                        db.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
     int current = 0;
     if (has_meta.Text(0, 0) == "t") {
-      DP_ASSIGN_OR_RETURN(auto v, db.Query("schema version",
-                                          "SELECT value FROM meta WHERE key='schema_version'"));
+      DP_ASSIGN_OR_RETURN(
+          auto v, db.Query("schema version", "SELECT value FROM meta WHERE key='schema_version'"));
       current = v.size() > 0 ? static_cast<int>(v.Int(0, 0)) : 0;
     }
     const int latest = static_cast<int>(kPostgresMigrations.size());
@@ -127,9 +128,9 @@ Status PgStore::Migrate() {
       DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
       DP_RETURN_IF_ERROR(db.Exec(kPostgresMigrations[static_cast<std::size_t>(v - 1)]));
       DP_RETURN_IF_ERROR(db.Query("schema version",
-                                 "INSERT INTO meta(key, value) VALUES('schema_version', $1) "
-                                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                                 {pg::Int(v)})
+                                  "INSERT INTO meta(key, value) VALUES('schema_version', $1) "
+                                  "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                                  {pg::Int(v)})
                              .status());
       DP_RETURN_IF_ERROR(tx.Commit());
       spdlog::info("store {}: applied schema migration v{}", name_, v);
@@ -148,18 +149,18 @@ Status PgStore::Register(pg::Connection& db) {
   const std::int64_t now = WallMs();
   DP_ASSIGN_OR_RETURN(auto rows,
                       db.Query("register collector",
-                                   "INSERT INTO collectors(host, pid, started_ms, heartbeat_ms) "
-                                   "VALUES($1, $2, $3, $3) RETURNING collector_id",
-                                   {std::string(host), pg::Int(getpid()), pg::Int(now)}));
+                               "INSERT INTO collectors(host, pid, started_ms, heartbeat_ms) "
+                               "VALUES($1, $2, $3, $3) RETURNING collector_id",
+                               {std::string(host), pg::Int(getpid()), pg::Int(now)}));
   collector_id_ = rows.Int(0, 0);
   return Status::Ok();
 }
 
 Status PgStore::Heartbeat(pg::Connection& db, std::int64_t now_ms) {
   DP_ASSIGN_OR_RETURN(auto rows, db.Query("heartbeat",
-                                              "UPDATE collectors SET heartbeat_ms=$2 WHERE "
-                                              "collector_id=$1 RETURNING 1",
-                                              {pg::Int(collector_id_), pg::Int(now_ms)}));
+                                          "UPDATE collectors SET heartbeat_ms=$2 WHERE "
+                                          "collector_id=$1 RETURNING 1",
+                                          {pg::Int(collector_id_), pg::Int(now_ms)}));
   if (rows.size() == 0) return Register(db);  // removed as long dead: start again
   return Status::Ok();
 }
@@ -194,17 +195,20 @@ Result<Customer> PgStore::EnsureCustomerTx(const std::string& name, std::int64_t
     return InvalidArgument("customer name must be 1..200 characters");
   }
   // Look first, so that names already known do not use up ids.
-  DP_ASSIGN_OR_RETURN(auto found, conn_->Query("customer", "SELECT customer_id FROM customers "
-                                                           "WHERE name=$1",
+  DP_ASSIGN_OR_RETURN(auto found, conn_->Query("customer",
+                                               "SELECT customer_id FROM customers "
+                                               "WHERE name=$1",
                                                {name}));
   if (found.size() > 0) return Customer{found.Int(0, 0), name};
-  DP_RETURN_IF_ERROR(conn_->Query("customer",
-                                  "INSERT INTO customers(name, created_ms) VALUES($1, $2) "
-                                  "ON CONFLICT(name) DO NOTHING",
-                                  {name, pg::Int(now_ms)})
+  DP_RETURN_IF_ERROR(conn_
+                         ->Query("customer",
+                                 "INSERT INTO customers(name, created_ms) VALUES($1, $2) "
+                                 "ON CONFLICT(name) DO NOTHING",
+                                 {name, pg::Int(now_ms)})
                          .status());
-  DP_ASSIGN_OR_RETURN(auto sel, conn_->Query("customer", "SELECT customer_id FROM customers "
-                                                         "WHERE name=$1",
+  DP_ASSIGN_OR_RETURN(auto sel, conn_->Query("customer",
+                                             "SELECT customer_id FROM customers "
+                                             "WHERE name=$1",
                                              {name}));
   if (sel.size() == 0) return Internal("customer vanished after insert");
   return Customer{sel.Int(0, 0), name};
@@ -221,10 +225,11 @@ Result<std::string> PgStore::CreateToken(const std::string& customer, std::int64
   DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
   DP_ASSIGN_OR_RETURN(Customer c, EnsureCustomerTx(customer, now_ms));
   DP_ASSIGN_OR_RETURN(std::string token, NewToken());
-  DP_RETURN_IF_ERROR(conn_->Query("token",
-                                  "INSERT INTO tokens(customer_id, token_hash, created_ms) "
-                                  "VALUES($1, $2, $3)",
-                                  {pg::Int(c.id), HashToken(token), pg::Int(now_ms)})
+  DP_RETURN_IF_ERROR(conn_
+                         ->Query("token",
+                                 "INSERT INTO tokens(customer_id, token_hash, created_ms) "
+                                 "VALUES($1, $2, $3)",
+                                 {pg::Int(c.id), HashToken(token), pg::Int(now_ms)})
                          .status());
   DP_RETURN_IF_ERROR(tx.Commit());
   return token;
@@ -238,7 +243,8 @@ Result<Customer> PgStore::Authenticate(const std::string& token) {
                                    "USING(customer_id) WHERE t.token_hash=$1 AND t.revoked_ms "
                                    "IS NULL",
                                    {HashToken(token)}));
-  if (rows.size() == 0) return Status(Code::kUnauthenticated, "unknown or revoked enrollment token");
+  if (rows.size() == 0)
+    return Status(Code::kUnauthenticated, "unknown or revoked enrollment token");
   return Customer{rows.Int(0, 0), std::string(rows.Text(0, 1))};
 }
 
@@ -248,13 +254,13 @@ Result<StreamInfo> PgStore::RegisterTx(std::int64_t customer_id, const v1::Hello
   const std::string customer = pg::Int(customer_id);
   // An existing endpoint is updated in place; a new one gets the next id.
   DP_ASSIGN_OR_RETURN(
-      auto up, conn_->Query("register endpoint",
-                            "UPDATE endpoints SET hostname=$3, os=$4, kernel=$5, "
-                            "agent_version=$6, role=$7, site=$8, pool=$9, last_connect_ms=$10 "
-                            "WHERE customer_id=$1 AND agent_id=$2 RETURNING endpoint_id",
-                            {customer, hello.agent_id(), h.hostname(), h.os(), h.kernel(),
-                             h.agent_version(), pg::Int(h.role()), h.site(), h.pool(),
-                             pg::Int(now_ms)}));
+      auto up,
+      conn_->Query("register endpoint",
+                   "UPDATE endpoints SET hostname=$3, os=$4, kernel=$5, "
+                   "agent_version=$6, role=$7, site=$8, pool=$9, last_connect_ms=$10 "
+                   "WHERE customer_id=$1 AND agent_id=$2 RETURNING endpoint_id",
+                   {customer, hello.agent_id(), h.hostname(), h.os(), h.kernel(), h.agent_version(),
+                    pg::Int(h.role()), h.site(), h.pool(), pg::Int(now_ms)}));
   std::int64_t endpoint_id = 0;
   if (up.size() > 0) {
     endpoint_id = up.Int(0, 0);
@@ -402,11 +408,12 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
       us.push_back(key.second);
       uq.push_back(static_cast<std::int64_t>(mark));
     }
-    DP_RETURN_IF_ERROR(conn_->Query("advance watermarks",
-                                    "UPDATE streams s SET last_seq = v.q FROM unnest($1::bigint[], "
-                                    "$2::bigint[], $3::bigint[]) AS v(c, st, q) WHERE "
-                                    "s.customer_id = v.c AND s.stream_id = v.st",
-                                    {pg::IntArray(uc), pg::IntArray(us), pg::IntArray(uq)})
+    DP_RETURN_IF_ERROR(conn_
+                           ->Query("advance watermarks",
+                                   "UPDATE streams s SET last_seq = v.q FROM unnest($1::bigint[], "
+                                   "$2::bigint[], $3::bigint[]) AS v(c, st, q) WHERE "
+                                   "s.customer_id = v.c AND s.stream_id = v.st",
+                                   {pg::IntArray(uc), pg::IntArray(us), pg::IntArray(uq)})
                            .status());
     std::vector<std::int64_t> pc, ps, pf, pt;
     for (const auto& [key, r] : ranges) {
@@ -468,21 +475,21 @@ Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
     // Every key exists, then every row is locked in key order: histograms are
     // merged here, under the lock, whatever another collector does meanwhile.
     DP_RETURN_IF_ERROR(db.Query("rollup keys",
-                                    fmt::format("INSERT INTO rollups(customer_id, grain, "
-                                                "endpoint_id, bucket_start_ms, metric, count, "
-                                                "sum) SELECT c, g, e, b, m, 0, 0 FROM {} ORDER BY "
-                                                "c, g, e, b, m ON CONFLICT DO NOTHING",
-                                                kKeys),
-                                    keys)
+                                fmt::format("INSERT INTO rollups(customer_id, grain, "
+                                            "endpoint_id, bucket_start_ms, metric, count, "
+                                            "sum) SELECT c, g, e, b, m, 0, 0 FROM {} ORDER BY "
+                                            "c, g, e, b, m ON CONFLICT DO NOTHING",
+                                            kKeys),
+                                keys)
                            .status());
     DP_ASSIGN_OR_RETURN(auto cur, db.Query("lock rollups",
-                                               fmt::format("SELECT r.hist, r.customer_id, r.grain, "
-                                                           "r.endpoint_id, r.bucket_start_ms, "
-                                                           "r.metric FROM rollups r JOIN {} "
-                                                           "ON {} ORDER BY v.c, v.g, v.e, v.b, "
-                                                           "v.m FOR UPDATE OF r",
-                                                           kKeys, kMatch),
-                                               keys));
+                                           fmt::format("SELECT r.hist, r.customer_id, r.grain, "
+                                                       "r.endpoint_id, r.bucket_start_ms, "
+                                                       "r.metric FROM rollups r JOIN {} "
+                                                       "ON {} ORDER BY v.c, v.g, v.e, v.b, "
+                                                       "v.m FOR UPDATE OF r",
+                                                       kKeys, kMatch),
+                                           keys));
     if (cur.size() != static_cast<int>(rows.size())) return Internal("rollup rows vanished");
     std::vector<std::int64_t> n;
     std::vector<std::optional<std::string>> sums, hists;
@@ -505,11 +512,11 @@ Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
       if (!cur.IsNull(row, 0)) {
         auto old = SparseHistogram::Decode(cur.Bytes(row, 0));
         if (!old.ok()) {
-          return DataLoss(fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, "
-                                      "metric {}): its histogram does not decode",
-                                      static_cast<int>(rows[i].grain), rows[i].customer_id,
-                                      rows[i].endpoint_id, rows[i].bucket_start_ms,
-                                      static_cast<int>(rows[i].metric)));
+          return DataLoss(
+              fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, "
+                          "metric {}): its histogram does not decode",
+                          static_cast<int>(rows[i].grain), rows[i].customer_id, rows[i].endpoint_id,
+                          rows[i].bucket_start_ms, static_cast<int>(rows[i].metric)));
         }
         merged = std::move(*old);
       }
@@ -522,13 +529,13 @@ Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
     update.push_back(pg::ArrayLiteral(hists));
     DP_RETURN_IF_ERROR(
         db.Query("update rollups",
-                     "UPDATE rollups r SET count = r.count + v.n, sum = r.sum + v.s, hist = "
-                     "coalesce(v.h, r.hist) FROM unnest($1::bigint[], $2::smallint[], "
-                     "$3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[], "
-                     "$7::float8[], $8::bytea[]) AS v(c, g, e, b, m, n, s, h) WHERE "
-                     "r.customer_id = v.c AND r.grain = v.g AND r.endpoint_id = v.e AND "
-                     "r.bucket_start_ms = v.b AND r.metric = v.m",
-                     update)
+                 "UPDATE rollups r SET count = r.count + v.n, sum = r.sum + v.s, hist = "
+                 "coalesce(v.h, r.hist) FROM unnest($1::bigint[], $2::smallint[], "
+                 "$3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[], "
+                 "$7::float8[], $8::bytea[]) AS v(c, g, e, b, m, n, s, h) WHERE "
+                 "r.customer_id = v.c AND r.grain = v.g AND r.endpoint_id = v.e AND "
+                 "r.bucket_start_ms = v.b AND r.metric = v.m",
+                 update)
             .status());
   }
 
@@ -575,47 +582,48 @@ Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
     Params p;
     for (const auto& col : cols) p.push_back(pg::ArrayLiteral(col));
     auto newer = [](const char* col) {
-      return fmt::format("{0} = CASE WHEN excluded.last_seen_ms >= p.last_seen_ms THEN "
-                         "excluded.{0} ELSE p.{0} END",
-                         col);
+      return fmt::format(
+          "{0} = CASE WHEN excluded.last_seen_ms >= p.last_seen_ms THEN "
+          "excluded.{0} ELSE p.{0} END",
+          col);
     };
     std::string set;
-    for (const char* col : {"bus", "vendor_id", "product_id", "device_class", "interface_classes",
-                            "name", "drivers", "redirected", "ieee1284_id", "last_state",
-                            "last_reason", "catalog"}) {
+    for (const char* col :
+         {"bus", "vendor_id", "product_id", "device_class", "interface_classes", "name", "drivers",
+          "redirected", "ieee1284_id", "last_state", "last_reason", "catalog"}) {
       set += newer(col) + ", ";
     }
     DP_RETURN_IF_ERROR(
         db.Query("device instances",
-                     "INSERT INTO peripheral_instances AS p (customer_id, endpoint_id, device_key, "
-                     "bus, vendor_id, product_id, device_class, interface_classes, name, drivers, "
-                     "redirected, ieee1284_id, last_state, last_reason, first_seen_ms, "
-                     "last_seen_ms, last_fail_ms, observations, fail_observations, reconnects, "
-                     "catalog) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
-                     "$4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], "
-                     "$9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], "
-                     "$14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], "
-                     "$19::bigint[], $20::bigint[], $21::bytea[]) ON CONFLICT (customer_id, "
-                     "endpoint_id, device_key) DO UPDATE SET " +
-                         set +
-                         "first_seen_ms = least(p.first_seen_ms, excluded.first_seen_ms), "
-                         "last_seen_ms = greatest(p.last_seen_ms, excluded.last_seen_ms), "
-                         "last_fail_ms = greatest(p.last_fail_ms, excluded.last_fail_ms), "
-                         "observations = p.observations + excluded.observations, "
-                         "fail_observations = p.fail_observations + excluded.fail_observations, "
-                         "reconnects = p.reconnects + excluded.reconnects",
-                     p)
+                 "INSERT INTO peripheral_instances AS p (customer_id, endpoint_id, device_key, "
+                 "bus, vendor_id, product_id, device_class, interface_classes, name, drivers, "
+                 "redirected, ieee1284_id, last_state, last_reason, first_seen_ms, "
+                 "last_seen_ms, last_fail_ms, observations, fail_observations, reconnects, "
+                 "catalog) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
+                 "$4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], "
+                 "$9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], "
+                 "$14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], "
+                 "$19::bigint[], $20::bigint[], $21::bytea[]) ON CONFLICT (customer_id, "
+                 "endpoint_id, device_key) DO UPDATE SET " +
+                     set +
+                     "first_seen_ms = least(p.first_seen_ms, excluded.first_seen_ms), "
+                     "last_seen_ms = greatest(p.last_seen_ms, excluded.last_seen_ms), "
+                     "last_fail_ms = greatest(p.last_fail_ms, excluded.last_fail_ms), "
+                     "observations = p.observations + excluded.observations, "
+                     "fail_observations = p.fail_observations + excluded.fail_observations, "
+                     "reconnects = p.reconnects + excluded.reconnects",
+                 p)
             .status());
   }
   if (!rc.empty()) {
-    DP_RETURN_IF_ERROR(db.Query("device reconnects",
-                                    "UPDATE peripheral_instances p SET reconnects = p.reconnects "
-                                    "+ v.n FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
-                                    "$4::bigint[]) AS v(c, e, k, n) WHERE p.customer_id = v.c "
-                                    "AND p.endpoint_id = v.e AND p.device_key = v.k",
-                                    {pg::IntArray(rc), pg::IntArray(re), pg::ArrayLiteral(rk),
-                                     pg::IntArray(rn)})
-                           .status());
+    DP_RETURN_IF_ERROR(
+        db.Query("device reconnects",
+                 "UPDATE peripheral_instances p SET reconnects = p.reconnects "
+                 "+ v.n FROM unnest($1::bigint[], $2::bigint[], $3::text[], "
+                 "$4::bigint[]) AS v(c, e, k, n) WHERE p.customer_id = v.c "
+                 "AND p.endpoint_id = v.e AND p.device_key = v.k",
+                 {pg::IntArray(rc), pg::IntArray(re), pg::ArrayLiteral(rk), pg::IntArray(rn)})
+            .status());
   }
 
   std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>> seen;
@@ -631,20 +639,20 @@ Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
       st.push_back(t);
     }
     DP_RETURN_IF_ERROR(db.Query("endpoints seen",
-                                    "UPDATE endpoints e SET last_seen_ms = greatest("
-                                    "e.last_seen_ms, v.t) FROM unnest($1::bigint[], "
-                                    "$2::bigint[], $3::bigint[]) AS v(c, id, t) WHERE "
-                                    "e.customer_id = v.c AND e.endpoint_id = v.id",
-                                    {pg::IntArray(sc), pg::IntArray(se), pg::IntArray(st)})
+                                "UPDATE endpoints e SET last_seen_ms = greatest("
+                                "e.last_seen_ms, v.t) FROM unnest($1::bigint[], "
+                                "$2::bigint[], $3::bigint[]) AS v(c, id, t) WHERE "
+                                "e.customer_id = v.c AND e.endpoint_id = v.id",
+                                {pg::IntArray(sc), pg::IntArray(se), pg::IntArray(st)})
                            .status());
   }
   return Status::Ok();
 }
 
 void PgStore::CountFlush(const Status& s, std::chrono::steady_clock::time_point t0) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now() - t0)
-                      .count();
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   std::lock_guard lock(mu_);
   if (s.ok()) {
     stats_.rollup_flushes += 1;
@@ -695,10 +703,10 @@ Status PgStore::FlushOwn(pg::Connection& db) {
     DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(&db));
     DP_ASSIGN_OR_RETURN(auto gone,
                         db.Query("claim pending rollups",
-                                "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
-                                "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
-                                "p.pending_id = v.id RETURNING p.pending_id",
-                                {pg::IntArray(customers), pg::IntArray(ids)}));
+                                 "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
+                                 "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
+                                 "p.pending_id = v.id RETURNING p.pending_id",
+                                 {pg::IntArray(customers), pg::IntArray(ids)}));
     if (gone.size() != static_cast<int>(ids.size())) {
       // Another collector took some for ours (it thought this one dead):
       // what is left is rebuilt from the raw rows.
@@ -728,18 +736,18 @@ Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::i
     DP_ASSIGN_OR_RETURN(
         auto recs,
         own ? db.Query("own pending rollups",
-                           "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
-                           "received_at_ms FROM rollup_pending WHERE collector_id = $1 AND "
-                           "pending_id <= $3 ORDER BY customer_id, pending_id LIMIT $2 FOR "
-                           "UPDATE SKIP LOCKED",
-                           {pg::Int(collector_id_), pg::Int(limit), pg::Int(own_upto)})
+                       "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
+                       "received_at_ms FROM rollup_pending WHERE collector_id = $1 AND "
+                       "pending_id <= $3 ORDER BY customer_id, pending_id LIMIT $2 FOR "
+                       "UPDATE SKIP LOCKED",
+                       {pg::Int(collector_id_), pg::Int(limit), pg::Int(own_upto)})
             : db.Query("orphaned pending rollups",
-                           "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
-                           "received_at_ms FROM rollup_pending WHERE collector_id <> $1 AND "
-                           "collector_id NOT IN (SELECT collector_id FROM collectors WHERE "
-                           "heartbeat_ms >= $3) ORDER BY customer_id, pending_id LIMIT $2 FOR "
-                           "UPDATE SKIP LOCKED",
-                           {pg::Int(collector_id_), pg::Int(limit), lease_start}));
+                       "SELECT customer_id, pending_id, stream_id, seq_from, seq_to, "
+                       "received_at_ms FROM rollup_pending WHERE collector_id <> $1 AND "
+                       "collector_id NOT IN (SELECT collector_id FROM collectors WHERE "
+                       "heartbeat_ms >= $3) ORDER BY customer_id, pending_id LIMIT $2 FOR "
+                       "UPDATE SKIP LOCKED",
+                       {pg::Int(collector_id_), pg::Int(limit), lease_start}));
     if (recs.size() == 0) return Status::Ok();
     std::vector<std::int64_t> c, id, st, f, t, at;
     for (int i = 0; i < recs.size(); ++i) {
@@ -752,13 +760,13 @@ Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::i
     }
     DP_ASSIGN_OR_RETURN(
         auto raw, db.Query("pending raw reports",
-                               "SELECT r.customer_id, r.endpoint_id, r.stream_id, r.seq, r.body, "
-                               "r.body_crc FROM reports r JOIN unnest($1::bigint[], "
-                               "$2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(c, "
-                               "st, f, t, at) ON r.customer_id = v.c AND r.stream_id = v.st AND "
-                               "r.seq BETWEEN v.f AND v.t AND r.received_at_ms = v.at",
-                               {pg::IntArray(c), pg::IntArray(st), pg::IntArray(f),
-                                pg::IntArray(t), pg::IntArray(at)}));
+                           "SELECT r.customer_id, r.endpoint_id, r.stream_id, r.seq, r.body, "
+                           "r.body_crc FROM reports r JOIN unnest($1::bigint[], "
+                           "$2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(c, "
+                           "st, f, t, at) ON r.customer_id = v.c AND r.stream_id = v.st AND "
+                           "r.seq BETWEEN v.f AND v.t AND r.received_at_ms = v.at",
+                           {pg::IntArray(c), pg::IntArray(st), pg::IntArray(f), pg::IntArray(t),
+                            pg::IntArray(at)}));
     RollupAccumulator acc;
     for (int i = 0; i < raw.size(); ++i) {
       v1::Report report;
@@ -782,10 +790,10 @@ Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::i
       ++replayed;
     }
     DP_RETURN_IF_ERROR(db.Query("finish pending rollups",
-                                    "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
-                                    "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
-                                    "p.pending_id = v.id",
-                                    {pg::IntArray(c), pg::IntArray(id)})
+                                "DELETE FROM rollup_pending p USING unnest($1::bigint[], "
+                                "$2::bigint[]) AS v(c, id) WHERE p.customer_id = v.c AND "
+                                "p.pending_id = v.id",
+                                {pg::IntArray(c), pg::IntArray(id)})
                            .status());
     DP_RETURN_IF_ERROR(ApplyRollups(db, acc));
     DP_RETURN_IF_ERROR(tx.Commit());
@@ -870,9 +878,9 @@ void PgStore::StopMaintenance() {
 Status PgStore::RetentionOn(pg::Connection& db, std::int64_t now_ms) {
   // One collector at a time; the others skip the pass.
   DP_RETURN_IF_ERROR(db.EnsureConnected());
-  DP_ASSIGN_OR_RETURN(auto got, db.Query("retention lock",
-                                             fmt::format("SELECT pg_try_advisory_lock({})",
-                                                         kRetentionLock)));
+  DP_ASSIGN_OR_RETURN(
+      auto got,
+      db.Query("retention lock", fmt::format("SELECT pg_try_advisory_lock({})", kRetentionLock)));
   if (got.Text(0, 0) != "t") return Status::Ok();
   Status s = [&]() -> Status {
     {
@@ -883,13 +891,13 @@ Status PgStore::RetentionOn(pg::Connection& db, std::int64_t now_ms) {
     // A partition goes once it is past retention and every batch in it is in
     // the rollups.
     DP_ASSIGN_OR_RETURN(auto oldest, db.Query("oldest pending",
-                                                  "SELECT min(received_at_ms) FROM "
-                                                  "rollup_pending"));
+                                              "SELECT min(received_at_ms) FROM "
+                                              "rollup_pending"));
     const std::int64_t pending_from = oldest.IsNull(0, 0) ? INT64_MAX : oldest.Int(0, 0);
     DP_ASSIGN_OR_RETURN(auto parts, db.Query("partitions",
-                                                 "SELECT c.relname FROM pg_inherits i JOIN "
-                                                 "pg_class c ON c.oid = i.inhrelid WHERE "
-                                                 "i.inhparent = 'reports'::regclass"));
+                                             "SELECT c.relname FROM pg_inherits i JOIN "
+                                             "pg_class c ON c.oid = i.inhrelid WHERE "
+                                             "i.inhparent = 'reports'::regclass"));
     for (int i = 0; i < parts.size(); ++i) {
       const std::string part(parts.Text(i, 0));
       if (!part.starts_with("reports_d")) continue;
@@ -911,17 +919,17 @@ Status PgStore::RetentionOn(pg::Connection& db, std::int64_t now_ms) {
     const std::string q = "DELETE FROM rollups WHERE grain=$1 AND bucket_start_ms < $2";
     DP_RETURN_IF_ERROR(
         db.Query("rollup retention", q,
-                     {pg::Int(1), pg::Int(now_ms - options_.hourly_retention_days * kDayMs)})
+                 {pg::Int(1), pg::Int(now_ms - options_.hourly_retention_days * kDayMs)})
             .status());
     DP_RETURN_IF_ERROR(
         db.Query("rollup retention", q,
-                     {pg::Int(2), pg::Int(now_ms - options_.daily_retention_days * kDayMs)})
+                 {pg::Int(2), pg::Int(now_ms - options_.daily_retention_days * kDayMs)})
             .status());
     DP_RETURN_IF_ERROR(db.Query("stopped collectors",
-                                    "DELETE FROM collectors c WHERE heartbeat_ms < $1 AND NOT "
-                                    "EXISTS (SELECT 1 FROM rollup_pending p WHERE p.collector_id "
-                                    "= c.collector_id)",
-                                    {pg::Int(now_ms - kDayMs)})
+                                "DELETE FROM collectors c WHERE heartbeat_ms < $1 AND NOT "
+                                "EXISTS (SELECT 1 FROM rollup_pending p WHERE p.collector_id "
+                                "= c.collector_id)",
+                                {pg::Int(now_ms - kDayMs)})
                            .status());
     return tx.Commit();
   }();
@@ -933,10 +941,12 @@ Status PgStore::RetentionOn(pg::Connection& db, std::int64_t now_ms) {
 
 Result<std::vector<Customer>> PgStore::ListCustomers() {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
-  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("customers", "SELECT customer_id, name FROM "
-                                                           "customers ORDER BY name"));
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("customers",
+                                              "SELECT customer_id, name FROM "
+                                              "customers ORDER BY name"));
   std::vector<Customer> out;
-  for (int i = 0; i < rows.size(); ++i) out.push_back({rows.Int(i, 0), std::string(rows.Text(i, 1))});
+  for (int i = 0; i < rows.size(); ++i)
+    out.push_back({rows.Int(i, 0), std::string(rows.Text(i, 1))});
   return out;
 }
 
@@ -1048,8 +1058,12 @@ Result<std::vector<RollupRow>> PgStore::LoadRollupRows() {
                                               "endpoint_id, bucket_start_ms, metric"));
   std::vector<RollupRow> out;
   for (int i = 0; i < rows.size(); ++i) {
-    RollupRow r{static_cast<Grain>(rows.Int(i, 0)), rows.Int(i, 1), rows.Int(i, 2),
-                rows.Int(i, 3), static_cast<Metric>(rows.Int(i, 4)), {}};
+    RollupRow r{static_cast<Grain>(rows.Int(i, 0)),
+                rows.Int(i, 1),
+                rows.Int(i, 2),
+                rows.Int(i, 3),
+                static_cast<Metric>(rows.Int(i, 4)),
+                {}};
     r.cell.count = rows.Int(i, 5);
     r.cell.sum = rows.Double(i, 6);
     if (!rows.IsNull(i, 7)) {
@@ -1069,8 +1083,8 @@ Status PgStore::ForEachRawReport(const std::function<void(const RawReport&)>& fn
     DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("raw reports", "FETCH 10000 FROM raw"));
     if (rows.size() == 0) break;
     for (int i = 0; i < rows.size(); ++i) {
-      RawReport r{rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2), rows.Int(i, 3), rows.Int(i, 4),
-                  {}};
+      RawReport r{rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2),
+                  rows.Int(i, 3), rows.Int(i, 4), {}};
       const std::int64_t crc = rows.IsNull(i, 6) ? 0 : rows.Int(i, 6);
       const std::string why =
           DecodeRawBody(rows.Bytes(i, 5), rows.IsNull(i, 6) ? nullptr : &crc, &r.report);
@@ -1119,7 +1133,8 @@ Result<IntegrityReport> PgStore::Check(bool full) {
           DecodeRawBody(rows.Bytes(i, 4), rows.IsNull(i, 5) ? nullptr : &crc, &decoded);
       if (why.empty()) continue;
       ++report.damaged_rows;
-      add(DescribeDamagedRow(0, rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2), rows.Int(i, 3), why));
+      add(DescribeDamagedRow(0, rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2), rows.Int(i, 3),
+                             why));
     }
   }
   DP_RETURN_IF_ERROR(tx.Commit());
@@ -1129,7 +1144,8 @@ Result<IntegrityReport> PgStore::Check(bool full) {
                                                "stream_id) GROUP BY s.customer_id, s.stream_id, "
                                                "s.last_seq HAVING max(r.seq) > s.last_seq"));
   for (int i = 0; i < marks.size(); ++i) {
-    add(fmt::format("stream {}: its watermark is seq {} but seq {} is stored (a resend would be "
+    add(
+        fmt::format("stream {}: its watermark is seq {} but seq {} is stored (a resend would be "
                     "stored twice)",
                     marks.Int(i, 0), marks.Int(i, 1), marks.Int(i, 2)));
   }
@@ -1139,10 +1155,10 @@ Result<IntegrityReport> PgStore::Check(bool full) {
                                                "hist IS NOT NULL"));
   for (int i = 0; i < hists.size(); ++i) {
     if (!SparseHistogram::Decode(hists.Bytes(i, 5)).ok()) {
-      add(fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, metric {}): its "
-                      "histogram does not decode",
-                      hists.Int(i, 0), hists.Int(i, 1), hists.Int(i, 2), hists.Int(i, 3),
-                      hists.Int(i, 4)));
+      add(fmt::format(
+          "rollup (grain {}, customer {}, endpoint {}, bucket {}, metric {}): its "
+          "histogram does not decode",
+          hists.Int(i, 0), hists.Int(i, 1), hists.Int(i, 2), hists.Int(i, 3), hists.Int(i, 4)));
     }
   }
   return report;

@@ -1,19 +1,17 @@
 #include "collector/store/sqlite/sqlite_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
-
-#include "collector/store/row_codec.h"
-#include "collector/store/sqlite_migrations.h"
-
-#include <spdlog/spdlog.h>
 
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
+#include "collector/store/row_codec.h"
+#include "collector/store/sqlite_migrations.h"
 #include "deskpulse/common/crc32c.h"
 #include "deskpulse/common/logging.h"
 
@@ -96,8 +94,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnchecked(const StoreOptio
                         "with --allow-damaged to keep collecting into it (damaged rows are left "
                         "out of scores)");
       }
-      spdlog::error("store {} is damaged: {}; serving anyway (--allow-damaged)", options.db,
-                    found);
+      spdlog::error("store {} is damaged: {}; serving anyway (--allow-damaged)", options.db, found);
     }
   }
   DP_RETURN_IF_ERROR(store->Migrate());
@@ -106,7 +103,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnchecked(const StoreOptio
   const auto now = std::chrono::steady_clock::now();
   store->next_round_ = now + options.rollup_flush_interval;
   store->next_retention_ = now;
-  if (options.serving) store->checkpointer_ = std::thread([s = store.get()] { s->RunCheckpointer(); });
+  if (options.serving)
+    store->checkpointer_ = std::thread([s = store.get()] { s->RunCheckpointer(); });
   return store;
 }
 
@@ -167,9 +165,8 @@ StoreStats SqliteStore::stats() const {
 }
 
 Status SqliteStore::Configure() {
-  sqlite3_create_function_v2(db_->handle(), "dp_hist_merge", 2,
-                             SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, HistMergeFn, nullptr,
-                             nullptr, nullptr);
+  sqlite3_create_function_v2(db_->handle(), "dp_hist_merge", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                             nullptr, HistMergeFn, nullptr, nullptr, nullptr);
   sqlite3_create_function_v2(db_->handle(), "dp_crc32c", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
                              nullptr, Crc32cFn, nullptr, nullptr, nullptr);
   if (options_.read_only) return db_->Exec("PRAGMA query_only=ON;");
@@ -205,8 +202,8 @@ Status SqliteStore::Migrate() {
   for (int v = static_cast<int>(current) + 1; v <= kLatest; ++v) {
     DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
     DP_RETURN_IF_ERROR(db_->Exec(kSqliteMigrations[v - 1]));
-    DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
-                                     "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
+    DP_ASSIGN_OR_RETURN(auto st,
+                        db_->Prepare("INSERT INTO meta(key, value) VALUES('schema_version', ?) "
                                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
     DP_RETURN_IF_ERROR(st.Bind(1, std::int64_t{v}).Run());
     DP_RETURN_IF_ERROR(tx.Commit());
@@ -245,8 +242,8 @@ std::int64_t SqliteStore::OldestMark() const {
 }
 
 template <typename Fn>
-Status SqliteStore::ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit, Fn&& fn,
-                          std::int64_t* last, std::vector<std::string>* damaged) {
+Status SqliteStore::ScanRawRows(std::int64_t after, std::int64_t through, std::int64_t limit,
+                                Fn&& fn, std::int64_t* last, std::vector<std::string>* damaged) {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT rowid, customer_id, endpoint_id, stream_id, "
                                             "seq, body, body_crc, received_at_ms FROM reports "
                                             "WHERE rowid > ? AND rowid <= ? ORDER BY rowid "
@@ -311,8 +308,7 @@ Status SqliteStore::ReplayUnrolled() {
     stats_.reports_replayed += static_cast<std::uint64_t>(replayed);
   }
   if (replayed > 0 || damaged > 0) {
-    spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.db,
-                 replayed,
+    spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.db, replayed,
                  damaged ? fmt::format(" ({} damaged rows left out; `deskpulse-collector check` "
                                        "lists them)",
                                        damaged)
@@ -333,8 +329,8 @@ Result<IntegrityReport> SqliteStore::Check(bool full) {
     }
   };
   // SQLite's own check: page structure (and with integrity_check, indexes).
-  DP_ASSIGN_OR_RETURN(auto pragma, db_->Prepare(full ? "PRAGMA integrity_check(100)"
-                                                     : "PRAGMA quick_check(100)"));
+  DP_ASSIGN_OR_RETURN(
+      auto pragma, db_->Prepare(full ? "PRAGMA integrity_check(100)" : "PRAGMA quick_check(100)"));
   for (;;) {
     auto row = pragma.Step();
     if (!row.ok()) {
@@ -374,7 +370,8 @@ Result<IntegrityReport> SqliteStore::Check(bool full) {
     if (!row) break;
     const auto it = top_seq.find(streams.Int(0));
     if (it != top_seq.end() && it->second > streams.Int(1)) {
-      add(fmt::format("stream {}: its watermark is seq {} but seq {} is stored (a resend "
+      add(
+          fmt::format("stream {}: its watermark is seq {} but seq {} is stored (a resend "
                       "would be stored twice)",
                       streams.Int(0), streams.Int(1), it->second));
     }
@@ -386,7 +383,8 @@ Result<IntegrityReport> SqliteStore::Check(bool full) {
     DP_ASSIGN_OR_RETURN(bool row, hists.Step());
     if (!row) break;
     if (!SparseHistogram::Decode(hists.Blob(5)).ok()) {
-      add(fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, metric {}): its "
+      add(
+          fmt::format("rollup (grain {}, customer {}, endpoint {}, bucket {}, metric {}): its "
                       "histogram does not decode",
                       hists.Int(0), hists.Int(1), hists.Int(2), hists.Int(3), hists.Int(4)));
     }
@@ -412,8 +410,8 @@ Result<std::string> SqliteStore::CreateToken(const std::string& customer, std::i
   DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
   DP_ASSIGN_OR_RETURN(Customer c, EnsureCustomer(customer, now_ms));
   DP_ASSIGN_OR_RETURN(std::string token, NewToken());
-  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(
-                                   "INSERT INTO tokens(token_hash, customer_id, created_ms) "
+  DP_ASSIGN_OR_RETURN(auto st,
+                      db_->Prepare("INSERT INTO tokens(token_hash, customer_id, created_ms) "
                                    "VALUES(?,?,?)"));
   DP_RETURN_IF_ERROR(st.Bind(1, HashToken(token)).Bind(2, c.id).Bind(3, now_ms).Run());
   DP_RETURN_IF_ERROR(tx.Commit());
@@ -432,7 +430,8 @@ Result<Customer> SqliteStore::Authenticate(const std::string& token) {
 }
 
 Result<std::vector<Customer>> SqliteStore::ListCustomers() {
-  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT customer_id, name FROM customers ORDER BY name"));
+  DP_ASSIGN_OR_RETURN(auto st,
+                      db_->Prepare("SELECT customer_id, name FROM customers ORDER BY name"));
   std::vector<Customer> out;
   for (;;) {
     DP_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -443,11 +442,11 @@ Result<std::vector<Customer>> SqliteStore::ListCustomers() {
 }
 
 Result<StreamInfo> SqliteStore::RegisterInTx(std::int64_t customer_id, const v1::Hello& hello,
-                                       std::int64_t now_ms) {
+                                             std::int64_t now_ms) {
   const auto& h = hello.host();
   DP_ASSIGN_OR_RETURN(
-      auto up, db_->Prepare(
-                   "INSERT INTO endpoints(customer_id, agent_id, hostname, os, kernel, "
+      auto up,
+      db_->Prepare("INSERT INTO endpoints(customer_id, agent_id, hostname, os, kernel, "
                    "agent_version, role, site, pool, first_seen_ms, last_connect_ms) "
                    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(customer_id, agent_id) DO UPDATE SET "
                    "hostname=excluded.hostname, os=excluded.os, kernel=excluded.kernel, "
@@ -533,8 +532,8 @@ Status SqliteStore::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t 
       DP_ASSIGN_OR_RETURN(bool row, read_watermark_.Step());
       if (!row) {
         read_watermark_.Reset();
-        return Internal(fmt::format("batch for stream {}, which is not registered",
-                                    stream.stream_id));
+        return Internal(
+            fmt::format("batch for stream {}, which is not registered", stream.stream_id));
       }
       mit->second = static_cast<std::uint64_t>(read_watermark_.Int(0));
       read_watermark_.Reset();
@@ -573,9 +572,9 @@ Status SqliteStore::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t 
 }
 
 void SqliteStore::CountFlush(const Status& s, std::chrono::steady_clock::time_point t0) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now() - t0)
-                      .count();
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   std::lock_guard lock(mu_);
   if (s.ok()) {
     stats_.rollup_flushes += 1;
@@ -616,7 +615,8 @@ std::chrono::steady_clock::time_point SqliteStore::Maintain(std::int64_t now_ms)
       spdlog::error("rollup flush failed (will retry): {}", s.ToString());
     }
     flush_cursor_ = flush_cursor_ + 1 >= kRollupSlices ? -1 : flush_cursor_ + 1;
-    if (flush_cursor_ < 0) next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;
+    if (flush_cursor_ < 0)
+      next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;
   }
   if (now >= next_retention_) {
     if (Status s = ApplyRetention(now_ms); !s.ok()) {
@@ -782,8 +782,8 @@ Status SqliteStore::ApplyRetention(std::int64_t now_ms) {
   return tx.Commit();
 }
 
-Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
-                                               std::int64_t to_ms) {
+Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id,
+                                                      std::int64_t from_ms, std::int64_t to_ms) {
   scoring::WindowRollup w;
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT metric, count, sum, hist FROM rollups WHERE "
                                             "grain=2 AND customer_id=? AND endpoint_id=0 AND "
@@ -806,10 +806,10 @@ Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id, 
   ep.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
   DP_ASSIGN_OR_RETURN(bool erow, ep.Step());
   if (erow) w.endpoints = ep.Int(0);
-  DP_ASSIGN_OR_RETURN(auto pi, db_->Prepare(
-                                   "SELECT coalesce(sum(last_fail_ms < ?), 0), "
-                                   "coalesce(sum(last_fail_ms >= ?), 0) FROM peripheral_instances "
-                                   "WHERE customer_id=? AND last_seen_ms >= ? AND observations > 0"));
+  DP_ASSIGN_OR_RETURN(
+      auto pi, db_->Prepare("SELECT coalesce(sum(last_fail_ms < ?), 0), "
+                            "coalesce(sum(last_fail_ms >= ?), 0) FROM peripheral_instances "
+                            "WHERE customer_id=? AND last_seen_ms >= ? AND observations > 0"));
   pi.Bind(1, from_ms).Bind(2, from_ms).Bind(3, customer_id).Bind(4, from_ms);
   DP_ASSIGN_OR_RETURN(bool prow, pi.Step());
   if (prow) {
@@ -819,15 +819,16 @@ Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id, 
   return w;
 }
 
-Result<std::vector<PeripheralInstance>> SqliteStore::LoadPeripheralInstances(std::int64_t customer_id,
-                                                                      std::int64_t from_ms) {
+Result<std::vector<PeripheralInstance>> SqliteStore::LoadPeripheralInstances(
+    std::int64_t customer_id, std::int64_t from_ms) {
   DP_ASSIGN_OR_RETURN(
       auto st,
-      db_->Prepare("SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
-                   "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
-                   "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
-                   "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE customer_id=? AND "
-                   "last_seen_ms >= ? AND observations > 0 ORDER BY endpoint_id, device_key"));
+      db_->Prepare(
+          "SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
+          "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
+          "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
+          "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE customer_id=? AND "
+          "last_seen_ms >= ? AND observations > 0 ORDER BY endpoint_id, device_key"));
   st.Bind(1, customer_id).Bind(2, from_ms);
   std::vector<PeripheralInstance> out;
   for (;;) {
@@ -892,7 +893,7 @@ Result<std::vector<RollupRow>> SqliteStore::LoadRollupRows() {
   for (;;) {
     DP_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
-    RollupRow r{static_cast<Grain>(st.Int(0)), st.Int(1), st.Int(2), st.Int(3),
+    RollupRow r{static_cast<Grain>(st.Int(0)),  st.Int(1), st.Int(2), st.Int(3),
                 static_cast<Metric>(st.Int(4)), {}};
     r.cell.count = st.Int(5);
     r.cell.sum = st.Double(6);

@@ -17,8 +17,11 @@ const std::string kData = std::string(DESKPULSE_TEST_DATA) + "/boot";
 
 TEST(BootPhases, ComputedAsSystemdAnalyzeDoes) {
   // The figures systemd-analyze printed against the same properties on dbusmock.
-  ManagerTimestamps t{.firmware_us = 4'200'000, .loader_us = 1'300'000, .initrd_us = 1'500'000,
-                      .userspace_us = 3'800'000, .finish_us = 12'700'000};
+  ManagerTimestamps t{.firmware_us = 4'200'000,
+                      .loader_us = 1'300'000,
+                      .initrd_us = 1'500'000,
+                      .userspace_us = 3'800'000,
+                      .finish_us = 12'700'000};
   v1::BootReport b;
   ComputePhases(t, &b);
   EXPECT_EQ(b.firmware_ms(), 2900u);
@@ -236,8 +239,8 @@ TEST(BootCaptured, VmBootWithSystemdInTheInitrd) { CheckCapturedBoot("systemd-qe
 TEST(BootPhases, AContainerHasNoKernelPhaseOfItsOwn) {
   // Under systemd-nspawn the manager's Userspace timestamp is the container's
   // start on the host's monotonic clock: not a kernel phase of 70 minutes.
-  ManagerTimestamps t{.userspace_us = 4'231'660'930, .finish_us = 4'231'993'433,
-                      .in_container = true};
+  ManagerTimestamps t{
+      .userspace_us = 4'231'660'930, .finish_us = 4'231'993'433, .in_container = true};
   v1::BootReport b;
   ComputePhases(t, &b);
   EXPECT_FALSE(b.has_kernel_ms());

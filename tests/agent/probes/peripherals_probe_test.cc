@@ -1,20 +1,18 @@
 #include "agent/probes/peripherals/peripherals_probe.h"
 
+#include <gtest/gtest.h>
 #include <linux/netlink.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <sys/socket.h>
 #include <unistd.h>
-
-#include <openssl/evp.h>
 
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
-#include <gtest/gtest.h>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -264,10 +262,10 @@ std::string KernelMessage(const std::string& action, const std::string& devpath,
 }
 
 TEST(Uevent, ParsesKernelMessagesAndRejectsOthers) {
-  const std::string add = KernelMessage(
-      "add", "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.1",
-      {"SUBSYSTEM=usb", "DEVTYPE=usb_device", "PRODUCT=781/5567/100", "TYPE=0/0/0", "BUSNUM=001",
-       "DEVNUM=007", "SEQNUM=4711"});
+  const std::string add =
+      KernelMessage("add", "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.1",
+                    {"SUBSYSTEM=usb", "DEVTYPE=usb_device", "PRODUCT=781/5567/100", "TYPE=0/0/0",
+                     "BUSNUM=001", "DEVNUM=007", "SEQNUM=4711"});
   auto e = ParseUevent(add.data(), add.size());
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->action, "add");
@@ -279,9 +277,9 @@ TEST(Uevent, ParsesKernelMessagesAndRejectsOthers) {
   EXPECT_EQ(e->devnum, 7u);
   EXPECT_EQ(e->seqnum, 4711u);
 
-  const std::string bind = KernelMessage("bind", "/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0",
-                                         {"SUBSYSTEM=usb", "DEVTYPE=usb_interface", "DRIVER=usblp",
-                                          "PRODUCT=3f0/2b17/100"});
+  const std::string bind = KernelMessage(
+      "bind", "/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0",
+      {"SUBSYSTEM=usb", "DEVTYPE=usb_interface", "DRIVER=usblp", "PRODUCT=3f0/2b17/100"});
   e = ParseUevent(bind.data(), bind.size());
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->driver, "usblp");
@@ -409,9 +407,10 @@ TEST(PeripheralsProbe, HotPlugArrivesThroughTheNetlinkSocket) {
   group.nl_groups = 1;
   const std::string printer = "/devices/pci0000:00/0000:00:14.0/usb1/1-1";
   for (const char* action : {"remove", "add"}) {
-    const std::string m = KernelMessage(action, printer,
-                                        {"SUBSYSTEM=usb", "DEVTYPE=usb_device", "PRODUCT=3f0/2b17/100"});
-    if (::sendto(tx, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&group), sizeof group) < 0) {
+    const std::string m = KernelMessage(
+        action, printer, {"SUBSYSTEM=usb", "DEVTYPE=usb_device", "PRODUCT=3f0/2b17/100"});
+    if (::sendto(tx, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&group), sizeof group) <
+        0) {
       ::close(tx);
       GTEST_SKIP() << "sending to the uevent group needs CAP_NET_ADMIN: " << std::strerror(errno);
     }
@@ -494,7 +493,8 @@ class PrivateCupsd {
       ::mkdir((dir_ + "/" + d).c_str(), 0755);
     }
     for (const char* d : {"daemon", "notifier", "filter", "cgi-bin", "monitor"}) {
-      (void)::symlink((std::string("/usr/lib/cups/") + d).c_str(), (dir_ + "/serverbin/" + d).c_str());
+      (void)::symlink((std::string("/usr/lib/cups/") + d).c_str(),
+                      (dir_ + "/serverbin/" + d).c_str());
     }
     for (const char* b : {"ipp", "ipps", "http", "https"}) {
       (void)::symlink((std::string("/usr/lib/cups/backend/") + b).c_str(),
@@ -655,7 +655,8 @@ TEST(CupsIpp, DecodingUntrustedBytesNeverCrashes) {
     for (int k = 0; k < 3; ++k) junk[rng() % junk.size()] = static_cast<char>(rng());
     (void)DecodeGetPrinters(junk);
   }
-  auto http = HttpBody("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  auto http =
+      HttpBody("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
   ASSERT_TRUE(http.ok());
   EXPECT_EQ(*http, "hello");
   EXPECT_EQ(HttpBody("HTTP/1.1 403 Forbidden\r\n\r\n").status().message(),
@@ -700,9 +701,7 @@ class PrivatePcscd {
     }
     std::system(("rm -rf " + dir_).c_str());
   }
-  bool Exited() {
-    return pid_ <= 0 || ::waitpid(pid_, nullptr, WNOHANG) == pid_;
-  }
+  bool Exited() { return pid_ <= 0 || ::waitpid(pid_, nullptr, WNOHANG) == pid_; }
   std::string Log() const {
     std::ifstream in(dir_ + "/log");
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -775,7 +774,8 @@ std::string HexOf(const std::array<std::uint8_t, 32>& d) {
 
 TEST(Sha256, FipsVectorsAndAgreementWithOpenSsl) {
   EXPECT_EQ(HexOf(Sha256("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(HexOf(Sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(HexOf(Sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(HexOf(Sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   // Every length across the padding boundaries, against OpenSSL.
@@ -799,9 +799,9 @@ TEST(PeripheralsProbe, SysfsIsReadAgainOnHotPlugEventsNotEveryPoll) {
   // A private copy of the thin client's tree that the test can change.
   char tmpl[] = "/tmp/deskpulse-usb-XXXXXX";
   const std::string root = ::mkdtemp(tmpl);
-  std::filesystem::copy(kData + "/thin-client", root,
-                        std::filesystem::copy_options::recursive |
-                            std::filesystem::copy_options::copy_symlinks);
+  std::filesystem::copy(
+      kData + "/thin-client", root,
+      std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks);
   PeripheralsConfig c;
   c.sysfs = root + "/sys";
   c.proc = root + "/proc";
@@ -809,7 +809,7 @@ TEST(PeripheralsProbe, SysfsIsReadAgainOnHotPlugEventsNotEveryPoll) {
   c.cups = false;
   c.pcsc = false;
   c.poll_every_s = 60;
-  c.settle_s = 0;  // nothing held back: the first report has the whole inventory
+  c.settle_s = 0;       // nothing held back: the first report has the whole inventory
   asio::io_context io;  // outlives the probe, whose socket it serves
   PeripheralsProbe probe(c, false);
   probe.Start(io.get_executor());  // the uevent socket is up: sysfs follows events

@@ -1,17 +1,15 @@
 #include "agent/probes/session/session_probe.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 namespace deskpulse::agent {
 namespace {
@@ -114,9 +112,7 @@ TEST(SockDiag, DestroyGroupDeliversTheClosedConnection) {
   auto fd = OpenDestroyListener();
   ASSERT_TRUE(fd.ok()) << fd.status().ToString();
   Listener display;
-  {
-    Conn c(display);
-  }  // both ends closed
+  { Conn c(display); }  // both ends closed
   bool seen = false;
   char buf[16384];
   while (!seen) {
@@ -228,7 +224,7 @@ TEST(SessionProbe, DiscoversByDumpAndSamplesKnownConnectionsByLookup) {
   auto first = std::make_unique<Conn>(display);
   probe.Sample(1'000);
   EXPECT_EQ(probe.dumps(), 1u);
-  Conn second(display);          // a new connection between discoveries ...
+  Conn second(display);  // a new connection between discoveries ...
   probe.Sample(6'000);
   probe.Sample(11'000);
   EXPECT_EQ(probe.dumps(), 1u);  // ... the known one was looked up, not dumped for
@@ -237,10 +233,10 @@ TEST(SessionProbe, DiscoversByDumpAndSamplesKnownConnectionsByLookup) {
   ASSERT_EQ(r.sessions_size(), 1);  // both connections are to the same peer: one window
   EXPECT_EQ(r.stability().session_events_size(), 0);  // the new one is not found yet
 
-  first.reset();               // a close ...
-  probe.Sample(16'000);        // ... seen by the lookup
+  first.reset();                                    // a close ...
+  probe.Sample(16'000);                             // ... seen by the lookup
   EXPECT_EQ(probe.NextSampleDelayMs(16'000), 100);  // watching for the reconnect
-  probe.Sample(16'100);        // within the reconnect window: discovery, which finds it
+  probe.Sample(16'100);  // within the reconnect window: discovery, which finds it
   EXPECT_EQ(probe.dumps(), 2u);
   v1::Report after;
   probe.Collect({.now_unix_ms = 22'000, .window_s = 60}, after);  // not started: samples too
@@ -250,12 +246,13 @@ TEST(SessionProbe, DiscoversByDumpAndSamplesKnownConnectionsByLookup) {
   EXPECT_EQ(after.stability().session_events(0).downtime_ms(), 100u);
   probe.Sample(31'000);
   EXPECT_EQ(probe.dumps(), 2u);
-  probe.Sample(77'000);        // a discovery interval after the last dump
+  probe.Sample(77'000);  // a discovery interval after the last dump
   EXPECT_EQ(probe.dumps(), 3u);
 }
 
 TEST(SockDiag, FamiliesWithoutTcpSocketsAreNotDumped) {
-  const TcpFamilies f = TcpFamiliesInUse(std::string(DESKPULSE_TEST_DATA) + "/session/sockstat-v4-only");
+  const TcpFamilies f =
+      TcpFamiliesInUse(std::string(DESKPULSE_TEST_DATA) + "/session/sockstat-v4-only");
   EXPECT_TRUE(f.v4);
   EXPECT_FALSE(f.v6);
   const TcpFamilies unknown = TcpFamiliesInUse("/does-not-exist");
@@ -297,9 +294,9 @@ TEST(SessionProbe, ManyLiveConnectionsAreSampledByOneDumpNotALookupEach) {
   probe.Sample(6'000);
   EXPECT_EQ(probe.dumps(), 2u);  // 40 lookups would cost more than one dump
   conns.resize(3);
-  probe.Sample(11'000);          // 37 gone: still counted by the dump
-  probe.Sample(16'000);          // back to lookups? no: the closes opened the reconnect window
-  probe.Sample(40'000);          // 3 live, no window: lookups
+  probe.Sample(11'000);  // 37 gone: still counted by the dump
+  probe.Sample(16'000);  // back to lookups? no: the closes opened the reconnect window
+  probe.Sample(40'000);  // 3 live, no window: lookups
   EXPECT_EQ(probe.dumps(), 4u);
 }
 
@@ -385,7 +382,7 @@ TEST(SessionLifecycle, AReconnectWithinOneDumpIsOneReconnect) {
   auto c1 = std::make_unique<Conn>(display);
   probe.Sample(1'000);
   c1.reset();
-  Conn c2(display);     // the close and the new connection land in one dump
+  Conn c2(display);      // the close and the new connection land in one dump
   probe.Sample(61'000);  // discovery is due
   v1::Report r;
   probe.Collect({.now_unix_ms = 90'000, .window_s = 60}, r);  // the window has passed
@@ -398,7 +395,7 @@ TEST(SessionLifecycle, TheReconnectWindowIsEnforcedAcrossDumps) {
   auto c1 = std::make_unique<Conn>(display);
   probe.Sample(1'000);
   c1.reset();
-  probe.Sample(2'000);   // the close
+  probe.Sample(2'000);  // the close
   Conn c2(display);
   probe.Sample(42'000);  // the window passed 30 s ago: a disconnect
   probe.Sample(62'000);  // the next discovery finds a new session, not a reconnect
@@ -600,7 +597,8 @@ void ReplayThinClient(const std::string& fixture) {
     probe->Sample(last);
   }
   v1::Report r;
-  probe->Collect({.now_unix_ms = last, .window_s = static_cast<std::uint32_t>((last - first) / 1000)}, r);
+  probe->Collect(
+      {.now_unix_ms = last, .window_s = static_cast<std::uint32_t>((last - first) / 1000)}, r);
   ASSERT_EQ(r.sessions_size(), 1);
   const auto& w = r.sessions(0);
   EXPECT_EQ(w.source(), v1::LATENCY_SOURCE_PEER_CONNECT);

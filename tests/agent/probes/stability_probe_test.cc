@@ -90,8 +90,8 @@ class JournalDir {
   ~JournalDir() { std::system(("rm -rf " + dir_).c_str()); }
   bool Add(const std::string& export_file, const std::string& name) {
     const std::string cmd = "/lib/systemd/systemd-journal-remote -o " + dir_ + "/" + name +
-                            ".journal - < " + kData + "/journal-coredumps/" + export_file +
-                            " 2>" + dir_ + "/" + name + ".log";
+                            ".journal - < " + kData + "/journal-coredumps/" + export_file + " 2>" +
+                            dir_ + "/" + name + ".log";
     return std::system(cmd.c_str()) == 0;
   }
   const std::string& path() const { return dir_; }

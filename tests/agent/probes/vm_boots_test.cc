@@ -1,9 +1,8 @@
 #include "agent/probes/boot/vm_boots.h"
 
+#include <gtest/gtest.h>
 #include <libvirt/libvirt.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 

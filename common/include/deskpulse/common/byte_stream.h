@@ -1,7 +1,6 @@
 #pragma once
 
 #include <asio.hpp>
-
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -34,7 +33,7 @@ class ByteStream {
 struct TlsOptions {
   std::string cert_file{};  // server: PEM certificate chain
   std::string key_file{};   // server: PEM private key
-  std::string ca_file{};    // client: PEM CA bundle that must have signed the collector's certificate
+  std::string ca_file{};  // client: PEM CA bundle that must have signed the collector's certificate
 };
 
 /// A TLS 1.2+ client: wraps a connected socket in a stream whose handshake

@@ -78,8 +78,8 @@ bool AliasMatches(const UsbAlias& alias, const Observation& o);
 
 /// Everything the catalog knows about one observed device.
 struct Facts {
-  std::string vendor_name;   // usb.ids
-  std::string product_name;  // usb.ids
+  std::string vendor_name;                 // usb.ids
+  std::string product_name;                // usb.ids
   std::optional<std::string> sane_models;  // SANE lists it: the models sharing the id
   std::optional<std::string> ccid_reader;  // libccid lists it: the reader's name
   struct Printer {
@@ -87,7 +87,7 @@ struct Facts {
     std::string make;
     std::string model;
     PrinterRating rating = PrinterRating::kPerfectly;
-    std::string driver;  // foomatic's recommended driver, if any
+    std::string driver;        // foomatic's recommended driver, if any
     bool by_ieee1284 = false;  // matched on the printer's own IEEE-1284 id
   };
   std::optional<Printer> printer;

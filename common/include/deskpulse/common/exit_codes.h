@@ -10,29 +10,37 @@ namespace deskpulse {
 /// Exit codes shared by the DeskPulse binaries: one per kind of failure.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitInternal = 1,     // a bug or an unexpected failure
-  kExitUsage = 2,        // bad flags, config or arguments
-  kExitStore = 3,        // the database cannot be opened, migrated or written
-  kExitNetwork = 4,      // cannot listen, or the collector cannot be reached
-  kExitNotFound = 5,     // a named thing (customer, file) does not exist
-  kExitAuth = 6,         // a credential was refused
-  kExitIncomplete = 7,   // the work ran but did not finish (e.g. reports left unacknowledged)
-  kExitDamaged = 8,      // the store is damaged (check, or serve's start-up check)
+  kExitInternal = 1,    // a bug or an unexpected failure
+  kExitUsage = 2,       // bad flags, config or arguments
+  kExitStore = 3,       // the database cannot be opened, migrated or written
+  kExitNetwork = 4,     // cannot listen, or the collector cannot be reached
+  kExitNotFound = 5,    // a named thing (customer, file) does not exist
+  kExitAuth = 6,        // a credential was refused
+  kExitIncomplete = 7,  // the work ran but did not finish (e.g. reports left unacknowledged)
+  kExitDamaged = 8,     // the store is damaged (check, or serve's start-up check)
 };
 
 inline int ExitCodeFor(const Status& s) {
   switch (s.code()) {
-    case Code::kOk: return kExitOk;
-    case Code::kInvalidArgument: return kExitUsage;
-    case Code::kNotFound: return kExitNotFound;
+    case Code::kOk:
+      return kExitOk;
+    case Code::kInvalidArgument:
+      return kExitUsage;
+    case Code::kNotFound:
+      return kExitNotFound;
     case Code::kUnauthenticated:
-    case Code::kPermissionDenied: return kExitAuth;
-    case Code::kDataLoss: return kExitDamaged;
+    case Code::kPermissionDenied:
+      return kExitAuth;
+    case Code::kDataLoss:
+      return kExitDamaged;
     case Code::kIo:
-    case Code::kResourceExhausted: return kExitStore;
+    case Code::kResourceExhausted:
+      return kExitStore;
     case Code::kUnavailable:
-    case Code::kDeadlineExceeded: return kExitNetwork;
-    default: return kExitInternal;
+    case Code::kDeadlineExceeded:
+      return kExitNetwork;
+    default:
+      return kExitInternal;
   }
 }
 

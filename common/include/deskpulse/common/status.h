@@ -9,14 +9,14 @@ namespace deskpulse {
 /// The kinds of failure the project distinguishes. One error type for the whole tree.
 enum class Code {
   kOk = 0,
-  kInvalidArgument,   // bad input: config, flags, API arguments
+  kInvalidArgument,  // bad input: config, flags, API arguments
   kNotFound,
   kAlreadyExists,
   kUnauthenticated,
   kPermissionDenied,
-  kResourceExhausted, // a size or rate limit
-  kDataLoss,          // corrupt bytes on disk or wire
-  kUnavailable,       // a service or file that is not there now
+  kResourceExhausted,  // a size or rate limit
+  kDataLoss,           // corrupt bytes on disk or wire
+  kUnavailable,        // a service or file that is not there now
   kDeadlineExceeded,
   kIo,
   kInternal,
@@ -55,8 +55,8 @@ inline Status Unavailable(std::string m) { return {Code::kUnavailable, std::move
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}                 // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}          // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   explicit operator bool() const { return ok(); }
@@ -82,8 +82,8 @@ class [[nodiscard]] Result {
 #define DP_CONCAT(a, b) DP_CONCAT_INNER(a, b)
 
 /// Return the Status from the enclosing function if `expr` failed.
-#define DP_RETURN_IF_ERROR(expr)            \
-  do {                                      \
+#define DP_RETURN_IF_ERROR(expr)             \
+  do {                                       \
     ::deskpulse::Status dp_status_ = (expr); \
     if (!dp_status_.ok()) return dp_status_; \
   } while (0)

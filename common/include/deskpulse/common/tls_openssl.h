@@ -2,7 +2,6 @@
 
 #include <asio.hpp>
 #include <asio/ssl.hpp>
-
 #include <memory>
 #include <string>
 
