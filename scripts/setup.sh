@@ -12,7 +12,7 @@ PACKAGES=(
   # the shared store: libpq to build against, and the server the tests and the
   # two-collector demo start their own throwaway clusters of
   libpq-dev postgresql postgresql-client
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format-14 clang-tidy-14
   # agent: sd-bus/sd-journal headers (libsystemd is loaded at run time)
   libsystemd-dev
   # agent tests and benchmarks: fakes for what the machine lacks, and the peer

@@ -13,6 +13,10 @@ jobs="$(nproc)"
 started=$SECONDS
 step() { echo "test.sh: $* ($((SECONDS - started)) s)" >&2; }
 
+# 0. The tree's .clang-format holds for every C++ file.
+step "format check (clang-format)"
+bash scripts/format.sh --check
+
 # 1. The release-like build, warnings as errors, every test.
 step "build (RelWithDebInfo, -Werror)"
 bash scripts/build.sh build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDESKPULSE_WERROR=ON
