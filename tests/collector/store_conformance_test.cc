@@ -18,7 +18,7 @@ class StoreConformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override { backend_ = MakeBackend(GetParam()); }
   std::unique_ptr<Store> Open(StoreOptions options = {}) {
-    auto s = backend_->Open(options);
+    auto s = backend_->Open(std::move(options));
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? std::move(s).value() : nullptr;
   }

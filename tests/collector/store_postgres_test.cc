@@ -22,7 +22,7 @@ class PgStoreTest : public ::testing::Test {
  protected:
   void SetUp() override { backend_ = deskpulse::testing::MakePostgresBackend(); }
   std::unique_ptr<Store> Open(StoreOptions options = {}) {
-    auto s = backend_->Open(options);
+    auto s = backend_->Open(std::move(options));
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? std::move(s).value() : nullptr;
   }

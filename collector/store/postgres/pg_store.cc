@@ -945,8 +945,10 @@ Result<std::vector<Customer>> PgStore::ListCustomers() {
                                               "SELECT customer_id, name FROM "
                                               "customers ORDER BY name"));
   std::vector<Customer> out;
-  for (int i = 0; i < rows.size(); ++i)
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) {
     out.push_back({rows.Int(i, 0), std::string(rows.Text(i, 1))});
+  }
   return out;
 }
 
@@ -1042,6 +1044,7 @@ Result<std::vector<StreamInfo>> PgStore::ListStreams() {
                                               "SELECT customer_id, endpoint_id, stream_id, "
                                               "last_seq FROM streams ORDER BY stream_id"));
   std::vector<StreamInfo> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
   for (int i = 0; i < rows.size(); ++i) {
     out.push_back({rows.Int(i, 0), rows.Int(i, 1), rows.Int(i, 2),
                    static_cast<std::uint64_t>(rows.Int(i, 3))});

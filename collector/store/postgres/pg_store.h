@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -93,7 +94,7 @@ class PgStore final : public Store {
   std::string name_;
   std::unique_ptr<pg::Connection> conn_;
   int schema_version_ = 0;
-  std::int64_t collector_id_ = 0;
+  std::atomic<std::int64_t> collector_id_{0};  // re-registered by maintenance if lost
   // Guards partitions_ and the in-memory rollups, shared by the writer
   // thread (commits) and the maintenance thread (flushes).
   std::mutex pending_mu_;
