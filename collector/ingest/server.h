@@ -119,8 +119,8 @@ class IngestServer {
   /// the io_context when every connection is gone.
   void Drain(std::function<void()> done);
 
-  const IngestStats& stats() const { return stats_; }
-  IngestStats& mutable_stats() { return stats_; }
+  /// The counters, as a snapshot (call on the io_context thread).
+  IngestStats stats() const { return stats_; }
   const IngestOptions& options() const { return options_; }
   Writer& writer() { return writer_; }
   asio::io_context& io() { return io_; }
@@ -141,6 +141,8 @@ class IngestServer {
   bool ShouldLog(std::string_view kind, const std::string& peer);
 
  private:
+  friend class Session;  // counts into stats_
+  IngestStats& mutable_stats() { return stats_; }
   struct Peer {
     std::vector<Session*> pending;  // not yet welcomed, oldest first
     std::chrono::steady_clock::time_point failures_since{};
