@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "deskpulse/common/report_limits.h"
+#include "collector/ingest/protocol.h"
 #include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/v1/wire.pb.h"
 
@@ -52,6 +52,8 @@ class Session : public std::enable_shared_from_this<Session> {
         slot_(executor_),
         decoder_(server.options().max_hello_frame_bytes),
         peer_key_(std::move(peer_key)),
+        protocol_(ProtocolLimits{server.options().node_name, server.options().max_frame_bytes,
+                                 server.options().max_batch_reports}),
         read_buf_(kPendingReadBytes) {
     asio::error_code ec;
     auto ep = socket.remote_endpoint(ec);
@@ -89,7 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Wake() { slot_.cancel(); }
 
   const std::string& peer_key() const { return peer_key_; }
-  bool welcomed() const { return state_ == State::kReady; }
+  bool welcomed() const { return protocol_.welcomed(); }
   bool closed() const { return closed_; }
 
  private:
@@ -120,7 +122,7 @@ class Session : public std::enable_shared_from_this<Session> {
     while (!done()) {
       // Welcomed: a full-size buffer from the next read on (never while a
       // read is pending into the small one).
-      if (state_ == State::kReady && read_buf_.size() < kReadBytes) read_buf_.resize(kReadBytes);
+      if (protocol_.welcomed() && read_buf_.size() < kReadBytes) read_buf_.resize(kReadBytes);
       auto [ec, n] = co_await conn_->ReadSome(asio::buffer(read_buf_));
       if (ec) {
         if (ec != asio::error::eof && ec != asio::error::operation_aborted && !closing_) {
@@ -137,7 +139,7 @@ class Session : public std::enable_shared_from_this<Session> {
           CloseWithError(
               st.code() == Code::kResourceExhausted ? v1::ERROR_CODE_FRAME_TOO_LARGE
                                                     : v1::ERROR_CODE_MALFORMED_FRAME,
-              state_ == State::kReady ? st.message() : st.message() + " until a Hello is accepted");
+              protocol_.welcomed() ? st.message() : st.message() + " until a Hello is accepted");
           break;
         }
         if (!was_mid && decoder_.mid_frame()) {
@@ -163,14 +165,14 @@ class Session : public std::enable_shared_from_this<Session> {
           continue;
         }
         if (auto frame = decoder_.TakeFrame()) {
-          deadline_ = state_ == State::kReady ? Clock::now() + opts().idle_timeout
-                                              : accepted_ + opts().handshake_timeout;
+          deadline_ = protocol_.welcomed() ? Clock::now() + opts().idle_timeout
+                                           : accepted_ + opts().handshake_timeout;
           const std::uint64_t charge = std::exchange(frame_charge_, 0);
           if (!HandleFrame(*frame, charge)) server_.Release(charge);
         }
       }
       // Backpressure: read no further while too many batches await their commit.
-      while (inflight_ >= opts().max_inflight_batches && !done() && !draining_) {
+      while (protocol_.inflight() >= opts().max_inflight_batches && !done() && !draining_) {
         slot_.expires_at(Clock::time_point::max());
         co_await slot_.async_wait(kTuple);
       }
@@ -198,7 +200,7 @@ class Session : public std::enable_shared_from_this<Session> {
       std::string why;
       if (decoder_.mid_frame()) {
         why = "frame not completed within " + Seconds(opts().frame_timeout);
-      } else if (state_ != State::kReady) {
+      } else if (!protocol_.welcomed()) {
         why = "no Hello accepted within " + Seconds(opts().handshake_timeout) +
               " of connecting (handshake timeout)";
       } else {
@@ -212,55 +214,42 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Returns true when it kept the frame's memory charge (a batch awaiting
   /// its commit); the caller releases it otherwise.
   bool HandleFrame(const std::string& payload, std::uint64_t charge) {
-    v1::Envelope env;
-    if (!env.ParseFromString(payload)) {
-      CloseWithError(
-          v1::ERROR_CODE_MALFORMED_FRAME,
-          fmt::format("frame of {} bytes is not a deskpulse.v1.Envelope", payload.size()));
-      return false;
-    }
-    switch (env.msg_case()) {
-      case v1::Envelope::kHello:
-        HandleHello(std::move(*env.mutable_hello()));
-        return false;
-      case v1::Envelope::kBatch:
-        return HandleBatch(*env.mutable_batch(), charge);
-      case v1::Envelope::MSG_NOT_SET:
-        CloseWithError(v1::ERROR_CODE_MALFORMED_FRAME, "envelope carries no message");
-        return false;
-      default:
-        CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
-                       fmt::format("an agent may send only Hello and Batch, got field {}",
-                                   static_cast<int>(env.msg_case())));
-        return false;
-    }
+    return Apply(protocol_.OnFrame(payload), charge);
   }
 
-  void HandleHello(v1::Hello hello) {
-    if (state_ != State::kAwaitHello) {
-      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION, "Hello sent twice");
+  /// Carries out what the protocol decided. True when a batch was submitted
+  /// (it keeps `charge` until its commit).
+  bool Apply(ProtocolActions a, std::uint64_t charge = 0) {
+    if (a.welcomed) OnWelcomed(a.reports_forgotten);
+    for (const auto& env : a.send) Send(env);
+    if (a.closes()) {
+      if (a.credential_refused) {
+        RefuseCredential(a.close_message);
+      } else {
+        CloseWithError(*a.close_code, a.close_message);
+      }
+      return false;
     }
-    if (hello.protocol_version() != v1::PROTOCOL_VERSION_1) {
-      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VERSION,
-                            fmt::format("protocol_version {} is not supported; this collector "
-                                        "speaks 1",
-                                        hello.protocol_version()));
-    }
-    if (Status s = ValidateHello(hello); !s.ok()) {
-      return CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION, "Hello: " + s.message());
-    }
-    agent_ = EscapeForLog(hello.agent_id(), limits::kAgentId);
-    if (hello.credential().empty()) {
-      return RefuseCredential("Hello carries no credential");
-    }
-    state_ = State::kHelloPending;
-    agent_acked_ = hello.acked_through_seq();
-    epoch_ = hello.epoch();
     auto self = shared_from_this();
-    server_.writer().SubmitHello(std::move(hello), [self](Result<StreamInfo> r) {
-      asio::post(self->executor_,
-                 [self, r = std::move(r)]() mutable { self->OnWelcome(std::move(r)); });
-    });
+    if (a.submit_hello) {
+      server_.writer().SubmitHello(std::move(*a.submit_hello), [self](Result<StreamInfo> r) {
+        asio::post(self->executor_,
+                   [self, r = std::move(r)]() mutable { self->OnRegistered(std::move(r)); });
+      });
+    }
+    if (a.submit_batch) {
+      const auto received = Clock::now();
+      server_.writer().SubmitBatch(
+          protocol_.stream(), std::move(*a.submit_batch),
+          [self, received, charge](Result<BatchOutcome> r) {
+            asio::post(self->executor_, [self, received, charge, r = std::move(r)]() mutable {
+              self->server_.Release(charge);
+              self->OnCommitted(std::move(r), received);
+            });
+          });
+      return true;
+    }
+    return false;
   }
 
   void RefuseCredential(const std::string& why) {
@@ -276,119 +265,43 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  void OnWelcome(Result<StreamInfo> r) {
+  void OnRegistered(Result<StreamInfo> r) {
     if (closed_ || closing_) return;
-    if (!r.ok()) {
-      if (r.status().code() == Code::kUnauthenticated) {
-        return RefuseCredential(r.status().message());
-      }
-      return CloseWithError(v1::ERROR_CODE_STORE_UNAVAILABLE,
-                            "store unavailable: " + r.status().message());
-    }
-    stream_ = *r;
-    state_ = State::kReady;
+    Apply(protocol_.OnRegistered(std::move(r)));
+  }
+
+  void OnWelcomed(std::uint64_t reports_forgotten) {
     server_.Welcomed(this);
     decoder_.set_max_frame_bytes(opts().max_frame_bytes);
     deadline_ = Clock::now() + opts().idle_timeout;
     watchdog_.cancel();
-    if (agent_acked_ > stream_.last_acked_seq) {
-      // The agent was told more was durable than the store holds now.
+    const StreamInfo& stream = protocol_.stream();
+    if (reports_forgotten > 0) {
       auto& st = server_.mutable_stats();
       st.streams_behind_agents += 1;
-      st.reports_forgotten += agent_acked_ - stream_.last_acked_seq;
+      st.reports_forgotten += reports_forgotten;
       if (server_.ShouldLog("agents acknowledged more than the store holds", "this store")) {
         spdlog::error(
             "agent {} (epoch {}): it was acknowledged through seq {} but the store "
             "holds its stream only through seq {}: the store lost acknowledged "
             "reports (a lost or truncated WAL, a restore from backup?); the agent "
             "resends what it still holds",
-            agent_, epoch_, agent_acked_, stream_.last_acked_seq);
+            protocol_.agent(), protocol_.epoch(), protocol_.agent_acked(), stream.last_acked_seq);
       }
     }
-    v1::Envelope env;
-    auto* w = env.mutable_welcome();
-    w->set_collector_node(opts().node_name);
-    w->set_last_acked_seq(stream_.last_acked_seq);
-    w->mutable_limits()->set_max_frame_bytes(opts().max_frame_bytes);
-    w->mutable_limits()->set_max_batch_reports(opts().max_batch_reports);
-    Send(env);
-    spdlog::debug("peer {}: agent {} of customer {} resumes after seq {}", peer_, agent_,
-                  stream_.customer_id, stream_.last_acked_seq);
-  }
-
-  bool HandleBatch(v1::Batch& batch, std::uint64_t charge) {
-    if (state_ != State::kReady) {
-      CloseWithError(v1::ERROR_CODE_PROTOCOL_VIOLATION,
-                     "Batch sent before the Welcome (send Hello and wait for it)");
-      return false;
-    }
-    if (batch.reports_size() == 0) {
-      CloseWithError(v1::ERROR_CODE_BAD_REPORT, "empty Batch");
-      return false;
-    }
-    if (static_cast<std::uint32_t>(batch.reports_size()) > opts().max_batch_reports) {
-      CloseWithError(v1::ERROR_CODE_BATCH_TOO_LARGE,
-                     fmt::format("Batch of {} reports is over the limit of {}",
-                                 batch.reports_size(), opts().max_batch_reports));
-      return false;
-    }
-    std::vector<IncomingReport> reports(static_cast<std::size_t>(batch.reports_size()));
-    std::uint64_t prev = 0;
-    for (int i = 0; i < batch.reports_size(); ++i) {
-      auto& in = reports[static_cast<std::size_t>(i)];
-      in.bytes.swap(*batch.mutable_reports(i));
-      if (!in.report.ParseFromString(in.bytes)) {
-        CloseWithError(v1::ERROR_CODE_BAD_REPORT,
-                       fmt::format("report #{} of the batch does not decode as "
-                                   "deskpulse.v1.Report; nothing of this batch was stored",
-                                   i));
-        return false;
-      }
-      if (Status s = ValidateReport(in.report); !s.ok()) {
-        CloseWithError(v1::ERROR_CODE_BAD_REPORT,
-                       fmt::format("report #{} (seq {}): {}; nothing of this batch was stored", i,
-                                   in.report.seq(), s.message()));
-        return false;
-      }
-      const std::uint64_t seq = in.report.seq();
-      if (seq <= prev) {
-        CloseWithError(v1::ERROR_CODE_BAD_REPORT,
-                       fmt::format("report #{} has seq {} after {}: seq must start at 1 "
-                                   "and increase; nothing of this batch was stored",
-                                   i, seq, prev));
-        return false;
-      }
-      prev = seq;
-    }
-    ++inflight_;
-    auto self = shared_from_this();
-    const auto received = Clock::now();
-    server_.writer().SubmitBatch(
-        stream_, std::move(reports), [self, received, charge](Result<BatchOutcome> r) {
-          asio::post(self->executor_, [self, received, charge, r = std::move(r)]() mutable {
-            self->server_.Release(charge);
-            self->OnCommitted(std::move(r), received);
-          });
-        });
-    return true;
+    spdlog::debug("peer {}: agent {} of customer {} resumes after seq {}", peer_, protocol_.agent(),
+                  stream.customer_id, stream.last_acked_seq);
   }
 
   void OnCommitted(Result<BatchOutcome> r, Clock::time_point received) {
-    --inflight_;
+    ProtocolActions a = protocol_.OnCommitted(r);
     slot_.cancel();
-    if (!closed_) {
+    if (!closed_ && (r.ok() || !closing_)) {
+      Apply(std::move(a));
       if (r.ok()) {
-        v1::Envelope env;
-        env.mutable_ack()->set_acked_through_seq(r->acked_through);
-        Send(env);
         server_.mutable_stats().ack_us.AddValue(static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received)
                 .count()));
-      } else if (!closing_) {
-        CloseWithError(v1::ERROR_CODE_STORE_UNAVAILABLE,
-                       "the batch could not be committed and is not acknowledged; resend it "
-                       "later: " +
-                           r.status().message());
       }
     }
     MaybeFinish();
@@ -432,8 +345,8 @@ class Session : public std::enable_shared_from_this<Session> {
                                  : "connections closed with " + v1::ErrorCode_Name(code);
     if (server_.ShouldLog(kind, peer_key_)) {
       spdlog::warn("peer {}{}: {}: {}; closing", peer_,
-                   agent_.empty() ? "" : " (agent " + agent_ + ")", v1::ErrorCode_Name(code),
-                   message);
+                   protocol_.agent().empty() ? "" : " (agent " + protocol_.agent() + ")",
+                   v1::ErrorCode_Name(code), message);
     }
     v1::Envelope env;
     env.mutable_error()->set_code(code);
@@ -452,7 +365,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!writing_) Close();
       return;
     }
-    if (!read_done_ || inflight_ > 0 || writing_) return;
+    if (!read_done_ || protocol_.inflight() > 0 || writing_) return;
     if (draining_ && !said_goodbye_) {
       said_goodbye_ = true;
       v1::Envelope env;
@@ -476,8 +389,6 @@ class Session : public std::enable_shared_from_this<Session> {
     server_.Remove(shared_from_this());
   }
 
-  enum class State { kAwaitHello, kHelloPending, kReady };
-
   IngestServer& server_;
   asio::any_io_executor executor_;
   std::unique_ptr<ByteStream> conn_;
@@ -486,18 +397,13 @@ class Session : public std::enable_shared_from_this<Session> {
   FrameDecoder decoder_;
   std::string peer_;
   std::string peer_key_;
-  std::string agent_;  // escaped for the log
-  std::uint64_t agent_acked_ = 0;
-  std::uint64_t epoch_ = 0;
+  ProtocolSession protocol_;
   std::vector<std::uint8_t> read_buf_;
-  State state_ = State::kAwaitHello;
-  StreamInfo stream_;
   Clock::time_point accepted_ = Clock::now();
   Clock::time_point deadline_;
   std::string out_;
   std::uint64_t frame_charge_ = 0;  // memory budgeted for the frame being received
   bool writing_ = false;
-  int inflight_ = 0;
   bool read_done_ = false;
   bool closing_ = false;
   bool draining_ = false;
