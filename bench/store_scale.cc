@@ -4,7 +4,6 @@
 // of them. Prints figures; asserts none (docs/quality.md: ≤ 10 ms one customer,
 // ≤ 2 s all, at 100,000 endpoints × 30 days).
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,7 +29,8 @@ v1::Report MakeReport(std::uint64_t seq, std::int64_t at_ms, int endpoint, int d
   auto* b = r.mutable_boot();
   b->set_boot_id("b" + std::to_string(endpoint) + "-" + std::to_string(day));
   b->set_booted_at_unix_ms(at_ms - 60'000);
-  b->set_login_ready_ms(20'000 + static_cast<std::uint64_t>((endpoint * 7919 + day * 104729) % 60'000));
+  b->set_login_ready_ms(20'000 +
+                        static_cast<std::uint64_t>((endpoint * 7919 + day * 104729) % 60'000));
   auto* w = r.add_sessions();
   w->set_window_start_unix_ms(at_ms - 60'000);
   w->set_window_s(60);
