@@ -453,8 +453,41 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
 // ---- rollups
 
 Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
-  std::vector<RollupRow> rows = acc.Expand();
-  SortRollupRows(&rows);
+  std::vector<RollupRow> all = acc.Expand();
+  SortRollupRows(&all);
+  // Counts and sums add up in SQL, in one statement; rows with a histogram
+  // are merged in the collector under their locks. Every flush takes the
+  // first kind's locks before the second's, each in key order: no deadlock.
+  std::vector<RollupRow> rows;
+  {
+    std::vector<std::int64_t> c, g, e, b, m, n;
+    std::vector<std::optional<std::string>> sums;
+    for (auto& r : all) {
+      if (!r.cell.hist.empty()) {
+        rows.push_back(std::move(r));
+        continue;
+      }
+      c.push_back(r.customer_id);
+      g.push_back(static_cast<int>(r.grain));
+      e.push_back(r.endpoint_id);
+      b.push_back(r.bucket_start_ms);
+      m.push_back(static_cast<int>(r.metric));
+      n.push_back(r.cell.count);
+      sums.emplace_back(fmt::format("{}", r.cell.sum));
+    }
+    if (!c.empty()) {
+      DP_RETURN_IF_ERROR(
+          db.Query("rollup counts",
+                   "INSERT INTO rollups AS r (customer_id, grain, endpoint_id, bucket_start_ms, "
+                   "metric, count, sum) SELECT * FROM unnest($1::bigint[], $2::smallint[], "
+                   "$3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[], $7::float8[]) ON "
+                   "CONFLICT (customer_id, grain, endpoint_id, bucket_start_ms, metric) DO UPDATE "
+                   "SET count = r.count + excluded.count, sum = r.sum + excluded.sum",
+                   {pg::IntArray(c), pg::IntArray(g), pg::IntArray(e), pg::IntArray(b),
+                    pg::IntArray(m), pg::IntArray(n), pg::ArrayLiteral(sums)})
+              .status());
+    }
+  }
   if (!rows.empty()) {
     std::vector<std::int64_t> c, g, e, b, m;
     for (const auto& r : rows) {
