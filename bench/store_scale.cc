@@ -12,6 +12,7 @@
 
 #include "collector/reports/scores.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
 
 namespace dc = deskpulse::collector;
@@ -50,7 +51,7 @@ v1::Report MakeReport(std::uint64_t seq, std::int64_t at_ms, int endpoint, int d
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Main(int argc, char** argv) {
   CLI::App app{"Fills a store with N endpoints x D days and times the score queries",
                "deskpulse-store-scale"};
   std::string db;
@@ -117,8 +118,9 @@ int main(int argc, char** argv) {
         dc::BatchWrite b;
         b.stream = streams[static_cast<std::size_t>(e)];
         dc::IncomingReport in;
-        in.report = MakeReport(static_cast<std::uint64_t>(d + 1),
-                               day_start + (e % 86'000) * 1000 + 3'600'000, e, d);
+        const std::uint64_t seq = static_cast<std::uint64_t>(d) + 1;
+        const std::int64_t offset_ms = std::int64_t{e % 86'000} * 1000 + 3'600'000;
+        in.report = MakeReport(seq, day_start + offset_ms, e, d);
         in.bytes = in.report.SerializeAsString();
         b.reports.push_back(std::move(in));
         group.push_back(std::move(b));
@@ -170,4 +172,8 @@ int main(int argc, char** argv) {
       static_cast<double>(reports) / (fill_ms / 1000), median(one), one.back(), median(all),
       all.back());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return deskpulse::GuardMain("deskpulse-store-scale", [&] { return Main(argc, argv); });
 }

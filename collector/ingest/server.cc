@@ -244,7 +244,7 @@ class Session : public std::enable_shared_from_this<Session> {
           [self, received, charge](Result<BatchOutcome> r) {
             asio::post(self->executor_, [self, received, charge, r = std::move(r)]() mutable {
               self->server_.Release(charge);
-              self->OnCommitted(std::move(r), received);
+              self->OnCommitted(r, received);
             });
           });
       return true;
@@ -293,7 +293,7 @@ class Session : public std::enable_shared_from_this<Session> {
                   stream.customer_id, stream.last_acked_seq);
   }
 
-  void OnCommitted(Result<BatchOutcome> r, Clock::time_point received) {
+  void OnCommitted(const Result<BatchOutcome>& r, Clock::time_point received) {
     ProtocolActions a = protocol_.OnCommitted(r);
     slot_.cancel();
     if (!closed_ && (r.ok() || !closing_)) {
