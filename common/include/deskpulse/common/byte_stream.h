@@ -2,9 +2,12 @@
 
 #include <asio.hpp>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "deskpulse/common/status.h"
 
@@ -18,6 +21,14 @@ class ByteStream {
   virtual ~ByteStream() = default;
 
   virtual asio::awaitable<IoResult> ReadSome(asio::mutable_buffer buffer) = 0;
+  /// Reading without a buffer of one's own while nothing has arrived (a
+  /// server with many idle connections): `done` runs once a read would find
+  /// data, the end of the stream or an error; ReadAvailable() then takes what
+  /// is there, asio::error::would_block when nothing is. Plain TCP waits on
+  /// the socket itself; the default (TLS) reads ahead into a buffer the stream
+  /// keeps once it has been used.
+  virtual void WaitReadable(std::function<void(const asio::error_code&)> done);
+  virtual IoResult ReadAvailable(asio::mutable_buffer buffer);
   virtual asio::awaitable<IoResult> WriteAll(asio::const_buffer buffer) = 0;
   /// TLS handshake (no-op for plain TCP).
   virtual asio::awaitable<asio::error_code> Handshake() = 0;
@@ -27,6 +38,12 @@ class ByteStream {
   virtual asio::ip::tcp::socket& tcp() = 0;
   void ShutdownReceive();
   void Close();
+
+ private:
+  asio::awaitable<void> ReadAhead(std::function<void(const asio::error_code&)> done);
+  std::vector<std::uint8_t> ahead_;  // what ReadAhead read and ReadAvailable has not taken
+  std::size_t ahead_pos_ = 0;
+  std::size_t ahead_end_ = 0;
 };
 
 /// TLS settings of one side.
