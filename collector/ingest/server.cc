@@ -27,10 +27,11 @@ std::string Seconds(std::chrono::milliseconds d) {
   return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
 }
 
-// Read buffers: small until the Welcome (a Hello is a few KB), so that
-// connections that never authenticate cost little.
-constexpr std::size_t kPendingReadBytes = std::size_t{4} << 10;
+// Each read takes up to this much into the server's one read buffer; a
+// connection keeps only the part of a frame not yet complete.
 constexpr std::size_t kReadBytes = std::size_t{64} << 10;
+// Reads per readiness before other connections get their turn.
+constexpr int kReadsPerWake = 4;
 }  // namespace
 
 std::string PeerKey(const asio::ip::address& address) {
@@ -42,22 +43,20 @@ std::string PeerKey(const asio::ip::address& address) {
   return asio::ip::address_v6(bytes).to_string() + "/64";
 }
 
-/// One agent connection.
+/// One agent connection. Reads are reactor-style: while nothing arrives a
+/// connection holds no read buffer and no coroutine, only its socket's wait
+/// (docs/quality.md: memory per connected endpoint); its deadline is checked
+/// by the server's sweep.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(IngestServer& server, tcp::socket socket, std::string peer_key)
       : server_(server),
-        executor_(socket.get_executor()),
-        watchdog_(executor_),
-        slot_(executor_),
         decoder_(server.options().max_hello_frame_bytes),
         peer_key_(std::move(peer_key)),
         protocol_(ProtocolLimits{server.options().node_name, server.options().max_frame_bytes,
-                                 server.options().max_batch_reports}),
-        read_buf_(kPendingReadBytes) {
+                                 server.options().max_batch_reports}) {
     asio::error_code ec;
-    auto ep = socket.remote_endpoint(ec);
-    peer_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+    remote_ = socket.remote_endpoint(ec);
     socket.set_option(tcp::no_delay(true), ec);
     conn_ = server.options().tls ? MakeServerTlsStream(std::move(socket), server.options().tls)
                                  : MakePlainStream(std::move(socket));
@@ -67,9 +66,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void Start() {
     // The TLS handshake and the Hello must be done within the handshake timeout.
     deadline_ = Clock::now() + opts().handshake_timeout;
-    auto self = shared_from_this();
-    asio::co_spawn(executor_, self->Run(), asio::detached);
-    asio::co_spawn(executor_, self->Watchdog(), asio::detached);
+    if (conn_->tls()) {
+      asio::co_spawn(server_.io(), shared_from_this()->Handshake(), asio::detached);
+    } else {
+      reading_ = true;
+      ArmRead();
+    }
   }
 
   /// Stop reading; finish what is in flight, then say goodbye.
@@ -77,7 +79,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     draining_ = true;
     conn_->ShutdownReceive();
-    slot_.cancel();
+    if (reading_ && !read_armed_) StopReading();  // paused: no read to end by itself
   }
 
   /// Closed to make room for newer connections (see IngestServer).
@@ -88,127 +90,164 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void ForceClose() { Close(); }
   /// Woken by the server when memory was released or a batch committed.
-  void Wake() { slot_.cancel(); }
+  void Wake() { Resume(); }
 
+  /// Called by the server's sweep once `deadline()` has passed.
+  void OnDeadline(Clock::time_point now) {
+    if (closed_ || closing_ || draining_ || now < deadline_) return;
+    server_.mutable_stats().timeouts += 1;
+    if (conn_->tls() && !reading_) {
+      if (server_.ShouldLog("TLS handshakes not completed in time", peer_key_)) {
+        spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer(),
+                     Seconds(opts().handshake_timeout));
+      }
+      Close();
+      return;
+    }
+    std::string why;
+    if (decoder_.mid_frame()) {
+      why = "frame not completed within " + Seconds(opts().frame_timeout);
+    } else if (!protocol_.welcomed()) {
+      why = "no Hello accepted within " + Seconds(opts().handshake_timeout) +
+            " of connecting (handshake timeout)";
+    } else {
+      why = "no frame within " + Seconds(opts().idle_timeout) + " (idle timeout)";
+    }
+    CloseWithError(v1::ERROR_CODE_TIMEOUT, why);
+  }
+
+  Clock::time_point deadline() const { return deadline_; }
   const std::string& peer_key() const { return peer_key_; }
   bool welcomed() const { return protocol_.welcomed(); }
   bool closed() const { return closed_; }
 
  private:
   const IngestOptions& opts() const { return server_.options(); }
+  std::string peer() const {
+    return fmt::format("{}:{}", remote_.address().to_string(), remote_.port());
+  }
   bool done() const { return closing_ || closed_; }
 
-  asio::awaitable<void> Run() {
+  asio::awaitable<void> Handshake() {
     auto self = shared_from_this();
-    if (conn_->tls()) {
-      const asio::error_code ec = co_await conn_->Handshake();
-      if (ec) {
-        // No frame can be sent to a peer that does not speak TLS: log and close.
-        server_.mutable_stats().tls_failures += 1;
-        if (!closed_ && server_.ShouldLog("failed TLS handshakes", peer_key_)) {
-          spdlog::warn("peer {}: TLS handshake failed: {}; closing", peer_, ec.message());
-        }
-        read_done_ = true;
-        Close();
-        co_return;
+    const asio::error_code ec = co_await conn_->Handshake();
+    if (closed_) co_return;
+    if (ec) {
+      // No frame can be sent to a peer that does not speak TLS: log and close.
+      server_.mutable_stats().tls_failures += 1;
+      if (server_.ShouldLog("failed TLS handshakes", peer_key_)) {
+        spdlog::warn("peer {}: TLS handshake failed: {}; closing", peer(), ec.message());
       }
-    }
-    reading_ = true;
-    co_await ReadLoop();
-  }
-
-  asio::awaitable<void> ReadLoop() {
-    auto self = shared_from_this();
-    while (!done()) {
-      // Welcomed: a full-size buffer from the next read on (never while a
-      // read is pending into the small one).
-      if (protocol_.welcomed() && read_buf_.size() < kReadBytes) read_buf_.resize(kReadBytes);
-      auto [ec, n] = co_await conn_->ReadSome(asio::buffer(read_buf_));
-      if (ec) {
-        if (ec != asio::error::eof && ec != asio::error::operation_aborted && !closing_) {
-          spdlog::debug("peer {}: read: {}", peer_, ec.message());
-        }
-        break;
-      }
-      std::span<const std::uint8_t> data(read_buf_.data(), n);
-      while (!data.empty() && !done()) {
-        const bool was_mid = decoder_.mid_frame();
-        data = data.subspan(decoder_.Feed(data));
-        if (!decoder_.status().ok()) {
-          const auto& st = decoder_.status();
-          CloseWithError(
-              st.code() == Code::kResourceExhausted ? v1::ERROR_CODE_FRAME_TOO_LARGE
-                                                    : v1::ERROR_CODE_MALFORMED_FRAME,
-              protocol_.welcomed() ? st.message() : st.message() + " until a Hello is accepted");
-          break;
-        }
-        if (!was_mid && decoder_.mid_frame()) {
-          // A frame has started: it must finish within frame_timeout.
-          const auto limit = Clock::now() + opts().frame_timeout;
-          if (limit < deadline_) {
-            deadline_ = limit;
-            watchdog_.cancel();
-          }
-        }
-        if (auto size = decoder_.held_header()) {
-          // Budget the whole frame before reading its payload, so frames in
-          // progress can always finish and memory stays under the cap.
-          while (!done() && !draining_ && !server_.TryReserve(*size)) {
-            server_.mutable_stats().read_pauses += 1;
-            server_.WaitForRoom(self);
-            slot_.expires_at(Clock::time_point::max());
-            co_await slot_.async_wait(kTuple);
-          }
-          if (done() || draining_) break;
-          frame_charge_ = *size;
-          decoder_.ContinuePayload();
-          continue;
-        }
-        if (auto frame = decoder_.TakeFrame()) {
-          deadline_ = protocol_.welcomed() ? Clock::now() + opts().idle_timeout
-                                           : accepted_ + opts().handshake_timeout;
-          const std::uint64_t charge = std::exchange(frame_charge_, 0);
-          if (!HandleFrame(*frame, charge)) server_.Release(charge);
-        }
-      }
-      // Backpressure: read no further while too many batches await their commit.
-      while (protocol_.inflight() >= opts().max_inflight_batches && !done() && !draining_) {
-        slot_.expires_at(Clock::time_point::max());
-        co_await slot_.async_wait(kTuple);
-      }
-    }
-    read_done_ = true;
-    MaybeFinish();
-  }
-
-  asio::awaitable<void> Watchdog() {
-    auto self = shared_from_this();
-    while (!closed_) {
-      watchdog_.expires_at(deadline_);
-      co_await watchdog_.async_wait(kTuple);
-      if (closed_ || closing_ || draining_) co_return;
-      if (Clock::now() < deadline_) continue;  // moved, or woken to re-arm
-      server_.mutable_stats().timeouts += 1;
-      if (conn_->tls() && !reading_) {
-        if (server_.ShouldLog("TLS handshakes not completed in time", peer_key_)) {
-          spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer_,
-                       Seconds(opts().handshake_timeout));
-        }
-        Close();
-        co_return;
-      }
-      std::string why;
-      if (decoder_.mid_frame()) {
-        why = "frame not completed within " + Seconds(opts().frame_timeout);
-      } else if (!protocol_.welcomed()) {
-        why = "no Hello accepted within " + Seconds(opts().handshake_timeout) +
-              " of connecting (handshake timeout)";
-      } else {
-        why = "no frame within " + Seconds(opts().idle_timeout) + " (idle timeout)";
-      }
-      CloseWithError(v1::ERROR_CODE_TIMEOUT, why);
+      read_done_ = true;
+      Close();
       co_return;
     }
+    reading_ = true;
+    if (draining_) {
+      StopReading();
+    } else {
+      ArmRead();
+    }
+  }
+
+  void ArmRead() {
+    if (read_armed_ || read_done_ || done()) return;
+    read_armed_ = true;
+    conn_->WaitReadable([self = shared_from_this()](const asio::error_code& ec) {
+      self->read_armed_ = false;
+      self->OnReadable(ec);
+    });
+  }
+
+  void OnReadable(asio::error_code ec) {
+    if (done() || read_done_) return;
+    std::vector<std::uint8_t>& buf = server_.read_buffer();
+    for (int i = 0; i < kReadsPerWake && !ec && !draining_; ++i) {
+      std::size_t n = 0;
+      std::tie(ec, n) = conn_->ReadAvailable(asio::buffer(buf));
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec = {};
+        break;
+      }
+      if (ec) break;
+      if (!Consume(std::span<const std::uint8_t>(buf.data(), n))) return;  // paused or closing
+      if (done()) return;
+    }
+    if (ec || draining_) {
+      if (ec && ec != asio::error::eof && ec != asio::error::operation_aborted && !closing_) {
+        spdlog::debug("peer {}: read: {}", peer(), ec.message());
+      }
+      StopReading();
+      return;
+    }
+    // Backpressure: read no further while too many batches await their commit.
+    if (protocol_.inflight() >= opts().max_inflight_batches) return;  // OnCommitted resumes
+    ArmRead();
+  }
+
+  /// Feeds `data` to the decoder and acts on each frame. False when it stopped
+  /// early: the connection is closing, or waits for memory under the cap and
+  /// keeps the rest of `data` until it is woken.
+  bool Consume(std::span<const std::uint8_t> data) {
+    for (;;) {
+      if (auto size = decoder_.held_header()) {
+        // Budget the whole frame before reading its payload, so frames in
+        // progress can always finish and memory stays under the cap.
+        if (draining_) return false;
+        if (!server_.TryReserve(*size)) {
+          server_.mutable_stats().read_pauses += 1;
+          held_.assign(data.begin(), data.end());
+          waiting_for_room_ = true;
+          server_.WaitForRoom(shared_from_this());
+          return false;
+        }
+        frame_charge_ = *size;
+        decoder_.ContinuePayload();
+      }
+      if (data.empty() || done()) return !done();
+      const bool was_mid = decoder_.mid_frame();
+      data = data.subspan(decoder_.Feed(data));
+      if (!decoder_.status().ok()) {
+        const auto& st = decoder_.status();
+        CloseWithError(
+            st.code() == Code::kResourceExhausted ? v1::ERROR_CODE_FRAME_TOO_LARGE
+                                                  : v1::ERROR_CODE_MALFORMED_FRAME,
+            protocol_.welcomed() ? st.message() : st.message() + " until a Hello is accepted");
+        return false;
+      }
+      // A frame has started: it must finish within frame_timeout.
+      if (!was_mid && decoder_.mid_frame()) {
+        deadline_ = std::min(deadline_, Clock::now() + opts().frame_timeout);
+      }
+      if (auto frame = decoder_.TakeFrame()) {
+        deadline_ = protocol_.welcomed() ? Clock::now() + opts().idle_timeout
+                                         : accepted_ + opts().handshake_timeout;
+        const std::uint64_t charge = std::exchange(frame_charge_, 0);
+        if (!HandleFrame(*frame, charge)) server_.Release(charge);
+      }
+    }
+  }
+
+  /// Reading goes on where it paused (memory released, a batch committed).
+  void Resume() {
+    if (!reading_ || read_armed_ || read_done_ || done()) return;
+    if (waiting_for_room_) {
+      waiting_for_room_ = false;
+      const std::vector<std::uint8_t> rest = std::move(held_);
+      held_.clear();
+      if (!Consume(rest)) return;
+    }
+    if (draining_) return StopReading();
+    if (protocol_.inflight() >= opts().max_inflight_batches) return;
+    ArmRead();
+  }
+
+  void StopReading() {
+    if (read_done_) return;
+    read_done_ = true;
+    held_.clear();
+    held_.shrink_to_fit();
+    MaybeFinish();
   }
 
   /// Returns true when it kept the frame's memory charge (a batch awaiting
@@ -233,7 +272,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto self = shared_from_this();
     if (a.submit_hello) {
       server_.writer().SubmitHello(std::move(*a.submit_hello), [self](Result<StreamInfo> r) {
-        asio::post(self->executor_,
+        asio::post(self->server_.io(),
                    [self, r = std::move(r)]() mutable { self->OnRegistered(std::move(r)); });
       });
     }
@@ -242,7 +281,7 @@ class Session : public std::enable_shared_from_this<Session> {
       server_.writer().SubmitBatch(
           protocol_.stream(), std::move(*a.submit_batch),
           [self, received, charge](Result<BatchOutcome> r) {
-            asio::post(self->executor_, [self, received, charge, r = std::move(r)]() mutable {
+            asio::post(self->server_.io(), [self, received, charge, r = std::move(r)]() mutable {
               self->server_.Release(charge);
               self->OnCommitted(r, received);
             });
@@ -259,7 +298,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // A peer that keeps failing is answered late: guessing gets slow.
     server_.mutable_stats().auth_delayed += 1;
     auto self = shared_from_this();
-    auto timer = std::make_shared<asio::steady_timer>(executor_, delay);
+    auto timer = std::make_shared<asio::steady_timer>(server_.io(), delay);
     timer->async_wait([self, timer, why](const asio::error_code&) {
       self->CloseWithError(v1::ERROR_CODE_UNAUTHENTICATED, why);
     });
@@ -274,7 +313,6 @@ class Session : public std::enable_shared_from_this<Session> {
     server_.Welcomed(this);
     decoder_.set_max_frame_bytes(opts().max_frame_bytes);
     deadline_ = Clock::now() + opts().idle_timeout;
-    watchdog_.cancel();
     const StreamInfo& stream = protocol_.stream();
     if (reports_forgotten > 0) {
       auto& st = server_.mutable_stats();
@@ -289,13 +327,12 @@ class Session : public std::enable_shared_from_this<Session> {
             protocol_.agent(), protocol_.epoch(), protocol_.agent_acked(), stream.last_acked_seq);
       }
     }
-    spdlog::debug("peer {}: agent {} of customer {} resumes after seq {}", peer_, protocol_.agent(),
-                  stream.customer_id, stream.last_acked_seq);
+    spdlog::debug("peer {}: agent {} of customer {} resumes after seq {}", peer(),
+                  protocol_.agent(), stream.customer_id, stream.last_acked_seq);
   }
 
   void OnCommitted(const Result<BatchOutcome>& r, Clock::time_point received) {
     ProtocolActions a = protocol_.OnCommitted(r);
-    slot_.cancel();
     if (!closed_ && (r.ok() || !closing_)) {
       Apply(std::move(a));
       if (r.ok()) {
@@ -304,6 +341,7 @@ class Session : public std::enable_shared_from_this<Session> {
                 .count()));
       }
     }
+    Resume();  // reading paused while too many batches were in flight
     MaybeFinish();
   }
 
@@ -312,7 +350,7 @@ class Session : public std::enable_shared_from_this<Session> {
     (void)AppendFrame(env, &out_);
     if (!writing_) {
       writing_ = true;
-      asio::co_spawn(executor_, shared_from_this()->WriteLoop(), asio::detached);
+      asio::co_spawn(server_.io(), shared_from_this()->WriteLoop(), asio::detached);
     }
   }
 
@@ -344,7 +382,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                  ? std::string("refused credentials")
                                  : "connections closed with " + v1::ErrorCode_Name(code);
     if (server_.ShouldLog(kind, peer_key_)) {
-      spdlog::warn("peer {}{}: {}: {}; closing", peer_,
+      spdlog::warn("peer {}{}: {}: {}; closing", peer(),
                    protocol_.agent().empty() ? "" : " (agent " + protocol_.agent() + ")",
                    v1::ErrorCode_Name(code), message);
     }
@@ -354,8 +392,6 @@ class Session : public std::enable_shared_from_this<Session> {
     Send(env);
     closing_ = true;
     conn_->ShutdownReceive();
-    watchdog_.cancel();
-    slot_.cancel();
     MaybeFinish();
   }
 
@@ -383,22 +419,18 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     conn_->Close();
-    watchdog_.cancel();
-    slot_.cancel();
+    held_.clear();
     server_.Release(std::exchange(frame_charge_, 0));
     server_.Remove(shared_from_this());
   }
 
   IngestServer& server_;
-  asio::any_io_executor executor_;
   std::unique_ptr<ByteStream> conn_;
-  asio::steady_timer watchdog_;
-  asio::steady_timer slot_;
   FrameDecoder decoder_;
-  std::string peer_;
+  tcp::endpoint remote_;  // formatted only for the log
   std::string peer_key_;
   ProtocolSession protocol_;
-  std::vector<std::uint8_t> read_buf_;
+  std::vector<std::uint8_t> held_;  // read past a frame that waits for memory
   Clock::time_point accepted_ = Clock::now();
   Clock::time_point deadline_;
   std::string out_;
@@ -409,7 +441,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
   bool said_goodbye_ = false;
   bool closed_ = false;
-  bool reading_ = false;  // the TLS handshake (if any) is done
+  bool reading_ = false;     // the TLS handshake (if any) is done
+  bool read_armed_ = false;  // waiting for the socket to be readable
+  bool waiting_for_room_ = false;
 };
 
 IngestServer::IngestServer(asio::io_context& io, IngestOptions options, Writer& writer)
@@ -417,7 +451,8 @@ IngestServer::IngestServer(asio::io_context& io, IngestOptions options, Writer& 
       options_(std::move(options)),
       writer_(writer),
       acceptor_(io),
-      summary_(options_.log_summary_interval) {}
+      summary_(options_.log_summary_interval),
+      read_buf_(kReadBytes) {}
 
 IngestServer::~IngestServer() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
@@ -462,6 +497,28 @@ void IngestServer::Start() {
   asio::co_spawn(io_, AcceptLoop(), asio::detached);
   housekeeping_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::co_spawn(io_, Housekeeping(), asio::detached);
+  sweep_timer_ = std::make_unique<asio::steady_timer>(io_);
+  asio::co_spawn(io_, SweepDeadlines(), asio::detached);
+}
+
+asio::awaitable<void> IngestServer::SweepDeadlines() {
+  // Timeouts fire at most an eighth of the shortest one late.
+  const auto shortest =
+      std::min({options_.handshake_timeout, options_.idle_timeout, options_.frame_timeout});
+  const auto period =
+      std::clamp(shortest / 8, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  std::vector<std::shared_ptr<Session>> due;
+  while (!draining_) {
+    sweep_timer_->expires_after(period);
+    auto [ec] = co_await sweep_timer_->async_wait(kTuple);
+    if (ec || draining_) break;
+    const auto now = Clock::now();
+    for (const auto& s : sessions_) {
+      if (s->deadline() <= now) due.push_back(s);
+    }
+    for (const auto& s : due) s->OnDeadline(now);  // may remove itself from sessions_
+    due.clear();
+  }
 }
 
 asio::awaitable<void> IngestServer::AcceptLoop() {
@@ -661,6 +718,7 @@ void IngestServer::Drain(std::function<void()> done) {
   asio::error_code ec;
   acceptor_.close(ec);
   if (housekeeping_timer_) housekeeping_timer_->cancel();
+  if (sweep_timer_) sweep_timer_->cancel();
   // Copy: sessions remove themselves as they finish.
   auto sessions = sessions_;
   for (const auto& s : sessions) s->BeginDrain();

@@ -141,8 +141,9 @@ class IngestServer {
   bool ShouldLog(std::string_view kind, const std::string& peer);
 
  private:
-  friend class Session;  // counts into stats_
+  friend class Session;  // counts into stats_, reads into read_buf_
   IngestStats& mutable_stats() { return stats_; }
+  std::vector<std::uint8_t>& read_buffer() { return read_buf_; }
   struct Peer {
     std::vector<Session*> pending;  // not yet welcomed, oldest first
     std::chrono::steady_clock::time_point failures_since{};
@@ -151,6 +152,8 @@ class IngestServer {
   };
   asio::awaitable<void> AcceptLoop();
   asio::awaitable<void> Housekeeping();
+  /// Times out connections past their deadline: one timer for all of them.
+  asio::awaitable<void> SweepDeadlines();
   void MaybeFinishDrain();
   void Admit(asio::ip::tcp::socket socket);
   void Refuse(asio::ip::tcp::socket& socket, const std::string& peer, std::string_view why);
@@ -173,6 +176,9 @@ class IngestServer {
   std::function<void()> drain_done_;
   std::unique_ptr<asio::steady_timer> drain_timer_;
   std::unique_ptr<asio::steady_timer> housekeeping_timer_;
+  std::unique_ptr<asio::steady_timer> sweep_timer_;
+  // Every read lands here first; a connection keeps only an incomplete frame.
+  std::vector<std::uint8_t> read_buf_;
   IngestStats stats_;
 };
 
