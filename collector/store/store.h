@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -160,6 +161,11 @@ class ReadStore {
   /// Rollup figures of one customer for days [from_ms, to_ms).
   virtual Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
                                                    std::int64_t to_ms) = 0;
+  /// The same for every customer at once, by customer id: fleet-wide views
+  /// take a few queries in all, not a round of them per customer. A customer
+  /// with nothing in the window is absent.
+  virtual Result<std::map<std::int64_t, scoring::WindowRollup>> LoadWindows(std::int64_t from_ms,
+                                                                            std::int64_t to_ms) = 0;
   /// A customer's device instances seen since `from_ms`, by endpoint and key.
   virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                           std::int64_t from_ms) = 0;

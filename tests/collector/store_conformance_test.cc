@@ -278,6 +278,66 @@ TEST_P(StoreConformance, CheckFindsAWatermarkBelowItsStoredRows) {
       << full->problems[0];
 }
 
+// The fleet-wide read gives each customer what the per-customer one does.
+TEST_P(StoreConformance, AllCustomersWindowsEqualEachCustomersWindow) {
+  auto s = Open();
+  std::vector<BatchWrite> batches;
+  for (int e = 0; e < 5; ++e) {
+    const StreamInfo info =
+        Register(*s, "customer-" + std::to_string(e % 3), "agent-" + std::to_string(e));
+    BatchWrite b = MakeBatch(info, 1, 6 + e, 20'000 + 7'000 * e);
+    for (std::size_t i = 0; i < b.reports.size() && e % 3 == 1; ++i) {
+      // Customer 1's endpoints have a working and a failing device.
+      auto& r = b.reports[i].report;
+      for (int d = 0; d < 2; ++d) {
+        auto* p = r.add_peripherals();
+        p->set_bus(v1::PERIPHERAL_BUS_USB);
+        p->set_vendor_id(0x04f9);
+        p->set_product_id(0x0042 + d);
+        p->set_name("device " + std::to_string(d));
+        p->set_state(d == 0 ? v1::DEVICE_STATE_WORKING : v1::DEVICE_STATE_NO_DRIVER);
+      }
+      b.reports[i].bytes = r.SerializeAsString();
+    }
+    batches.push_back(std::move(b));
+  }
+  Register(*s, "customer-quiet", "agent-q");  // an endpoint, no reports
+  ASSERT_TRUE(Commit(*s, batches).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  const std::int64_t from = kNow - 30 * kDayMs;
+  const std::int64_t to = kNow + kDayMs;
+  auto all = s->LoadWindows(from, to);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  auto customers = s->ListCustomers();
+  ASSERT_TRUE(customers.ok());
+  ASSERT_EQ(customers->size(), 4u);
+  for (const auto& c : *customers) {
+    SCOPED_TRACE(c.name);
+    auto one = s->LoadWindow(c.id, from, to);
+    ASSERT_TRUE(one.ok());
+    const auto found = all->find(c.id);
+    const scoring::WindowRollup w = found == all->end() ? scoring::WindowRollup{} : found->second;
+    EXPECT_EQ(w.endpoints, one->endpoints);
+    EXPECT_EQ(w.reports, one->reports);
+    EXPECT_EQ(w.boot_ms.Encode(), one->boot_ms.Encode());
+    EXPECT_EQ(w.latency.Encode(), one->latency.Encode());
+    EXPECT_EQ(w.latency_windows, one->latency_windows);
+    EXPECT_EQ(w.peripherals_working, one->peripherals_working);
+    EXPECT_EQ(w.peripherals_failed, one->peripherals_failed);
+    EXPECT_EQ(w.peripheral_reconnects, one->peripheral_reconnects);
+    if (c.name == "customer-1") {
+      EXPECT_EQ(w.peripherals_failed, 2);  // one failing device on each of two endpoints
+      EXPECT_EQ(w.peripherals_working, 2);
+    }
+    if (c.name == "customer-quiet") {
+      EXPECT_EQ(w.reports, 0);
+    }
+  }
+  EXPECT_EQ((*all)[(*customers)[0].id].reports + (*all)[(*customers)[1].id].reports +
+                (*all)[(*customers)[2].id].reports + (*all)[(*customers)[3].id].reports,
+            6 + 7 + 8 + 9 + 10);
+}
+
 TEST_P(StoreConformance, ScoresRankCustomersFromStoredRollups) {
   auto s = Open();
   const StreamInfo fast = Register(*s, "Fast", "a");

@@ -1019,6 +1019,48 @@ Result<scoring::WindowRollup> PgStore::LoadWindow(std::int64_t customer_id, std:
   return w;
 }
 
+Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadWindows(std::int64_t from_ms,
+                                                                           std::int64_t to_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  std::map<std::int64_t, scoring::WindowRollup> out;
+  // Customer by customer through the rollups' key, never over endpoint rows
+  // (and on Citus each customer's rows on its own shard).
+  DP_ASSIGN_OR_RETURN(auto rows,
+                      conn_->Query("windows",
+                                   "SELECT r.customer_id, r.metric, r.count, r.sum, r.hist FROM "
+                                   "customers c JOIN rollups r ON r.customer_id=c.customer_id "
+                                   "AND r.grain=2 AND r.endpoint_id=0 AND r.bucket_start_ms >= $1 "
+                                   "AND r.bucket_start_ms < $2",
+                                   {pg::Int(from_ms), pg::Int(to_ms)}));
+  for (int i = 0; i < rows.size(); ++i) {
+    SparseHistogram hist;
+    if (!rows.IsNull(i, 4)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(rows.Bytes(i, 4)));
+    }
+    AddToWindow(static_cast<Metric>(rows.Int(i, 1)), rows.Int(i, 2), rows.Double(i, 3), hist,
+                &out[rows.Int(i, 0)]);
+  }
+  DP_ASSIGN_OR_RETURN(auto ep, conn_->Query("windows endpoints",
+                                            "SELECT customer_id, count(*) FROM endpoints WHERE "
+                                            "last_seen_ms >= $1 AND first_seen_ms < $2 GROUP BY "
+                                            "customer_id",
+                                            {pg::Int(from_ms), pg::Int(to_ms)}));
+  for (int i = 0; i < ep.size(); ++i) out[ep.Int(i, 0)].endpoints = ep.Int(i, 1);
+  DP_ASSIGN_OR_RETURN(auto pi, conn_->Query("windows devices",
+                                            "SELECT customer_id, count(*) FILTER (WHERE "
+                                            "last_fail_ms < $1), count(*) FILTER (WHERE "
+                                            "last_fail_ms >= $1) FROM peripheral_instances WHERE "
+                                            "last_seen_ms >= $1 AND observations > 0 GROUP BY "
+                                            "customer_id",
+                                            {pg::Int(from_ms)}));
+  for (int i = 0; i < pi.size(); ++i) {
+    scoring::WindowRollup& w = out[pi.Int(i, 0)];
+    w.peripherals_working = pi.Int(i, 1);
+    w.peripherals_failed = pi.Int(i, 2);
+  }
+  return out;
+}
+
 Result<std::vector<PeripheralInstance>> PgStore::LoadPeripheralInstances(std::int64_t customer_id,
                                                                          std::int64_t from_ms) {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());

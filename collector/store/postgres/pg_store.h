@@ -53,6 +53,8 @@ class PgStore final : public Store {
   Result<std::vector<Customer>> ListCustomers() override;
   Result<scoring::WindowRollup> LoadWindow(std::int64_t customer_id, std::int64_t from_ms,
                                            std::int64_t to_ms) override;
+  Result<std::map<std::int64_t, scoring::WindowRollup>> LoadWindows(std::int64_t from_ms,
+                                                                    std::int64_t to_ms) override;
   Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                   std::int64_t from_ms) override;
   Result<std::int64_t> CountRawReports() override;

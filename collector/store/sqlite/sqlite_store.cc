@@ -819,6 +819,49 @@ Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id,
   return w;
 }
 
+Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadWindows(std::int64_t from_ms,
+                                                                               std::int64_t to_ms) {
+  std::map<std::int64_t, scoring::WindowRollup> out;
+  // Customer by customer through the rollups' key, never over endpoint rows.
+  DP_ASSIGN_OR_RETURN(auto st,
+                      db_->Prepare("SELECT r.customer_id, r.metric, r.count, r.sum, r.hist FROM "
+                                   "customers c JOIN rollups r ON r.grain=2 AND "
+                                   "r.customer_id=c.customer_id AND r.endpoint_id=0 AND "
+                                   "r.bucket_start_ms >= ? AND r.bucket_start_ms < ?"));
+  st.Bind(1, from_ms).Bind(2, to_ms);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    SparseHistogram hist;
+    if (!st.IsNull(4)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(4)));
+    }
+    AddToWindow(static_cast<Metric>(st.Int(1)), st.Int(2), st.Double(3), hist, &out[st.Int(0)]);
+  }
+  DP_ASSIGN_OR_RETURN(auto ep, db_->Prepare("SELECT customer_id, count(*) FROM endpoints WHERE "
+                                            "last_seen_ms >= ? AND first_seen_ms < ? GROUP BY "
+                                            "customer_id"));
+  ep.Bind(1, from_ms).Bind(2, to_ms);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, ep.Step());
+    if (!row) break;
+    out[ep.Int(0)].endpoints = ep.Int(1);
+  }
+  DP_ASSIGN_OR_RETURN(
+      auto pi, db_->Prepare("SELECT customer_id, sum(last_fail_ms < ?), sum(last_fail_ms >= ?) "
+                            "FROM peripheral_instances WHERE last_seen_ms >= ? AND "
+                            "observations > 0 GROUP BY customer_id"));
+  pi.Bind(1, from_ms).Bind(2, from_ms).Bind(3, from_ms);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, pi.Step());
+    if (!row) break;
+    scoring::WindowRollup& w = out[pi.Int(0)];
+    w.peripherals_working = pi.Int(1);
+    w.peripherals_failed = pi.Int(2);
+  }
+  return out;
+}
+
 Result<std::vector<PeripheralInstance>> SqliteStore::LoadPeripheralInstances(
     std::int64_t customer_id, std::int64_t from_ms) {
   DP_ASSIGN_OR_RETURN(
