@@ -83,18 +83,23 @@ FailureKind ModelCompatibility::kind() const {
 Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string& customer,
                                              const scoring::Policy& policy, std::int64_t now_ms,
                                              catalog::Reader* catalog) {
-  DP_RETURN_IF_ERROR(policy.Validate());
-  PeripheralsReport r;
   DP_ASSIGN_OR_RETURN(auto customers, store.ListCustomers());
   std::string names;
   for (const auto& c : customers) {
-    if (c.name == customer) r.customer = c;
+    if (c.name == customer) return AnalyseCustomerPeripherals(store, c, policy, now_ms, catalog);
     names += (names.empty() ? "" : ", ") + c.name;
   }
-  if (r.customer.name.empty()) {
-    return NotFound("no customer named '" + customer + "'" +
-                    (names.empty() ? " (the store has none)" : " (customers: " + names + ")"));
-  }
+  return NotFound("no customer named '" + customer + "'" +
+                  (names.empty() ? " (the store has none)" : " (customers: " + names + ")"));
+}
+
+Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Customer& customer,
+                                                     const scoring::Policy& policy,
+                                                     std::int64_t now_ms, catalog::Reader* catalog,
+                                                     const scoring::WindowRollup* window) {
+  DP_RETURN_IF_ERROR(policy.Validate());
+  PeripheralsReport r;
+  r.customer = customer;
   r.to_ms = FloorTo(now_ms, kDayMs) + kDayMs;
   r.from_ms = r.to_ms - policy.window_days * kDayMs;
   if (catalog != nullptr) r.catalog_version = catalog->version();
@@ -217,8 +222,13 @@ Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string
 
   // The component exactly as `scores` computes it: the same counts through the
   // same scoring function, with the window's reconnects from the rollups.
-  DP_ASSIGN_OR_RETURN(scoring::WindowRollup w, store.LoadWindow(r.customer.id, r.from_ms, r.to_ms));
-  r.reconnects = w.peripheral_reconnects;
+  if (window != nullptr) {
+    r.reconnects = window->peripheral_reconnects;
+  } else {
+    DP_ASSIGN_OR_RETURN(scoring::WindowRollup w,
+                        store.LoadWindow(r.customer.id, r.from_ms, r.to_ms));
+    r.reconnects = w.peripheral_reconnects;
+  }
   scoring::WindowRollup mine;
   mine.peripherals_working = r.working;
   mine.peripherals_failed = r.failed;

@@ -71,6 +71,12 @@ struct PeripheralsReport {
 Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string& customer,
                                              const scoring::Policy& policy, std::int64_t now_ms,
                                              catalog::Reader* catalog);
+/// The same for a customer already looked up; `window`, when the caller has
+/// read it already (ScoreAllCustomers), is not read again.
+Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Customer& customer,
+                                                     const scoring::Policy& policy,
+                                                     std::int64_t now_ms, catalog::Reader* catalog,
+                                                     const scoring::WindowRollup* window = nullptr);
 
 nlohmann::json PeripheralsToJson(const PeripheralsReport& r);
 std::string FormatPeripherals(const PeripheralsReport& r);

@@ -34,13 +34,17 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
   const std::int64_t to = FloorTo(now_ms, kDayMs) + kDayMs;
   const std::int64_t from = to - policy.window_days * kDayMs;
   DP_ASSIGN_OR_RETURN(auto customers, store.ListCustomers());
+  DP_ASSIGN_OR_RETURN(auto windows, store.LoadWindows(from, to));
   std::vector<CustomerScore> out;
   for (const auto& c : customers) {
-    DP_ASSIGN_OR_RETURN(auto w, store.LoadWindow(c.id, from, to));
+    const auto found = windows.find(c.id);
+    const scoring::WindowRollup w =
+        found == windows.end() ? scoring::WindowRollup{} : found->second;
     CustomerScore cs{c, w, scoring::ScoreWindow(w, policy), {}};
     if (w.peripherals_failed > 0) {
       // Name the model that pulls peripherals down most (docs/scoring.md "Drivers").
-      DP_ASSIGN_OR_RETURN(auto pr, AnalysePeripherals(store, c.name, policy, now_ms, nullptr));
+      DP_ASSIGN_OR_RETURN(auto pr,
+                          AnalyseCustomerPeripherals(store, c, policy, now_ms, nullptr, &w));
       if (!pr.failing.empty()) {
         const ModelCompatibility& m = pr.failing.front();
         std::string state;
