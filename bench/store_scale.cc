@@ -64,6 +64,9 @@ static int Main(int argc, char** argv) {
   app.add_option("--customers", customers)->check(CLI::Range(1, 100'000));
   app.add_option("--days", days)->check(CLI::Range(1, 400));
   app.add_option("--repeats", repeats, "timed runs of each query")->check(CLI::Range(1, 1000));
+  bool query_only = false;
+  app.add_flag("--query-only", query_only,
+               "time the queries on a store an earlier run filled (same --days)");
   CLI11_PARSE(app, argc, argv);
   (void)deskpulse::SetUpLogging("store-scale", "warn");
 
@@ -81,14 +84,14 @@ static int Main(int argc, char** argv) {
   // Register every endpoint (one stream each).
   const auto t_reg = Clock::now();
   std::vector<std::string> tokens;
-  for (int c = 0; c < customers; ++c) {
+  for (int c = 0; !query_only && c < customers; ++c) {
     auto t = store.CreateToken("customer-" + std::to_string(c), now);
     if (!t.ok()) return std::fprintf(stderr, "%s\n", t.status().message().c_str()), 1;
     tokens.push_back(*t);
   }
   std::vector<dc::StreamInfo> streams;
   streams.reserve(static_cast<std::size_t>(endpoints));
-  for (int first = 0; first < endpoints; first += 1000) {
+  for (int first = 0; !query_only && first < endpoints; first += 1000) {
     std::vector<v1::Hello> hellos;
     for (int e = first; e < std::min(endpoints, first + 1000); ++e) {
       v1::Hello h;
@@ -110,7 +113,7 @@ static int Main(int argc, char** argv) {
   const auto t_fill = Clock::now();
   std::int64_t reports = 0;
   constexpr int kGroup = 4000;
-  for (int d = 0; d < days; ++d) {
+  for (int d = 0; !query_only && d < days; ++d) {
     const std::int64_t day_start = today - (days - 1 - d) * dc::kDayMs;
     for (int first = 0; first < endpoints; first += kGroup) {
       std::vector<dc::BatchWrite> group;
