@@ -1,6 +1,7 @@
 #include "deskpulse/common/byte_stream.h"
 
 #include <algorithm>
+#include <asio/bind_allocator.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <cstring>
 
@@ -10,6 +11,21 @@ namespace {
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 // One TLS record's worth of plaintext at most.
 constexpr std::size_t kReadAheadBytes = std::size_t{16} << 10;
+
+// Allocates exactly what an operation needs. A readiness wait can stay pending
+// for minutes on each of thousands of connections; with the default allocator
+// asio would park it in whatever larger block another operation left in its
+// per-thread cache.
+template <typename T>
+struct ExactAllocator {
+  using value_type = T;
+  ExactAllocator() = default;
+  template <typename U>
+  explicit ExactAllocator(const ExactAllocator<U>& /*other*/) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t /*n*/) noexcept { ::operator delete(p); }
+  friend bool operator==(const ExactAllocator&, const ExactAllocator&) { return true; }
+};
 
 class PlainStream final : public ByteStream {
  public:
@@ -21,7 +37,8 @@ class PlainStream final : public ByteStream {
     co_return co_await asio::async_write(socket_, b, kTuple);
   }
   void WaitReadable(std::function<void(const asio::error_code&)> done) override {
-    socket_.async_wait(asio::ip::tcp::socket::wait_read, std::move(done));
+    socket_.async_wait(asio::ip::tcp::socket::wait_read,
+                       asio::bind_allocator(ExactAllocator<void>(), std::move(done)));
   }
   IoResult ReadAvailable(asio::mutable_buffer b) override {
     asio::error_code ec;
@@ -39,7 +56,7 @@ class PlainStream final : public ByteStream {
 }  // namespace
 
 void ByteStream::WaitReadable(std::function<void(const asio::error_code&)> done) {
-  if (ahead_pos_ < ahead_end_) {
+  if (ahead_ && ahead_->pos < ahead_->end) {
     asio::post(tcp().get_executor(), [done = std::move(done)] { done(asio::error_code{}); });
     return;
   }
@@ -47,18 +64,21 @@ void ByteStream::WaitReadable(std::function<void(const asio::error_code&)> done)
 }
 
 asio::awaitable<void> ByteStream::ReadAhead(std::function<void(const asio::error_code&)> done) {
-  if (ahead_.empty()) ahead_.resize(kReadAheadBytes);
-  auto [ec, n] = co_await ReadSome(asio::buffer(ahead_));
-  ahead_pos_ = 0;
-  ahead_end_ = ec ? 0 : n;
+  if (!ahead_) {
+    ahead_ = std::make_unique<Ahead>();
+    ahead_->bytes.resize(kReadAheadBytes);
+  }
+  auto [ec, n] = co_await ReadSome(asio::buffer(ahead_->bytes));
+  ahead_->pos = 0;
+  ahead_->end = ec ? 0 : n;
   done(ec);
 }
 
 ByteStream::IoResult ByteStream::ReadAvailable(asio::mutable_buffer b) {
-  if (ahead_pos_ == ahead_end_) return {asio::error::would_block, 0};
-  const std::size_t n = std::min(b.size(), ahead_end_ - ahead_pos_);
-  std::memcpy(b.data(), ahead_.data() + ahead_pos_, n);
-  ahead_pos_ += n;
+  if (!ahead_ || ahead_->pos == ahead_->end) return {asio::error::would_block, 0};
+  const std::size_t n = std::min(b.size(), ahead_->end - ahead_->pos);
+  std::memcpy(b.data(), ahead_->bytes.data() + ahead_->pos, n);
+  ahead_->pos += n;
   return {asio::error_code{}, n};
 }
 

@@ -40,10 +40,13 @@ class ByteStream {
   void Close();
 
  private:
+  struct Ahead {
+    std::vector<std::uint8_t> bytes;  // what ReadAhead read and ReadAvailable has not taken
+    std::size_t pos = 0;
+    std::size_t end = 0;
+  };
   asio::awaitable<void> ReadAhead(std::function<void(const asio::error_code&)> done);
-  std::vector<std::uint8_t> ahead_;  // what ReadAhead read and ReadAvailable has not taken
-  std::size_t ahead_pos_ = 0;
-  std::size_t ahead_end_ = 0;
+  std::unique_ptr<Ahead> ahead_;  // only once the default is used
 };
 
 /// TLS settings of one side.
