@@ -81,10 +81,10 @@ ProtocolActions ProtocolSession::OnRegistered(Result<StreamInfo> r) {
   }
   v1::Envelope env;
   auto* w = env.mutable_welcome();
-  w->set_collector_node(limits_.node_name);
+  w->set_collector_node(limits_->node_name);
   w->set_last_acked_seq(stream_.last_acked_seq);
-  w->mutable_limits()->set_max_frame_bytes(limits_.max_frame_bytes);
-  w->mutable_limits()->set_max_batch_reports(limits_.max_batch_reports);
+  w->mutable_limits()->set_max_frame_bytes(limits_->max_frame_bytes);
+  w->mutable_limits()->set_max_batch_reports(limits_->max_batch_reports);
   a.send.push_back(std::move(env));
   return a;
 }
@@ -95,10 +95,10 @@ ProtocolActions ProtocolSession::OnBatch(v1::Batch& batch) {
                  "Batch sent before the Welcome (send Hello and wait for it)");
   }
   if (batch.reports_size() == 0) return Close(v1::ERROR_CODE_BAD_REPORT, "empty Batch");
-  if (static_cast<std::uint32_t>(batch.reports_size()) > limits_.max_batch_reports) {
+  if (static_cast<std::uint32_t>(batch.reports_size()) > limits_->max_batch_reports) {
     return Close(v1::ERROR_CODE_BATCH_TOO_LARGE,
                  fmt::format("Batch of {} reports is over the limit of {}", batch.reports_size(),
-                             limits_.max_batch_reports));
+                             limits_->max_batch_reports));
   }
   std::vector<IncomingReport> reports(static_cast<std::size_t>(batch.reports_size()));
   std::uint64_t prev = 0;

@@ -6,6 +6,7 @@
 // close), so every protocol rule can be tested with plain values.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,7 +46,11 @@ struct ProtocolActions {
 
 class ProtocolSession {
  public:
-  explicit ProtocolSession(ProtocolLimits limits) : limits_(std::move(limits)) {}
+  explicit ProtocolSession(ProtocolLimits limits)
+      : limits_(std::make_shared<const ProtocolLimits>(std::move(limits))) {}
+  /// Limits shared by every session of a server.
+  explicit ProtocolSession(std::shared_ptr<const ProtocolLimits> limits)
+      : limits_(std::move(limits)) {}
 
   /// One frame's payload from the agent.
   ProtocolActions OnFrame(std::string_view payload);
@@ -69,7 +74,7 @@ class ProtocolSession {
   ProtocolActions OnBatch(deskpulse::v1::Batch& batch);
   static ProtocolActions Close(deskpulse::v1::ErrorCode code, std::string message);
 
-  ProtocolLimits limits_;
+  std::shared_ptr<const ProtocolLimits> limits_;
   State state_ = State::kAwaitHello;
   StreamInfo stream_;
   std::string agent_;

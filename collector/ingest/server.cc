@@ -53,8 +53,7 @@ class Session : public std::enable_shared_from_this<Session> {
       : server_(server),
         decoder_(server.options().max_hello_frame_bytes),
         peer_key_(std::move(peer_key)),
-        protocol_(ProtocolLimits{server.options().node_name, server.options().max_frame_bytes,
-                                 server.options().max_batch_reports}) {
+        protocol_(server.protocol_limits()) {
     asio::error_code ec;
     remote_ = socket.remote_endpoint(ec);
     socket.set_option(tcp::no_delay(true), ec);
@@ -452,6 +451,8 @@ IngestServer::IngestServer(asio::io_context& io, IngestOptions options, Writer& 
       writer_(writer),
       acceptor_(io),
       summary_(options_.log_summary_interval),
+      limits_(std::make_shared<const ProtocolLimits>(ProtocolLimits{
+          options_.node_name, options_.max_frame_bytes, options_.max_batch_reports})),
       read_buf_(kReadBytes) {}
 
 IngestServer::~IngestServer() {

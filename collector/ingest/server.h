@@ -94,6 +94,7 @@ struct IngestStats {
 };
 
 class Session;
+struct ProtocolLimits;
 
 /// Accepts agent connections and speaks docs/protocol.md on them: Hello → Welcome,
 /// Batch → (writer commits) → Ack. Runs on one io_context thread; the writer
@@ -144,6 +145,7 @@ class IngestServer {
   friend class Session;  // counts into stats_, reads into read_buf_
   IngestStats& mutable_stats() { return stats_; }
   std::vector<std::uint8_t>& read_buffer() { return read_buf_; }
+  const std::shared_ptr<const ProtocolLimits>& protocol_limits() const { return limits_; }
   struct Peer {
     std::vector<Session*> pending;  // not yet welcomed, oldest first
     std::chrono::steady_clock::time_point failures_since{};
@@ -177,6 +179,7 @@ class IngestServer {
   std::unique_ptr<asio::steady_timer> drain_timer_;
   std::unique_ptr<asio::steady_timer> housekeeping_timer_;
   std::unique_ptr<asio::steady_timer> sweep_timer_;
+  std::shared_ptr<const ProtocolLimits> limits_;
   // Every read lands here first; a connection keeps only an incomplete frame.
   std::vector<std::uint8_t> read_buf_;
   IngestStats stats_;

@@ -61,7 +61,7 @@ TEST(Protocol, HelloIsSubmittedThenWelcomedWithTheStoresWatermarkAndLimits) {
 }
 
 TEST(Protocol, AStoreBehindTheAgentIsReported) {
-  ProtocolSession p({});
+  ProtocolSession p(ProtocolLimits{});
   (void)p.OnFrame(HelloFrame(/*acked=*/12));
   auto w = p.OnRegistered(StreamInfo{1, 2, 3, 5});
   EXPECT_EQ(w.reports_forgotten, 7u);
@@ -70,7 +70,7 @@ TEST(Protocol, AStoreBehindTheAgentIsReported) {
 
 TEST(Protocol, OrderAndVersionViolationsCloseWithTheirCode) {
   {
-    ProtocolSession p({});
+    ProtocolSession p(ProtocolLimits{});
     auto a = p.OnFrame(BatchFrame({1}));
     EXPECT_EQ(a.close_code, v1::ERROR_CODE_PROTOCOL_VIOLATION);
     EXPECT_NE(a.close_message.find("before the Welcome"), std::string::npos);
@@ -82,28 +82,29 @@ TEST(Protocol, OrderAndVersionViolationsCloseWithTheirCode) {
     EXPECT_EQ(a.close_message, "Hello sent twice");
   }
   {
-    ProtocolSession p({});
+    ProtocolSession p(ProtocolLimits{});
     EXPECT_EQ(p.OnFrame(HelloFrame(0, 2)).close_code, v1::ERROR_CODE_PROTOCOL_VERSION);
   }
   {
-    ProtocolSession p({});
+    ProtocolSession p(ProtocolLimits{});
     EXPECT_EQ(p.OnFrame("\xff\xff garbage").close_code, v1::ERROR_CODE_MALFORMED_FRAME);
-    EXPECT_EQ(ProtocolSession({}).OnFrame("").close_code, v1::ERROR_CODE_MALFORMED_FRAME)
+    EXPECT_EQ(ProtocolSession(ProtocolLimits{}).OnFrame("").close_code,
+              v1::ERROR_CODE_MALFORMED_FRAME)
         << "an empty envelope carries no message";
   }
 }
 
 TEST(Protocol, RefusedCredentialsAreMarkedForTheThrottle) {
-  ProtocolSession p({});
+  ProtocolSession p(ProtocolLimits{});
   auto none = p.OnFrame(HelloFrame(0, 1, ""));
   EXPECT_TRUE(none.credential_refused);
   EXPECT_EQ(none.close_code, v1::ERROR_CODE_UNAUTHENTICATED);
-  ProtocolSession q({});
+  ProtocolSession q(ProtocolLimits{});
   (void)q.OnFrame(HelloFrame());
   auto refused = q.OnRegistered(Status(Code::kUnauthenticated, "unknown or revoked token"));
   EXPECT_TRUE(refused.credential_refused);
   EXPECT_FALSE(q.welcomed());
-  ProtocolSession r({});
+  ProtocolSession r(ProtocolLimits{});
   (void)r.OnFrame(HelloFrame());
   auto down = r.OnRegistered(Status(Code::kUnavailable, "disk gone"));
   EXPECT_FALSE(down.credential_refused);
