@@ -50,6 +50,7 @@ struct Flags {
   std::shared_ptr<dp::TlsClient> tls;  // built from ca_file
   double timeout_s = 600;
   std::string acked_file;
+  double progress_s = 0;
   std::string log_level = "info";
 };
 
@@ -178,6 +179,12 @@ int Run(Flags f) {
     devices.push_back(std::move(*d));
   }
   asio::io_context io(1);
+  // --progress: each interval's acknowledgements and their latency, so that a
+  // long run's tail can be placed in time.
+  std::vector<dp::SparseHistogram::Cell> progress_before;
+  std::uint64_t progress_acked_before = 0;
+  auto progress_next = Clock::now();
+  const auto progress_t0 = Clock::now();
   const std::int64_t start_ms = NowMs();
   const std::int64_t history_start = start_ms - static_cast<std::int64_t>(f.days) * 86'400'000;
 
@@ -244,6 +251,39 @@ int Run(Flags f) {
           a.Produce(budget, wall_ms, live_now, cap, static_cast<std::uint32_t>(f.live_interval_s));
       if (per_agent_rate > 0) credit[i] -= static_cast<double>(made);
       if (!a.history_done() || !a.drained() || live) all_done = false;
+    }
+    if (f.progress_s > 0 && now >= progress_next) {
+      progress_next =
+          now + std::chrono::milliseconds(static_cast<std::int64_t>(f.progress_s * 1000));
+      std::vector<dp::SparseHistogram::Cell> cells;
+      std::uint64_t acked_now = 0;
+      for (auto& a : agents) {
+        const auto& c = a->uplink().stats().ack_latency_us.cells();
+        cells.insert(cells.end(), c.begin(), c.end());
+        acked_now += a->uplink().acked_through();
+      }
+      const dp::SparseHistogram total = dp::SparseHistogram::FromCells(std::move(cells));
+      dp::SparseHistogram interval;  // total minus what the previous line had
+      std::size_t j = 0;
+      for (const auto& [key, weight] : total.cells()) {
+        while (j < progress_before.size() && progress_before[j].first < key) ++j;
+        const std::uint64_t had = j < progress_before.size() && progress_before[j].first == key
+                                      ? progress_before[j].second
+                                      : 0;
+        if (weight > had) interval.Add(key, weight - had);
+      }
+      progress_before = total.cells();
+      std::cerr << nlohmann::json{{"t_s", std::chrono::duration<double>(now - progress_t0).count()},
+                                  {"acked_per_s",
+                                   static_cast<double>(acked_now - progress_acked_before) /
+                                       f.progress_s},
+                                  {"ack_ms",
+                                   {{"p50", interval.Quantile(0.50) / 1000},
+                                    {"p99", interval.Quantile(0.99) / 1000},
+                                    {"max", interval.Quantile(1.0) / 1000}}}}
+                       .dump()
+                << std::endl;
+      progress_acked_before = acked_now;
     }
     if (all_done || all_refused || now >= give_up) {
       if (!all_done) exit_code = all_refused ? dp::kExitAuth : dp::kExitIncomplete;
@@ -367,6 +407,10 @@ static int Main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 864000.0));
   app.add_option("--acked-file", f.acked_file,
                  "write `agent_id epoch acked_through_seq generated` per agent");
+  app.add_option("--progress", f.progress_s,
+                 "every this many seconds, a JSON line on stderr: that interval's acks and "
+                 "their latency")
+      ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
   try {
     app.parse(argc, argv);
