@@ -26,6 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -118,6 +119,41 @@ def collector_ack_latency(log_path):
             if w else None)
 
 
+class DirtySampler:
+    """The kernel's dirty and under-writeback page cache, once a second."""
+
+    def __init__(self):
+        self.samples = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._done.wait(1.0):
+            kb = 0
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith(("Dirty:", "Writeback:")):
+                        kb += int(line.split()[1])
+            self.samples.append(kb / 1024)
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+
+
+def tail_over_time(r, step=10):
+    """Each `step` seconds of the run: the worst interval p99 and the most dirty page cache."""
+    parts = []
+    for start in range(0, int(r["seconds"]), step):
+        p99 = [p["ack_ms"]["p99"] for p in r["series"] if start <= p["t_s"] < start + step]
+        dirty = r["dirty_mb"][start:start + step]
+        if p99:
+            parts.append(f"{start}-{start + step}s p99 {max(p99):.0f} ms"
+                         f" (dirty {max(dirty) if dirty else 0:.0f} MB)")
+    return "; ".join(parts)
+
+
 def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_server=None,
         collectors=1):
     with tempfile.TemporaryDirectory(prefix="deskpulse-bench-") as work:
@@ -135,13 +171,16 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_s
         started = [start_collector(bin_dir, work, db, server_tls, f"collector{i}")
                    for i in range(collectors)]
         addresses = ",".join(f"127.0.0.1:{port}" for _, _, port in started)
+        dirty = DirtySampler()
         sim = subprocess.run(
             [os.path.join(bin_dir, "agent", "deskpulse-fleetsim"), "--collector", addresses,
              "--tokens", tokens, "--catalog", catalog,
              "--endpoints", str(agents),
              "--duration", str(seconds), "--rate", str(rate), "--batch", str(batch),
              "--linger", str(linger_ms), "--window", "4", "--timeout", str(seconds + 120),
-             "--log-level", "warn", *client_tls], capture_output=True, text=True)
+             "--progress", "1", "--log-level", "warn", *client_tls], capture_output=True,
+            text=True)
+        dirty.stop()
         cpu_s = sum(process_cpu_seconds(proc.pid) for proc, _, _ in started)
         rcs = []
         for proc, log, _ in started:
@@ -150,6 +189,8 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_s
             rcs.append(proc.wait(timeout=120))
             log.close()
         summary = json.loads(sim.stdout.strip().splitlines()[-1])
+        series = [json.loads(line) for line in sim.stderr.splitlines()
+                  if line.startswith('{"t_s"')]
         stored = count_stored(db)
         at_collector = [collector_ack_latency(os.path.join(work, f"collector{i}.log"))[0]
                         for i in range(collectors)]
@@ -167,6 +208,7 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_s
              "p99": max((c or {}).get("p99", float("nan")) for c in at_collector)},
             "writer": writer,
             "collector_cpu_us_per_report": cpu_s * 1e6 / max(stored, 1),
+            "series": series, "dirty_mb": dirty.samples,
         }
 
 
@@ -242,6 +284,8 @@ def bench(args):
                   f"{r['collector_cpu_us_per_report']:.1f} us/report  "
                   f"stored==acked: {r['exactly_once']}",
                   flush=True)
+            if args.seconds >= 60:
+                print(f"    over time: {tail_over_time(r)}", flush=True)
     print("bars: SQLite >= 50,000 reports/s committed then acked with ack p99 <= 50 ms at 1,000 "
           "agents; PostgreSQL >= 25,000 reports/s with ack p99 <= 100 ms")
     if args.json:
