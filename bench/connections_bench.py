@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ingest_bench import make_tokens, new_pg_database, start_collector  # noqa: E402
+from ingest_bench import make_cert, make_tokens, new_pg_database, start_collector  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = os.path.join(HERE, "..", "tests", "fakes", "pg_cluster.sh")
@@ -50,13 +50,18 @@ def established(port):
     return len(r.stdout.splitlines())
 
 
-def measure(bin_dir, work, db, agents, backend):
+def measure(bin_dir, work, db, agents, backend, tls=False):
     tokens = make_tokens(bin_dir, work, db)
     catalog = os.path.join(work, "catalog.sqlite")
     if not os.path.exists(catalog):
         subprocess.run([os.path.join(bin_dir, "collector", "deskpulse-catalog"), "build", "--out",
                         catalog], check=True, capture_output=True)
-    proc, log, port = start_collector(bin_dir, work, db, [], f"collector-{backend}-{agents}")
+    server_tls, client_tls = [], []
+    if tls:
+        cert, key = make_cert(work)
+        server_tls, client_tls = ["--tls-cert", cert, "--tls-key", key], ["--ca", cert]
+    proc, log, port = start_collector(bin_dir, work, db, server_tls,
+                                      f"collector-{backend}-{agents}")
     time.sleep(1.0)
     base_rss, base_anon = status_kb(proc.pid, "VmRSS"), status_kb(proc.pid, "RssAnon")
     base_tcp = tcp_kernel_kb()
@@ -65,7 +70,7 @@ def measure(bin_dir, work, db, agents, backend):
         [os.path.join(bin_dir, "agent", "deskpulse-fleetsim"), "--collector", f"127.0.0.1:{port}",
          "--tokens", tokens, "--catalog", catalog, "--endpoints", str(agents), "--duration",
          str(duration), "--rate", "1", "--timeout", str(duration + 120),
-         "--log-level", "error"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--log-level", "error", *client_tls], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + duration
     connected = 0
     while time.monotonic() < deadline:
@@ -97,13 +102,15 @@ def main():
     ap.add_argument("--agents", default="1000,10000,50000")
     ap.add_argument("--db", help="a postgresql:// server URI: also run on PostgreSQL")
     ap.add_argument("--postgres", action="store_true", help="start a throwaway cluster for it")
+    ap.add_argument("--tls", action="store_true", help="agents connect over TLS")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # Each process needs a descriptor per connection, plus some to spare.
     most = hard - 200
     print(f"connected-endpoint memory: {os.cpu_count()} cores; collector and simulator on this "
-          f"machine; descriptor limit {hard} (hard)")
+          f"machine; descriptor limit {hard} (hard); "
+          f"{'TLS' if args.tls else 'plain TCP on loopback'}")
     state = None
     server = args.db
     with tempfile.TemporaryDirectory(prefix="deskpulse-conn-") as work:
@@ -126,7 +133,7 @@ def main():
                 for agents in counts:
                     db = (new_pg_database(server) if backend == "postgresql"
                           else os.path.join(work, f"conn-{agents}.db"))
-                    r = measure(args.bin, work, db, agents, backend)
+                    r = measure(args.bin, work, db, agents, backend, args.tls)
                     print(f"  {backend:<10} {r['agents']:>6} agents ({r['connected']} connected)  "
                           f"collector RSS {r['base_rss_kb'] / 1024:.1f} -> "
                           f"{r['rss_kb'] / 1024:.1f} MB: {r['rss_per_endpoint_b']:.0f} B per "
