@@ -1024,14 +1024,16 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadWindows(std::
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
   std::map<std::int64_t, scoring::WindowRollup> out;
   // Customer by customer through the rollups' key, never over endpoint rows
-  // (and on Citus each customer's rows on its own shard).
-  DP_ASSIGN_OR_RETURN(auto rows,
-                      conn_->Query("windows",
-                                   "SELECT r.customer_id, r.metric, r.count, r.sum, r.hist FROM "
-                                   "customers c JOIN rollups r ON r.customer_id=c.customer_id "
-                                   "AND r.grain=2 AND r.endpoint_id=0 AND r.bucket_start_ms >= $1 "
-                                   "AND r.bucket_start_ms < $2",
-                                   {pg::Int(from_ms), pg::Int(to_ms)}));
+  // (and on Citus each customer's rows on its own shard). OFFSET 0 keeps the
+  // planner from flattening the lateral subquery into a scan of all rollups.
+  DP_ASSIGN_OR_RETURN(
+      auto rows,
+      conn_->Query("windows",
+                   "SELECT c.customer_id, r.metric, r.count, r.sum, r.hist FROM customers c "
+                   "CROSS JOIN LATERAL (SELECT metric, count, sum, hist FROM rollups WHERE "
+                   "customer_id=c.customer_id AND grain=2 AND endpoint_id=0 AND "
+                   "bucket_start_ms >= $1 AND bucket_start_ms < $2 OFFSET 0) r",
+                   {pg::Int(from_ms), pg::Int(to_ms)}));
   for (int i = 0; i < rows.size(); ++i) {
     SparseHistogram hist;
     if (!rows.IsNull(i, 4)) {

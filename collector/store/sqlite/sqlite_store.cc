@@ -822,10 +822,11 @@ Result<scoring::WindowRollup> SqliteStore::LoadWindow(std::int64_t customer_id,
 Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadWindows(std::int64_t from_ms,
                                                                                std::int64_t to_ms) {
   std::map<std::int64_t, scoring::WindowRollup> out;
-  // Customer by customer through the rollups' key, never over endpoint rows.
+  // Customer by customer through the rollups' key, never over endpoint rows
+  // (CROSS JOIN: SQLite keeps the customers as the outer loop).
   DP_ASSIGN_OR_RETURN(auto st,
                       db_->Prepare("SELECT r.customer_id, r.metric, r.count, r.sum, r.hist FROM "
-                                   "customers c JOIN rollups r ON r.grain=2 AND "
+                                   "customers c CROSS JOIN rollups r WHERE r.grain=2 AND "
                                    "r.customer_id=c.customer_id AND r.endpoint_id=0 AND "
                                    "r.bucket_start_ms >= ? AND r.bucket_start_ms < ?"));
   st.Bind(1, from_ms).Bind(2, to_ms);
