@@ -42,7 +42,8 @@ Result<std::unique_ptr<Connection>> Connection::Open(const std::string& uri, std
   std::unique_ptr<Connection> conn(new Connection(c, uri, std::move(name)));
   // Times in the schema are epoch milliseconds; keep the session's own
   // settings from changing what the SQL means.
-  DP_RETURN_IF_ERROR(conn->Exec("SET client_min_messages = warning; SET TIME ZONE 'UTC'"));
+  DP_RETURN_IF_ERROR(
+      conn->Exec("SET client_min_messages = warning; SET TIME ZONE 'UTC'; SET jit = off"));
   return conn;
 }
 
@@ -58,7 +59,7 @@ Status Connection::EnsureConnected() {
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     return Status(Code::kUnavailable, name_ + ": connection lost: " + why);
   }
-  return Exec("SET client_min_messages = warning; SET TIME ZONE 'UTC'");
+  return Exec("SET client_min_messages = warning; SET TIME ZONE 'UTC'; SET jit = off");
 }
 
 Status Connection::Fail(const char* what, PGresult* r) {
