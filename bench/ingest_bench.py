@@ -142,6 +142,13 @@ class DirtySampler:
         self._thread.join()
 
 
+def progress_flags(bin_dir):
+    """--progress when this simulator has it (an older build, compared side by side, may not)."""
+    sim = os.path.join(bin_dir, "agent", "deskpulse-fleetsim")
+    usage = subprocess.run([sim, "--help"], capture_output=True, text=True).stdout
+    return ["--progress", "1"] if "--progress" in usage else []
+
+
 def tail_over_time(r, step=10):
     """Each `step` seconds of the run: the worst interval p99 and the most dirty page cache."""
     parts = []
@@ -178,7 +185,7 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_s
              "--endpoints", str(agents),
              "--duration", str(seconds), "--rate", str(rate), "--batch", str(batch),
              "--linger", str(linger_ms), "--window", "4", "--timeout", str(seconds + 120),
-             "--progress", "1", "--log-level", "warn", *client_tls], capture_output=True,
+             *progress_flags(bin_dir), "--log-level", "warn", *client_tls], capture_output=True,
             text=True)
         dirty.stop()
         cpu_s = sum(process_cpu_seconds(proc.pid) for proc, _, _ in started)
@@ -190,7 +197,7 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_s
             log.close()
         summary = json.loads(sim.stdout.strip().splitlines()[-1])
         series = [json.loads(line) for line in sim.stderr.splitlines()
-                  if line.startswith('{"t_s"')]
+                  if '"t_s"' in line]
         stored = count_stored(db)
         at_collector = [collector_ack_latency(os.path.join(work, f"collector{i}.log"))[0]
                         for i in range(collectors)]
