@@ -49,10 +49,9 @@ std::string PeerKey(const asio::ip::address& address) {
 /// by the server's sweep.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(IngestServer& server, tcp::socket socket, std::string peer_key)
+  Session(IngestServer& server, tcp::socket socket)
       : server_(server),
         decoder_(server.options().max_hello_frame_bytes),
-        peer_key_(std::move(peer_key)),
         protocol_(server.protocol_limits()) {
     asio::error_code ec;
     remote_ = socket.remote_endpoint(ec);
@@ -96,7 +95,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_ || closing_ || draining_ || now < deadline_) return;
     server_.mutable_stats().timeouts += 1;
     if (conn_->tls() && !reading_) {
-      if (server_.ShouldLog("TLS handshakes not completed in time", peer_key_)) {
+      if (server_.ShouldLog("TLS handshakes not completed in time", peer_key())) {
         spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer(),
                      Seconds(opts().handshake_timeout));
       }
@@ -116,7 +115,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Clock::time_point deadline() const { return deadline_; }
-  const std::string& peer_key() const { return peer_key_; }
+  /// The key the per-peer limits count this connection under (made when
+  /// needed: at a few events in its life, not kept in every connection).
+  std::string peer_key() const { return PeerKey(remote_.address()); }
   bool welcomed() const { return protocol_.welcomed(); }
   bool closed() const { return closed_; }
 
@@ -134,7 +135,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) {
       // No frame can be sent to a peer that does not speak TLS: log and close.
       server_.mutable_stats().tls_failures += 1;
-      if (server_.ShouldLog("failed TLS handshakes", peer_key_)) {
+      if (server_.ShouldLog("failed TLS handshakes", peer_key())) {
         spdlog::warn("peer {}: TLS handshake failed: {}; closing", peer(), ec.message());
       }
       read_done_ = true;
@@ -195,7 +196,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (draining_) return false;
         if (!server_.TryReserve(*size)) {
           server_.mutable_stats().read_pauses += 1;
-          held_.assign(data.begin(), data.end());
+          if (!data.empty()) {
+            held_ = std::make_unique<std::vector<std::uint8_t>>(data.begin(), data.end());
+          }
           waiting_for_room_ = true;
           server_.WaitForRoom(shared_from_this());
           return false;
@@ -232,9 +235,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!reading_ || read_armed_ || read_done_ || done()) return;
     if (waiting_for_room_) {
       waiting_for_room_ = false;
-      const std::vector<std::uint8_t> rest = std::move(held_);
-      held_.clear();
-      if (!Consume(rest)) return;
+      // Consume even with nothing held: the held frame header still needs its budget.
+      const std::unique_ptr<std::vector<std::uint8_t>> rest = std::move(held_);
+      if (!Consume(rest ? std::span<const std::uint8_t>(*rest) : std::span<const std::uint8_t>())) {
+        return;
+      }
     }
     if (draining_) return StopReading();
     if (protocol_.inflight() >= opts().max_inflight_batches) return;
@@ -244,8 +249,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void StopReading() {
     if (read_done_) return;
     read_done_ = true;
-    held_.clear();
-    held_.shrink_to_fit();
+    held_.reset();
     MaybeFinish();
   }
 
@@ -292,7 +296,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void RefuseCredential(const std::string& why) {
     server_.mutable_stats().auth_failures += 1;
-    const auto delay = server_.NoteAuthFailure(peer_key_);
+    const auto delay = server_.NoteAuthFailure(peer_key());
     if (delay.count() == 0) return CloseWithError(v1::ERROR_CODE_UNAUTHENTICATED, why);
     // A peer that keeps failing is answered late: guessing gets slow.
     server_.mutable_stats().auth_delayed += 1;
@@ -380,7 +384,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const std::string kind = code == v1::ERROR_CODE_UNAUTHENTICATED
                                  ? std::string("refused credentials")
                                  : "connections closed with " + v1::ErrorCode_Name(code);
-    if (server_.ShouldLog(kind, peer_key_)) {
+    if (server_.ShouldLog(kind, peer_key())) {
       spdlog::warn("peer {}{}: {}: {}; closing", peer(),
                    protocol_.agent().empty() ? "" : " (agent " + protocol_.agent() + ")",
                    v1::ErrorCode_Name(code), message);
@@ -418,7 +422,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     conn_->Close();
-    held_.clear();
+    held_.reset();
     server_.Release(std::exchange(frame_charge_, 0));
     server_.Remove(shared_from_this());
   }
@@ -427,9 +431,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<ByteStream> conn_;
   FrameDecoder decoder_;
   tcp::endpoint remote_;  // formatted only for the log
-  std::string peer_key_;
   ProtocolSession protocol_;
-  std::vector<std::uint8_t> held_;  // read past a frame that waits for memory
+  std::unique_ptr<std::vector<std::uint8_t>> held_;  // read past a frame that waits for memory
   Clock::time_point accepted_ = Clock::now();
   Clock::time_point deadline_;
   std::string out_;
@@ -585,7 +588,7 @@ void IngestServer::Admit(tcp::socket socket) {
     return Refuse(socket, key, fmt::format("{} connections, the cap", options_.max_connections));
   }
   if (pending_ >= options_.max_pending_connections) EvictPending();
-  auto s = std::make_shared<Session>(*this, std::move(socket), key);
+  auto s = std::make_shared<Session>(*this, std::move(socket));
   sessions_.insert(s);
   peers_[key].pending.push_back(s.get());
   ++pending_;
