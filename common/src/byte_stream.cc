@@ -37,8 +37,16 @@ class PlainStream final : public ByteStream {
     co_return co_await asio::async_write(socket_, b, kTuple);
   }
   void WaitReadable(std::function<void(const asio::error_code&)> done) override {
-    socket_.async_wait(asio::ip::tcp::socket::wait_read,
-                       asio::bind_allocator(ExactAllocator<void>(), std::move(done)));
+    auto handler = asio::bind_allocator(ExactAllocator<void>(), std::move(done));
+    // On an io_context (the collector's case) the handler names its plain
+    // executor: the pending wait then tracks it in 8 bytes, not in a second
+    // type-erased executor.
+    if (const auto* io = socket_.get_executor().target<asio::io_context::executor_type>()) {
+      socket_.async_wait(asio::ip::tcp::socket::wait_read,
+                         asio::bind_executor(*io, std::move(handler)));
+    } else {
+      socket_.async_wait(asio::ip::tcp::socket::wait_read, std::move(handler));
+    }
   }
   IoResult ReadAvailable(asio::mutable_buffer b) override {
     asio::error_code ec;
