@@ -41,7 +41,8 @@ class PlainStream final : public ByteStream {
     // On an io_context (the collector's case) the handler names its plain
     // executor: the pending wait then tracks it in 8 bytes, not in a second
     // type-erased executor.
-    if (const auto* io = socket_.get_executor().target<asio::io_context::executor_type>()) {
+    const asio::any_io_executor executor = socket_.get_executor();  // target() points into it
+    if (const auto* io = executor.target<asio::io_context::executor_type>()) {
       socket_.async_wait(asio::ip::tcp::socket::wait_read,
                          asio::bind_executor(*io, std::move(handler)));
     } else {
