@@ -9,8 +9,9 @@ namespace deskpulse {
 
 namespace {
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
-// One TLS record's worth of plaintext at most.
-constexpr std::size_t kReadAheadBytes = std::size_t{16} << 10;
+// What a TLS stream reads ahead at a time: it stays allocated on every
+// connection, and a record larger than it is simply taken in several reads.
+constexpr std::size_t kReadAheadBytes = std::size_t{4} << 10;
 
 // Allocates exactly what an operation needs. A readiness wait can stay pending
 // for minutes on each of thousands of connections; with the default allocator
