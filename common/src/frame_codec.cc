@@ -30,7 +30,7 @@ Status AppendFrame(const google::protobuf::MessageLite& message, std::string* ou
 
 std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> input) {
   std::size_t used = 0;
-  if (!status_.ok() || frame_ready_ || header_held_) return 0;
+  if (error_ || frame_ready_ || header_held_) return 0;
   while (used < input.size()) {
     if (header_filled_ < kFrameHeaderBytes) {
       header_[header_filled_++] = input[used++];
@@ -39,23 +39,25 @@ std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> input) {
                       (std::uint32_t{header_[2]} << 8) | std::uint32_t{header_[3]};
       // The limit is checked before anything is reserved for the payload.
       if (payload_size_ > max_frame_bytes_) {
-        status_ = Status(Code::kResourceExhausted, "frame of " + std::to_string(payload_size_) +
-                                                       " bytes is over the limit of " +
-                                                       std::to_string(max_frame_bytes_) + " bytes");
+        error_ = std::make_unique<Status>(
+            Code::kResourceExhausted, "frame of " + std::to_string(payload_size_) +
+                                          " bytes is over the limit of " +
+                                          std::to_string(max_frame_bytes_) + " bytes");
         return used;
       }
       if (payload_size_ == 0) {
-        status_ = Status(Code::kDataLoss, "empty frame (length 0)");
+        error_ = std::make_unique<Status>(Code::kDataLoss, "empty frame (length 0)");
         return used;
       }
       payload_.clear();
-      payload_.reserve(std::min<std::size_t>(payload_size_, kInitialReserve));
       if (hold_after_header_) {
         header_held_ = true;
         return used;
       }
       continue;
     }
+    // Memory only once payload bytes arrive: a held header costs nothing.
+    if (payload_.empty()) payload_.reserve(std::min<std::size_t>(payload_size_, kInitialReserve));
     const std::size_t want = payload_size_ - payload_.size();
     const std::size_t take = std::min(want, input.size() - used);
     // Past the first 64 KiB the frame is really coming: room for all of it
@@ -69,6 +71,11 @@ std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> input) {
     }
   }
   return used;
+}
+
+const Status& FrameDecoder::status() const {
+  static const Status kOk;
+  return error_ ? *error_ : kOk;
 }
 
 std::optional<std::string> FrameDecoder::TakeFrame() {

@@ -117,6 +117,22 @@ TEST(FrameCodec, HoldsAfterTheHeaderUntilTheCallerHasRoom) {
   EXPECT_TRUE(d.TakeFrame().has_value());
 }
 
+TEST(FrameCodec, AHeldHeaderReservesNoPayloadMemory) {
+  // A server that waits for room before a frame (its memory cap) must not
+  // already hold part of that frame's memory for every waiting connection.
+  FrameDecoder d(1u << 20);
+  d.hold_after_header(true);
+  const std::string header("\x00\x10\x00\x00", 4);  // 1 MiB announced
+  EXPECT_EQ(d.Feed(Bytes(header)), 4u);
+  ASSERT_TRUE(d.held_header().has_value());
+  EXPECT_LT(d.buffered_bytes(), 64u) << "only the empty string's own storage";
+  d.ContinuePayload();
+  const std::string some(1000, 'x');
+  EXPECT_EQ(d.Feed(Bytes(some)), some.size());
+  EXPECT_GE(d.buffered_bytes(), some.size());
+  EXPECT_LE(d.buffered_bytes(), 64u * 1024);
+}
+
 TEST(FrameCodec, AStalledLargeFrameHoldsOnlyWhatArrived) {
   FrameDecoder d(1u << 20);
   const std::string header("\x00\x10\x00\x00", 4);  // 1 MiB announced

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,7 +46,7 @@ class FrameDecoder {
   std::optional<std::string> TakeFrame();
 
   /// Not OK once the input broke the framing rules (oversize or empty frame).
-  const Status& status() const { return status_; }
+  const Status& status() const;
 
   /// True while part of a frame (header or payload) has been received.
   bool mid_frame() const { return header_filled_ > 0 && !frame_ready_; }
@@ -66,15 +67,17 @@ class FrameDecoder {
   std::size_t buffered_bytes() const { return payload_.capacity(); }
 
  private:
+  // A server holds one decoder per connection: ordered to pack, and the
+  // error (rare) kept out of line.
+  std::string payload_;
+  std::unique_ptr<Status> error_;  // once the framing rules were broken
   std::uint32_t max_frame_bytes_;
+  std::uint32_t payload_size_ = 0;
+  std::uint8_t header_[kFrameHeaderBytes] = {};
+  std::uint8_t header_filled_ = 0;
   bool hold_after_header_ = false;
   bool header_held_ = false;
-  std::uint8_t header_[kFrameHeaderBytes] = {};
-  std::size_t header_filled_ = 0;
-  std::uint32_t payload_size_ = 0;
-  std::string payload_;
   bool frame_ready_ = false;
-  Status status_;
 };
 
 }  // namespace deskpulse
