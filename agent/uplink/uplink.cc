@@ -68,7 +68,7 @@ struct Uplink::Conn {
   std::optional<v1::ErrorCode> code;  // the collector's Error, if it sent one
 };
 
-Uplink::Uplink(asio::any_io_executor executor, UplinkOptions options, ReportQueue& queue,
+Uplink::Uplink(asio::io_context::executor_type executor, UplinkOptions options, ReportQueue& queue,
                std::uint64_t seed)
     : executor_(std::move(executor)),
       options_(std::move(options)),
@@ -167,7 +167,7 @@ asio::awaitable<Status> Uplink::Session() {
     co_return Unavailable("resolve " + target.host + ": " + rec.message());
   }
   // Connect and handshake under one deadline: the guard closes the socket.
-  auto socket = std::make_shared<tcp::socket>(executor_);
+  auto socket = std::make_shared<TcpSocket>(executor_);
   asio::steady_timer guard(executor_, options_.connect_timeout);
   guard.async_wait([socket, conn](const asio::error_code& e) {
     if (e) return;

@@ -123,7 +123,7 @@ struct UplinkStats {
 /// OutcomeOf() says.
 class Uplink {
  public:
-  Uplink(asio::any_io_executor executor, UplinkOptions options, ReportQueue& queue,
+  Uplink(asio::io_context::executor_type executor, UplinkOptions options, ReportQueue& queue,
          std::uint64_t seed);
 
   /// Runs until Stop().
@@ -158,7 +158,7 @@ class Uplink {
     std::chrono::steady_clock::time_point sent{};
   };
 
-  asio::any_io_executor executor_;
+  asio::io_context::executor_type executor_;
   UplinkOptions options_;
   ReportQueue& queue_;
   std::mt19937_64 rng_;

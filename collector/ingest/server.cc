@@ -49,7 +49,7 @@ std::string PeerKey(const asio::ip::address& address) {
 /// by the server's sweep.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(IngestServer& server, tcp::socket socket)
+  Session(IngestServer& server, TcpSocket socket)
       : server_(server),
         decoder_(server.options().max_hello_frame_bytes),
         protocol_(server.protocol_limits()) {
@@ -556,7 +556,7 @@ asio::awaitable<void> IngestServer::AcceptLoop() {
   }
 }
 
-void IngestServer::Refuse(tcp::socket& socket, const std::string& peer, std::string_view why) {
+void IngestServer::Refuse(TcpSocket& socket, const std::string& peer, std::string_view why) {
   stats_.connections_refused += 1;
   const std::string kind = "connections refused (" + std::string(why) + ")";
   if (ShouldLog(kind, peer)) {
@@ -569,7 +569,7 @@ void IngestServer::Refuse(tcp::socket& socket, const std::string& peer, std::str
   socket.close(ignored);
 }
 
-void IngestServer::Admit(tcp::socket socket) {
+void IngestServer::Admit(TcpSocket socket) {
   asio::error_code ec;
   const auto remote = socket.remote_endpoint(ec);
   if (ec) return;  // already gone

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "collector/ingest/writer.h"
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/frame_codec.h"
 #include "deskpulse/common/histogram.h"
 #include "deskpulse/common/logging.h"
@@ -157,8 +158,8 @@ class IngestServer {
   /// Times out connections past their deadline: one timer for all of them.
   asio::awaitable<void> SweepDeadlines();
   void MaybeFinishDrain();
-  void Admit(asio::ip::tcp::socket socket);
-  void Refuse(asio::ip::tcp::socket& socket, const std::string& peer, std::string_view why);
+  void Admit(TcpSocket socket);
+  void Refuse(TcpSocket& socket, const std::string& peer, std::string_view why);
   bool EvictPending();
   void RemovePending(Session* s);
   void FlushSummaries(bool all);
@@ -166,7 +167,7 @@ class IngestServer {
   asio::io_context& io_;
   IngestOptions options_;
   Writer& writer_;
-  asio::ip::tcp::acceptor acceptor_;
+  asio::basic_socket_acceptor<asio::ip::tcp, asio::io_context::executor_type> acceptor_;
   std::uint16_t bound_port_ = 0;
   std::set<std::shared_ptr<Session>> sessions_;
   std::unordered_map<std::string, Peer> peers_;

@@ -30,7 +30,7 @@ struct ExactAllocator {
 
 class PlainStream final : public ByteStream {
  public:
-  explicit PlainStream(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+  explicit PlainStream(TcpSocket socket) : socket_(std::move(socket)) {}
   asio::awaitable<IoResult> ReadSome(asio::mutable_buffer b) override {
     co_return co_await socket_.async_read_some(b, kTuple);
   }
@@ -38,17 +38,8 @@ class PlainStream final : public ByteStream {
     co_return co_await asio::async_write(socket_, b, kTuple);
   }
   void WaitReadable(std::function<void(const asio::error_code&)> done) override {
-    auto handler = asio::bind_allocator(ExactAllocator<void>(), std::move(done));
-    // On an io_context (the collector's case) the handler names its plain
-    // executor: the pending wait then tracks it in 8 bytes, not in a second
-    // type-erased executor.
-    const asio::any_io_executor executor = socket_.get_executor();  // target() points into it
-    if (const auto* io = executor.target<asio::io_context::executor_type>()) {
-      socket_.async_wait(asio::ip::tcp::socket::wait_read,
-                         asio::bind_executor(*io, std::move(handler)));
-    } else {
-      socket_.async_wait(asio::ip::tcp::socket::wait_read, std::move(handler));
-    }
+    socket_.async_wait(TcpSocket::wait_read,
+                       asio::bind_allocator(ExactAllocator<void>(), std::move(done)));
   }
   IoResult ReadAvailable(asio::mutable_buffer b) override {
     asio::error_code ec;
@@ -58,10 +49,10 @@ class PlainStream final : public ByteStream {
   }
   asio::awaitable<asio::error_code> Handshake() override { co_return asio::error_code{}; }
   bool tls() const override { return false; }
-  asio::ip::tcp::socket& tcp() override { return socket_; }
+  TcpSocket& tcp() override { return socket_; }
 
  private:
-  asio::ip::tcp::socket socket_;
+  TcpSocket socket_;
 };
 }  // namespace
 
@@ -94,16 +85,16 @@ ByteStream::IoResult ByteStream::ReadAvailable(asio::mutable_buffer b) {
 
 void ByteStream::ShutdownReceive() {
   asio::error_code ec;
-  tcp().shutdown(asio::ip::tcp::socket::shutdown_receive, ec);
+  tcp().shutdown(TcpSocket::shutdown_receive, ec);
 }
 
 void ByteStream::Close() {
   asio::error_code ec;
-  tcp().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  tcp().shutdown(TcpSocket::shutdown_both, ec);
   tcp().close(ec);
 }
 
-std::unique_ptr<ByteStream> MakePlainStream(asio::ip::tcp::socket socket) {
+std::unique_ptr<ByteStream> MakePlainStream(TcpSocket socket) {
   return std::make_unique<PlainStream>(std::move(socket));
 }
 

@@ -172,7 +172,7 @@ struct ClientConfig {
 /// then waits for readiness on the io_context.
 class MbedTlsStream final : public ByteStream {
  public:
-  MbedTlsStream(asio::ip::tcp::socket socket, std::shared_ptr<const ClientConfig> config,
+  MbedTlsStream(TcpSocket socket, std::shared_ptr<const ClientConfig> config,
                 std::string server_name)
       : socket_(std::move(socket)),
         config_(std::move(config)),
@@ -246,15 +246,15 @@ class MbedTlsStream final : public ByteStream {
   }
 
   bool tls() const override { return true; }
-  asio::ip::tcp::socket& tcp() override { return socket_; }
+  TcpSocket& tcp() override { return socket_; }
 
  private:
   /// For "would block": wait until the socket is ready. Anything else is the error.
   asio::awaitable<asio::error_code> Wait(int r) {
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
       auto [ec] = co_await socket_.async_wait(r == MBEDTLS_ERR_SSL_WANT_READ
-                                                  ? asio::ip::tcp::socket::wait_read
-                                                  : asio::ip::tcp::socket::wait_write,
+                                                  ? TcpSocket::wait_read
+                                                  : TcpSocket::wait_write,
                                               kTuple);
       co_return ec;
     }
@@ -297,7 +297,7 @@ class MbedTlsStream final : public ByteStream {
     return 0;
   }
 
-  asio::ip::tcp::socket socket_;
+  TcpSocket socket_;
   std::shared_ptr<const ClientConfig> config_;
   std::string server_name_;
   std::vector<unsigned char> address_;
@@ -308,7 +308,7 @@ class MbedTlsStream final : public ByteStream {
 class MbedTlsClient final : public TlsClient {
  public:
   explicit MbedTlsClient(std::shared_ptr<const ClientConfig> config) : config_(std::move(config)) {}
-  std::unique_ptr<ByteStream> Wrap(asio::ip::tcp::socket socket,
+  std::unique_ptr<ByteStream> Wrap(TcpSocket socket,
                                    const std::string& server_name) override {
     return std::make_unique<MbedTlsStream>(std::move(socket), config_, server_name);
   }

@@ -16,7 +16,7 @@ constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 class TlsStream final : public ByteStream {
  public:
-  TlsStream(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> context, bool server,
+  TlsStream(TcpSocket socket, std::shared_ptr<asio::ssl::context> context, bool server,
             std::string server_name)
       : context_(std::move(context)),
         stream_(std::move(socket), *context_),
@@ -40,11 +40,11 @@ class TlsStream final : public ByteStream {
     co_return ec;
   }
   bool tls() const override { return true; }
-  asio::ip::tcp::socket& tcp() override { return stream_.next_layer(); }
+  TcpSocket& tcp() override { return stream_.next_layer(); }
 
  private:
   std::shared_ptr<asio::ssl::context> context_;
-  asio::ssl::stream<asio::ip::tcp::socket> stream_;
+  asio::ssl::stream<TcpSocket> stream_;
   bool server_;
   std::string server_name_;
 };
@@ -53,7 +53,7 @@ class OpenSslClient final : public TlsClient {
  public:
   explicit OpenSslClient(std::shared_ptr<asio::ssl::context> context)
       : context_(std::move(context)) {}
-  std::unique_ptr<ByteStream> Wrap(asio::ip::tcp::socket socket,
+  std::unique_ptr<ByteStream> Wrap(TcpSocket socket,
                                    const std::string& server_name) override {
     return std::make_unique<TlsStream>(std::move(socket), context_, false, server_name);
   }
@@ -91,7 +91,7 @@ Result<std::shared_ptr<asio::ssl::context>> MakeServerTlsContext(const TlsOption
   return ctx;
 }
 
-std::unique_ptr<ByteStream> MakeServerTlsStream(asio::ip::tcp::socket socket,
+std::unique_ptr<ByteStream> MakeServerTlsStream(TcpSocket socket,
                                                 std::shared_ptr<asio::ssl::context> context) {
   return std::make_unique<TlsStream>(std::move(socket), std::move(context), true, "");
 }

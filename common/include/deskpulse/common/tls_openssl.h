@@ -13,7 +13,7 @@ namespace deskpulse {
 /// The collector's TLS 1.2+ server context; errors name the file that could not be used.
 Result<std::shared_ptr<asio::ssl::context>> MakeServerTlsContext(const TlsOptions& options);
 /// One accepted connection, served over TLS with `context`.
-std::unique_ptr<ByteStream> MakeServerTlsStream(asio::ip::tcp::socket socket,
+std::unique_ptr<ByteStream> MakeServerTlsStream(TcpSocket socket,
                                                 std::shared_ptr<asio::ssl::context> context);
 
 /// A TLS client on OpenSSL that trusts `options.ca_file`.
