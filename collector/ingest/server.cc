@@ -47,7 +47,7 @@ std::string PeerKey(const asio::ip::address& address) {
 /// connection holds no read buffer and no coroutine, only its socket's wait
 /// (docs/quality.md: memory per connected endpoint); its deadline is checked
 /// by the server's sweep.
-class Session : public std::enable_shared_from_this<Session> {
+class Session final : public std::enable_shared_from_this<Session>, private ReadableHandler {
  public:
   Session(IngestServer& server, TcpSocket socket)
       : server_(server),
@@ -77,7 +77,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     draining_ = true;
     conn_->ShutdownReceive();
-    if (reading_ && !read_armed_) StopReading();  // paused: no read to end by itself
+    if (reading_ && !read_armed()) StopReading();  // paused: no read to end by itself
   }
 
   /// Closed to make room for newer connections (see IngestServer).
@@ -151,15 +151,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ArmRead() {
-    if (read_armed_ || read_done_ || done()) return;
-    read_armed_ = true;
-    conn_->WaitReadable([self = shared_from_this()](const asio::error_code& ec) {
-      self->read_armed_ = false;
-      self->OnReadable(ec);
-    });
+    if (read_armed() || read_done_ || done()) return;
+    armed_self_ = shared_from_this();  // the wait does not own the session
+    conn_->WaitReadable(*this);
   }
+  bool read_armed() const { return armed_self_ != nullptr; }
 
-  void OnReadable(asio::error_code ec) {
+  void OnReadable(const asio::error_code& readable) override {
+    const std::shared_ptr<Session> self = std::move(armed_self_);
+    asio::error_code ec = readable;
     if (done() || read_done_) return;
     std::vector<std::uint8_t>& buf = server_.read_buffer();
     for (int i = 0; i < kReadsPerWake && !ec && !draining_; ++i) {
@@ -232,7 +232,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Reading goes on where it paused (memory released, a batch committed).
   void Resume() {
-    if (!reading_ || read_armed_ || read_done_ || done()) return;
+    if (!reading_ || read_armed() || read_done_ || done()) return;
     if (waiting_for_room_) {
       waiting_for_room_ = false;
       // Consume even with nothing held: the held frame header still needs its budget.
@@ -429,6 +429,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   IngestServer& server_;
   std::unique_ptr<ByteStream> conn_;
+  std::shared_ptr<Session> armed_self_;  // while waiting for the socket to be readable
   FrameDecoder decoder_;
   tcp::endpoint remote_;  // formatted only for the log
   ProtocolSession protocol_;
@@ -443,8 +444,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
   bool said_goodbye_ = false;
   bool closed_ = false;
-  bool reading_ = false;     // the TLS handshake (if any) is done
-  bool read_armed_ = false;  // waiting for the socket to be readable
+  bool reading_ = false;  // the TLS handshake (if any) is done
   bool waiting_for_room_ = false;
 };
 

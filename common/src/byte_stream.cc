@@ -37,9 +37,12 @@ class PlainStream final : public ByteStream {
   asio::awaitable<IoResult> WriteAll(asio::const_buffer b) override {
     co_return co_await asio::async_write(socket_, b, kTuple);
   }
-  void WaitReadable(std::function<void(const asio::error_code&)> done) override {
+  void WaitReadable(ReadableHandler& handler) override {
     socket_.async_wait(TcpSocket::wait_read,
-                       asio::bind_allocator(ExactAllocator<void>(), std::move(done)));
+                       asio::bind_allocator(ExactAllocator<void>(),
+                                            [h = &handler](const asio::error_code& ec) {
+                                              h->OnReadable(ec);
+                                            }));
   }
   IoResult ReadAvailable(asio::mutable_buffer b) override {
     asio::error_code ec;
@@ -56,15 +59,15 @@ class PlainStream final : public ByteStream {
 };
 }  // namespace
 
-void ByteStream::WaitReadable(std::function<void(const asio::error_code&)> done) {
+void ByteStream::WaitReadable(ReadableHandler& handler) {
   if (ahead_ && ahead_->pos < ahead_->end) {
-    asio::post(tcp().get_executor(), [done = std::move(done)] { done(asio::error_code{}); });
+    asio::post(tcp().get_executor(), [h = &handler] { h->OnReadable(asio::error_code{}); });
     return;
   }
-  asio::co_spawn(tcp().get_executor(), ReadAhead(std::move(done)), asio::detached);
+  asio::co_spawn(tcp().get_executor(), ReadAhead(handler), asio::detached);
 }
 
-asio::awaitable<void> ByteStream::ReadAhead(std::function<void(const asio::error_code&)> done) {
+asio::awaitable<void> ByteStream::ReadAhead(ReadableHandler& handler) {
   if (!ahead_) {
     ahead_ = std::make_unique<Ahead>();
     ahead_->bytes.resize(kReadAheadBytes);
@@ -72,7 +75,7 @@ asio::awaitable<void> ByteStream::ReadAhead(std::function<void(const asio::error
   auto [ec, n] = co_await ReadSome(asio::buffer(ahead_->bytes));
   ahead_->pos = 0;
   ahead_->end = ec ? 0 : n;
-  done(ec);
+  handler.OnReadable(ec);
 }
 
 ByteStream::IoResult ByteStream::ReadAvailable(asio::mutable_buffer b) {

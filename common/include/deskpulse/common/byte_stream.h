@@ -3,7 +3,6 @@
 #include <asio.hpp>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -19,6 +18,15 @@ namespace deskpulse {
 /// tens of thousands of idle connections pays per connection (docs/quality.md).
 using TcpSocket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
 
+/// Told by WaitReadable() when its stream can be read.
+class ReadableHandler {
+ public:
+  virtual void OnReadable(const asio::error_code& ec) = 0;
+
+ protected:
+  ~ReadableHandler() = default;
+};
+
 /// A connected byte stream, plain TCP or TLS over TCP, for one connection's
 /// single reader and single writer on one io_context thread.
 class ByteStream {
@@ -28,12 +36,14 @@ class ByteStream {
 
   virtual asio::awaitable<IoResult> ReadSome(asio::mutable_buffer buffer) = 0;
   /// Reading without a buffer of one's own while nothing has arrived (a
-  /// server with many idle connections): `done` runs once a read would find
-  /// data, the end of the stream or an error; ReadAvailable() then takes what
-  /// is there, asio::error::would_block when nothing is. Plain TCP waits on
-  /// the socket itself; the default (TLS) reads ahead into a buffer the stream
-  /// keeps once it has been used.
-  virtual void WaitReadable(std::function<void(const asio::error_code&)> done);
+  /// server with many idle connections): `handler` is told once a read would
+  /// find data, the end of the stream or an error; ReadAvailable() then takes
+  /// what is there, asio::error::would_block when nothing is. The handler is
+  /// not owned and must outlive the wait, which Close() ends early (with
+  /// asio::error::operation_aborted). Plain TCP waits on the socket itself;
+  /// the default (TLS) reads ahead into a buffer the stream keeps once it has
+  /// been used.
+  virtual void WaitReadable(ReadableHandler& handler);
   virtual IoResult ReadAvailable(asio::mutable_buffer buffer);
   virtual asio::awaitable<IoResult> WriteAll(asio::const_buffer buffer) = 0;
   /// TLS handshake (no-op for plain TCP).
@@ -51,7 +61,7 @@ class ByteStream {
     std::size_t pos = 0;
     std::size_t end = 0;
   };
-  asio::awaitable<void> ReadAhead(std::function<void(const asio::error_code&)> done);
+  asio::awaitable<void> ReadAhead(ReadableHandler& handler);
   std::unique_ptr<Ahead> ahead_;  // only once the default is used
 };
 
