@@ -69,18 +69,19 @@ class ProtocolSession {
   int inflight() const { return inflight_; }
 
  private:
-  enum class State { kAwaitHello, kHelloPending, kReady };
+  enum class State : std::uint8_t { kAwaitHello, kHelloPending, kReady };
   ProtocolActions OnHello(deskpulse::v1::Hello hello);
   ProtocolActions OnBatch(deskpulse::v1::Batch& batch);
   static ProtocolActions Close(deskpulse::v1::ErrorCode code, std::string message);
 
+  // Held by every connection: ordered to pack (docs/quality.md).
   std::shared_ptr<const ProtocolLimits> limits_;
-  State state_ = State::kAwaitHello;
   StreamInfo stream_;
   std::string agent_;
   std::uint64_t agent_acked_ = 0;
   std::uint64_t epoch_ = 0;
   int inflight_ = 0;
+  State state_ = State::kAwaitHello;
 };
 
 }  // namespace deskpulse::collector

@@ -120,6 +120,9 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
   std::string peer_key() const { return PeerKey(remote_.address()); }
   bool welcomed() const { return protocol_.welcomed(); }
   bool closed() const { return closed_; }
+  /// Where the server's registry keeps it.
+  std::uint32_t slot() const { return slot_; }
+  void set_slot(std::uint32_t slot) { slot_ = slot; }
 
  private:
   const IngestOptions& opts() const { return server_.options(); }
@@ -350,7 +353,8 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
 
   void Send(const v1::Envelope& env) {
     if (closed_) return;
-    (void)AppendFrame(env, &out_);
+    if (!out_) out_ = std::make_unique<std::string>();
+    (void)AppendFrame(env, out_.get());
     if (!writing_) {
       writing_ = true;
       asio::co_spawn(server_.io(), shared_from_this()->WriteLoop(), asio::detached);
@@ -359,12 +363,11 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
 
   asio::awaitable<void> WriteLoop() {
     auto self = shared_from_this();
-    while (!out_.empty() && !closed_) {
-      std::string chunk;
-      chunk.swap(out_);
-      auto [ec, n] = co_await conn_->WriteAll(asio::buffer(chunk));
+    while (out_ && !closed_) {
+      const std::unique_ptr<std::string> chunk = std::move(out_);
+      auto [ec, n] = co_await conn_->WriteAll(asio::buffer(*chunk));
       if (ec) {
-        out_.clear();
+        out_.reset();
         writing_ = false;
         Close();
         co_return;
@@ -427,17 +430,21 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
     server_.Remove(shared_from_this());
   }
 
+  // One per connected endpoint: what is kept here is paid per connection
+  // (docs/quality.md), so the rarely used parts are held out of line and the
+  // fields are ordered to pack.
   IngestServer& server_;
   std::unique_ptr<ByteStream> conn_;
   std::shared_ptr<Session> armed_self_;  // while waiting for the socket to be readable
   FrameDecoder decoder_;
   tcp::endpoint remote_;  // formatted only for the log
+  std::uint32_t slot_ = 0;
   ProtocolSession protocol_;
   std::unique_ptr<std::vector<std::uint8_t>> held_;  // read past a frame that waits for memory
+  std::unique_ptr<std::string> out_;                 // frames not yet handed to the socket
   Clock::time_point accepted_ = Clock::now();
   Clock::time_point deadline_;
-  std::string out_;
-  std::uint64_t frame_charge_ = 0;  // memory budgeted for the frame being received
+  std::uint32_t frame_charge_ = 0;  // memory budgeted for the frame being received
   bool writing_ = false;
   bool read_done_ = false;
   bool closing_ = false;
@@ -589,7 +596,8 @@ void IngestServer::Admit(TcpSocket socket) {
   }
   if (pending_ >= options_.max_pending_connections) EvictPending();
   auto s = std::make_shared<Session>(*this, std::move(socket));
-  sessions_.insert(s);
+  s->set_slot(static_cast<std::uint32_t>(sessions_.size()));
+  sessions_.push_back(s);
   peers_[key].pending.push_back(s.get());
   ++pending_;
   stats_.connections_accepted += 1;
@@ -638,7 +646,15 @@ void IngestServer::Welcomed(Session* s) { RemovePending(s); }
 
 void IngestServer::Remove(const std::shared_ptr<Session>& s) {
   RemovePending(s.get());
-  sessions_.erase(s);
+  // Swap with the last: the registry stays dense (8 bytes of slot per session).
+  const std::size_t at = s->slot();
+  if (at < sessions_.size() && sessions_[at] == s) {
+    if (at + 1 != sessions_.size()) {
+      sessions_[at] = std::move(sessions_.back());
+      sessions_[at]->set_slot(static_cast<std::uint32_t>(at));
+    }
+    sessions_.pop_back();
+  }
   stats_.connections_open = sessions_.size();
   MaybeFinishDrain();
 }

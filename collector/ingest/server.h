@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -169,7 +168,7 @@ class IngestServer {
   Writer& writer_;
   asio::basic_socket_acceptor<asio::ip::tcp, asio::io_context::executor_type> acceptor_;
   std::uint16_t bound_port_ = 0;
-  std::set<std::shared_ptr<Session>> sessions_;
+  std::vector<std::shared_ptr<Session>> sessions_;  // dense: each knows its slot
   std::unordered_map<std::string, Peer> peers_;
   std::size_t pending_ = 0;
   std::vector<std::weak_ptr<Session>> room_waiters_;
