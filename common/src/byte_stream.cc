@@ -38,11 +38,10 @@ class PlainStream final : public ByteStream {
     co_return co_await asio::async_write(socket_, b, kTuple);
   }
   void WaitReadable(ReadableHandler& handler) override {
-    socket_.async_wait(TcpSocket::wait_read,
-                       asio::bind_allocator(ExactAllocator<void>(),
-                                            [h = &handler](const asio::error_code& ec) {
-                                              h->OnReadable(ec);
-                                            }));
+    socket_.async_wait(
+        TcpSocket::wait_read,
+        asio::bind_allocator(ExactAllocator<void>(),
+                             [h = &handler](const asio::error_code& ec) { h->OnReadable(ec); }));
   }
   IoResult ReadAvailable(asio::mutable_buffer b) override {
     asio::error_code ec;

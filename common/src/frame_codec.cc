@@ -39,10 +39,10 @@ std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> input) {
                       (std::uint32_t{header_[2]} << 8) | std::uint32_t{header_[3]};
       // The limit is checked before anything is reserved for the payload.
       if (payload_size_ > max_frame_bytes_) {
-        error_ = std::make_unique<Status>(
-            Code::kResourceExhausted, "frame of " + std::to_string(payload_size_) +
-                                          " bytes is over the limit of " +
-                                          std::to_string(max_frame_bytes_) + " bytes");
+        error_ = std::make_unique<Status>(Code::kResourceExhausted,
+                                          "frame of " + std::to_string(payload_size_) +
+                                              " bytes is over the limit of " +
+                                              std::to_string(max_frame_bytes_) + " bytes");
         return used;
       }
       if (payload_size_ == 0) {

@@ -252,10 +252,8 @@ class MbedTlsStream final : public ByteStream {
   /// For "would block": wait until the socket is ready. Anything else is the error.
   asio::awaitable<asio::error_code> Wait(int r) {
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
-      auto [ec] = co_await socket_.async_wait(r == MBEDTLS_ERR_SSL_WANT_READ
-                                                  ? TcpSocket::wait_read
-                                                  : TcpSocket::wait_write,
-                                              kTuple);
+      auto [ec] = co_await socket_.async_wait(
+          r == MBEDTLS_ERR_SSL_WANT_READ ? TcpSocket::wait_read : TcpSocket::wait_write, kTuple);
       co_return ec;
     }
     co_return Error(r);
@@ -308,8 +306,7 @@ class MbedTlsStream final : public ByteStream {
 class MbedTlsClient final : public TlsClient {
  public:
   explicit MbedTlsClient(std::shared_ptr<const ClientConfig> config) : config_(std::move(config)) {}
-  std::unique_ptr<ByteStream> Wrap(TcpSocket socket,
-                                   const std::string& server_name) override {
+  std::unique_ptr<ByteStream> Wrap(TcpSocket socket, const std::string& server_name) override {
     return std::make_unique<MbedTlsStream>(std::move(socket), config_, server_name);
   }
 

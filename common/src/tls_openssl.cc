@@ -53,8 +53,7 @@ class OpenSslClient final : public TlsClient {
  public:
   explicit OpenSslClient(std::shared_ptr<asio::ssl::context> context)
       : context_(std::move(context)) {}
-  std::unique_ptr<ByteStream> Wrap(TcpSocket socket,
-                                   const std::string& server_name) override {
+  std::unique_ptr<ByteStream> Wrap(TcpSocket socket, const std::string& server_name) override {
     return std::make_unique<TlsStream>(std::move(socket), context_, false, server_name);
   }
 

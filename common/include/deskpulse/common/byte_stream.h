@@ -80,8 +80,7 @@ struct TlsOptions {
 class TlsClient {
  public:
   virtual ~TlsClient() = default;
-  virtual std::unique_ptr<ByteStream> Wrap(TcpSocket socket,
-                                           const std::string& server_name) = 0;
+  virtual std::unique_ptr<ByteStream> Wrap(TcpSocket socket, const std::string& server_name) = 0;
 };
 
 std::unique_ptr<ByteStream> MakePlainStream(TcpSocket socket);
