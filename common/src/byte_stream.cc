@@ -1,17 +1,12 @@
 #include "deskpulse/common/byte_stream.h"
 
-#include <algorithm>
 #include <asio/bind_allocator.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <cstring>
 
 namespace deskpulse {
 
 namespace {
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
-// What a TLS stream reads ahead at a time: it stays allocated on every
-// connection, and a record larger than it is simply taken in several reads.
-constexpr std::size_t kReadAheadBytes = std::size_t{4} << 10;
 
 // Allocates exactly what an operation needs. A readiness wait can stay pending
 // for minutes on each of thousands of connections; with the default allocator
@@ -38,10 +33,7 @@ class PlainStream final : public ByteStream {
     co_return co_await asio::async_write(socket_, b, kTuple);
   }
   void WaitReadable(ReadableHandler& handler) override {
-    socket_.async_wait(
-        TcpSocket::wait_read,
-        asio::bind_allocator(ExactAllocator<void>(),
-                             [h = &handler](const asio::error_code& ec) { h->OnReadable(ec); }));
+    WaitReady(socket_, TcpSocket::wait_read, handler);
   }
   IoResult ReadAvailable(asio::mutable_buffer b) override {
     asio::error_code ec;
@@ -58,31 +50,10 @@ class PlainStream final : public ByteStream {
 };
 }  // namespace
 
-void ByteStream::WaitReadable(ReadableHandler& handler) {
-  if (ahead_ && ahead_->pos < ahead_->end) {
-    asio::post(tcp().get_executor(), [h = &handler] { h->OnReadable(asio::error_code{}); });
-    return;
-  }
-  asio::co_spawn(tcp().get_executor(), ReadAhead(handler), asio::detached);
-}
-
-asio::awaitable<void> ByteStream::ReadAhead(ReadableHandler& handler) {
-  if (!ahead_) {
-    ahead_ = std::make_unique<Ahead>();
-    ahead_->bytes.resize(kReadAheadBytes);
-  }
-  auto [ec, n] = co_await ReadSome(asio::buffer(ahead_->bytes));
-  ahead_->pos = 0;
-  ahead_->end = ec ? 0 : n;
-  handler.OnReadable(ec);
-}
-
-ByteStream::IoResult ByteStream::ReadAvailable(asio::mutable_buffer b) {
-  if (!ahead_ || ahead_->pos == ahead_->end) return {asio::error::would_block, 0};
-  const std::size_t n = std::min(b.size(), ahead_->end - ahead_->pos);
-  std::memcpy(b.data(), ahead_->bytes.data() + ahead_->pos, n);
-  ahead_->pos += n;
-  return {asio::error_code{}, n};
+void ByteStream::WaitReady(TcpSocket& socket, TcpSocket::wait_type what, ReadableHandler& handler) {
+  socket.async_wait(what, asio::bind_allocator(
+                              ExactAllocator<void>(),
+                              [h = &handler](const asio::error_code& ec) { h->OnReadable(ec); }));
 }
 
 void ByteStream::ShutdownReceive() {

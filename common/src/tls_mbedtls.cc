@@ -222,12 +222,22 @@ class MbedTlsStream final : public ByteStream {
   asio::awaitable<IoResult> ReadSome(asio::mutable_buffer b) override {
     for (;;) {
       const int r = mbedtls_ssl_read(&ssl_, static_cast<unsigned char*>(b.data()), b.size());
-      if (r > 0) co_return IoResult{asio::error_code{}, static_cast<std::size_t>(r)};
-      if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_SSL_CONN_EOF) {
-        co_return IoResult{asio::error::eof, 0};
-      }
+      if (r >= 0 || !WouldBlock(r)) co_return ReadResult(r);
       if (asio::error_code ec = co_await Wait(r); ec) co_return IoResult{ec, 0};
     }
+  }
+
+  void WaitReadable(ReadableHandler& handler) override {
+    if (mbedtls_ssl_check_pending(&ssl_) != 0) {  // decrypted or read, not yet taken
+      asio::post(socket_.get_executor(), [h = &handler] { h->OnReadable(asio::error_code{}); });
+      return;
+    }
+    WaitReady(socket_, TcpSocket::wait_read, handler);
+  }
+
+  IoResult ReadAvailable(asio::mutable_buffer b) override {
+    const int r = mbedtls_ssl_read(&ssl_, static_cast<unsigned char*>(b.data()), b.size());
+    return WouldBlock(r) ? IoResult{asio::error::would_block, 0} : ReadResult(r);
   }
 
   asio::awaitable<IoResult> WriteAll(asio::const_buffer b) override {
@@ -249,9 +259,22 @@ class MbedTlsStream final : public ByteStream {
   TcpSocket& tcp() override { return socket_; }
 
  private:
+  static bool WouldBlock(int r) {
+    return r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE;
+  }
+
+  /// What mbedtls_ssl_read() returned, other than "would block".
+  IoResult ReadResult(int r) const {
+    if (r > 0) return {asio::error_code{}, static_cast<std::size_t>(r)};
+    if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_SSL_CONN_EOF) {
+      return {asio::error::eof, 0};
+    }
+    return {Error(r), 0};
+  }
+
   /// For "would block": wait until the socket is ready. Anything else is the error.
   asio::awaitable<asio::error_code> Wait(int r) {
-    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    if (WouldBlock(r)) {
       auto [ec] = co_await socket_.async_wait(
           r == MBEDTLS_ERR_SSL_WANT_READ ? TcpSocket::wait_read : TcpSocket::wait_write, kTuple);
       co_return ec;

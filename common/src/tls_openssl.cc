@@ -4,49 +4,174 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <asio/experimental/as_tuple.hpp>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <tuple>
 
 namespace deskpulse {
 
 namespace {
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
+/// TLS over the non-blocking socket itself: OpenSSL reads and writes the
+/// descriptor and says when it would block; the coroutine then waits for
+/// readiness on the io_context. Nothing sits between them: asio's
+/// ssl::stream would keep two 17 KB buffers and a BIO pair of as much again on
+/// every connection, and here, with SSL_MODE_RELEASE_BUFFERS, an idle
+/// connection holds no record buffer at all (docs/quality.md).
 class TlsStream final : public ByteStream {
  public:
   TlsStream(TcpSocket socket, std::shared_ptr<asio::ssl::context> context, bool server,
-            std::string server_name)
-      : context_(std::move(context)),
-        stream_(std::move(socket), *context_),
-        server_(server),
-        server_name_(std::move(server_name)) {}
-  asio::awaitable<IoResult> ReadSome(asio::mutable_buffer b) override {
-    co_return co_await stream_.async_read_some(b, kTuple);
-  }
-  asio::awaitable<IoResult> WriteAll(asio::const_buffer b) override {
-    co_return co_await asio::async_write(stream_, b, kTuple);
-  }
-  asio::awaitable<asio::error_code> Handshake() override {
-    if (!server_) {
-      // SNI, and the certificate must name the host we dialled.
-      SSL_set_tlsext_host_name(stream_.native_handle(), server_name_.c_str());
-      stream_.set_verify_mode(asio::ssl::verify_peer);
-      stream_.set_verify_callback(asio::ssl::host_name_verification(server_name_));
+            const std::string& server_name)
+      : socket_(std::move(socket)),
+        context_(std::move(context)),
+        ssl_(SSL_new(context_->native_handle())) {
+    if (ssl_ == nullptr) return;  // Handshake() reports it
+    SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) {
+      SSL_set_accept_state(ssl_);
+      return;
     }
-    auto [ec] = co_await stream_.async_handshake(
-        server_ ? asio::ssl::stream_base::server : asio::ssl::stream_base::client, kTuple);
-    co_return ec;
+    SSL_set_connect_state(ssl_);
+    // The certificate must name the host dialled: an address as an iPAddress
+    // subjectAltName, a DNS name (also sent as SNI) as a DNS name.
+    SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    asio::error_code not_ip;
+    (void)asio::ip::make_address(server_name, not_ip);
+    if (not_ip) {
+      SSL_set_tlsext_host_name(ssl_, server_name.c_str());
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(param, server_name.c_str(), server_name.size());
+    } else {
+      X509_VERIFY_PARAM_set1_ip_asc(param, server_name.c_str());
+    }
   }
+  ~TlsStream() override { SSL_free(ssl_); }
+  TlsStream(const TlsStream&) = delete;
+  TlsStream& operator=(const TlsStream&) = delete;
+
+  asio::awaitable<asio::error_code> Handshake() override {
+    if (ssl_ == nullptr) co_return LastError();
+    asio::error_code ec;
+    socket_.non_blocking(true, ec);
+    if (ec) co_return ec;
+    if (SSL_set_fd(ssl_, socket_.native_handle()) != 1) co_return LastError();
+    for (;;) {
+      ClearErrors();
+      const int r = SSL_do_handshake(ssl_);
+      if (r == 1) co_return asio::error_code{};
+      TcpSocket::wait_type want{};
+      if (ec = Failure(r, want); ec != asio::error::would_block) co_return ec;
+      if (auto [wec] = co_await socket_.async_wait(want, kTuple); wec) co_return wec;
+    }
+  }
+
+  asio::awaitable<IoResult> ReadSome(asio::mutable_buffer b) override {
+    for (;;) {
+      auto result = ReadAvailable(b);
+      if (std::get<0>(result) != asio::error::would_block) co_return result;
+      if (auto [ec] = co_await socket_.async_wait(read_want_, kTuple); ec) {
+        co_return IoResult{ec, 0};
+      }
+    }
+  }
+
+  void WaitReadable(ReadableHandler& handler) override {
+    if (ssl_ != nullptr && SSL_has_pending(ssl_) == 1) {  // read, not yet taken
+      asio::post(socket_.get_executor(), [h = &handler] { h->OnReadable(asio::error_code{}); });
+      return;
+    }
+    WaitReady(socket_, read_want_, handler);
+  }
+
+  IoResult ReadAvailable(asio::mutable_buffer b) override {
+    // Once the socket is closed its descriptor number may already be another
+    // connection's: OpenSSL must not touch it.
+    if (!socket_.is_open()) return {asio::error::bad_descriptor, 0};
+    ClearErrors();
+    std::size_t n = 0;
+    if (SSL_read_ex(ssl_, b.data(), b.size(), &n) == 1) {
+      read_want_ = TcpSocket::wait_read;
+      return {asio::error_code{}, n};
+    }
+    return {Failure(0, read_want_), 0};
+  }
+
+  asio::awaitable<IoResult> WriteAll(asio::const_buffer b) override {
+    const auto* data = static_cast<const std::uint8_t*>(b.data());
+    std::size_t done = 0;
+    while (done < b.size()) {
+      if (!socket_.is_open()) co_return IoResult{asio::error::bad_descriptor, done};
+      ClearErrors();
+      std::size_t n = 0;
+      if (SSL_write_ex(ssl_, data + done, b.size() - done, &n) == 1) {
+        done += n;
+        continue;
+      }
+      // After "would block" OpenSSL wants the rest offered again (the same bytes).
+      TcpSocket::wait_type want{};
+      if (asio::error_code ec = Failure(0, want); ec != asio::error::would_block) {
+        co_return IoResult{ec, done};
+      }
+      if (auto [ec] = co_await socket_.async_wait(want, kTuple); ec) co_return IoResult{ec, done};
+    }
+    co_return IoResult{asio::error_code{}, done};
+  }
+
   bool tls() const override { return true; }
-  TcpSocket& tcp() override { return stream_.next_layer(); }
+  TcpSocket& tcp() override { return socket_; }
 
  private:
+  /// Before each call on ssl_, so that Failure() sees only what it did.
+  static void ClearErrors() {
+    ERR_clear_error();
+    errno = 0;
+  }
+
+  /// Why the last call on ssl_ (which returned `r`) did not succeed:
+  /// asio::error::would_block with `want` set to what to wait for, the end
+  /// of the stream, or the error.
+  asio::error_code Failure(int r, TcpSocket::wait_type& want) {
+    const int saved_errno = errno;
+    switch (SSL_get_error(ssl_, r)) {
+      case SSL_ERROR_WANT_READ:
+        want = TcpSocket::wait_read;
+        return asio::error::would_block;
+      case SSL_ERROR_WANT_WRITE:
+        want = TcpSocket::wait_write;
+        return asio::error::would_block;
+      case SSL_ERROR_ZERO_RETURN:  // close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a bare close
+        return asio::error::eof;
+      case SSL_ERROR_SYSCALL:
+        if (ERR_peek_error() == 0) {
+          return saved_errno != 0 ? asio::error_code(saved_errno, asio::system_category())
+                                  : asio::error::eof;
+        }
+        return LastError();
+      default:
+        return LastError();
+    }
+  }
+
+  /// OpenSSL's first queued error, as asio's SSL category names it.
+  static asio::error_code LastError() {
+    const unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    if (e == 0) return asio::error::no_memory;
+    return asio::error_code(static_cast<int>(e), asio::error::get_ssl_category());
+  }
+
+  TcpSocket socket_;
   std::shared_ptr<asio::ssl::context> context_;
-  asio::ssl::stream<TcpSocket> stream_;
-  bool server_;
-  std::string server_name_;
+  SSL* ssl_;
+  // What the reader waits for: readable, unless the last read had to send
+  // first (a TLS 1.3 key update). Writes wait on their own.
+  TcpSocket::wait_type read_want_ = TcpSocket::wait_read;
 };
 
 class OpenSslClient final : public TlsClient {
@@ -70,6 +195,10 @@ std::shared_ptr<asio::ssl::context> BaseContext(asio::ssl::context::method metho
   ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                    asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
   SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  // The protocol's frames delimit themselves, so a peer that closes without
+  // close_notify truncates nothing unnoticed: that is the end of the stream.
+  // Renegotiation is refused: neither side needs it.
+  SSL_CTX_set_options(ctx->native_handle(), SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
   return ctx;
 }
 }  // namespace
@@ -87,12 +216,15 @@ Result<std::shared_ptr<asio::ssl::context>> MakeServerTlsContext(const TlsOption
   }
   // An idle connection gives back OpenSSL's record buffers (about 33 KB).
   SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
+  // No agent resumes a session by its id, so the server keeps no session
+  // cache: it would hold one session per handshake, up to 20,480 of them.
+  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
   return ctx;
 }
 
 std::unique_ptr<ByteStream> MakeServerTlsStream(TcpSocket socket,
                                                 std::shared_ptr<asio::ssl::context> context) {
-  return std::make_unique<TlsStream>(std::move(socket), std::move(context), true, "");
+  return std::make_unique<TlsStream>(std::move(socket), std::move(context), true, std::string());
 }
 
 Result<std::shared_ptr<TlsClient>> MakeOpenSslClient(const TlsOptions& o) {

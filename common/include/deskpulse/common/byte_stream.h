@@ -6,7 +6,6 @@
 #include <memory>
 #include <string>
 #include <tuple>
-#include <vector>
 
 #include "deskpulse/common/status.h"
 
@@ -38,13 +37,12 @@ class ByteStream {
   /// Reading without a buffer of one's own while nothing has arrived (a
   /// server with many idle connections): `handler` is told once a read would
   /// find data, the end of the stream or an error; ReadAvailable() then takes
-  /// what is there, asio::error::would_block when nothing is. The handler is
-  /// not owned and must outlive the wait, which Close() ends early (with
-  /// asio::error::operation_aborted). Plain TCP waits on the socket itself;
-  /// the default (TLS) reads ahead into a buffer the stream keeps once it has
-  /// been used.
-  virtual void WaitReadable(ReadableHandler& handler);
-  virtual IoResult ReadAvailable(asio::mutable_buffer buffer);
+  /// what is there, asio::error::would_block when nothing is (a wake-up can
+  /// find only part of a TLS record). The handler is not owned and must
+  /// outlive the wait, which Close() ends early (with
+  /// asio::error::operation_aborted). Every stream waits on the socket itself.
+  virtual void WaitReadable(ReadableHandler& handler) = 0;
+  virtual IoResult ReadAvailable(asio::mutable_buffer buffer) = 0;
   virtual asio::awaitable<IoResult> WriteAll(asio::const_buffer buffer) = 0;
   /// TLS handshake (no-op for plain TCP).
   virtual asio::awaitable<asio::error_code> Handshake() = 0;
@@ -55,14 +53,10 @@ class ByteStream {
   void ShutdownReceive();
   void Close();
 
- private:
-  struct Ahead {
-    std::vector<std::uint8_t> bytes;  // what ReadAhead read and ReadAvailable has not taken
-    std::size_t pos = 0;
-    std::size_t end = 0;
-  };
-  asio::awaitable<void> ReadAhead(ReadableHandler& handler);
-  std::unique_ptr<Ahead> ahead_;  // only once the default is used
+ protected:
+  /// Tells `handler` when `socket` is ready for `what`, in an operation that
+  /// holds exactly what it needs (one can stay pending for hours).
+  static void WaitReady(TcpSocket& socket, TcpSocket::wait_type what, ReadableHandler& handler);
 };
 
 /// TLS settings of one side.
