@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <asio/experimental/as_tuple.hpp>
 #include <cerrno>
@@ -16,6 +17,76 @@ namespace deskpulse {
 
 namespace {
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+/// The socket as OpenSSL's transport. OpenSSL's own socket BIO writes with
+/// write(2), which raises SIGPIPE once the peer has gone and would end the
+/// process; this one sends with MSG_NOSIGNAL, so a vanished peer is EPIPE on
+/// that connection alone. It reads the descriptor the socket holds at each
+/// call: -1 (EBADF) once the socket is closed, never a reused number.
+class SocketBio {
+ public:
+  /// A BIO over `socket`, which must outlive it; nullptr if out of memory.
+  static BIO* New(TcpSocket& socket) {
+    static BIO_METHOD* const method = MakeMethod();
+    if (method == nullptr) return nullptr;
+    BIO* bio = BIO_new(method);
+    if (bio == nullptr) return nullptr;
+    BIO_set_data(bio, &socket);
+    BIO_set_init(bio, 1);
+    return bio;
+  }
+
+ private:
+  static BIO_METHOD* MakeMethod() {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "deskpulse socket");
+    if (m == nullptr) return nullptr;
+    BIO_meth_set_write_ex(m, &Write);
+    BIO_meth_set_read_ex(m, &Read);
+    BIO_meth_set_ctrl(m, &Ctrl);
+    return m;
+  }
+
+  static int Fd(BIO* b) { return static_cast<TcpSocket*>(BIO_get_data(b))->native_handle(); }
+
+  static bool ShouldRetry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+  static int Write(BIO* b, const char* data, std::size_t len, std::size_t* written) {
+    BIO_clear_retry_flags(b);
+    const ssize_t n = ::send(Fd(b), data, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (ShouldRetry(errno)) BIO_set_retry_write(b);
+      return 0;
+    }
+    *written = static_cast<std::size_t>(n);
+    return 1;
+  }
+
+  static int Read(BIO* b, char* data, std::size_t len, std::size_t* read) {
+    BIO_clear_retry_flags(b);
+    const ssize_t n = ::recv(Fd(b), data, len, 0);
+    if (n < 0) {
+      if (ShouldRetry(errno)) BIO_set_retry_read(b);
+      return 0;
+    }
+    if (n == 0) {
+      BIO_set_flags(b, BIO_FLAGS_IN_EOF);  // BIO_eof() below: the peer closed
+      return 0;
+    }
+    *read = static_cast<std::size_t>(n);
+    return 1;
+  }
+
+  static long Ctrl(BIO* b, int cmd, long /*num*/, void* /*ptr*/) {
+    switch (cmd) {
+      case BIO_CTRL_FLUSH:  // nothing is buffered here
+        return 1;
+      case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
+      default:
+        return 0;
+    }
+  }
+};
 
 /// TLS over the non-blocking socket itself: OpenSSL reads and writes the
 /// descriptor and says when it would block; the coroutine then waits for
@@ -60,7 +131,9 @@ class TlsStream final : public ByteStream {
     asio::error_code ec;
     socket_.non_blocking(true, ec);
     if (ec) co_return ec;
-    if (SSL_set_fd(ssl_, socket_.native_handle()) != 1) co_return LastError();
+    BIO* bio = SocketBio::New(socket_);
+    if (bio == nullptr) co_return asio::error::no_memory;
+    SSL_set_bio(ssl_, bio, bio);  // one reference, for both directions
     for (;;) {
       ClearErrors();
       const int r = SSL_do_handshake(ssl_);

@@ -129,7 +129,8 @@ TEST_P(TlsStreamTest, ReadsByReadinessTakeRecordsLargerThanTheBufferWhole) {
   // wake the reader.
   const auto data = Pattern(200'000, 7);
   int finished = 0;
-  ReadinessReader at_server(*server_, data.size(), 1000, [&] { ++finished; }, 1);
+  ReadinessReader at_server(
+      *server_, data.size(), 1000, [&] { ++finished; }, 1);
   at_server.Start();
   asio::co_spawn(io_, Write(*client_, data), asio::detached);
   io_.run_for(20s);
@@ -145,7 +146,8 @@ TEST_P(TlsStreamTest, BothDirectionsAtOnceNeitherStallsNorCorrupts) {
   const auto down = Pattern(4 << 20, 2);
   int finished = 0;
   ReadinessReader at_server(*server_, up.size(), 64 << 10, [&] { ++finished; });
-  ReadinessReader at_client(*client_, down.size(), 3000, [&] { ++finished; }, 1);
+  ReadinessReader at_client(
+      *client_, down.size(), 3000, [&] { ++finished; }, 1);
   at_server.Start();
   at_client.Start();
   asio::co_spawn(io_, Write(*client_, up), asio::detached);
@@ -174,6 +176,39 @@ TEST_P(TlsStreamTest, APeerThatClosesIsTheEndOfTheStream) {
   ASSERT_EQ(finished, 1);
   EXPECT_EQ(*at_server.end, asio::error::eof) << at_server.end->message();
   EXPECT_EQ(at_server.out, data);
+}
+
+TEST_P(TlsStreamTest, WritingToAPeerThatHasGoneIsAnErrorNotASignal) {
+  // A peer that has gone answers with a reset, and a write after it is
+  // EPIPE. Sent with write(2) that raises SIGPIPE, which ends the process:
+  // the collector (server side) and the simulator (OpenSSL client) with it.
+  auto write_to_gone = [this](ByteStream& writer, ByteStream& gone) {
+    std::optional<asio::error_code> failed;
+    gone.Close();
+    asio::co_spawn(
+        io_,
+        [&]() -> asio::awaitable<void> {
+          const auto chunk = Pattern(64 << 10, 4);
+          asio::steady_timer pause(io_);
+          for (int i = 0; i < 200; ++i) {
+            auto [ec, n] = co_await writer.WriteAll(asio::buffer(chunk));
+            if (ec) {
+              failed = ec;
+              co_return;
+            }
+            pause.expires_after(5ms);
+            co_await pause.async_wait(asio::use_awaitable);
+          }
+        },
+        asio::detached);
+    io_.run_for(10s);
+    io_.restart();
+    ASSERT_TRUE(failed.has_value()) << "200 writes to a closed peer all succeeded";
+    EXPECT_NE(*failed, asio::error::would_block);
+  };
+  write_to_gone(*server_, *client_);
+  SetUp();  // a fresh pair for the other direction
+  write_to_gone(*client_, *server_);
 }
 
 TEST_P(TlsStreamTest, AClosedStreamTouchesNoDescriptor) {
