@@ -81,6 +81,7 @@ def measure(bin_dir, work, db, agents, backend, tls=False):
             break
         time.sleep(0.5)
     time.sleep(5)  # every agent welcomed and past its first batch
+    collector_exit = proc.poll()
     rss, anon = status_kb(proc.pid, "VmRSS"), status_kb(proc.pid, "RssAnon")
     tcp = tcp_kernel_kb()
     connected = established(port)
@@ -92,7 +93,11 @@ def measure(bin_dir, work, db, agents, backend, tls=False):
     proc.terminate()
     proc.wait(timeout=120)
     log.close()
-    return {"agents": agents, "connected": connected, "base_rss_kb": base_rss,
+    if collector_exit is not None:
+        tail = open(log.name, errors="replace").read().strip()[-400:]
+        print(f"    (the collector exited with {collector_exit} during the run: {tail})", flush=True)
+    return {"agents": agents, "connected": connected, "complete": connected >= agents and
+            collector_exit is None, "base_rss_kb": base_rss,
             "base_anon_kb": base_anon, "rss_kb": rss, "anon_kb": anon,
             "rss_per_endpoint_b": (rss - base_rss) * 1024 / max(connected, 1),
             "anon_per_endpoint_b": (anon - base_anon) * 1024 / max(connected, 1),
@@ -116,6 +121,7 @@ def main():
           f"machine; descriptor limit {hard} (hard); "
           f"{'TLS' if args.tls else 'plain TCP on loopback'}")
     state = None
+    failed = False
     server = args.db
     with tempfile.TemporaryDirectory(prefix="deskpulse-conn-") as work:
         if args.postgres and not server:
@@ -138,6 +144,11 @@ def main():
                     db = (new_pg_database(server) if backend == "postgresql"
                           else os.path.join(work, f"conn-{agents}.db"))
                     r = measure(args.bin, work, db, agents, backend, args.tls)
+                    if not r["complete"]:
+                        # A partial fleet's memory says nothing per endpoint.
+                        print(f"  {backend:<10} {agents:>6} agents: FAILED, no figure", flush=True)
+                        failed, previous = True, None
+                        continue
                     print(f"  {backend:<10} {r['agents']:>6} agents ({r['connected']} connected)  "
                           f"collector RSS {r['base_rss_kb'] / 1024:.1f} -> "
                           f"{r['rss_kb'] / 1024:.1f} MB: {r['rss_per_endpoint_b']:.0f} B per "
@@ -160,7 +171,7 @@ def main():
                 subprocess.run(["bash", CLUSTER, "stop", state])
     print("bar: <= 1 KB per endpoint above a fixed base (kernel socket memory apart): the "
           "'per further endpoint' lines")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
