@@ -83,7 +83,8 @@ Input SurveyInput(const char* name, const std::vector<Survey>& surveys,
     return in;
   }
   const double age = Days(now_ms - s->date_ms);
-  const std::string from = fmt::format("survey {}, {} respondents", Date(s->date_ms), s->respondents);
+  const std::string from =
+      fmt::format("survey {}, {} respondents", Date(s->date_ms), s->respondents);
   if (age > p.survey_max_age_days) {
     in.stale = true;
     in.detail = fmt::format("{}: stale, the last ({}) is {:.0f} days old, over {}", name, from, age,
@@ -123,17 +124,17 @@ Input TicketInput(const char* name, const std::vector<const Ticket*>& tickets, s
   Input in = Named(name);
   const TicketTimes t = Times(tickets, now_ms, poor_min, done);
   if (t.minutes.empty()) {
-    in.detail = tickets.empty()
-                    ? fmt::format("{}: no ticket opened in the last {} days", name,
-                                  p.ticket_window_days)
-                    : fmt::format("{}: none of {} tickets is due yet", name, tickets.size());
+    in.detail =
+        tickets.empty()
+            ? fmt::format("{}: no ticket opened in the last {} days", name, p.ticket_window_days)
+            : fmt::format("{}: none of {} tickets is due yet", name, tickets.size());
     return in;
   }
   double sum = 0;
   for (double m : t.minutes) sum += EventScore(m, good_min, poor_min);
   in.score = 100 * sum / static_cast<double>(t.minutes.size());
-  in.detail = fmt::format("{} p50 {} on {} tickets", name, Minutes(Median(t.minutes)),
-                          t.minutes.size());
+  in.detail =
+      fmt::format("{} p50 {} on {} tickets", name, Minutes(Median(t.minutes)), t.minutes.size());
   if (t.waiting > 0) in.detail += fmt::format(", {} still waiting", t.waiting);
   return in;
 }
@@ -149,9 +150,8 @@ std::vector<Input> ValueInputs(const BusinessSignals& s, std::int64_t now_ms,
       *s.contract->expected_savings > 0) {
     const double ratio = *s.contract->realised_savings / *s.contract->expected_savings;
     savings.score = 100 * HigherIsBetter(ratio, p.savings_good_ratio, p.savings_poor_ratio);
-    savings.detail = fmt::format("savings realised {:.0f}% of expected ({:g} of {:g})",
-                                 100 * ratio, *s.contract->realised_savings,
-                                 *s.contract->expected_savings);
+    savings.detail = fmt::format("savings realised {:.0f}% of expected ({:g} of {:g})", 100 * ratio,
+                                 *s.contract->realised_savings, *s.contract->expected_savings);
   } else {
     savings.detail = "savings: no expected and realised savings in the contract";
   }
@@ -219,7 +219,8 @@ std::vector<Input> RelationshipInputs(const BusinessSignals& s, std::int64_t now
     renewal.detail = fmt::format("renewed (renewal date {})", Date(s.contract->renewal_ms));
   } else if (s.contract->renewal_status == RenewalStatus::kCancelled) {
     renewal.score = 0;
-    renewal.detail = fmt::format("renewal cancelled (renewal date {})", Date(s.contract->renewal_ms));
+    renewal.detail =
+        fmt::format("renewal cancelled (renewal date {})", Date(s.contract->renewal_ms));
   } else {
     const double overdue = *RenewalOverdueDays(s, now_ms);
     renewal.score = 100 * EventScore(overdue, 0, p.renewal_overdue_poor_days);
@@ -295,7 +296,8 @@ Trend TrendOf(const std::vector<DaySnapshot>& history, std::optional<double> Day
   };
   t.change_7d = change(7);
   t.change_30d = change(30);
-  for (int k = 12; k >= 0; --k) t.weekly.push_back(ValueAt(days, today_ms - std::int64_t{7} * k * kDayMs, 6));
+  for (int k = 12; k >= 0; --k)
+    t.weekly.push_back(ValueAt(days, today_ms - std::int64_t{7} * k * kDayMs, 6));
   return t;
 }
 
@@ -314,7 +316,8 @@ const char* RenewalStatusName(RenewalStatus s) {
 }
 
 std::optional<RenewalStatus> ParseRenewalStatus(std::string_view s) {
-  for (RenewalStatus r : {RenewalStatus::kPending, RenewalStatus::kRenewed, RenewalStatus::kCancelled}) {
+  for (RenewalStatus r :
+       {RenewalStatus::kPending, RenewalStatus::kRenewed, RenewalStatus::kCancelled}) {
     if (s == RenewalStatusName(r)) return r;
   }
   return std::nullopt;
@@ -470,10 +473,10 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
       if (lost > 0) {
         h.drivers.push_back(
             {.factor = f.factor,
-             .text = fmt::format("{} overridden to {:.0f} until {}: {} (-{:.1f} points of {})",
-                                 FactorLabel(f.factor), *f.score,
-                                 Date(f.override_applied->expires_ms), f.override_applied->reason,
-                                 lost, FactorLabel(f.factor)),
+             .text =
+                 fmt::format("{} overridden to {:.0f} until {}: {} (-{:.1f} points of {})",
+                             FactorLabel(f.factor), *f.score, Date(f.override_applied->expires_ms),
+                             f.override_applied->reason, lost, FactorLabel(f.factor)),
              .lhi_points = share * lost,
              .factor_points = lost});
       }
@@ -513,8 +516,8 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
                                Date(s->date_ms), s->respondents));
   }
   if (signals.contract && signals.contract->renewal_status == RenewalStatus::kCancelled) {
-    high.push_back(fmt::format("renewal cancelled (renewal date {})",
-                               Date(signals.contract->renewal_ms)));
+    high.push_back(
+        fmt::format("renewal cancelled (renewal date {})", Date(signals.contract->renewal_ms)));
   }
   if (const auto overdue = RenewalOverdueDays(signals, now_ms);
       overdue && *overdue >= p.high_renewal_overdue_days) {

@@ -2,6 +2,8 @@
 // customer's telemetry components, business signals and daily history at a
 // given time, an optional policy, and the expected LHI, coverage, factors,
 // churn risk, drivers and trends (docs/scoring.md, "Loyalty health").
+#include "collector/scoring/loyalty.h"
+
 #include <gtest/gtest.h>
 
 #include <ctime>
@@ -9,8 +11,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-
-#include "collector/scoring/loyalty.h"
 
 namespace deskpulse::scoring {
 namespace {
@@ -64,9 +64,9 @@ TechScore TechFrom(const json& j) {
   t.stability.weight = p.weight_stability;
   double with_data = 0;
   double weighted = 0;
-  for (auto [name, c] : {std::pair{"latency", &t.latency}, std::pair{"boot", &t.boot},
-                         std::pair{"peripherals", &t.peripherals},
-                         std::pair{"stability", &t.stability}}) {
+  for (auto [name, c] :
+       {std::pair{"latency", &t.latency}, std::pair{"boot", &t.boot},
+        std::pair{"peripherals", &t.peripherals}, std::pair{"stability", &t.stability}}) {
     if (!j.contains(name)) continue;
     c->score = j[name].get<double>();
     c->detail = "figures";
@@ -119,7 +119,8 @@ BusinessSignals SignalsFrom(const json& c) {
 std::vector<DaySnapshot> HistoryFrom(const json& c) {
   std::vector<DaySnapshot> h;
   for (const json& j : c.value("history", json::array())) {
-    h.push_back({.day_ms = Ms(j.at("day")), .tps = OptNumber(j, "tps"), .lhi = OptNumber(j, "lhi")});
+    h.push_back(
+        {.day_ms = Ms(j.at("day")), .tps = OptNumber(j, "tps"), .lhi = OptNumber(j, "lhi")});
   }
   return h;
 }
@@ -166,7 +167,8 @@ void Check(const json& c, const std::string& file) {
         << file << ": " << name << " should be stale";
   }
   for (const json& name : e.value("not_stale", json::array())) {
-    EXPECT_FALSE(h.factors.at(static_cast<std::size_t>(*ParseFactor(name.get<std::string>()))).stale)
+    EXPECT_FALSE(
+        h.factors.at(static_cast<std::size_t>(*ParseFactor(name.get<std::string>()))).stale)
         << file << ": " << name << " should not be stale";
   }
   for (const json& name : e.value("overridden", json::array())) {
