@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <linux/netlink.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
@@ -680,8 +681,16 @@ class PrivatePcscd {
     dir_ = ::mkdtemp(tmpl);
     ::mkdir((dir_ + "/conf").c_str(), 0755);
     ::mkdir("/run/pcscd", 0755);
+    // vpcd listens on the TCP port its configuration names (35963 by
+    // default, inside the ephemeral range, where another test's socket may
+    // hold it): this one gets a port the kernel has just found free.
     std::ifstream in("/etc/reader.conf.d/vpcd");
-    std::ofstream(dir_ + "/conf/vpcd") << in.rdbuf();
+    std::string conf((std::istreambuf_iterator<char>(in)), {});
+    const std::string port = FreePortHex();
+    for (std::size_t at; (at = conf.find("0x8C7B")) != std::string::npos;) {
+      conf.replace(at, 6, port);
+    }
+    std::ofstream(dir_ + "/conf/vpcd") << conf;
     ::setenv("PCSCLITE_CSOCK_NAME", (dir_ + "/pcscd.comm").c_str(), 1);
   }
   void Start() {
@@ -702,6 +711,20 @@ class PrivatePcscd {
     std::system(("rm -rf " + dir_).c_str());
   }
   bool Exited() { return pid_ <= 0 || ::waitpid(pid_, nullptr, WNOHANG) == pid_; }
+  /// A TCP port free a moment ago, as vpcd's configuration writes it.
+  static std::string FreePortHex() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    socklen_t len = sizeof a;
+    const bool found = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                       ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+    ::close(fd);
+    if (!found) return "0x8C7B";  // vpcd's own default
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "0x%X", ntohs(a.sin_port));
+    return hex;
+  }
   std::string Log() const {
     std::ifstream in(dir_ + "/log");
     return std::string(std::istreambuf_iterator<char>(in), {});
