@@ -8,6 +8,8 @@ PACKAGES=(
   libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libmbedtls-dev
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
+  # business-signal imports: CSV (RFC 4180)
+  libcsv-dev
   python3 procps openssl
   # the shared store: libpq to build against, and the server the tests and the
   # two-collector demo start their own throwaway clusters of

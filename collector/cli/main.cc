@@ -23,6 +23,7 @@ static int Main(int argc, char** argv) {
   cli::AddScores(app, &run);
   cli::AddPeripherals(app, &run);
   cli::AddCheck(app, &run);
+  cli::AddImport(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -21,6 +21,7 @@ struct Survey {
   std::int64_t date_ms = 0;
   std::optional<double> nps, ces, ves;
   std::int64_t respondents = 0;
+  bool operator==(const Survey&) const = default;
 };
 
 /// One support ticket; the times absent while it waits for them.
@@ -30,6 +31,7 @@ struct Ticket {
   std::optional<std::int64_t> first_response_ms;
   std::optional<std::int64_t> resolved_ms;
   std::string severity;
+  bool operator==(const Ticket&) const = default;
 };
 
 enum class RenewalStatus { kPending, kRenewed, kCancelled };
@@ -44,6 +46,7 @@ struct Contract {
   RenewalStatus renewal_status = RenewalStatus::kPending;
   /// Savings the customer expected and has realised, per year, when known.
   std::optional<double> expected_savings, realised_savings;
+  bool operator==(const Contract&) const = default;
 };
 
 /// The five loyalty factors, in the order of their weights.
@@ -59,6 +62,7 @@ struct Override {
   double value = 0;  // 0..100
   std::string reason;
   std::int64_t expires_ms = 0;
+  bool operator==(const Override&) const = default;
 };
 
 struct BusinessSignals {
@@ -67,6 +71,7 @@ struct BusinessSignals {
   std::optional<Contract> contract;
   std::vector<std::int64_t> review_dates_ms;  // business reviews held
   std::vector<Override> overrides;
+  bool operator==(const BusinessSignals&) const = default;
 };
 
 /// One day of a customer's history, as the daily snapshot keeps it.
@@ -113,7 +118,7 @@ struct Input {
 struct FactorScore {
   Factor factor = Factor::kTechnical;
   std::optional<double> score;
-  double weight = 0;  // the policy's weight; renormalised over the factors with data
+  double weight = 0;   // the policy's weight; renormalised over the factors with data
   bool stale = false;  // missing because its only inputs are too old
   std::optional<Override> override_applied;
   std::vector<Input> inputs;
@@ -126,7 +131,7 @@ const char* RiskName(Risk r);
 struct Driver {
   Factor factor = Factor::kTechnical;
   std::string text;
-  double lhi_points = 0;    // LHI points lost to it
+  double lhi_points = 0;     // LHI points lost to it
   double factor_points = 0;  // points of its own factor (TPS for technical)
 };
 

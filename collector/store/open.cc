@@ -56,11 +56,40 @@ Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options) {
   return std::unique_ptr<Store>(std::move(sqlite));
 }
 
-std::string HashToken(const std::string& token) {
+std::string Sha256Hex(std::string_view bytes) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
-  EVP_Digest(token.data(), token.size(), md.data(), &len, EVP_sha256(), nullptr);
+  EVP_Digest(bytes.data(), bytes.size(), md.data(), &len, EVP_sha256(), nullptr);
   return HexEncode(md.data(), len);
+}
+
+std::string HashToken(const std::string& token) { return Sha256Hex(token); }
+
+Status UnknownSignalCustomer(const SignalRow& row) {
+  return NotFound(row.where + ", field customer: '" + row.customer +
+                  "' is not a customer of this store (a customer is created with its first "
+                  "enrollment token)");
+}
+
+const char* SignalKindName(SignalKind k) {
+  switch (k) {
+    case SignalKind::kSurveys:
+      return "surveys";
+    case SignalKind::kTickets:
+      return "tickets";
+    case SignalKind::kContracts:
+      return "contracts";
+    case SignalKind::kReviews:
+      return "reviews";
+  }
+  return "?";
+}
+
+std::optional<SignalKind> ParseSignalKind(std::string_view s) {
+  for (SignalKind k : kSignalKinds) {
+    if (s == SignalKindName(k)) return k;
+  }
+  return std::nullopt;
 }
 
 Result<std::string> NewToken() {

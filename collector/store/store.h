@@ -19,6 +19,7 @@
 
 #include "collector/scoring/score.h"
 #include "collector/store/rollup.h"
+#include "collector/store/signal_rows.h"
 #include "deskpulse/common/histogram.h"
 #include "deskpulse/common/status.h"
 #include "deskpulse/v1/report.pb.h"
@@ -183,8 +184,22 @@ class ReadStore {
   virtual Result<IntegrityReport> Check(bool full) = 0;
 };
 
+/// Business signals imported per customer (docs/signals.md).
+class SignalStore {
+ public:
+  virtual ~SignalStore() = default;
+
+  /// Stores every row of `batch` in one transaction, each replacing the row
+  /// with its natural key. A row naming an unknown customer fails the whole
+  /// import (kNotFound, naming the row): nothing is stored. The same bytes
+  /// of the same kind imported again store nothing and say so.
+  virtual Result<ImportResult> ImportSignals(const SignalBatch& batch, std::int64_t now_ms) = 0;
+  /// One customer's signals, each list by its key (date, ticket id).
+  virtual Result<CustomerSignals> LoadSignals(std::int64_t customer_id) = 0;
+};
+
 /// Both sides of one backend.
-class Store : public IngestStore, public ReadStore {
+class Store : public IngestStore, public ReadStore, public SignalStore {
  public:
   /// "sqlite" or "postgresql".
   virtual std::string_view backend() const = 0;
@@ -208,6 +223,11 @@ std::string RedactDb(std::string_view db);
 /// The schema version both backends' migrations end at.
 int LatestSchemaVersion();
 
+/// The error an import gets for a row whose customer the store does not know.
+Status UnknownSignalCustomer(const SignalRow& row);
+
+/// Hex SHA-256 of `bytes`.
+std::string Sha256Hex(std::string_view bytes);
 /// Hex SHA-256 of a token, as stored.
 std::string HashToken(const std::string& token);
 /// A new random token: "dpt_" + 43 base64url characters (256 bits).

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "collector/reports/scores.h"
+#include "collector/signals/parse.h"
 #include "collector/store/store.h"
 #include "tests/collector/store_test_util.h"
 #include "tests/fakes/store_backends.h"
@@ -352,6 +353,138 @@ TEST_P(StoreConformance, ScoresRankCustomersFromStoredRollups) {
   EXPECT_DOUBLE_EQ(*(*scores)[0].score.boot.score, 100);
   EXPECT_DOUBLE_EQ(*(*scores)[1].score.boot.score, 0);
   EXPECT_LT(*(*scores)[1].score.tps, *(*scores)[0].score.tps);
+}
+
+SignalBatch Parsed(SignalKind kind, const std::string& csv) {
+  ParseOutcome o = ParseSignals(kind, SignalFormat::kCsv, csv);
+  EXPECT_TRUE(o.batch.has_value()) << o.Summary();
+  return o.batch ? std::move(*o.batch) : SignalBatch{};
+}
+
+std::int64_t CustomerId(Store& s, const std::string& name) {
+  auto customers = s.ListCustomers();
+  if (!customers.ok()) {
+    ADD_FAILURE() << customers.status().ToString();
+    return 0;
+  }
+  for (const Customer& c : *customers) {
+    if (c.name == name) return c.id;
+  }
+  ADD_FAILURE() << "no customer " << name;
+  return 0;
+}
+
+TEST_P(StoreConformance, SignalImportsReplaceByKeyAndTheSameFileIsANoOp) {
+  auto s = Open();
+  ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
+  ASSERT_TRUE(s->CreateToken("Contoso", kNow).ok());
+  const std::string first =
+      "customer,ticket_id,opened,first_response,resolved,severity\n"
+      "Northwind,T1,2026-11-20T09:00:00Z,,,2\n"
+      "Northwind,T2,2026-11-20T10:00:00Z,2026-11-20T10:20:00Z,2026-11-20T12:00:00Z,3\n"
+      "Contoso,T1,2026-11-20T11:00:00Z,,,3\n";
+  auto r = s->ImportSignals(Parsed(SignalKind::kTickets, first), kNow);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->already_imported);
+  EXPECT_EQ(r->rows, 3u);
+  const std::int64_t northwind = CustomerId(*s, "Northwind");
+  auto loaded = s->LoadSignals(northwind);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_EQ(loaded->signals.tickets.size(), 2u);
+  const scoring::Ticket& t2 = loaded->signals.tickets[1];
+  EXPECT_EQ(t2.id, "T2");
+  EXPECT_EQ(t2.severity, "3");
+  ASSERT_TRUE(t2.first_response_ms.has_value());
+  EXPECT_EQ(*t2.first_response_ms - t2.opened_ms, 20 * 60'000);
+  EXPECT_FALSE(loaded->signals.tickets[0].resolved_ms.has_value());
+
+  // The same bytes again: nothing stored, and it says so.
+  auto again = s->ImportSignals(Parsed(SignalKind::kTickets, first), kNow + 1000);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->already_imported);
+  EXPECT_EQ(s->LoadSignals(northwind)->signals, loaded->signals);
+
+  // A later file: T1 answered and resolved replaces T1; T3 is new.
+  const std::string later =
+      "customer,ticket_id,opened,first_response,resolved,severity\n"
+      "Northwind,T1,2026-11-20T09:00:00Z,2026-11-20T09:05:00Z,2026-11-20T09:45:00Z,1\n"
+      "Northwind,T3,2026-11-21T09:00:00Z,,,4\n";
+  ASSERT_TRUE(s->ImportSignals(Parsed(SignalKind::kTickets, later), kNow + 2000).ok());
+  auto now = s->LoadSignals(northwind);
+  ASSERT_EQ(now->signals.tickets.size(), 3u);
+  EXPECT_EQ(now->signals.tickets[0].severity, "1");
+  EXPECT_TRUE(now->signals.tickets[0].resolved_ms.has_value());
+  EXPECT_EQ(now->signals.tickets[1], t2);
+  EXPECT_EQ(s->LoadSignals(CustomerId(*s, "Contoso"))->signals.tickets.size(), 1u);
+}
+
+TEST_P(StoreConformance, AnImportNamingAnUnknownCustomerStoresNothing) {
+  auto s = Open();
+  ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
+  const std::string typo =
+      "customer,date\n"
+      "Northwind,2026-10-01\n"
+      "Nrothwind,2026-10-02\n";
+  auto r = s->ImportSignals(Parsed(SignalKind::kReviews, typo), kNow);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_NE(r.status().message().find("line 3, field customer: 'Nrothwind'"), std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(s->LoadSignals(CustomerId(*s, "Northwind"))->signals.review_dates_ms.empty());
+  EXPECT_EQ(backend_->QueryInt("SELECT count(*) FROM signal_imports"), 0);
+  // Fixed, the file imports.
+  const std::string fixed = "customer,date\nNorthwind,2026-10-01\nNorthwind,2026-10-02\n";
+  ASSERT_TRUE(s->ImportSignals(Parsed(SignalKind::kReviews, fixed), kNow).ok());
+  EXPECT_EQ(s->LoadSignals(CustomerId(*s, "Northwind"))->signals.review_dates_ms.size(), 2u);
+}
+
+TEST_P(StoreConformance, EveryKindOfSignalReadsBackAsImported) {
+  auto s = Open();
+  ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
+  ASSERT_TRUE(s->ImportSignals(Parsed(SignalKind::kSurveys,
+                                      "customer,date,nps,ces,ves,respondents\n"
+                                      "Northwind,2026-06-01,12.5,,6,30\n"
+                                      "Northwind,2026-11-01,-40,4.25,,7\n"),
+                               kNow)
+                  .ok());
+  ASSERT_TRUE(s->ImportSignals(
+                   Parsed(SignalKind::kContracts,
+                          "customer,tier,annual_value,start,renewal,renewal_status,"
+                          "expected_savings,realised_savings,sla_boot_s,sla_boot_pct,sla_rtt_ms,"
+                          "sla_rtt_pct,sla_peripherals_pct,sla_availability_pct\n"
+                          "Northwind,S,1250000.5,2024-03-01,2027-03-01,renewed,100000,,30,95,"
+                          "100,99,,99.9\n"),
+                   kNow)
+                  .ok());
+  ASSERT_TRUE(
+      s->ImportSignals(Parsed(SignalKind::kReviews, "customer,date\nNorthwind,2026-09-15\n"), kNow)
+          .ok());
+  auto got = s->LoadSignals(CustomerId(*s, "Northwind"));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  const scoring::BusinessSignals& b = got->signals;
+  ASSERT_EQ(b.surveys.size(), 2u);
+  EXPECT_EQ(b.surveys[0].nps, 12.5);
+  EXPECT_FALSE(b.surveys[0].ces.has_value());
+  EXPECT_EQ(b.surveys[0].ves, 6);
+  EXPECT_EQ(b.surveys[1].nps, -40);
+  EXPECT_EQ(b.surveys[1].ces, 4.25);
+  EXPECT_EQ(b.surveys[1].respondents, 7);
+  ASSERT_TRUE(b.contract.has_value());
+  EXPECT_EQ(b.contract->tier, 'S');
+  EXPECT_EQ(b.contract->annual_value, 1250000.5);
+  EXPECT_EQ(b.contract->renewal_status, scoring::RenewalStatus::kRenewed);
+  EXPECT_EQ(b.contract->expected_savings, 100000);
+  EXPECT_FALSE(b.contract->realised_savings.has_value());
+  EXPECT_EQ(got->sla, (SlaTargets{.boot_s = 30,
+                                  .boot_pct = 95,
+                                  .rtt_ms = 100,
+                                  .rtt_pct = 99,
+                                  .peripherals_pct = std::nullopt,
+                                  .availability_pct = 99.9}));
+  ASSERT_EQ(b.review_dates_ms.size(), 1u);
+  // A customer with nothing imported has nothing, not defaults.
+  ASSERT_TRUE(s->CreateToken("Contoso", kNow).ok());
+  EXPECT_EQ(s->LoadSignals(CustomerId(*s, "Contoso"))->signals, scoring::BusinessSignals{});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite", "postgresql"),

@@ -4,12 +4,20 @@
 
 #include <fstream>
 
+#include "collector/signals/parse.h"
 #include "collector/store/sqlite/sqlite_store.h"
 #include "tests/collector/store_test_util.h"
 #include "tests/fakes/temp_dir.h"
 
 namespace deskpulse::collector {
 namespace {
+
+// Back to before v4: no business-signal tables.
+void DropBusinessSignals(Database& db) {
+  for (const char* t : {"surveys", "tickets", "contracts", "business_reviews", "signal_imports"}) {
+    ASSERT_TRUE(db.Exec(std::string("DROP TABLE ") + t).ok()) << t;
+  }
+}
 
 using namespace testutil;
 
@@ -70,6 +78,7 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
     ASSERT_TRUE(s->CommitBatches(batches, kNow).ok());
     ASSERT_TRUE(s->FlushRollups().ok());
     // Back to schema v1, as a collector before verdicts left it.
+    DropBusinessSignals(*s->db());
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE peripheral_instances DROP COLUMN catalog").ok());
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE reports DROP COLUMN body_crc").ok());
     ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=1 WHERE key='schema_version'").ok());
@@ -87,7 +96,8 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
   EXPECT_EQ(full->rows_checked, 1);
 }
 
-// The previous version (v2) to the latest, with rows to checksum.
+// The previous version (v3, before business signals) to the latest: its
+// rows intact and signals importable.
 TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   {
     auto s = Open();
@@ -95,8 +105,8 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
     std::vector<BatchWrite> b{MakeBatch(info, 1, 5)};
     ASSERT_TRUE(s->CommitBatches(b, kNow).ok());
     ASSERT_TRUE(s->FlushRollups().ok());
-    ASSERT_TRUE(s->db()->Exec("ALTER TABLE reports DROP COLUMN body_crc").ok());
-    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=2 WHERE key='schema_version'").ok());
+    DropBusinessSignals(*s->db());
+    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=3 WHERE key='schema_version'").ok());
   }
   auto s = Open();
   EXPECT_EQ(s->schema_version(), LatestSchemaVersion());
@@ -105,6 +115,12 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   EXPECT_TRUE(full->ok()) << full->problems.front();
   EXPECT_EQ(full->rows_checked, 5);
   ExpectRollupsMatchRawRows(*s);
+  ParseOutcome reviews = ParseSignals(SignalKind::kReviews, SignalFormat::kCsv,
+                                      "customer,date\nNorthwind,2026-10-01\n");
+  ASSERT_TRUE(reviews.batch.has_value());
+  auto imported = s->ImportSignals(*reviews.batch, kNow);
+  ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+  EXPECT_EQ(imported->rows, 1u);
 }
 
 // Flips one byte of a stored body in the database file itself, where SQLite

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <iterator>
 #include <map>
 #include <numeric>
@@ -1242,6 +1243,245 @@ Result<IntegrityReport> PgStore::Check(bool full) {
     }
   }
   return report;
+}
+
+// ---- Business signals ----
+
+namespace {
+
+using Column = std::vector<std::optional<std::string>>;
+
+std::optional<std::string> Text(const std::optional<double>& v) {
+  if (!v) return std::nullopt;
+  return fmt::format("{}", *v);
+}
+
+std::optional<std::string> Text(const std::optional<std::int64_t>& v) {
+  if (!v) return std::nullopt;
+  return pg::Int(*v);
+}
+
+std::optional<double> OptDouble(const pg::Rows& r, int row, int col) {
+  if (r.IsNull(row, col)) return std::nullopt;
+  return r.Double(row, col);
+}
+
+std::optional<std::int64_t> OptInt(const pg::Rows& r, int row, int col) {
+  if (r.IsNull(row, col)) return std::nullopt;
+  return r.Int(row, col);
+}
+
+/// customer id of every row's customer, in row order; kNotFound for the
+/// first row whose customer is unknown.
+template <typename RowT>
+Result<Column> CustomerIds(pg::Connection& conn, const std::vector<RowT>& rows) {
+  Column names;
+  for (const RowT& r : rows) names.emplace_back(r.customer);
+  DP_ASSIGN_OR_RETURN(auto found, conn.Query("import customers",
+                                             "SELECT name, customer_id FROM customers WHERE "
+                                             "name = ANY($1::text[])",
+                                             {pg::ArrayLiteral(names)}));
+  std::map<std::string, std::int64_t, std::less<>> ids;
+  for (int i = 0; i < found.size(); ++i) ids.emplace(found.Text(i, 0), found.Int(i, 1));
+  Column out;
+  for (const RowT& r : rows) {
+    auto it = ids.find(r.customer);
+    if (it == ids.end()) return UnknownSignalCustomer(r);
+    out.emplace_back(pg::Int(it->second));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<ImportResult> PgStore::ImportSignals(const SignalBatch& batch, std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  // Claimed first: a second import of the same file waits for this one and
+  // then finds it done.
+  DP_ASSIGN_OR_RETURN(
+      auto claimed,
+      conn_->Query("import log",
+                   "INSERT INTO signal_imports(kind, content_sha256, rows, "
+                   "imported_ms) VALUES($1, $2, $3, $4) ON CONFLICT DO NOTHING "
+                   "RETURNING 1",
+                   {SignalKindName(batch.kind), batch.content_sha256,
+                    pg::Int(static_cast<std::int64_t>(batch.size())), pg::Int(now_ms)}));
+  if (claimed.size() == 0) return ImportResult{.already_imported = true, .rows = 0};
+  const std::string now = pg::Int(now_ms);
+
+  if (!batch.surveys.empty()) {
+    DP_ASSIGN_OR_RETURN(Column ids, CustomerIds(*conn_, batch.surveys));
+    Column date, nps, ces, ves, respondents;
+    for (const SurveyRow& r : batch.surveys) {
+      date.emplace_back(pg::Int(r.survey.date_ms));
+      nps.push_back(Text(r.survey.nps));
+      ces.push_back(Text(r.survey.ces));
+      ves.push_back(Text(r.survey.ves));
+      respondents.emplace_back(pg::Int(r.survey.respondents));
+    }
+    DP_RETURN_IF_ERROR(
+        conn_
+            ->Query(
+                "import surveys",
+                "INSERT INTO surveys(customer_id, date_ms, nps, ces, ves, respondents, "
+                "imported_ms) SELECT c, d, n, ce, v, r, $7 FROM unnest($1::bigint[], "
+                "$2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[]) AS "
+                "u(c, d, n, ce, v, r) ON CONFLICT (customer_id, date_ms) DO UPDATE SET "
+                "nps = excluded.nps, ces = excluded.ces, ves = excluded.ves, respondents = "
+                "excluded.respondents, imported_ms = excluded.imported_ms",
+                {pg::ArrayLiteral(ids), pg::ArrayLiteral(date), pg::ArrayLiteral(nps),
+                 pg::ArrayLiteral(ces), pg::ArrayLiteral(ves), pg::ArrayLiteral(respondents), now})
+            .status());
+  }
+  if (!batch.tickets.empty()) {
+    DP_ASSIGN_OR_RETURN(Column ids, CustomerIds(*conn_, batch.tickets));
+    Column id, opened, first, resolved, severity;
+    for (const TicketRow& r : batch.tickets) {
+      id.emplace_back(r.ticket.id);
+      opened.emplace_back(pg::Int(r.ticket.opened_ms));
+      first.push_back(Text(r.ticket.first_response_ms));
+      resolved.push_back(Text(r.ticket.resolved_ms));
+      severity.emplace_back(r.ticket.severity);
+    }
+    DP_RETURN_IF_ERROR(
+        conn_
+            ->Query("import tickets",
+                    "INSERT INTO tickets(customer_id, ticket_id, opened_ms, first_response_ms, "
+                    "resolved_ms, severity, imported_ms) SELECT c, t, o, f, r, s, $7 FROM "
+                    "unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], "
+                    "$6::text[]) AS u(c, t, o, f, r, s) ON CONFLICT (customer_id, ticket_id) DO "
+                    "UPDATE SET opened_ms = excluded.opened_ms, first_response_ms = "
+                    "excluded.first_response_ms, resolved_ms = excluded.resolved_ms, severity = "
+                    "excluded.severity, imported_ms = excluded.imported_ms",
+                    {pg::ArrayLiteral(ids), pg::ArrayLiteral(id), pg::ArrayLiteral(opened),
+                     pg::ArrayLiteral(first), pg::ArrayLiteral(resolved),
+                     pg::ArrayLiteral(severity), now})
+            .status());
+  }
+  if (!batch.contracts.empty()) {
+    DP_ASSIGN_OR_RETURN(Column ids, CustomerIds(*conn_, batch.contracts));
+    std::array<Column, 13> cols;
+    for (const ContractRow& r : batch.contracts) {
+      const scoring::Contract& c = r.contract;
+      cols[0].emplace_back(std::string(1, c.tier));
+      cols[1].push_back(Text(std::optional<double>(c.annual_value)));
+      cols[2].emplace_back(pg::Int(c.start_ms));
+      cols[3].emplace_back(pg::Int(c.renewal_ms));
+      cols[4].emplace_back(scoring::RenewalStatusName(c.renewal_status));
+      cols[5].push_back(Text(c.expected_savings));
+      cols[6].push_back(Text(c.realised_savings));
+      cols[7].push_back(Text(r.sla.boot_s));
+      cols[8].push_back(Text(r.sla.boot_pct));
+      cols[9].push_back(Text(r.sla.rtt_ms));
+      cols[10].push_back(Text(r.sla.rtt_pct));
+      cols[11].push_back(Text(r.sla.peripherals_pct));
+      cols[12].push_back(Text(r.sla.availability_pct));
+    }
+    pg::Params params{pg::ArrayLiteral(ids)};
+    for (const Column& col : cols) params.emplace_back(pg::ArrayLiteral(col));
+    params.emplace_back(now);
+    DP_RETURN_IF_ERROR(
+        conn_
+            ->Query("import contracts",
+                    "INSERT INTO contracts(customer_id, tier, annual_value, start_ms, renewal_ms, "
+                    "renewal_status, expected_savings, realised_savings, sla_boot_s, "
+                    "sla_boot_pct, sla_rtt_ms, sla_rtt_pct, sla_peripherals_pct, "
+                    "sla_availability_pct, imported_ms) SELECT *, $15 FROM unnest($1::bigint[], "
+                    "$2::text[], $3::float8[], $4::bigint[], $5::bigint[], $6::text[], "
+                    "$7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], "
+                    "$12::float8[], $13::float8[], $14::float8[]) ON CONFLICT (customer_id) DO "
+                    "UPDATE SET tier = excluded.tier, annual_value = excluded.annual_value, "
+                    "start_ms = excluded.start_ms, renewal_ms = excluded.renewal_ms, "
+                    "renewal_status = excluded.renewal_status, expected_savings = "
+                    "excluded.expected_savings, realised_savings = excluded.realised_savings, "
+                    "sla_boot_s = excluded.sla_boot_s, sla_boot_pct = excluded.sla_boot_pct, "
+                    "sla_rtt_ms = excluded.sla_rtt_ms, sla_rtt_pct = excluded.sla_rtt_pct, "
+                    "sla_peripherals_pct = excluded.sla_peripherals_pct, sla_availability_pct = "
+                    "excluded.sla_availability_pct, imported_ms = excluded.imported_ms",
+                    params)
+            .status());
+  }
+  if (!batch.reviews.empty()) {
+    DP_ASSIGN_OR_RETURN(Column ids, CustomerIds(*conn_, batch.reviews));
+    Column date;
+    for (const ReviewRow& r : batch.reviews) date.emplace_back(pg::Int(r.date_ms));
+    DP_RETURN_IF_ERROR(conn_
+                           ->Query("import reviews",
+                                   "INSERT INTO business_reviews(customer_id, date_ms, "
+                                   "imported_ms) SELECT c, d, $3 FROM unnest($1::bigint[], "
+                                   "$2::bigint[]) AS u(c, d) ON CONFLICT (customer_id, date_ms) "
+                                   "DO UPDATE SET imported_ms = excluded.imported_ms",
+                                   {pg::ArrayLiteral(ids), pg::ArrayLiteral(date), now})
+                           .status());
+  }
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return ImportResult{.already_imported = false, .rows = batch.size()};
+}
+
+Result<CustomerSignals> PgStore::LoadSignals(std::int64_t customer_id) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  CustomerSignals out;
+  scoring::BusinessSignals& s = out.signals;
+  const pg::Params id{pg::Int(customer_id)};
+  DP_ASSIGN_OR_RETURN(auto surveys,
+                      conn_->Query("surveys",
+                                   "SELECT date_ms, nps, ces, ves, respondents FROM surveys "
+                                   "WHERE customer_id = $1 ORDER BY date_ms",
+                                   id));
+  for (int i = 0; i < surveys.size(); ++i) {
+    s.surveys.push_back({.date_ms = surveys.Int(i, 0),
+                         .nps = OptDouble(surveys, i, 1),
+                         .ces = OptDouble(surveys, i, 2),
+                         .ves = OptDouble(surveys, i, 3),
+                         .respondents = surveys.Int(i, 4)});
+  }
+  DP_ASSIGN_OR_RETURN(auto tickets,
+                      conn_->Query("tickets",
+                                   "SELECT ticket_id, opened_ms, first_response_ms, resolved_ms, "
+                                   "severity FROM tickets WHERE customer_id = $1 ORDER BY "
+                                   "ticket_id COLLATE \"C\"",
+                                   id));
+  for (int i = 0; i < tickets.size(); ++i) {
+    s.tickets.push_back({.id = std::string(tickets.Text(i, 0)),
+                         .opened_ms = tickets.Int(i, 1),
+                         .first_response_ms = OptInt(tickets, i, 2),
+                         .resolved_ms = OptInt(tickets, i, 3),
+                         .severity = std::string(tickets.Text(i, 4))});
+  }
+  DP_ASSIGN_OR_RETURN(
+      auto contract,
+      conn_->Query("contract",
+                   "SELECT tier, annual_value, start_ms, renewal_ms, renewal_status, "
+                   "expected_savings, realised_savings, sla_boot_s, sla_boot_pct, sla_rtt_ms, "
+                   "sla_rtt_pct, sla_peripherals_pct, sla_availability_pct FROM contracts WHERE "
+                   "customer_id = $1",
+                   id));
+  if (contract.size() > 0) {
+    scoring::Contract c;
+    const std::string_view tier = contract.Text(0, 0);
+    c.tier = tier.empty() ? 'C' : tier[0];
+    c.annual_value = contract.Double(0, 1);
+    c.start_ms = contract.Int(0, 2);
+    c.renewal_ms = contract.Int(0, 3);
+    c.renewal_status =
+        scoring::ParseRenewalStatus(contract.Text(0, 4)).value_or(scoring::RenewalStatus::kPending);
+    c.expected_savings = OptDouble(contract, 0, 5);
+    c.realised_savings = OptDouble(contract, 0, 6);
+    s.contract = c;
+    out.sla = {.boot_s = OptDouble(contract, 0, 7),
+               .boot_pct = OptDouble(contract, 0, 8),
+               .rtt_ms = OptDouble(contract, 0, 9),
+               .rtt_pct = OptDouble(contract, 0, 10),
+               .peripherals_pct = OptDouble(contract, 0, 11),
+               .availability_pct = OptDouble(contract, 0, 12)};
+  }
+  DP_ASSIGN_OR_RETURN(auto reviews, conn_->Query("reviews",
+                                                 "SELECT date_ms FROM business_reviews WHERE "
+                                                 "customer_id = $1 ORDER BY date_ms",
+                                                 id));
+  for (int i = 0; i < reviews.size(); ++i) s.review_dates_ms.push_back(reviews.Int(i, 0));
+  return out;
 }
 
 }  // namespace deskpulse::collector

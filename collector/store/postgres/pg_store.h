@@ -66,6 +66,10 @@ class PgStore final : public Store {
   /// watermark against its stored rows.
   Result<IntegrityReport> Check(bool full) override;
 
+  // SignalStore
+  Result<ImportResult> ImportSignals(const SignalBatch& batch, std::int64_t now_ms) override;
+  Result<CustomerSignals> LoadSignals(std::int64_t customer_id) override;
+
   std::int64_t collector_id() const { return collector_id_; }
 
  private:

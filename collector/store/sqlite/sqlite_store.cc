@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "collector/store/row_codec.h"
 #include "collector/store/sqlite_migrations.h"
@@ -962,6 +963,198 @@ Status SqliteStore::ForEachRawReport(const std::function<void(const RawReport&)>
     if (last == after) return Status::Ok();
     after = last;
   }
+}
+
+// ---- Business signals ----
+
+namespace {
+
+void BindOpt(Statement& st, int i, const std::optional<double>& v) {
+  if (v) {
+    st.Bind(i, *v);
+  } else {
+    st.BindNull(i);
+  }
+}
+
+void BindOpt(Statement& st, int i, const std::optional<std::int64_t>& v) {
+  if (v) {
+    st.Bind(i, *v);
+  } else {
+    st.BindNull(i);
+  }
+}
+
+std::optional<double> OptDouble(const Statement& st, int col) {
+  if (st.IsNull(col)) return std::nullopt;
+  return st.Double(col);
+}
+
+std::optional<std::int64_t> OptInt(const Statement& st, int col) {
+  if (st.IsNull(col)) return std::nullopt;
+  return st.Int(col);
+}
+
+}  // namespace
+
+Result<ImportResult> SqliteStore::ImportSignals(const SignalBatch& batch, std::int64_t now_ms) {
+  const std::string kind = SignalKindName(batch.kind);
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(auto seen, db_->Prepare("SELECT 1 FROM signal_imports WHERE kind=? AND "
+                                              "content_sha256=?"));
+  seen.Bind(1, kind).Bind(2, batch.content_sha256);
+  DP_ASSIGN_OR_RETURN(bool already, seen.Step());
+  if (already) return ImportResult{.already_imported = true, .rows = 0};
+
+  DP_ASSIGN_OR_RETURN(auto find, db_->Prepare("SELECT customer_id FROM customers WHERE name=?"));
+  std::map<std::string, std::int64_t, std::less<>> ids;
+  auto customer = [&](const SignalRow& row) -> Result<std::int64_t> {
+    if (auto it = ids.find(row.customer); it != ids.end()) return it->second;
+    find.Bind(1, row.customer);
+    DP_ASSIGN_OR_RETURN(bool found, find.Step());
+    if (!found) return UnknownSignalCustomer(row);
+    const std::int64_t id = find.Int(0);
+    DP_RETURN_IF_ERROR(find.Run());  // reset for the next name
+    ids.emplace(row.customer, id);
+    return id;
+  };
+
+  if (!batch.surveys.empty()) {
+    DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("INSERT OR REPLACE INTO surveys(customer_id, "
+                                              "date_ms, nps, ces, ves, respondents, imported_ms) "
+                                              "VALUES(?,?,?,?,?,?,?)"));
+    for (const SurveyRow& r : batch.surveys) {
+      DP_ASSIGN_OR_RETURN(std::int64_t id, customer(r));
+      st.Bind(1, id).Bind(2, r.survey.date_ms);
+      BindOpt(st, 3, r.survey.nps);
+      BindOpt(st, 4, r.survey.ces);
+      BindOpt(st, 5, r.survey.ves);
+      DP_RETURN_IF_ERROR(st.Bind(6, r.survey.respondents).Bind(7, now_ms).Run());
+    }
+  }
+  if (!batch.tickets.empty()) {
+    DP_ASSIGN_OR_RETURN(auto st,
+                        db_->Prepare("INSERT OR REPLACE INTO tickets(customer_id, ticket_id, "
+                                     "opened_ms, first_response_ms, resolved_ms, severity, "
+                                     "imported_ms) VALUES(?,?,?,?,?,?,?)"));
+    for (const TicketRow& r : batch.tickets) {
+      DP_ASSIGN_OR_RETURN(std::int64_t id, customer(r));
+      st.Bind(1, id).Bind(2, r.ticket.id).Bind(3, r.ticket.opened_ms);
+      BindOpt(st, 4, r.ticket.first_response_ms);
+      BindOpt(st, 5, r.ticket.resolved_ms);
+      DP_RETURN_IF_ERROR(st.Bind(6, r.ticket.severity).Bind(7, now_ms).Run());
+    }
+  }
+  if (!batch.contracts.empty()) {
+    DP_ASSIGN_OR_RETURN(
+        auto st,
+        db_->Prepare("INSERT OR REPLACE INTO contracts(customer_id, tier, annual_value, start_ms, "
+                     "renewal_ms, renewal_status, expected_savings, realised_savings, sla_boot_s, "
+                     "sla_boot_pct, sla_rtt_ms, sla_rtt_pct, sla_peripherals_pct, "
+                     "sla_availability_pct, imported_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+    for (const ContractRow& r : batch.contracts) {
+      DP_ASSIGN_OR_RETURN(std::int64_t id, customer(r));
+      const scoring::Contract& c = r.contract;
+      st.Bind(1, id)
+          .Bind(2, std::string_view(&c.tier, 1))
+          .Bind(3, c.annual_value)
+          .Bind(4, c.start_ms)
+          .Bind(5, c.renewal_ms)
+          .Bind(6, scoring::RenewalStatusName(c.renewal_status));
+      BindOpt(st, 7, c.expected_savings);
+      BindOpt(st, 8, c.realised_savings);
+      BindOpt(st, 9, r.sla.boot_s);
+      BindOpt(st, 10, r.sla.boot_pct);
+      BindOpt(st, 11, r.sla.rtt_ms);
+      BindOpt(st, 12, r.sla.rtt_pct);
+      BindOpt(st, 13, r.sla.peripherals_pct);
+      BindOpt(st, 14, r.sla.availability_pct);
+      DP_RETURN_IF_ERROR(st.Bind(15, now_ms).Run());
+    }
+  }
+  if (!batch.reviews.empty()) {
+    DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("INSERT OR REPLACE INTO business_reviews("
+                                              "customer_id, date_ms, imported_ms) VALUES(?,?,?)"));
+    for (const ReviewRow& r : batch.reviews) {
+      DP_ASSIGN_OR_RETURN(std::int64_t id, customer(r));
+      DP_RETURN_IF_ERROR(st.Bind(1, id).Bind(2, r.date_ms).Bind(3, now_ms).Run());
+    }
+  }
+  DP_ASSIGN_OR_RETURN(auto log, db_->Prepare("INSERT INTO signal_imports(kind, content_sha256, "
+                                             "rows, imported_ms) VALUES(?,?,?,?)"));
+  DP_RETURN_IF_ERROR(log.Bind(1, kind)
+                         .Bind(2, batch.content_sha256)
+                         .Bind(3, static_cast<std::int64_t>(batch.size()))
+                         .Bind(4, now_ms)
+                         .Run());
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return ImportResult{.already_imported = false, .rows = batch.size()};
+}
+
+Result<CustomerSignals> SqliteStore::LoadSignals(std::int64_t customer_id) {
+  CustomerSignals out;
+  scoring::BusinessSignals& s = out.signals;
+  DP_ASSIGN_OR_RETURN(auto surveys, db_->Prepare("SELECT date_ms, nps, ces, ves, respondents FROM "
+                                                 "surveys WHERE customer_id=? ORDER BY date_ms"));
+  surveys.Bind(1, customer_id);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, surveys.Step());
+    if (!row) break;
+    s.surveys.push_back({.date_ms = surveys.Int(0),
+                         .nps = OptDouble(surveys, 1),
+                         .ces = OptDouble(surveys, 2),
+                         .ves = OptDouble(surveys, 3),
+                         .respondents = surveys.Int(4)});
+  }
+  DP_ASSIGN_OR_RETURN(auto tickets,
+                      db_->Prepare("SELECT ticket_id, opened_ms, first_response_ms, resolved_ms, "
+                                   "severity FROM tickets WHERE customer_id=? ORDER BY ticket_id"));
+  tickets.Bind(1, customer_id);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, tickets.Step());
+    if (!row) break;
+    s.tickets.push_back({.id = std::string(tickets.Text(0)),
+                         .opened_ms = tickets.Int(1),
+                         .first_response_ms = OptInt(tickets, 2),
+                         .resolved_ms = OptInt(tickets, 3),
+                         .severity = std::string(tickets.Text(4))});
+  }
+  DP_ASSIGN_OR_RETURN(
+      auto contract,
+      db_->Prepare("SELECT tier, annual_value, start_ms, renewal_ms, renewal_status, "
+                   "expected_savings, realised_savings, sla_boot_s, sla_boot_pct, sla_rtt_ms, "
+                   "sla_rtt_pct, sla_peripherals_pct, sla_availability_pct FROM contracts WHERE "
+                   "customer_id=?"));
+  contract.Bind(1, customer_id);
+  DP_ASSIGN_OR_RETURN(bool has_contract, contract.Step());
+  if (has_contract) {
+    scoring::Contract c;
+    const std::string_view tier = contract.Text(0);
+    c.tier = tier.empty() ? 'C' : tier[0];
+    c.annual_value = contract.Double(1);
+    c.start_ms = contract.Int(2);
+    c.renewal_ms = contract.Int(3);
+    c.renewal_status =
+        scoring::ParseRenewalStatus(contract.Text(4)).value_or(scoring::RenewalStatus::kPending);
+    c.expected_savings = OptDouble(contract, 5);
+    c.realised_savings = OptDouble(contract, 6);
+    s.contract = c;
+    out.sla = {.boot_s = OptDouble(contract, 7),
+               .boot_pct = OptDouble(contract, 8),
+               .rtt_ms = OptDouble(contract, 9),
+               .rtt_pct = OptDouble(contract, 10),
+               .peripherals_pct = OptDouble(contract, 11),
+               .availability_pct = OptDouble(contract, 12)};
+  }
+  DP_ASSIGN_OR_RETURN(auto reviews, db_->Prepare("SELECT date_ms FROM business_reviews WHERE "
+                                                 "customer_id=? ORDER BY date_ms"));
+  reviews.Bind(1, customer_id);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, reviews.Step());
+    if (!row) break;
+    s.review_dates_ms.push_back(reviews.Int(0));
+  }
+  return out;
 }
 
 }  // namespace deskpulse::collector

@@ -58,6 +58,10 @@ class SqliteStore final : public Store {
   /// `full` its integrity_check and the backend-independent checks.
   Result<IntegrityReport> Check(bool full) override;
 
+  // SignalStore
+  Result<ImportResult> ImportSignals(const SignalBatch& batch, std::int64_t now_ms) override;
+  Result<CustomerSignals> LoadSignals(std::int64_t customer_id) override;
+
   /// The connection, for SQLite-specific tests.
   Database* db() { return db_.get(); }
 
