@@ -2,6 +2,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 
 #include "collector/store/postgres/pg_store.h"
@@ -109,6 +110,27 @@ Result<std::string> NewToken() {
     }
   }
   if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+std::string JoinReasons(const std::vector<std::string>& reasons) {
+  std::string out;
+  for (const std::string& r : reasons) {
+    std::string line = r;
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    out += (out.empty() ? "" : "\n") + line;
+  }
+  return out;
+}
+
+std::vector<std::string> SplitReasons(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const std::size_t nl = text.find('\n');
+    out.emplace_back(text.substr(0, nl));
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
+  }
   return out;
 }
 

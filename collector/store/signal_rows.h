@@ -70,6 +70,25 @@ struct ImportResult {
   std::size_t rows = 0;           // rows stored (inserted or replacing one with their key)
 };
 
+/// One customer's loyalty health on one day, as the daily snapshot keeps it.
+struct HealthSnapshot {
+  std::int64_t customer_id = 0;
+  std::int64_t day_ms = 0;  // 00:00 UTC
+  std::optional<double> tps, lhi;
+  double coverage = 0;
+  std::string risk;  // scoring::RiskName
+  bool operator==(const HealthSnapshot&) const = default;
+};
+
+/// A change of a customer's churn risk, with the reasons that held then.
+struct RiskEvent {
+  std::int64_t customer_id = 0;
+  std::int64_t at_ms = 0;
+  std::string from_risk, to_risk;
+  std::vector<std::string> reasons;
+  bool operator==(const RiskEvent&) const = default;
+};
+
 /// One customer's signals as the store holds them, with its contract's SLA targets.
 struct CustomerSignals {
   scoring::BusinessSignals signals;

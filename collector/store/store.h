@@ -194,8 +194,25 @@ class SignalStore {
   /// import (kNotFound, naming the row): nothing is stored. The same bytes
   /// of the same kind imported again store nothing and say so.
   virtual Result<ImportResult> ImportSignals(const SignalBatch& batch, std::int64_t now_ms) = 0;
-  /// One customer's signals, each list by its key (date, ticket id).
+  /// One customer's signals, each list by its key (date, ticket id), and
+  /// its overrides (expired ones too: scoring ignores them).
   virtual Result<CustomerSignals> LoadSignals(std::int64_t customer_id) = 0;
+
+  /// Sets an account manager's override of a business factor, replacing the
+  /// customer's earlier one for that factor.
+  virtual Status SetOverride(std::int64_t customer_id, const scoring::Override& o,
+                             std::int64_t now_ms) = 0;
+  /// Stores the day's snapshot (replacing one recorded earlier that day) and,
+  /// when its risk differs from the latest snapshot at or before that day,
+  /// the change as an event with `reasons`, returned. In one transaction.
+  virtual Result<std::optional<RiskEvent>> RecordHealth(const HealthSnapshot& snapshot,
+                                                        const std::vector<std::string>& reasons,
+                                                        std::int64_t now_ms) = 0;
+  /// A customer's snapshots from `from_day_ms` on, oldest first.
+  virtual Result<std::vector<HealthSnapshot>> LoadHistory(std::int64_t customer_id,
+                                                          std::int64_t from_day_ms) = 0;
+  /// A customer's risk changes, oldest first.
+  virtual Result<std::vector<RiskEvent>> LoadRiskEvents(std::int64_t customer_id) = 0;
 };
 
 /// Both sides of one backend.
@@ -225,6 +242,10 @@ int LatestSchemaVersion();
 
 /// The error an import gets for a row whose customer the store does not know.
 Status UnknownSignalCustomer(const SignalRow& row);
+
+/// Risk reasons as one stored text (a line each) and back.
+std::string JoinReasons(const std::vector<std::string>& reasons);
+std::vector<std::string> SplitReasons(std::string_view text);
 
 /// Hex SHA-256 of `bytes`.
 std::string Sha256Hex(std::string_view bytes);

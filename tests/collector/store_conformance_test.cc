@@ -487,6 +487,91 @@ TEST_P(StoreConformance, EveryKindOfSignalReadsBackAsImported) {
   EXPECT_EQ(s->LoadSignals(CustomerId(*s, "Contoso"))->signals, scoring::BusinessSignals{});
 }
 
+TEST_P(StoreConformance, HealthKeepsOneSnapshotADayAndRecordsRiskChanges) {
+  auto s = Open();
+  ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
+  const std::int64_t id = CustomerId(*s, "Northwind");
+  const std::int64_t day = kNow / kDayMs * kDayMs;
+  auto snap = [&](std::int64_t d, const char* risk, std::optional<double> lhi) {
+    HealthSnapshot h;
+    h.customer_id = id;
+    h.day_ms = d;
+    h.tps = 80;
+    h.lhi = lhi;
+    h.coverage = 0.6;
+    h.risk = risk;
+    return h;
+  };
+  // The first assessment is not a change.
+  auto first = s->RecordHealth(snap(day - kDayMs, "low", 72.5), {}, kNow - kDayMs);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_FALSE(first->has_value());
+  auto worse =
+      s->RecordHealth(snap(day, "medium", 55), {"LHI 55.0 < 60", "Value 30: poor band"}, kNow);
+  ASSERT_TRUE(worse.ok()) << worse.status().ToString();
+  ASSERT_TRUE(worse->has_value());
+  EXPECT_EQ((*worse)->from_risk, "low");
+  EXPECT_EQ((*worse)->to_risk, "medium");
+  // Recorded again the same day with the same risk: the snapshot is
+  // replaced, no new event.
+  auto again = s->RecordHealth(snap(day, "medium", 54), {"LHI 54.0 < 60"}, kNow + 1000);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->has_value());
+  auto worst = s->RecordHealth(snap(day, "high", 38), {"LHI 38.0 < 40"}, kNow + 2000);
+  ASSERT_TRUE(worst.ok());
+  ASSERT_TRUE(worst->has_value());
+  EXPECT_EQ((*worst)->from_risk, "medium");
+
+  auto history = s->LoadHistory(id, day - 10 * kDayMs);
+  ASSERT_TRUE(history.ok()) << history.status().ToString();
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ((*history)[0], snap(day - kDayMs, "low", 72.5));
+  EXPECT_EQ((*history)[1], snap(day, "high", 38));
+  EXPECT_EQ(s->LoadHistory(id, day)->size(), 1u);
+  auto events = s->LoadRiskEvents(id);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].reasons,
+            (std::vector<std::string>{"LHI 55.0 < 60", "Value 30: poor band"}));
+  EXPECT_EQ((*events)[0].at_ms, kNow);
+  EXPECT_EQ((*events)[1].to_risk, "high");
+}
+
+TEST_P(StoreConformance, AnOverrideReplacesTheFactorsEarlierOne) {
+  auto s = Open();
+  ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
+  const std::int64_t id = CustomerId(*s, "Northwind");
+  ASSERT_TRUE(s->SetOverride(id,
+                             {.factor = scoring::Factor::kValue,
+                              .value = 40,
+                              .reason = "first",
+                              .expires_ms = kNow + kDayMs},
+                             kNow)
+                  .ok());
+  ASSERT_TRUE(s->SetOverride(id,
+                             {.factor = scoring::Factor::kBrand,
+                              .value = 90,
+                              .reason = "press award",
+                              .expires_ms = kNow + 2 * kDayMs},
+                             kNow + 1)
+                  .ok());
+  ASSERT_TRUE(s->SetOverride(id,
+                             {.factor = scoring::Factor::kValue,
+                              .value = 70,
+                              .reason = "expansion signed",
+                              .expires_ms = kNow + 30 * kDayMs},
+                             kNow + 2)
+                  .ok());
+  auto got = s->LoadSignals(id);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->signals.overrides.size(), 2u);
+  EXPECT_EQ(got->signals.overrides[0].factor, scoring::Factor::kBrand);
+  EXPECT_EQ(got->signals.overrides[1], (scoring::Override{.factor = scoring::Factor::kValue,
+                                                          .value = 70,
+                                                          .reason = "expansion signed",
+                                                          .expires_ms = kNow + 30 * kDayMs}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& param) { return param.param; });
 

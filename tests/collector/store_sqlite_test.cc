@@ -12,10 +12,15 @@
 namespace deskpulse::collector {
 namespace {
 
-// Back to before v4: no business-signal tables.
-void DropBusinessSignals(Database& db) {
-  for (const char* t : {"surveys", "tickets", "contracts", "business_reviews", "signal_imports"}) {
-    ASSERT_TRUE(db.Exec(std::string("DROP TABLE ") + t).ok()) << t;
+// Back to `version`: the tables later migrations added dropped.
+void DropTablesAfter(Database& db, int version) {
+  const std::vector<std::pair<int, const char*>> added = {
+      {5, "overrides"}, {5, "health_snapshots"}, {5, "risk_events"},      {4, "surveys"},
+      {4, "tickets"},   {4, "contracts"},        {4, "business_reviews"}, {4, "signal_imports"}};
+  for (const auto& [v, t] : added) {
+    if (v > version) {
+      ASSERT_TRUE(db.Exec(std::string("DROP TABLE ") + t).ok()) << t;
+    }
   }
 }
 
@@ -78,7 +83,7 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
     ASSERT_TRUE(s->CommitBatches(batches, kNow).ok());
     ASSERT_TRUE(s->FlushRollups().ok());
     // Back to schema v1, as a collector before verdicts left it.
-    DropBusinessSignals(*s->db());
+    DropTablesAfter(*s->db(), 3);
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE peripheral_instances DROP COLUMN catalog").ok());
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE reports DROP COLUMN body_crc").ok());
     ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=1 WHERE key='schema_version'").ok());
@@ -96,8 +101,8 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
   EXPECT_EQ(full->rows_checked, 1);
 }
 
-// The previous version (v3, before business signals) to the latest: its
-// rows intact and signals importable.
+// The previous version (v4, before loyalty health) to the latest: its rows
+// and signals intact, health recordable.
 TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   {
     auto s = Open();
@@ -105,8 +110,12 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
     std::vector<BatchWrite> b{MakeBatch(info, 1, 5)};
     ASSERT_TRUE(s->CommitBatches(b, kNow).ok());
     ASSERT_TRUE(s->FlushRollups().ok());
-    DropBusinessSignals(*s->db());
-    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=3 WHERE key='schema_version'").ok());
+    ParseOutcome reviews = ParseSignals(SignalKind::kReviews, SignalFormat::kCsv,
+                                        "customer,date\nNorthwind,2026-10-01\n");
+    ASSERT_TRUE(reviews.batch.has_value());
+    ASSERT_TRUE(s->ImportSignals(*reviews.batch, kNow).ok());
+    DropTablesAfter(*s->db(), 4);
+    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=4 WHERE key='schema_version'").ok());
   }
   auto s = Open();
   EXPECT_EQ(s->schema_version(), LatestSchemaVersion());
@@ -115,12 +124,16 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   EXPECT_TRUE(full->ok()) << full->problems.front();
   EXPECT_EQ(full->rows_checked, 5);
   ExpectRollupsMatchRawRows(*s);
-  ParseOutcome reviews = ParseSignals(SignalKind::kReviews, SignalFormat::kCsv,
-                                      "customer,date\nNorthwind,2026-10-01\n");
-  ASSERT_TRUE(reviews.batch.has_value());
-  auto imported = s->ImportSignals(*reviews.batch, kNow);
-  ASSERT_TRUE(imported.ok()) << imported.status().ToString();
-  EXPECT_EQ(imported->rows, 1u);
+  const std::int64_t customer = (*s->ListCustomers())[0].id;
+  EXPECT_EQ(s->LoadSignals(customer)->signals.review_dates_ms.size(), 1u);
+  HealthSnapshot snap;
+  snap.customer_id = customer;
+  snap.day_ms = kNow / kDayMs * kDayMs;
+  snap.coverage = 1;
+  snap.risk = "low";
+  auto event = s->RecordHealth(snap, {}, kNow);
+  ASSERT_TRUE(event.ok()) << event.status().ToString();
+  EXPECT_EQ(s->LoadHistory(customer, 0)->size(), 1u);
 }
 
 // Flips one byte of a stored body in the database file itself, where SQLite

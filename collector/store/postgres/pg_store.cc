@@ -1481,6 +1481,121 @@ Result<CustomerSignals> PgStore::LoadSignals(std::int64_t customer_id) {
                                                  "customer_id = $1 ORDER BY date_ms",
                                                  id));
   for (int i = 0; i < reviews.size(); ++i) s.review_dates_ms.push_back(reviews.Int(i, 0));
+  DP_ASSIGN_OR_RETURN(auto overrides, conn_->Query("overrides",
+                                                   "SELECT factor, value, reason, expires_ms "
+                                                   "FROM overrides WHERE customer_id = $1 ORDER "
+                                                   "BY created_ms, factor COLLATE \"C\"",
+                                                   id));
+  for (int i = 0; i < overrides.size(); ++i) {
+    const auto factor = scoring::ParseFactor(overrides.Text(i, 0));
+    if (!factor) continue;  // a factor this build does not know
+    s.overrides.push_back({.factor = *factor,
+                           .value = overrides.Double(i, 1),
+                           .reason = std::string(overrides.Text(i, 2)),
+                           .expires_ms = overrides.Int(i, 3)});
+  }
+  return out;
+}
+
+Status PgStore::SetOverride(std::int64_t customer_id, const scoring::Override& o,
+                            std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  return conn_
+      ->Query("override",
+              "INSERT INTO overrides(customer_id, factor, value, reason, expires_ms, created_ms) "
+              "VALUES($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id, factor) DO UPDATE SET "
+              "value = excluded.value, reason = excluded.reason, expires_ms = "
+              "excluded.expires_ms, created_ms = excluded.created_ms",
+              {pg::Int(customer_id), scoring::FactorName(o.factor), fmt::format("{}", o.value),
+               o.reason, pg::Int(o.expires_ms), pg::Int(now_ms)})
+      .status();
+}
+
+Result<std::optional<RiskEvent>> PgStore::RecordHealth(const HealthSnapshot& snap,
+                                                       const std::vector<std::string>& reasons,
+                                                       std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  // The customer's row locked first: two collectors recording the same
+  // customer's day take turns, and each sees the other's snapshot.
+  DP_RETURN_IF_ERROR(conn_
+                         ->Query("health lock",
+                                 "SELECT 1 FROM customers WHERE customer_id = $1 FOR UPDATE",
+                                 {pg::Int(snap.customer_id)})
+                         .status());
+  DP_ASSIGN_OR_RETURN(auto last, conn_->Query("last snapshot",
+                                              "SELECT risk FROM health_snapshots WHERE "
+                                              "customer_id = $1 AND day_ms <= $2 ORDER BY day_ms "
+                                              "DESC LIMIT 1",
+                                              {pg::Int(snap.customer_id), pg::Int(snap.day_ms)}));
+  const bool had = last.size() > 0;
+  const std::string before = had ? std::string(last.Text(0, 0)) : std::string();
+  DP_RETURN_IF_ERROR(
+      conn_
+          ->Query("snapshot",
+                  "INSERT INTO health_snapshots(customer_id, day_ms, tps, lhi, coverage, risk, "
+                  "recorded_ms) VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id, "
+                  "day_ms) DO UPDATE SET tps = excluded.tps, lhi = excluded.lhi, coverage = "
+                  "excluded.coverage, risk = excluded.risk, recorded_ms = excluded.recorded_ms",
+                  {pg::Int(snap.customer_id), pg::Int(snap.day_ms), Text(snap.tps), Text(snap.lhi),
+                   fmt::format("{}", snap.coverage), snap.risk, pg::Int(now_ms)})
+          .status());
+  std::optional<RiskEvent> event;
+  if (had && before != snap.risk) {
+    event = RiskEvent{.customer_id = snap.customer_id,
+                      .at_ms = now_ms,
+                      .from_risk = before,
+                      .to_risk = snap.risk,
+                      .reasons = SplitReasons(JoinReasons(reasons))};
+    DP_RETURN_IF_ERROR(conn_
+                           ->Query("risk event",
+                                   "INSERT INTO risk_events(customer_id, at_ms, from_risk, "
+                                   "to_risk, reasons) VALUES($1, $2, $3, $4, $5) ON CONFLICT "
+                                   "(customer_id, at_ms) DO UPDATE SET from_risk = "
+                                   "excluded.from_risk, to_risk = excluded.to_risk, reasons = "
+                                   "excluded.reasons",
+                                   {pg::Int(snap.customer_id), pg::Int(now_ms), before, snap.risk,
+                                    JoinReasons(reasons)})
+                           .status());
+  }
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return event;
+}
+
+Result<std::vector<HealthSnapshot>> PgStore::LoadHistory(std::int64_t customer_id,
+                                                         std::int64_t from_day_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("history",
+                                              "SELECT day_ms, tps, lhi, coverage, risk FROM "
+                                              "health_snapshots WHERE customer_id = $1 AND "
+                                              "day_ms >= $2 ORDER BY day_ms",
+                                              {pg::Int(customer_id), pg::Int(from_day_ms)}));
+  std::vector<HealthSnapshot> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    out.push_back({.customer_id = customer_id,
+                   .day_ms = rows.Int(i, 0),
+                   .tps = OptDouble(rows, i, 1),
+                   .lhi = OptDouble(rows, i, 2),
+                   .coverage = rows.Double(i, 3),
+                   .risk = std::string(rows.Text(i, 4))});
+  }
+  return out;
+}
+
+Result<std::vector<RiskEvent>> PgStore::LoadRiskEvents(std::int64_t customer_id) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("risk events",
+                                              "SELECT at_ms, from_risk, to_risk, reasons FROM "
+                                              "risk_events WHERE customer_id = $1 ORDER BY at_ms",
+                                              {pg::Int(customer_id)}));
+  std::vector<RiskEvent> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    out.push_back({.customer_id = customer_id,
+                   .at_ms = rows.Int(i, 0),
+                   .from_risk = std::string(rows.Text(i, 1)),
+                   .to_risk = std::string(rows.Text(i, 2)),
+                   .reasons = SplitReasons(rows.Text(i, 3))});
+  }
   return out;
 }
 

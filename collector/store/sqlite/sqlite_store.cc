@@ -1154,6 +1154,110 @@ Result<CustomerSignals> SqliteStore::LoadSignals(std::int64_t customer_id) {
     if (!row) break;
     s.review_dates_ms.push_back(reviews.Int(0));
   }
+  DP_ASSIGN_OR_RETURN(auto overrides,
+                      db_->Prepare("SELECT factor, value, reason, expires_ms FROM overrides WHERE "
+                                   "customer_id=? ORDER BY created_ms, factor"));
+  overrides.Bind(1, customer_id);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, overrides.Step());
+    if (!row) break;
+    const auto factor = scoring::ParseFactor(overrides.Text(0));
+    if (!factor) continue;  // a factor this build does not know
+    s.overrides.push_back({.factor = *factor,
+                           .value = overrides.Double(1),
+                           .reason = std::string(overrides.Text(2)),
+                           .expires_ms = overrides.Int(3)});
+  }
+  return out;
+}
+
+Status SqliteStore::SetOverride(std::int64_t customer_id, const scoring::Override& o,
+                                std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("INSERT OR REPLACE INTO overrides(customer_id, "
+                                            "factor, value, reason, expires_ms, created_ms) "
+                                            "VALUES(?,?,?,?,?,?)"));
+  return st.Bind(1, customer_id)
+      .Bind(2, scoring::FactorName(o.factor))
+      .Bind(3, o.value)
+      .Bind(4, o.reason)
+      .Bind(5, o.expires_ms)
+      .Bind(6, now_ms)
+      .Run();
+}
+
+Result<std::optional<RiskEvent>> SqliteStore::RecordHealth(const HealthSnapshot& snap,
+                                                           const std::vector<std::string>& reasons,
+                                                           std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(auto last, db_->Prepare("SELECT risk FROM health_snapshots WHERE "
+                                              "customer_id=? AND day_ms<=? ORDER BY day_ms DESC "
+                                              "LIMIT 1"));
+  last.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
+  DP_ASSIGN_OR_RETURN(bool had, last.Step());
+  const std::string before = had ? std::string(last.Text(0)) : std::string();
+  DP_RETURN_IF_ERROR(last.Run());
+  DP_ASSIGN_OR_RETURN(auto up, db_->Prepare("INSERT OR REPLACE INTO health_snapshots(customer_id, "
+                                            "day_ms, tps, lhi, coverage, risk, recorded_ms) "
+                                            "VALUES(?,?,?,?,?,?,?)"));
+  up.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
+  BindOpt(up, 3, snap.tps);
+  BindOpt(up, 4, snap.lhi);
+  DP_RETURN_IF_ERROR(up.Bind(5, snap.coverage).Bind(6, snap.risk).Bind(7, now_ms).Run());
+  std::optional<RiskEvent> event;
+  if (had && before != snap.risk) {
+    event = RiskEvent{.customer_id = snap.customer_id,
+                      .at_ms = now_ms,
+                      .from_risk = before,
+                      .to_risk = snap.risk,
+                      .reasons = SplitReasons(JoinReasons(reasons))};
+    DP_ASSIGN_OR_RETURN(auto ev, db_->Prepare("INSERT OR REPLACE INTO risk_events(customer_id, "
+                                              "at_ms, from_risk, to_risk, reasons) "
+                                              "VALUES(?,?,?,?,?)"));
+    DP_RETURN_IF_ERROR(ev.Bind(1, snap.customer_id)
+                           .Bind(2, now_ms)
+                           .Bind(3, before)
+                           .Bind(4, snap.risk)
+                           .Bind(5, JoinReasons(reasons))
+                           .Run());
+  }
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return event;
+}
+
+Result<std::vector<HealthSnapshot>> SqliteStore::LoadHistory(std::int64_t customer_id,
+                                                             std::int64_t from_day_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT day_ms, tps, lhi, coverage, risk FROM "
+                                            "health_snapshots WHERE customer_id=? AND day_ms>=? "
+                                            "ORDER BY day_ms"));
+  st.Bind(1, customer_id).Bind(2, from_day_ms);
+  std::vector<HealthSnapshot> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back({.customer_id = customer_id,
+                   .day_ms = st.Int(0),
+                   .tps = OptDouble(st, 1),
+                   .lhi = OptDouble(st, 2),
+                   .coverage = st.Double(3),
+                   .risk = std::string(st.Text(4))});
+  }
+  return out;
+}
+
+Result<std::vector<RiskEvent>> SqliteStore::LoadRiskEvents(std::int64_t customer_id) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT at_ms, from_risk, to_risk, reasons FROM "
+                                            "risk_events WHERE customer_id=? ORDER BY at_ms"));
+  st.Bind(1, customer_id);
+  std::vector<RiskEvent> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back({.customer_id = customer_id,
+                   .at_ms = st.Int(0),
+                   .from_risk = std::string(st.Text(1)),
+                   .to_risk = std::string(st.Text(2)),
+                   .reasons = SplitReasons(st.Text(3))});
+  }
   return out;
 }
 

@@ -61,6 +61,14 @@ class SqliteStore final : public Store {
   // SignalStore
   Result<ImportResult> ImportSignals(const SignalBatch& batch, std::int64_t now_ms) override;
   Result<CustomerSignals> LoadSignals(std::int64_t customer_id) override;
+  Status SetOverride(std::int64_t customer_id, const scoring::Override& o,
+                     std::int64_t now_ms) override;
+  Result<std::optional<RiskEvent>> RecordHealth(const HealthSnapshot& snapshot,
+                                                const std::vector<std::string>& reasons,
+                                                std::int64_t now_ms) override;
+  Result<std::vector<HealthSnapshot>> LoadHistory(std::int64_t customer_id,
+                                                  std::int64_t from_day_ms) override;
+  Result<std::vector<RiskEvent>> LoadRiskEvents(std::int64_t customer_id) override;
 
   /// The connection, for SQLite-specific tests.
   Database* db() { return db_.get(); }
