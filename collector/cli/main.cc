@@ -24,6 +24,7 @@ static int Main(int argc, char** argv) {
   cli::AddPeripherals(app, &run);
   cli::AddCheck(app, &run);
   cli::AddImport(app, &run);
+  cli::AddHealth(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -62,6 +62,7 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
         for (auto& d : cs.score.drivers) {
           if (d.starts_with("peripherals ")) d += "; worst: " + cs.worst_peripheral;
         }
+        cs.score.peripherals.detail += "; worst: " + cs.worst_peripheral;
       }
     }
     out.push_back(std::move(cs));

@@ -2,6 +2,7 @@
 // collector relies on holds the same on SQLite and on PostgreSQL.
 #include <gtest/gtest.h>
 
+#include "collector/reports/health.h"
 #include "collector/reports/scores.h"
 #include "collector/signals/parse.h"
 #include "collector/store/store.h"
@@ -570,6 +571,64 @@ TEST_P(StoreConformance, AnOverrideReplacesTheFactorsEarlierOne) {
                                                           .value = 70,
                                                           .reason = "expansion signed",
                                                           .expires_ms = kNow + 30 * kDayMs}));
+}
+
+// The vendor's book on both backends: at-risk first with its reasons, a
+// snapshot a day, a risk change recorded once.
+TEST_P(StoreConformance, HealthRanksTheBookAndRecordsRiskChanges) {
+  auto s = Open();
+  for (const char* c : {"Northwind", "Contoso", "Fabrikam"}) {
+    const StreamInfo info = Register(*s, c, std::string("agent-") + c);
+    std::vector<BatchWrite> b{MakeBatch(info, 1, 30, 20'000)};  // 20 s boots: good
+    ASSERT_TRUE(Commit(*s, b).ok());
+  }
+  ASSERT_TRUE(s->FlushRollups().ok());
+  ASSERT_TRUE(s->ImportSignals(Parsed(SignalKind::kSurveys,
+                                      "customer,date,nps,ces,ves,respondents\n"
+                                      "Northwind,2026-11-01,55,6,6,40\n"
+                                      "Contoso,2026-11-01,5,5,5,12\n"),
+                               kNow)
+                  .ok());
+  HealthOptions options;
+  // The tests' clock: surveys of 2026-11-01 are a few days old.
+  auto book = AssessAllCustomers(*s, options, kNow);
+  ASSERT_TRUE(book.ok()) << book.status().ToString();
+  ASSERT_EQ(book->size(), 3u);
+  EXPECT_EQ((*book)[0].technical.customer.name, "Contoso");  // NPS 5: high
+  EXPECT_EQ((*book)[0].health.risk, scoring::Risk::kHigh);
+  ASSERT_FALSE((*book)[0].health.risk_reasons.empty());
+  EXPECT_NE((*book)[0].health.risk_reasons[0].find("NPS 5 < 20"), std::string::npos);
+  // Fabrikam has telemetry only: coverage 32%, LHI its TPS.
+  const CustomerHealth& fabrikam =
+      (*book)[1].technical.customer.name == "Fabrikam" ? (*book)[1] : (*book)[2];
+  EXPECT_NEAR(fabrikam.health.coverage, 0.32, 1e-9);
+  ASSERT_TRUE(fabrikam.health.lhi.has_value());
+  EXPECT_NEAR(*fabrikam.health.lhi, *fabrikam.technical.score.tps, 1e-9);
+  for (const CustomerHealth& c : *book) EXPECT_FALSE(c.risk_change.has_value());
+
+  // Contoso's next survey is better: the same day's assessment records the
+  // change once, with the new risk, and replaces the day's snapshot.
+  ASSERT_TRUE(s->ImportSignals(Parsed(SignalKind::kSurveys,
+                                      "customer,date,nps,ces,ves,respondents\n"
+                                      "Contoso,2026-11-10,45,6,6,15\n"),
+                               kNow + 1000)
+                  .ok());
+  auto again = AssessAllCustomers(*s, options, kNow + 2000);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  int changes = 0;
+  for (const CustomerHealth& c : *again) {
+    if (!c.risk_change) continue;
+    ++changes;
+    EXPECT_EQ(c.technical.customer.name, "Contoso");
+    EXPECT_EQ(c.risk_change->from_risk, "high");
+  }
+  EXPECT_EQ(changes, 1);
+  const std::int64_t contoso = CustomerId(*s, "Contoso");
+  EXPECT_EQ(s->LoadRiskEvents(contoso)->size(), 1u);
+  EXPECT_EQ(s->LoadHistory(contoso, 0)->size(), 1u);
+  const nlohmann::json j = HealthToJson(*again, options, kNow + 2000);
+  EXPECT_EQ(j["customers"].size(), 3u);
+  EXPECT_EQ(j["score_version"], "lhi-v1");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite", "postgresql"),
