@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The DeskPulse demo: installs, builds, starts a collector on the embedded SQLite
-# store, simulates ~1,000 endpoints of three customers over 30 days, and prints
-# each customer's technical performance score.
+# store, simulates ~1,000 endpoints of three customers over 30 days, prints
+# each customer's technical performance score, imports sample business signals
+# and prints the customers' loyalty health and churn risk.
 #
 # With --postgres (or DESKPULSE_DEMO_POSTGRES=1) the same demo runs on a local
 # PostgreSQL cluster it starts, with two collectors sharing it and the
@@ -94,6 +95,24 @@ trap - EXIT
 echo
 echo "Technical performance over the last $days days (docs/scoring.md):"
 "$collector" scores --db "$db"
+
+# Business signals for the three customers (collector/samples/), their dates
+# moved by the days since the samples were written so that they stay current.
+mkdir -p "$data/samples"
+for kind in surveys tickets contracts reviews; do
+  python3 - "$root/collector/samples/$kind.csv" "$data/samples/$kind.csv" <<'PY'
+import datetime, re, sys
+shift = datetime.date.today() - datetime.date(2026, 12, 1)
+def moved(m):
+    return (datetime.date.fromisoformat(m.group(0)) + shift).isoformat()
+text = open(sys.argv[1]).read()
+open(sys.argv[2], "w").write(re.sub(r"\d{4}-\d{2}-\d{2}", moved, text))
+PY
+  "$collector" import --db "$db" --kind "$kind" "$data/samples/$kind.csv" >&2
+done
+echo
+echo "Loyalty health and churn risk, at-risk first (docs/scoring.md):"
+"$collector" health --db "$db"
 echo
 echo "Peripheral compatibility of the typical customer (docs/catalog.md):"
 "$collector" peripherals --db "$db" --customer "Contoso Legal" --catalog "$catalog"
