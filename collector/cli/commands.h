@@ -21,6 +21,7 @@ void AddPeripherals(CLI::App& app, Run* run);
 void AddCheck(CLI::App& app, Run* run);
 void AddImport(CLI::App& app, Run* run);
 void AddHealth(CLI::App& app, Run* run);
+void AddApiToken(CLI::App& app, Run* run);
 
 /// The --db option every subcommand takes.
 CLI::Option* AddDbOption(CLI::App* sub, std::string* db);

@@ -25,6 +25,7 @@ static int Main(int argc, char** argv) {
   cli::AddCheck(app, &run);
   cli::AddImport(app, &run);
   cli::AddHealth(app, &run);
+  cli::AddApiToken(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -59,6 +59,7 @@ Result<std::vector<CustomerHealth>> AssessAllCustomers(Store& store, const Healt
     DP_ASSIGN_OR_RETURN(CustomerSignals signals, store.LoadSignals(cs.customer.id));
     DP_ASSIGN_OR_RETURN(auto snapshots, store.LoadHistory(cs.customer.id, history_from));
     std::vector<scoring::DaySnapshot> history;
+    history.reserve(snapshots.size());
     for (const HealthSnapshot& s : snapshots) {
       history.push_back({.day_ms = s.day_ms, .tps = s.tps, .lhi = s.lhi});
     }

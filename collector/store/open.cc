@@ -93,12 +93,12 @@ std::optional<SignalKind> ParseSignalKind(std::string_view s) {
   return std::nullopt;
 }
 
-Result<std::string> NewToken() {
+Result<std::string> NewToken(std::string_view prefix) {
   unsigned char raw[32];
   if (RAND_bytes(raw, sizeof raw) != 1) return Internal("no randomness for a new token");
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out = "dpt_";
+  std::string out(prefix);
   std::uint32_t acc = 0;
   int bits = 0;
   for (unsigned char c : raw) {
@@ -111,6 +111,24 @@ Result<std::string> NewToken() {
   }
   if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
   return out;
+}
+
+const char* ApiRoleName(ApiRole r) { return r == ApiRole::kVendor ? "vendor" : "customer-admin"; }
+
+std::optional<ApiRole> ParseApiRole(std::string_view s) {
+  if (s == "vendor") return ApiRole::kVendor;
+  if (s == "customer-admin") return ApiRole::kCustomerAdmin;
+  return std::nullopt;
+}
+
+Status CheckApiGrant(ApiRole role, const std::optional<std::int64_t>& customer_id) {
+  if (role == ApiRole::kCustomerAdmin && !customer_id) {
+    return InvalidArgument("a customer-admin token needs its customer (--customer)");
+  }
+  if (role == ApiRole::kVendor && customer_id) {
+    return InvalidArgument("a vendor token reads every customer: give no --customer");
+  }
+  return Status::Ok();
 }
 
 std::string JoinReasons(const std::vector<std::string>& reasons) {

@@ -215,8 +215,38 @@ class SignalStore {
   virtual Result<std::vector<RiskEvent>> LoadRiskEvents(std::int64_t customer_id) = 0;
 };
 
+enum class ApiRole { kVendor, kCustomerAdmin };
+const char* ApiRoleName(ApiRole r);  // "vendor", "customer-admin"
+std::optional<ApiRole> ParseApiRole(std::string_view s);
+
+/// An API bearer token as listed (never the token itself: only its hash is stored).
+struct ApiToken {
+  std::int64_t id = 0;
+  ApiRole role = ApiRole::kCustomerAdmin;
+  std::optional<Customer> customer;  // the customer-admin's customer
+  std::int64_t created_ms = 0;
+  std::optional<std::int64_t> revoked_ms;
+  bool operator==(const ApiToken&) const = default;
+};
+
+/// API bearer tokens (docs/api.md).
+class ApiTokenStore {
+ public:
+  virtual ~ApiTokenStore() = default;
+  /// A new token, returned once; only its SHA-256 is stored. A
+  /// customer-admin token needs its customer, a vendor token takes none.
+  virtual Result<std::pair<ApiToken, std::string>> CreateApiToken(
+      ApiRole role, std::optional<std::int64_t> customer_id, std::int64_t now_ms) = 0;
+  /// Every token, by id.
+  virtual Result<std::vector<ApiToken>> ListApiTokens() = 0;
+  /// kNotFound when there is no such token; revoking twice keeps the first time.
+  virtual Status RevokeApiToken(std::int64_t token_id, std::int64_t now_ms) = 0;
+  /// The token's grant; kUnauthenticated when unknown or revoked.
+  virtual Result<ApiToken> AuthenticateApiToken(const std::string& token) = 0;
+};
+
 /// Both sides of one backend.
-class Store : public IngestStore, public ReadStore, public SignalStore {
+class Store : public IngestStore, public ReadStore, public SignalStore, public ApiTokenStore {
  public:
   /// "sqlite" or "postgresql".
   virtual std::string_view backend() const = 0;
@@ -243,6 +273,9 @@ int LatestSchemaVersion();
 /// The error an import gets for a row whose customer the store does not know.
 Status UnknownSignalCustomer(const SignalRow& row);
 
+/// Why `role` cannot take `customer_id` (a customer-admin needs one, a vendor none), if so.
+Status CheckApiGrant(ApiRole role, const std::optional<std::int64_t>& customer_id);
+
 /// Risk reasons as one stored text (a line each) and back.
 std::string JoinReasons(const std::vector<std::string>& reasons);
 std::vector<std::string> SplitReasons(std::string_view text);
@@ -251,7 +284,8 @@ std::vector<std::string> SplitReasons(std::string_view text);
 std::string Sha256Hex(std::string_view bytes);
 /// Hex SHA-256 of a token, as stored.
 std::string HashToken(const std::string& token);
-/// A new random token: "dpt_" + 43 base64url characters (256 bits).
-Result<std::string> NewToken();
+/// A new random token: `prefix` + 43 base64url characters (256 bits);
+/// "dpt_" for enrollment, "dpa_" for the API.
+Result<std::string> NewToken(std::string_view prefix = "dpt_");
 
 }  // namespace deskpulse::collector

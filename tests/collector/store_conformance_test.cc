@@ -631,6 +631,45 @@ TEST_P(StoreConformance, HealthRanksTheBookAndRecordsRiskChanges) {
   EXPECT_EQ(j["score_version"], "lhi-v1");
 }
 
+TEST_P(StoreConformance, ApiTokensAreHashedScopedAndRevocable) {
+  auto s = Open();
+  ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
+  const std::int64_t northwind = CustomerId(*s, "Northwind");
+  auto vendor = s->CreateApiToken(ApiRole::kVendor, std::nullopt, kNow);
+  ASSERT_TRUE(vendor.ok()) << vendor.status().ToString();
+  EXPECT_EQ(vendor->second.rfind("dpa_", 0), 0u);
+  auto admin = s->CreateApiToken(ApiRole::kCustomerAdmin, northwind, kNow + 1);
+  ASSERT_TRUE(admin.ok()) << admin.status().ToString();
+  ASSERT_TRUE(admin->first.customer.has_value());
+  EXPECT_EQ(admin->first.customer->name, "Northwind");
+  // A grant that makes no sense is refused, naming the flag.
+  EXPECT_EQ(s->CreateApiToken(ApiRole::kCustomerAdmin, std::nullopt, kNow).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(s->CreateApiToken(ApiRole::kVendor, northwind, kNow).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(s->CreateApiToken(ApiRole::kCustomerAdmin, 999'999, kNow).status().code(),
+            Code::kNotFound);
+  // Only hashes are stored.
+  EXPECT_EQ(backend_->QueryInt("SELECT count(*) FROM api_tokens WHERE token_hash = '" +
+                               vendor->second + "'"),
+            0);
+  auto who = s->AuthenticateApiToken(admin->second);
+  ASSERT_TRUE(who.ok()) << who.status().ToString();
+  EXPECT_EQ(*who, admin->first);
+  EXPECT_EQ(s->AuthenticateApiToken(vendor->second)->role, ApiRole::kVendor);
+  EXPECT_EQ(s->AuthenticateApiToken("dpa_nope").status().code(), Code::kUnauthenticated);
+
+  ASSERT_TRUE(s->RevokeApiToken(admin->first.id, kNow + 5).ok());
+  ASSERT_TRUE(s->RevokeApiToken(admin->first.id, kNow + 9).ok());  // keeps the first time
+  EXPECT_EQ(s->AuthenticateApiToken(admin->second).status().code(), Code::kUnauthenticated);
+  EXPECT_EQ(s->RevokeApiToken(424242, kNow).code(), Code::kNotFound);
+  auto list = s->ListApiTokens();
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0], vendor->first);
+  EXPECT_EQ((*list)[1].revoked_ms, kNow + 5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& param) { return param.param; });
 

@@ -15,8 +15,9 @@ namespace {
 // Back to `version`: the tables later migrations added dropped.
 void DropTablesAfter(Database& db, int version) {
   const std::vector<std::pair<int, const char*>> added = {
-      {5, "overrides"}, {5, "health_snapshots"}, {5, "risk_events"},      {4, "surveys"},
-      {4, "tickets"},   {4, "contracts"},        {4, "business_reviews"}, {4, "signal_imports"}};
+      {6, "api_tokens"},  {5, "overrides"},        {5, "health_snapshots"},
+      {5, "risk_events"}, {4, "surveys"},          {4, "tickets"},
+      {4, "contracts"},   {4, "business_reviews"}, {4, "signal_imports"}};
   for (const auto& [v, t] : added) {
     if (v > version) {
       ASSERT_TRUE(db.Exec(std::string("DROP TABLE ") + t).ok()) << t;
@@ -101,8 +102,8 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
   EXPECT_EQ(full->rows_checked, 1);
 }
 
-// The previous version (v4, before loyalty health) to the latest: its rows
-// and signals intact, health recordable.
+// The previous version (v5, before API tokens) to the latest: its rows and
+// signals intact, health recordable, API tokens creatable.
 TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   {
     auto s = Open();
@@ -114,8 +115,8 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
                                         "customer,date\nNorthwind,2026-10-01\n");
     ASSERT_TRUE(reviews.batch.has_value());
     ASSERT_TRUE(s->ImportSignals(*reviews.batch, kNow).ok());
-    DropTablesAfter(*s->db(), 4);
-    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=4 WHERE key='schema_version'").ok());
+    DropTablesAfter(*s->db(), 5);
+    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=5 WHERE key='schema_version'").ok());
   }
   auto s = Open();
   EXPECT_EQ(s->schema_version(), LatestSchemaVersion());
@@ -134,6 +135,7 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   auto event = s->RecordHealth(snap, {}, kNow);
   ASSERT_TRUE(event.ok()) << event.status().ToString();
   EXPECT_EQ(s->LoadHistory(customer, 0)->size(), 1u);
+  EXPECT_TRUE(s->CreateApiToken(ApiRole::kCustomerAdmin, customer, kNow).ok());
 }
 
 // Flips one byte of a stored body in the database file itself, where SQLite

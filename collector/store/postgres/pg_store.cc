@@ -1571,6 +1571,7 @@ Result<std::vector<HealthSnapshot>> PgStore::LoadHistory(std::int64_t customer_i
                                               "day_ms >= $2 ORDER BY day_ms",
                                               {pg::Int(customer_id), pg::Int(from_day_ms)}));
   std::vector<HealthSnapshot> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
   for (int i = 0; i < rows.size(); ++i) {
     out.push_back({.customer_id = customer_id,
                    .day_ms = rows.Int(i, 0),
@@ -1589,6 +1590,7 @@ Result<std::vector<RiskEvent>> PgStore::LoadRiskEvents(std::int64_t customer_id)
                                               "risk_events WHERE customer_id = $1 ORDER BY at_ms",
                                               {pg::Int(customer_id)}));
   std::vector<RiskEvent> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
   for (int i = 0; i < rows.size(); ++i) {
     out.push_back({.customer_id = customer_id,
                    .at_ms = rows.Int(i, 0),
@@ -1597,6 +1599,80 @@ Result<std::vector<RiskEvent>> PgStore::LoadRiskEvents(std::int64_t customer_id)
                    .reasons = SplitReasons(rows.Text(i, 3))});
   }
   return out;
+}
+
+// ---- API tokens ----
+
+namespace {
+constexpr const char* kApiTokenColumns =
+    "SELECT t.token_id, t.role, t.customer_id, c.name, t.created_ms, t.revoked_ms FROM "
+    "api_tokens t LEFT JOIN customers c ON c.customer_id = t.customer_id ";
+
+ApiToken ApiTokenFrom(const pg::Rows& r, int i) {
+  ApiToken t;
+  t.id = r.Int(i, 0);
+  t.role = ParseApiRole(r.Text(i, 1)).value_or(ApiRole::kCustomerAdmin);
+  if (!r.IsNull(i, 2)) t.customer = Customer{r.Int(i, 2), std::string(r.Text(i, 3))};
+  t.created_ms = r.Int(i, 4);
+  t.revoked_ms = OptInt(r, i, 5);
+  return t;
+}
+}  // namespace
+
+Result<std::pair<ApiToken, std::string>> PgStore::CreateApiToken(
+    ApiRole role, std::optional<std::int64_t> customer_id, std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(CheckApiGrant(role, customer_id));
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(std::string token, NewToken("dpa_"));
+  DP_ASSIGN_OR_RETURN(
+      auto rows,
+      conn_->Query("api token",
+                   "WITH t AS (INSERT INTO api_tokens(token_hash, role, customer_id, created_ms) "
+                   "SELECT $1, $2, $3::bigint, $4 WHERE $3::bigint IS NULL OR EXISTS (SELECT 1 "
+                   "FROM customers WHERE customer_id = $3::bigint) RETURNING token_id, "
+                   "customer_id) SELECT t.token_id, c.name FROM t LEFT JOIN customers c ON "
+                   "c.customer_id = t.customer_id",
+                   {HashToken(token), ApiRoleName(role), Text(customer_id), pg::Int(now_ms)}));
+  if (rows.size() == 0) return NotFound("no customer with id " + std::to_string(*customer_id));
+  ApiToken t{.id = rows.Int(0, 0),
+             .role = role,
+             .customer = std::nullopt,
+             .created_ms = now_ms,
+             .revoked_ms = std::nullopt};
+  if (customer_id) t.customer = Customer{*customer_id, std::string(rows.Text(0, 1))};
+  return std::pair{t, token};
+}
+
+Result<std::vector<ApiToken>> PgStore::ListApiTokens() {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(
+      auto rows, conn_->Query("api tokens", std::string(kApiTokenColumns) + "ORDER BY token_id"));
+  std::vector<ApiToken> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) out.push_back(ApiTokenFrom(rows, i));
+  return out;
+}
+
+Status PgStore::RevokeApiToken(std::int64_t token_id, std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("revoke api token",
+                                              "UPDATE api_tokens SET revoked_ms = "
+                                              "COALESCE(revoked_ms, $1) WHERE token_id = $2 "
+                                              "RETURNING 1",
+                                              {pg::Int(now_ms), pg::Int(token_id)}));
+  if (rows.size() == 0) return NotFound("no API token with id " + std::to_string(token_id));
+  return Status::Ok();
+}
+
+Result<ApiToken> PgStore::AuthenticateApiToken(const std::string& token) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("api token",
+                                              std::string(kApiTokenColumns) +
+                                                  "WHERE t.token_hash = $1 AND t.revoked_ms IS "
+                                                  "NULL",
+                                              {HashToken(token)}));
+  if (rows.size() == 0) return Status(Code::kUnauthenticated, "unknown or revoked API token");
+  return ApiTokenFrom(rows, 0);
 }
 
 }  // namespace deskpulse::collector

@@ -78,6 +78,14 @@ class PgStore final : public Store {
                                                   std::int64_t from_day_ms) override;
   Result<std::vector<RiskEvent>> LoadRiskEvents(std::int64_t customer_id) override;
 
+  // ApiTokenStore
+  Result<std::pair<ApiToken, std::string>> CreateApiToken(ApiRole role,
+                                                          std::optional<std::int64_t> customer_id,
+                                                          std::int64_t now_ms) override;
+  Result<std::vector<ApiToken>> ListApiTokens() override;
+  Status RevokeApiToken(std::int64_t token_id, std::int64_t now_ms) override;
+  Result<ApiToken> AuthenticateApiToken(const std::string& token) override;
+
   std::int64_t collector_id() const { return collector_id_; }
 
  private:

@@ -57,6 +57,8 @@ class Database {
   Status Exec(std::string_view sql);
   Result<Statement> Prepare(std::string_view sql);
   std::int64_t LastInsertRowid() const { return sqlite3_last_insert_rowid(db_); }
+  /// Rows the last INSERT, UPDATE or DELETE changed.
+  std::int64_t Changes() const { return sqlite3_changes64(db_); }
   sqlite3* handle() const { return db_; }
   const std::string& path() const { return path_; }
 

@@ -1261,4 +1261,77 @@ Result<std::vector<RiskEvent>> SqliteStore::LoadRiskEvents(std::int64_t customer
   return out;
 }
 
+// ---- API tokens ----
+
+Result<std::pair<ApiToken, std::string>> SqliteStore::CreateApiToken(
+    ApiRole role, std::optional<std::int64_t> customer_id, std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(CheckApiGrant(role, customer_id));
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  ApiToken t{.id = 0,
+             .role = role,
+             .customer = std::nullopt,
+             .created_ms = now_ms,
+             .revoked_ms = std::nullopt};
+  if (customer_id) {
+    DP_ASSIGN_OR_RETURN(auto c, db_->Prepare("SELECT name FROM customers WHERE customer_id=?"));
+    c.Bind(1, *customer_id);
+    DP_ASSIGN_OR_RETURN(bool found, c.Step());
+    if (!found) return NotFound("no customer with id " + std::to_string(*customer_id));
+    t.customer = Customer{*customer_id, std::string(c.Text(0))};
+  }
+  DP_ASSIGN_OR_RETURN(std::string token, NewToken("dpa_"));
+  DP_ASSIGN_OR_RETURN(auto ins, db_->Prepare("INSERT INTO api_tokens(token_hash, role, "
+                                             "customer_id, created_ms) VALUES(?,?,?,?)"));
+  ins.Bind(1, HashToken(token)).Bind(2, ApiRoleName(role));
+  BindOpt(ins, 3, customer_id);
+  DP_RETURN_IF_ERROR(ins.Bind(4, now_ms).Run());
+  t.id = db_->LastInsertRowid();
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return std::pair{t, token};
+}
+
+namespace {
+constexpr const char* kApiTokenColumns =
+    "SELECT t.token_id, t.role, t.customer_id, c.name, t.created_ms, t.revoked_ms FROM "
+    "api_tokens t LEFT JOIN customers c ON c.customer_id = t.customer_id ";
+
+ApiToken ApiTokenFrom(const Statement& st) {
+  ApiToken t;
+  t.id = st.Int(0);
+  t.role = ParseApiRole(st.Text(1)).value_or(ApiRole::kCustomerAdmin);
+  if (!st.IsNull(2)) t.customer = Customer{st.Int(2), std::string(st.Text(3))};
+  t.created_ms = st.Int(4);
+  t.revoked_ms = OptInt(st, 5);
+  return t;
+}
+}  // namespace
+
+Result<std::vector<ApiToken>> SqliteStore::ListApiTokens() {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(std::string(kApiTokenColumns) + "ORDER BY token_id"));
+  std::vector<ApiToken> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(ApiTokenFrom(st));
+  }
+  return out;
+}
+
+Status SqliteStore::RevokeApiToken(std::int64_t token_id, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("UPDATE api_tokens SET revoked_ms = "
+                                            "COALESCE(revoked_ms, ?) WHERE token_id=?"));
+  DP_RETURN_IF_ERROR(st.Bind(1, now_ms).Bind(2, token_id).Run());
+  if (db_->Changes() == 0) return NotFound("no API token with id " + std::to_string(token_id));
+  return Status::Ok();
+}
+
+Result<ApiToken> SqliteStore::AuthenticateApiToken(const std::string& token) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(std::string(kApiTokenColumns) +
+                                            "WHERE t.token_hash=? AND t.revoked_ms IS NULL"));
+  st.Bind(1, HashToken(token));
+  DP_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status(Code::kUnauthenticated, "unknown or revoked API token");
+  return ApiTokenFrom(st);
+}
+
 }  // namespace deskpulse::collector
