@@ -22,6 +22,7 @@ void AddCheck(CLI::App& app, Run* run);
 void AddImport(CLI::App& app, Run* run);
 void AddHealth(CLI::App& app, Run* run);
 void AddApiToken(CLI::App& app, Run* run);
+void AddOverride(CLI::App& app, Run* run);
 
 /// The --db option every subcommand takes.
 CLI::Option* AddDbOption(CLI::App* sub, std::string* db);

@@ -26,6 +26,7 @@ static int Main(int argc, char** argv) {
   cli::AddImport(app, &run);
   cli::AddHealth(app, &run);
   cli::AddApiToken(app, &run);
+  cli::AddOverride(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

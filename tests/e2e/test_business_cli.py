@@ -1,6 +1,7 @@
 """The business subcommands with the real binary on both backends: the demo's
-sample signals imported, `health` ranking the book with its reasons, and
-API tokens created (shown once), listed without the token, and revoked."""
+sample signals imported, `health` ranking the book with its reasons, an
+override shown as one, and API tokens created (shown once), listed without
+the token, and revoked."""
 import datetime
 import json
 import os
@@ -68,6 +69,26 @@ class BusinessCliTest(unittest.TestCase):
                     rows = r.stdout.splitlines()[1:]
                     self.assertTrue(rows[0].startswith("Contoso Legal"), r.stdout)
                     self.assertIn("NPS 8 < 20", rows[0])
+
+                    # An account manager's override shows as one, with its reason.
+                    expires = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
+                    r = dp.run([dp.COLLECTOR, "override", "--db", db, "--customer",
+                                "Contoso Legal", "--factor", "brand", "--value", "80", "--reason",
+                                "survey predates the new account team", "--expires", expires])
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    r = dp.run([dp.COLLECTOR, "health", "--db", db, "--json", "--no-record"])
+                    contoso = {c["customer"]: c for c in json.loads(r.stdout)["customers"]}[
+                        "Contoso Legal"]
+                    brand = [f for f in contoso["factors"] if f["factor"] == "brand"][0]
+                    self.assertEqual(brand["score"], 80)
+                    self.assertEqual(brand["override"]["reason"],
+                                     "survey predates the new account team")
+                    self.assertTrue(any(d["text"].startswith("Brand overridden to 80")
+                                        for d in contoso["drivers"]))
+                    r = dp.run([dp.COLLECTOR, "override", "--db", db, "--customer",
+                                "Contoso Legal", "--factor", "technical", "--value", "80",
+                                "--reason", "no", "--expires", expires])
+                    self.assertEqual(r.returncode, 2)
 
                     r = dp.run([dp.COLLECTOR, "api-token", "create", "--db", db, "--role",
                                 "customer-admin", "--customer", "Contoso Legal"])
