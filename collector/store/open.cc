@@ -131,6 +131,17 @@ Status CheckApiGrant(ApiRole role, const std::optional<std::int64_t>& customer_i
   return Status::Ok();
 }
 
+std::optional<RiskEvent> RiskChange(const HealthSnapshot& snapshot,
+                                    const std::optional<std::string>& before,
+                                    const std::vector<std::string>& reasons, std::int64_t now_ms) {
+  if (!before || *before == snapshot.risk) return std::nullopt;
+  return RiskEvent{.customer_id = snapshot.customer_id,
+                   .at_ms = now_ms,
+                   .from_risk = *before,
+                   .to_risk = snapshot.risk,
+                   .reasons = SplitReasons(JoinReasons(reasons))};
+}
+
 std::string JoinReasons(const std::vector<std::string>& reasons) {
   std::string out;
   for (const std::string& r : reasons) {

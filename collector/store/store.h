@@ -276,6 +276,12 @@ Status UnknownSignalCustomer(const SignalRow& row);
 /// Why `role` cannot take `customer_id` (a customer-admin needs one, a vendor none), if so.
 Status CheckApiGrant(ApiRole role, const std::optional<std::int64_t>& customer_id);
 
+/// The event recording `snapshot` makes: its risk against `before`, the
+/// latest snapshot's at or before its day (none: a first assessment, no event).
+std::optional<RiskEvent> RiskChange(const HealthSnapshot& snapshot,
+                                    const std::optional<std::string>& before,
+                                    const std::vector<std::string>& reasons, std::int64_t now_ms);
+
 /// Risk reasons as one stored text (a line each) and back.
 std::string JoinReasons(const std::vector<std::string>& reasons);
 std::vector<std::string> SplitReasons(std::string_view text);

@@ -1528,8 +1528,8 @@ Result<std::optional<RiskEvent>> PgStore::RecordHealth(const HealthSnapshot& sna
                                               "customer_id = $1 AND day_ms <= $2 ORDER BY day_ms "
                                               "DESC LIMIT 1",
                                               {pg::Int(snap.customer_id), pg::Int(snap.day_ms)}));
-  const bool had = last.size() > 0;
-  const std::string before = had ? std::string(last.Text(0, 0)) : std::string();
+  const std::optional<std::string> before =
+      last.size() > 0 ? std::optional<std::string>(last.Text(0, 0)) : std::nullopt;
   DP_RETURN_IF_ERROR(
       conn_
           ->Query("snapshot",
@@ -1540,13 +1540,8 @@ Result<std::optional<RiskEvent>> PgStore::RecordHealth(const HealthSnapshot& sna
                   {pg::Int(snap.customer_id), pg::Int(snap.day_ms), Text(snap.tps), Text(snap.lhi),
                    fmt::format("{}", snap.coverage), snap.risk, pg::Int(now_ms)})
           .status());
-  std::optional<RiskEvent> event;
-  if (had && before != snap.risk) {
-    event = RiskEvent{.customer_id = snap.customer_id,
-                      .at_ms = now_ms,
-                      .from_risk = before,
-                      .to_risk = snap.risk,
-                      .reasons = SplitReasons(JoinReasons(reasons))};
+  const std::optional<RiskEvent> event = RiskChange(snap, before, reasons, now_ms);
+  if (event) {
     DP_RETURN_IF_ERROR(conn_
                            ->Query("risk event",
                                    "INSERT INTO risk_events(customer_id, at_ms, from_risk, "
@@ -1554,8 +1549,8 @@ Result<std::optional<RiskEvent>> PgStore::RecordHealth(const HealthSnapshot& sna
                                    "(customer_id, at_ms) DO UPDATE SET from_risk = "
                                    "excluded.from_risk, to_risk = excluded.to_risk, reasons = "
                                    "excluded.reasons",
-                                   {pg::Int(snap.customer_id), pg::Int(now_ms), before, snap.risk,
-                                    JoinReasons(reasons)})
+                                   {pg::Int(snap.customer_id), pg::Int(now_ms), event->from_risk,
+                                    event->to_risk, JoinReasons(event->reasons)})
                            .status());
   }
   DP_RETURN_IF_ERROR(tx.Commit());

@@ -1194,7 +1194,8 @@ Result<std::optional<RiskEvent>> SqliteStore::RecordHealth(const HealthSnapshot&
                                               "LIMIT 1"));
   last.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
   DP_ASSIGN_OR_RETURN(bool had, last.Step());
-  const std::string before = had ? std::string(last.Text(0)) : std::string();
+  const std::optional<std::string> before =
+      had ? std::optional<std::string>(last.Text(0)) : std::nullopt;
   DP_RETURN_IF_ERROR(last.Run());
   DP_ASSIGN_OR_RETURN(auto up, db_->Prepare("INSERT OR REPLACE INTO health_snapshots(customer_id, "
                                             "day_ms, tps, lhi, coverage, risk, recorded_ms) "
@@ -1203,21 +1204,16 @@ Result<std::optional<RiskEvent>> SqliteStore::RecordHealth(const HealthSnapshot&
   BindOpt(up, 3, snap.tps);
   BindOpt(up, 4, snap.lhi);
   DP_RETURN_IF_ERROR(up.Bind(5, snap.coverage).Bind(6, snap.risk).Bind(7, now_ms).Run());
-  std::optional<RiskEvent> event;
-  if (had && before != snap.risk) {
-    event = RiskEvent{.customer_id = snap.customer_id,
-                      .at_ms = now_ms,
-                      .from_risk = before,
-                      .to_risk = snap.risk,
-                      .reasons = SplitReasons(JoinReasons(reasons))};
+  const std::optional<RiskEvent> event = RiskChange(snap, before, reasons, now_ms);
+  if (event) {
     DP_ASSIGN_OR_RETURN(auto ev, db_->Prepare("INSERT OR REPLACE INTO risk_events(customer_id, "
                                               "at_ms, from_risk, to_risk, reasons) "
                                               "VALUES(?,?,?,?,?)"));
     DP_RETURN_IF_ERROR(ev.Bind(1, snap.customer_id)
                            .Bind(2, now_ms)
-                           .Bind(3, before)
-                           .Bind(4, snap.risk)
-                           .Bind(5, JoinReasons(reasons))
+                           .Bind(3, event->from_risk)
+                           .Bind(4, event->to_risk)
+                           .Bind(5, JoinReasons(event->reasons))
                            .Run());
   }
   DP_RETURN_IF_ERROR(tx.Commit());
