@@ -25,13 +25,20 @@ std::string RollupAccumulator::DeviceKey(const v1::PeripheralState& p) {
 }
 
 void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
-                                  const v1::Report& r) {
+                                  const v1::Report& r, std::string_view bytes) {
   const std::int64_t t = r.observed_at_unix_ms();
   ++reports_;
   At(customer_id, endpoint_id, t, Metric::kReports).count += 1;
   auto& seen = endpoints_seen_[endpoint_id];
   seen.customer_id = customer_id;
-  seen.last_ms = std::max(seen.last_ms, t);
+  if (t >= seen.last_ms || seen.last_report.empty()) {
+    seen.last_ms = std::max(seen.last_ms, t);
+    if (bytes.empty()) {
+      seen.last_report = r.SerializeAsString();
+    } else {
+      seen.last_report.assign(bytes);
+    }
+  }
 
   if (r.has_boot() && r.boot().has_login_ready_ms()) {
     const std::int64_t bt = r.boot().booted_at_unix_ms() != 0 ? r.boot().booted_at_unix_ms() : t;
@@ -157,6 +164,9 @@ void RollupAccumulator::Merge(RollupAccumulator&& other) {
   for (auto& [e, t] : other.endpoints_seen_) {
     auto& seen = endpoints_seen_[e];
     seen.customer_id = t.customer_id;
+    if (t.last_ms >= seen.last_ms && !t.last_report.empty()) {
+      seen.last_report = std::move(t.last_report);
+    }
     seen.last_ms = std::max(seen.last_ms, t.last_ms);
   }
   reports_ += other.reports_;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -79,8 +80,10 @@ struct PeripheralInstance {
 /// endpoint-day, customer-hour and customer-day rows when they are flushed.
 class RollupAccumulator {
  public:
+  /// `bytes` are the report as received, kept when it is the endpoint's
+  /// newest (serialized again from `report` when not given).
   void AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
-                 const deskpulse::v1::Report& report);
+                 const deskpulse::v1::Report& report, std::string_view bytes = {});
   void Merge(RollupAccumulator&& other);
   void Clear();
   bool empty() const { return cells_.empty() && instances_.empty(); }
@@ -94,6 +97,7 @@ class RollupAccumulator {
   struct Seen {
     std::int64_t customer_id = 0;
     std::int64_t last_ms = 0;  // latest observed_at_unix_ms
+    std::string last_report;   // the report observed at last_ms, serialized
   };
   /// endpoint_id → when it was last seen.
   const std::unordered_map<std::int64_t, Seen>& endpoints_seen() const { return endpoints_seen_; }
@@ -144,9 +148,9 @@ class PendingRollups {
     return static_cast<int>(static_cast<std::uint64_t>(endpoint_id) % kRollupSlices);
   }
   void AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
-                 const deskpulse::v1::Report& report) {
+                 const deskpulse::v1::Report& report, std::string_view bytes = {}) {
     slices_[static_cast<std::size_t>(SliceOf(endpoint_id))].AddReport(customer_id, endpoint_id,
-                                                                      report);
+                                                                      report, bytes);
   }
   RollupAccumulator& slice(int i) { return slices_[static_cast<std::size_t>(i)]; }
   void Clear() {

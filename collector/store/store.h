@@ -152,6 +152,20 @@ class IngestStore {
   virtual StoreStats stats() const = 0;
 };
 
+/// An endpoint as registered: what its latest Hello said, and when it was
+/// seen (observed time of its newest report rolled up).
+struct EndpointInfo {
+  std::int64_t id = 0;
+  std::int64_t customer_id = 0;
+  std::string agent_id, hostname, os, kernel, agent_version;
+  std::int64_t role = 0;  // deskpulse.v1.Hello.Role
+  std::string site, pool;
+  std::int64_t first_seen_ms = 0;
+  std::int64_t last_seen_ms = 0;  // 0: no report rolled up yet
+  /// Its newest report as of the last rollup flush (LoadEndpoint only).
+  std::optional<deskpulse::v1::Report> latest_report;
+};
+
 /// The read side: what reports, scores and checks read.
 class ReadStore {
  public:
@@ -167,6 +181,21 @@ class ReadStore {
   /// with nothing in the window is absent.
   virtual Result<std::map<std::int64_t, scoring::WindowRollup>> LoadWindows(std::int64_t from_ms,
                                                                             std::int64_t to_ms) = 0;
+  /// A customer's endpoints, by id.
+  virtual Result<std::vector<EndpointInfo>> ListEndpoints(std::int64_t customer_id) = 0;
+  /// One endpoint of a customer with its latest report; nullopt when the
+  /// customer has no such endpoint.
+  virtual Result<std::optional<EndpointInfo>> LoadEndpoint(std::int64_t customer_id,
+                                                           std::int64_t endpoint_id) = 0;
+  /// Each endpoint's day rollups for [from_ms, to_ms), by endpoint id: what
+  /// drivers break down by site and pool. Endpoints with nothing in the
+  /// window are absent; `endpoints` is 1 and peripherals are not filled.
+  virtual Result<std::map<std::int64_t, scoring::WindowRollup>> LoadEndpointWindows(
+      std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) = 0;
+  /// One endpoint's day rollups for [from_ms, to_ms), by day start.
+  virtual Result<std::map<std::int64_t, scoring::WindowRollup>> LoadEndpointDays(
+      std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms,
+      std::int64_t to_ms) = 0;
   /// A customer's device instances seen since `from_ms`, by endpoint and key.
   virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                           std::int64_t from_ms) = 0;

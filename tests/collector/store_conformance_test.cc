@@ -340,6 +340,71 @@ TEST_P(StoreConformance, AllCustomersWindowsEqualEachCustomersWindow) {
             6 + 7 + 8 + 9 + 10);
 }
 
+TEST_P(StoreConformance, EndpointsListWithTheirSiteRollupsAndLatestReport) {
+  auto s = Open();
+  const StreamInfo a1 = Register(*s, "Alpha", "a1");
+  const StreamInfo a2 = Register(*s, "Alpha", "b2");
+  const StreamInfo b1 = Register(*s, "Beta", "c1");
+  std::vector<BatchWrite> batches{MakeBatch(a1, 1, 6, 30'000), MakeBatch(a2, 1, 3, 60'000),
+                                  MakeBatch(b1, 1, 2)};
+  ASSERT_TRUE(Commit(*s, batches).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  // A late report observed before the newest one does not replace it.
+  BatchWrite late;
+  late.stream = a1;
+  late.reports.push_back(MakeReport(7, kNow - 2 * 3600'000));
+  std::vector<BatchWrite> more{std::move(late)};
+  ASSERT_TRUE(Commit(*s, more).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+
+  auto list = s->ListEndpoints(a1.customer_id);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].id, a1.endpoint_id);
+  EXPECT_EQ((*list)[0].agent_id, "a1");
+  EXPECT_EQ((*list)[0].hostname, "tc-a1");
+  EXPECT_EQ((*list)[0].site, "site-a");
+  EXPECT_EQ((*list)[1].site, "site-b");
+  EXPECT_EQ((*list)[0].last_seen_ms, kNow - 3600'000 + 6 * 1000);
+  EXPECT_FALSE((*list)[0].latest_report.has_value());  // only LoadEndpoint reads it
+
+  auto one = s->LoadEndpoint(a1.customer_id, a1.endpoint_id);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  ASSERT_TRUE(one->has_value());
+  ASSERT_TRUE((*one)->latest_report.has_value());
+  EXPECT_EQ((*one)->latest_report->seq(), 6u);
+  EXPECT_EQ((*one)->latest_report->observed_at_unix_ms(), (*one)->last_seen_ms);
+  // Another customer's endpoint is not this customer's.
+  auto other = s->LoadEndpoint(a1.customer_id, b1.endpoint_id);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+
+  const std::int64_t from = kNow - 30 * kDayMs;
+  const std::int64_t to = kNow + kDayMs;
+  auto windows = s->LoadEndpointWindows(a1.customer_id, from, to);
+  ASSERT_TRUE(windows.ok()) << windows.status().ToString();
+  ASSERT_EQ(windows->size(), 2u);
+  EXPECT_EQ((*windows)[a1.endpoint_id].reports, 7);
+  EXPECT_EQ((*windows)[a2.endpoint_id].reports, 3);
+  auto customer = s->LoadWindow(a1.customer_id, from, to);
+  ASSERT_TRUE(customer.ok());
+  SparseHistogram boots = (*windows)[a1.endpoint_id].boot_ms;
+  boots.Merge((*windows)[a2.endpoint_id].boot_ms);
+  EXPECT_EQ(boots.Encode(), customer->boot_ms.Encode());
+
+  auto days = s->LoadEndpointDays(a1.customer_id, a2.endpoint_id, from, to);
+  ASSERT_TRUE(days.ok()) << days.status().ToString();
+  std::int64_t reports = 0;
+  for (const auto& [day, w] : *days) {
+    EXPECT_EQ(day % kDayMs, 0);
+    reports += w.reports;
+  }
+  EXPECT_EQ(reports, 3);
+  auto none = s->LoadEndpointDays(b1.customer_id, a2.endpoint_id, from, to);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
 TEST_P(StoreConformance, ScoresRankCustomersFromStoredRollups) {
   auto s = Open();
   const StreamInfo fast = Register(*s, "Fast", "a");

@@ -1,5 +1,6 @@
 // What is particular to the SQLite backend: its files, its migrations from
 // earlier versions, damage found in the file, and one collector per file.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -87,6 +88,7 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
     DropTablesAfter(*s->db(), 3);
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE peripheral_instances DROP COLUMN catalog").ok());
     ASSERT_TRUE(s->db()->Exec("ALTER TABLE reports DROP COLUMN body_crc").ok());
+    ASSERT_TRUE(s->db()->Exec("ALTER TABLE endpoints DROP COLUMN last_report").ok());
     ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=1 WHERE key='schema_version'").ok());
   }
   auto s = Open();
@@ -102,12 +104,17 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
   EXPECT_EQ(full->rows_checked, 1);
 }
 
-// The previous version (v5, before API tokens) to the latest: its rows and
-// signals intact, health recordable, API tokens creatable.
-TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
+// The previous versions (v5, before API tokens; v6, before each endpoint's
+// latest report) to the latest: rows and signals intact, health recordable,
+// API tokens creatable, and the latest report kept from the next flush on.
+class SqliteMigrationTest : public SqliteStoreTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(SqliteMigrationTest, MigratesFromAPreviousVersion) {
+  const int from = GetParam();
+  StreamInfo info;
   {
     auto s = Open();
-    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    info = Register(*s, "Northwind", "agent-1");
     std::vector<BatchWrite> b{MakeBatch(info, 1, 5)};
     ASSERT_TRUE(s->CommitBatches(b, kNow).ok());
     ASSERT_TRUE(s->FlushRollups().ok());
@@ -115,8 +122,11 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
                                         "customer,date\nNorthwind,2026-10-01\n");
     ASSERT_TRUE(reviews.batch.has_value());
     ASSERT_TRUE(s->ImportSignals(*reviews.batch, kNow).ok());
-    DropTablesAfter(*s->db(), 5);
-    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=5 WHERE key='schema_version'").ok());
+    DropTablesAfter(*s->db(), from);
+    ASSERT_TRUE(s->db()->Exec("ALTER TABLE endpoints DROP COLUMN last_report").ok());
+    ASSERT_TRUE(s->db()
+                    ->Exec(fmt::format("UPDATE meta SET value={} WHERE key='schema_version'", from))
+                    .ok());
   }
   auto s = Open();
   EXPECT_EQ(s->schema_version(), LatestSchemaVersion());
@@ -136,7 +146,20 @@ TEST_F(SqliteStoreTest, MigratesFromThePreviousVersion) {
   ASSERT_TRUE(event.ok()) << event.status().ToString();
   EXPECT_EQ(s->LoadHistory(customer, 0)->size(), 1u);
   EXPECT_TRUE(s->CreateApiToken(ApiRole::kCustomerAdmin, customer, kNow).ok());
+  // Migrated endpoints have no latest report until they next report.
+  auto before = s->LoadEndpoint(customer, info.endpoint_id);
+  ASSERT_TRUE(before.ok() && before->has_value());
+  EXPECT_FALSE((*before)->latest_report.has_value());
+  std::vector<BatchWrite> more{MakeBatch(info, 6, 6)};
+  ASSERT_TRUE(s->CommitBatches(more, kNow).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  auto after = s->LoadEndpoint(customer, info.endpoint_id);
+  ASSERT_TRUE(after.ok() && after->has_value());
+  ASSERT_TRUE((*after)->latest_report.has_value());
+  EXPECT_EQ((*after)->latest_report->seq(), 6u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Versions, SqliteMigrationTest, ::testing::Values(5, 6));
 
 // Flips one byte of a stored body in the database file itself, where SQLite
 // keeps no checksum of its own.

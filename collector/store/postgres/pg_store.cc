@@ -372,7 +372,7 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
     std::uint64_t from = 0, to = 0;
   };
   std::map<std::pair<std::int64_t, std::int64_t>, Range> ranges;
-  std::vector<std::pair<const StreamInfo*, const v1::Report*>> stored;
+  std::vector<std::pair<const StreamInfo*, const IncomingReport*>> stored;
   std::string copy;
   const std::string received = pg::Int(now_ms);
   for (auto& b : batches) {
@@ -392,7 +392,7 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
       auto& r = ranges[{s.customer_id, s.stream_id}];
       if (r.from == 0) r.from = seq;
       r.to = seq;
-      stored.emplace_back(&s, &in.report);
+      stored.emplace_back(&s, &in);
       mark = seq;
     }
     b.acked_through = mark;
@@ -443,8 +443,8 @@ Status PgStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms
       pending_ids_.push_back(ids.Int(i, 1));
       last_own_id_ = std::max(last_own_id_, ids.Int(i, 1));
     }
-    for (const auto& [stream, report] : stored) {
-      pending_.AddReport(stream->customer_id, stream->endpoint_id, *report);
+    for (const auto& [stream, in] : stored) {
+      pending_.AddReport(stream->customer_id, stream->endpoint_id, in->report, in->bytes);
     }
     return Status::Ok();
   }
@@ -660,25 +660,32 @@ Status PgStore::ApplyRollups(pg::Connection& db, const RollupAccumulator& acc) {
             .status());
   }
 
-  std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>> seen;
+  std::vector<std::tuple<std::int64_t, std::int64_t, const RollupAccumulator::Seen*>> seen;
   for (const auto& [endpoint, s] : acc.endpoints_seen()) {
-    seen.emplace_back(s.customer_id, endpoint, s.last_ms);
+    seen.emplace_back(s.customer_id, endpoint, &s);
   }
   if (!seen.empty()) {
-    std::sort(seen.begin(), seen.end());
+    std::sort(seen.begin(), seen.end(), [](const auto& a, const auto& b) {
+      return std::tie(std::get<0>(a), std::get<1>(a)) < std::tie(std::get<0>(b), std::get<1>(b));
+    });
     std::vector<std::int64_t> sc, se, st;
+    std::vector<std::optional<std::string>> sr;
     for (const auto& [c, e, t] : seen) {
       sc.push_back(c);
       se.push_back(e);
-      st.push_back(t);
+      st.push_back(t->last_ms);
+      sr.emplace_back(pg::Bytea(t->last_report));
     }
-    DP_RETURN_IF_ERROR(db.Query("endpoints seen",
-                                "UPDATE endpoints e SET last_seen_ms = greatest("
-                                "e.last_seen_ms, v.t) FROM unnest($1::bigint[], "
-                                "$2::bigint[], $3::bigint[]) AS v(c, id, t) WHERE "
-                                "e.customer_id = v.c AND e.endpoint_id = v.id",
-                                {pg::IntArray(sc), pg::IntArray(se), pg::IntArray(st)})
-                           .status());
+    DP_RETURN_IF_ERROR(
+        db.Query("endpoints seen",
+                 "UPDATE endpoints e SET last_report = CASE WHEN v.t >= "
+                 "e.last_seen_ms THEN v.r ELSE e.last_report END, "
+                 "last_seen_ms = greatest(e.last_seen_ms, v.t) FROM "
+                 "unnest($1::bigint[], $2::bigint[], $3::bigint[], "
+                 "$4::bytea[]) AS v(c, id, t, r) WHERE e.customer_id = v.c "
+                 "AND e.endpoint_id = v.id",
+                 {pg::IntArray(sc), pg::IntArray(se), pg::IntArray(st), pg::ArrayLiteral(sr)})
+            .status());
   }
   return Status::Ok();
 }
@@ -1114,6 +1121,106 @@ Result<std::int64_t> PgStore::CountRawReports() {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
   DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("count reports", "SELECT count(*) FROM reports"));
   return rows.Int(0, 0);
+}
+
+namespace {
+
+constexpr const char* kEndpointColumns =
+    "endpoint_id, customer_id, agent_id, coalesce(hostname, ''), coalesce(os, ''), "
+    "coalesce(kernel, ''), coalesce(agent_version, ''), coalesce(role, 0), coalesce(site, ''), "
+    "coalesce(pool, ''), first_seen_ms, last_seen_ms";
+
+EndpointInfo EndpointFromRow(const pg::Rows& rows, int i) {
+  return EndpointInfo{.id = rows.Int(i, 0),
+                      .customer_id = rows.Int(i, 1),
+                      .agent_id = std::string(rows.Text(i, 2)),
+                      .hostname = std::string(rows.Text(i, 3)),
+                      .os = std::string(rows.Text(i, 4)),
+                      .kernel = std::string(rows.Text(i, 5)),
+                      .agent_version = std::string(rows.Text(i, 6)),
+                      .role = rows.Int(i, 7),
+                      .site = std::string(rows.Text(i, 8)),
+                      .pool = std::string(rows.Text(i, 9)),
+                      .first_seen_ms = rows.Int(i, 10),
+                      .last_seen_ms = rows.Int(i, 11),
+                      .latest_report = std::nullopt};
+}
+
+Result<std::map<std::int64_t, scoring::WindowRollup>> WindowsByFirstColumn(const pg::Rows& rows) {
+  std::map<std::int64_t, scoring::WindowRollup> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    SparseHistogram hist;
+    if (!rows.IsNull(i, 4)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(rows.Bytes(i, 4)));
+    }
+    scoring::WindowRollup& w = out[rows.Int(i, 0)];
+    w.endpoints = 1;
+    AddToWindow(static_cast<Metric>(rows.Int(i, 1)), rows.Int(i, 2), rows.Double(i, 3), hist, &w);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<EndpointInfo>> PgStore::ListEndpoints(std::int64_t customer_id) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("endpoints",
+                                              fmt::format("SELECT {} FROM endpoints WHERE "
+                                                          "customer_id=$1 ORDER BY endpoint_id",
+                                                          kEndpointColumns),
+                                              {pg::Int(customer_id)}));
+  std::vector<EndpointInfo> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) out.push_back(EndpointFromRow(rows, i));
+  return out;
+}
+
+Result<std::optional<EndpointInfo>> PgStore::LoadEndpoint(std::int64_t customer_id,
+                                                          std::int64_t endpoint_id) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("endpoint",
+                                              fmt::format("SELECT {}, last_report FROM endpoints "
+                                                          "WHERE customer_id=$1 AND "
+                                                          "endpoint_id=$2",
+                                                          kEndpointColumns),
+                                              {pg::Int(customer_id), pg::Int(endpoint_id)}));
+  if (rows.size() == 0) return std::optional<EndpointInfo>();
+  EndpointInfo e = EndpointFromRow(rows, 0);
+  if (!rows.IsNull(0, 12)) {
+    v1::Report r;
+    if (!r.ParseFromString(rows.Bytes(0, 12))) {
+      return Status(Code::kDataLoss,
+                    fmt::format("endpoint {}: its latest report does not parse", endpoint_id));
+    }
+    e.latest_report = std::move(r);
+  }
+  return std::optional<EndpointInfo>(std::move(e));
+}
+
+Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadEndpointWindows(
+    std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows,
+                      conn_->Query("endpoint windows",
+                                   "SELECT endpoint_id, metric, count, sum, hist FROM "
+                                   "rollups WHERE customer_id=$1 AND grain=2 AND "
+                                   "endpoint_id > 0 AND bucket_start_ms >= $2 AND "
+                                   "bucket_start_ms < $3",
+                                   {pg::Int(customer_id), pg::Int(from_ms), pg::Int(to_ms)}));
+  return WindowsByFirstColumn(rows);
+}
+
+Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadEndpointDays(
+    std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms, std::int64_t to_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("endpoint days",
+                                              "SELECT bucket_start_ms, metric, count, sum, hist "
+                                              "FROM rollups WHERE customer_id=$1 AND grain=2 AND "
+                                              "endpoint_id=$2 AND bucket_start_ms >= $3 AND "
+                                              "bucket_start_ms < $4",
+                                              {pg::Int(customer_id), pg::Int(endpoint_id),
+                                               pg::Int(from_ms), pg::Int(to_ms)}));
+  return WindowsByFirstColumn(rows);
 }
 
 Result<std::vector<StreamInfo>> PgStore::ListStreams() {

@@ -556,7 +556,7 @@ Status SqliteStore::CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t 
           .BindBlob(7, in.bytes)
           .Bind(8, std::int64_t{Crc32c(0, in.bytes)});
       DP_RETURN_IF_ERROR(insert_report_.Run());
-      pending_.AddReport(stream.customer_id, stream.endpoint_id, in.report);
+      pending_.AddReport(stream.customer_id, stream.endpoint_id, in.report, in.bytes);
       mark = seq;
       ++inserted;
     }
@@ -728,10 +728,12 @@ Status SqliteStore::WriteSlice(RollupAccumulator* pending, int slice) {
     DP_RETURN_IF_ERROR(pi.Run());
   }
 
-  DP_ASSIGN_OR_RETURN(auto seen, db_->Prepare("UPDATE endpoints SET last_seen_ms=max(last_seen_ms, "
-                                              "?) WHERE endpoint_id=?"));
+  DP_ASSIGN_OR_RETURN(auto seen,
+                      db_->Prepare("UPDATE endpoints SET last_report=iif(?1 >= last_seen_ms, ?2, "
+                                   "last_report), last_seen_ms=max(last_seen_ms, ?1) WHERE "
+                                   "endpoint_id=?3"));
   for (const auto& [endpoint, t] : pending->endpoints_seen()) {
-    DP_RETURN_IF_ERROR(seen.Bind(1, t.last_ms).Bind(2, endpoint).Run());
+    DP_RETURN_IF_ERROR(seen.Bind(1, t.last_ms).BindBlob(2, t.last_report).Bind(3, endpoint).Run());
   }
   // Every row of this slice up to last_committed_rowid_ is in `pending` or
   // was flushed before, so the slice's mark moves there.
@@ -914,6 +916,110 @@ Result<std::int64_t> SqliteStore::CountRawReports() {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT count(*) FROM reports"));
   DP_ASSIGN_OR_RETURN(bool row, st.Step());
   return row ? st.Int(0) : 0;
+}
+
+namespace {
+
+constexpr const char* kEndpointColumns =
+    "endpoint_id, customer_id, agent_id, hostname, os, kernel, agent_version, role, site, pool, "
+    "first_seen_ms, last_seen_ms";
+
+EndpointInfo EndpointFromRow(const Statement& st) {
+  return EndpointInfo{.id = st.Int(0),
+                      .customer_id = st.Int(1),
+                      .agent_id = std::string(st.Text(2)),
+                      .hostname = std::string(st.Text(3)),
+                      .os = std::string(st.Text(4)),
+                      .kernel = std::string(st.Text(5)),
+                      .agent_version = std::string(st.Text(6)),
+                      .role = st.Int(7),
+                      .site = std::string(st.Text(8)),
+                      .pool = std::string(st.Text(9)),
+                      .first_seen_ms = st.Int(10),
+                      .last_seen_ms = st.Int(11),
+                      .latest_report = std::nullopt};
+}
+
+}  // namespace
+
+Result<std::vector<EndpointInfo>> SqliteStore::ListEndpoints(std::int64_t customer_id) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(fmt::format("SELECT {} FROM endpoints WHERE "
+                                                        "customer_id=? ORDER BY endpoint_id",
+                                                        kEndpointColumns)));
+  st.Bind(1, customer_id);
+  std::vector<EndpointInfo> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(EndpointFromRow(st));
+  }
+  return out;
+}
+
+Result<std::optional<EndpointInfo>> SqliteStore::LoadEndpoint(std::int64_t customer_id,
+                                                              std::int64_t endpoint_id) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(fmt::format("SELECT {}, last_report FROM endpoints "
+                                                        "WHERE customer_id=? AND endpoint_id=?",
+                                                        kEndpointColumns)));
+  st.Bind(1, customer_id).Bind(2, endpoint_id);
+  DP_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<EndpointInfo>();
+  EndpointInfo e = EndpointFromRow(st);
+  if (!st.IsNull(12)) {
+    v1::Report r;
+    const std::string_view body = st.Blob(12);
+    if (!r.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      return Status(Code::kDataLoss,
+                    fmt::format("endpoint {}: its latest report does not parse", endpoint_id));
+    }
+    e.latest_report = std::move(r);
+  }
+  return std::optional<EndpointInfo>(std::move(e));
+}
+
+Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadEndpointWindows(
+    std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) {
+  // Through the rollups' key: (grain, customer) then every endpoint's rows.
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT endpoint_id, metric, count, sum, hist FROM "
+                                            "rollups WHERE grain=2 AND customer_id=? AND "
+                                            "endpoint_id > 0 AND bucket_start_ms >= ? AND "
+                                            "bucket_start_ms < ?"));
+  st.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
+  std::map<std::int64_t, scoring::WindowRollup> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    SparseHistogram hist;
+    if (!st.IsNull(4)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(4)));
+    }
+    scoring::WindowRollup& w = out[st.Int(0)];
+    w.endpoints = 1;
+    AddToWindow(static_cast<Metric>(st.Int(1)), st.Int(2), st.Double(3), hist, &w);
+  }
+  return out;
+}
+
+Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadEndpointDays(
+    std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms, std::int64_t to_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT bucket_start_ms, metric, count, sum, hist "
+                                            "FROM rollups WHERE grain=2 AND customer_id=? AND "
+                                            "endpoint_id=? AND bucket_start_ms >= ? AND "
+                                            "bucket_start_ms < ?"));
+  st.Bind(1, customer_id).Bind(2, endpoint_id).Bind(3, from_ms).Bind(4, to_ms);
+  std::map<std::int64_t, scoring::WindowRollup> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    SparseHistogram hist;
+    if (!st.IsNull(4)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(4)));
+    }
+    scoring::WindowRollup& w = out[st.Int(0)];
+    w.endpoints = 1;
+    AddToWindow(static_cast<Metric>(st.Int(1)), st.Int(2), st.Double(3), hist, &w);
+  }
+  return out;
 }
 
 Result<std::vector<StreamInfo>> SqliteStore::ListStreams() {

@@ -51,6 +51,14 @@ class SqliteStore final : public Store {
   Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                   std::int64_t from_ms) override;
   Result<std::int64_t> CountRawReports() override;
+  Result<std::vector<EndpointInfo>> ListEndpoints(std::int64_t customer_id) override;
+  Result<std::optional<EndpointInfo>> LoadEndpoint(std::int64_t customer_id,
+                                                   std::int64_t endpoint_id) override;
+  Result<std::map<std::int64_t, scoring::WindowRollup>> LoadEndpointWindows(
+      std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) override;
+  Result<std::map<std::int64_t, scoring::WindowRollup>> LoadEndpointDays(
+      std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms,
+      std::int64_t to_ms) override;
   Result<std::vector<StreamInfo>> ListStreams() override;
   Result<std::vector<RollupRow>> LoadRollupRows() override;
   Status ForEachRawReport(const std::function<void(const RawReport&)>& fn) override;
