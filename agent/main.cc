@@ -9,10 +9,10 @@
 #include "agent/core/agent.h"
 #include "agent/core/command_line.h"
 #include "agent/core/config.h"
-#include "agent/core/report_json.h"
 #include "agent/probes/boot/boot_probe.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
+#include "deskpulse/common/report_json.h"
 
 namespace dp = deskpulse;
 namespace ag = deskpulse::agent;
@@ -85,12 +85,12 @@ static int Main(int argc, char** argv) {
   }
   if (cl->once) {
     const auto report = (*agent)->CollectOnce();
-    if (cl->print) std::printf("%s\n", ag::ReportToJson(report).dump(2).c_str());
+    if (cl->print) std::printf("%s\n", deskpulse::ReportToJson(report).dump(2).c_str());
     return dp::kExitOk;
   }
   if (cl->print) {
     (*agent)->set_report_sink([](const dp::v1::Report& r) {
-      std::printf("%s\n", ag::ReportToJson(r).dump().c_str());
+      std::printf("%s\n", deskpulse::ReportToJson(r).dump().c_str());
       std::fflush(stdout);
     });
   }

@@ -1,6 +1,6 @@
-#include "agent/core/report_json.h"
+#include "deskpulse/common/report_json.h"
 
-namespace deskpulse::agent {
+namespace deskpulse {
 namespace {
 
 using nlohmann::json;
@@ -141,4 +141,4 @@ json ReportToJson(const v1::Report& r) {
   return j;
 }
 
-}  // namespace deskpulse::agent
+}  // namespace deskpulse

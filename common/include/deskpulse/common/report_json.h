@@ -4,10 +4,10 @@
 
 #include "deskpulse/v1/report.pb.h"
 
-namespace deskpulse::agent {
+namespace deskpulse {
 
 /// A report as JSON for admins and tests (`--once --print`). Field names are
 /// the proto names; enums are their names; absent optional fields are absent.
 nlohmann::json ReportToJson(const deskpulse::v1::Report& report);
 
-}  // namespace deskpulse::agent
+}  // namespace deskpulse
