@@ -47,46 +47,55 @@ nlohmann::json TrendJson(const scoring::Trend& t) {
 
 }  // namespace
 
+Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
+                                      const HealthOptions& options, std::int64_t now_ms) {
+  const std::int64_t today = FloorTo(now_ms, kDayMs);
+  // 13 weeks of weekly points, and 3 days' slack before the first.
+  const std::int64_t history_from = today - (12 * 7 + 6) * kDayMs;
+  DP_ASSIGN_OR_RETURN(CustomerSignals signals, store.LoadSignals(technical.customer.id));
+  DP_ASSIGN_OR_RETURN(auto snapshots, store.LoadHistory(technical.customer.id, history_from));
+  std::vector<scoring::DaySnapshot> history;
+  history.reserve(snapshots.size());
+  for (const HealthSnapshot& s : snapshots) {
+    history.push_back({.day_ms = s.day_ms, .tps = s.tps, .lhi = s.lhi});
+  }
+  CustomerHealth h{.technical = std::move(technical),
+                   .contract = signals.signals.contract,
+                   .health = {},
+                   .risk_change = std::nullopt};
+  h.health =
+      scoring::ScoreLoyalty(h.technical.score, signals.signals, history, now_ms, options.loyalty);
+  if (options.record) {
+    HealthSnapshot snap;
+    snap.customer_id = h.technical.customer.id;
+    snap.day_ms = today;
+    snap.tps = h.technical.score.tps;
+    snap.lhi = h.health.lhi;
+    snap.coverage = h.health.coverage;
+    snap.risk = scoring::RiskName(h.health.risk);
+    DP_ASSIGN_OR_RETURN(h.risk_change, store.RecordHealth(snap, h.health.risk_reasons, now_ms));
+  }
+  return h;
+}
+
+bool RanksBefore(const CustomerHealth& a, const CustomerHealth& b) {
+  if (RiskRank(a.health.risk) != RiskRank(b.health.risk)) {
+    return RiskRank(a.health.risk) < RiskRank(b.health.risk);
+  }
+  return a.health.lhi.value_or(101) < b.health.lhi.value_or(101);
+}
+
 Result<std::vector<CustomerHealth>> AssessAllCustomers(Store& store, const HealthOptions& options,
                                                        std::int64_t now_ms) {
   DP_RETURN_IF_ERROR(options.loyalty.Validate());
   DP_ASSIGN_OR_RETURN(auto scores, ScoreAllCustomers(store, options.policy, now_ms));
-  const std::int64_t today = FloorTo(now_ms, kDayMs);
-  // 13 weeks of weekly points, and 3 days' slack before the first.
-  const std::int64_t history_from = today - (12 * 7 + 6) * kDayMs;
   std::vector<CustomerHealth> book;
+  book.reserve(scores.size());
   for (CustomerScore& cs : scores) {
-    DP_ASSIGN_OR_RETURN(CustomerSignals signals, store.LoadSignals(cs.customer.id));
-    DP_ASSIGN_OR_RETURN(auto snapshots, store.LoadHistory(cs.customer.id, history_from));
-    std::vector<scoring::DaySnapshot> history;
-    history.reserve(snapshots.size());
-    for (const HealthSnapshot& s : snapshots) {
-      history.push_back({.day_ms = s.day_ms, .tps = s.tps, .lhi = s.lhi});
-    }
-    CustomerHealth h{.technical = std::move(cs),
-                     .contract = signals.signals.contract,
-                     .health = {},
-                     .risk_change = std::nullopt};
-    h.health =
-        scoring::ScoreLoyalty(h.technical.score, signals.signals, history, now_ms, options.loyalty);
-    if (options.record) {
-      HealthSnapshot snap;
-      snap.customer_id = h.technical.customer.id;
-      snap.day_ms = today;
-      snap.tps = h.technical.score.tps;
-      snap.lhi = h.health.lhi;
-      snap.coverage = h.health.coverage;
-      snap.risk = scoring::RiskName(h.health.risk);
-      DP_ASSIGN_OR_RETURN(h.risk_change, store.RecordHealth(snap, h.health.risk_reasons, now_ms));
-    }
+    DP_ASSIGN_OR_RETURN(CustomerHealth h, AssessCustomer(store, std::move(cs), options, now_ms));
     book.push_back(std::move(h));
   }
-  std::stable_sort(book.begin(), book.end(), [](const CustomerHealth& a, const CustomerHealth& b) {
-    if (RiskRank(a.health.risk) != RiskRank(b.health.risk)) {
-      return RiskRank(a.health.risk) < RiskRank(b.health.risk);
-    }
-    return a.health.lhi.value_or(101) < b.health.lhi.value_or(101);
-  });
+  std::stable_sort(book.begin(), book.end(), RanksBefore);
   return book;
 }
 
@@ -110,6 +119,65 @@ std::string FormatHealthTable(const std::vector<CustomerHealth>& book) {
   return s;
 }
 
+nlohmann::json CustomerHealthToJson(const CustomerHealth& c) {
+  const scoring::LoyaltyHealth& h = c.health;
+  nlohmann::json j;
+  j["id"] = c.technical.customer.id;
+  j["customer"] = c.technical.customer.name;
+  j["endpoints"] = c.technical.window.endpoints;
+  if (c.contract) {
+    j["contract"] = {{"tier", std::string(1, c.contract->tier)},
+                     {"annual_value", c.contract->annual_value},
+                     {"renewal_unix_ms", c.contract->renewal_ms},
+                     {"renewal_status", scoring::RenewalStatusName(c.contract->renewal_status)}};
+  } else {
+    j["contract"] = nullptr;
+  }
+  j["tps"] = Num(c.technical.score.tps);
+  const scoring::TechScore& t = c.technical.score;
+  j["components"] = {{"boot", ComponentToJson(t.boot)},
+                     {"latency", ComponentToJson(t.latency)},
+                     {"peripherals", ComponentToJson(t.peripherals)},
+                     {"stability", ComponentToJson(t.stability)}};
+  j["lhi"] = Num(h.lhi);
+  j["coverage"] = std::round(h.coverage * 1000) / 1000;
+  j["risk"] = scoring::RiskName(h.risk);
+  j["risk_reasons"] = h.risk_reasons;
+  j["factors"] = nlohmann::json::array();
+  for (const scoring::FactorScore& f : h.factors) {
+    nlohmann::json fj = {{"factor", scoring::FactorName(f.factor)},
+                         {"score", Num(f.score)},
+                         {"weight", f.weight},
+                         {"stale", f.stale}};
+    if (f.override_applied) {
+      fj["override"] = {{"value", f.override_applied->value},
+                        {"reason", f.override_applied->reason},
+                        {"expires_unix_ms", f.override_applied->expires_ms}};
+    }
+    fj["inputs"] = nlohmann::json::array();
+    for (const scoring::Input& in : f.inputs) {
+      fj["inputs"].push_back({{"name", in.name},
+                              {"score", Num(in.score)},
+                              {"stale", in.stale},
+                              {"detail", in.detail}});
+    }
+    j["factors"].push_back(std::move(fj));
+  }
+  j["drivers"] = nlohmann::json::array();
+  for (const scoring::Driver& d : h.drivers) {
+    j["drivers"].push_back({{"factor", scoring::FactorName(d.factor)},
+                            {"text", d.text},
+                            {"lhi_points", std::round(d.lhi_points * 10) / 10},
+                            {"factor_points", std::round(d.factor_points * 10) / 10}});
+  }
+  j["gaps"] = h.gaps;
+  j["trends"] = {{"tps", TrendJson(h.tps_trend)}, {"lhi", TrendJson(h.lhi_trend)}};
+  if (c.risk_change) {
+    j["risk_change"] = {{"from", c.risk_change->from_risk}, {"to", c.risk_change->to_risk}};
+  }
+  return j;
+}
+
 nlohmann::json HealthToJson(const std::vector<CustomerHealth>& book, const HealthOptions& options,
                             std::int64_t now_ms) {
   nlohmann::json out;
@@ -117,58 +185,7 @@ nlohmann::json HealthToJson(const std::vector<CustomerHealth>& book, const Healt
   out["assessed_unix_ms"] = now_ms;
   out["tps_window_days"] = options.policy.window_days;
   out["customers"] = nlohmann::json::array();
-  for (const CustomerHealth& c : book) {
-    const scoring::LoyaltyHealth& h = c.health;
-    nlohmann::json j;
-    j["customer"] = c.technical.customer.name;
-    j["endpoints"] = c.technical.window.endpoints;
-    if (c.contract) {
-      j["contract"] = {{"tier", std::string(1, c.contract->tier)},
-                       {"annual_value", c.contract->annual_value},
-                       {"renewal_unix_ms", c.contract->renewal_ms},
-                       {"renewal_status", scoring::RenewalStatusName(c.contract->renewal_status)}};
-    } else {
-      j["contract"] = nullptr;
-    }
-    j["tps"] = Num(c.technical.score.tps);
-    j["lhi"] = Num(h.lhi);
-    j["coverage"] = std::round(h.coverage * 1000) / 1000;
-    j["risk"] = scoring::RiskName(h.risk);
-    j["risk_reasons"] = h.risk_reasons;
-    j["factors"] = nlohmann::json::array();
-    for (const scoring::FactorScore& f : h.factors) {
-      nlohmann::json fj = {{"factor", scoring::FactorName(f.factor)},
-                           {"score", Num(f.score)},
-                           {"weight", f.weight},
-                           {"stale", f.stale}};
-      if (f.override_applied) {
-        fj["override"] = {{"value", f.override_applied->value},
-                          {"reason", f.override_applied->reason},
-                          {"expires_unix_ms", f.override_applied->expires_ms}};
-      }
-      fj["inputs"] = nlohmann::json::array();
-      for (const scoring::Input& in : f.inputs) {
-        fj["inputs"].push_back({{"name", in.name},
-                                {"score", Num(in.score)},
-                                {"stale", in.stale},
-                                {"detail", in.detail}});
-      }
-      j["factors"].push_back(std::move(fj));
-    }
-    j["drivers"] = nlohmann::json::array();
-    for (const scoring::Driver& d : h.drivers) {
-      j["drivers"].push_back({{"factor", scoring::FactorName(d.factor)},
-                              {"text", d.text},
-                              {"lhi_points", std::round(d.lhi_points * 10) / 10},
-                              {"factor_points", std::round(d.factor_points * 10) / 10}});
-    }
-    j["gaps"] = h.gaps;
-    j["trends"] = {{"tps", TrendJson(h.tps_trend)}, {"lhi", TrendJson(h.lhi_trend)}};
-    if (c.risk_change) {
-      j["risk_change"] = {{"from", c.risk_change->from_risk}, {"to", c.risk_change->to_risk}};
-    }
-    out["customers"].push_back(std::move(j));
-  }
+  for (const CustomerHealth& c : book) out["customers"].push_back(CustomerHealthToJson(c));
   return out;
 }
 

@@ -35,9 +35,20 @@ struct HealthOptions {
 Result<std::vector<CustomerHealth>> AssessAllCustomers(Store& store, const HealthOptions& options,
                                                        std::int64_t now_ms);
 
+/// One customer's assessment at `now_ms` from its score (recording the
+/// day's snapshot when options.record).
+Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
+                                      const HealthOptions& options, std::int64_t now_ms);
+
+/// The book's order: risk (high first), then LHI lowest first, no data last.
+bool RanksBefore(const CustomerHealth& a, const CustomerHealth& b);
+
 /// A fixed-width table for a terminal: customer, tier, TPS, LHI, coverage,
 /// 30-day LHI trend, risk with its first reason, top driver.
 std::string FormatHealthTable(const std::vector<CustomerHealth>& book);
+/// One customer: id, name, contract, TPS with its components, LHI with its
+/// factors, coverage, risk with reasons, drivers, gaps and trends.
+nlohmann::json CustomerHealthToJson(const CustomerHealth& c);
 nlohmann::json HealthToJson(const std::vector<CustomerHealth>& book, const HealthOptions& options,
                             std::int64_t now_ms);
 

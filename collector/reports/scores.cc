@@ -9,8 +9,7 @@
 
 namespace deskpulse::collector {
 
-namespace {
-nlohmann::json ComponentJson(const scoring::Component& c) {
+nlohmann::json ComponentToJson(const scoring::Component& c) {
   nlohmann::json j;
   j["score"] = c.score ? nlohmann::json(std::round(*c.score * 10) / 10) : nlohmann::json();
   j["band"] =
@@ -20,11 +19,46 @@ nlohmann::json ComponentJson(const scoring::Component& c) {
   return j;
 }
 
+namespace {
+
 double Round1(double v) { return std::round(v * 10) / 10; }
 
 std::string Cell(const std::optional<double>& v) {
   return v ? fmt::format("{:.1f}", *v) : std::string("n/a");
 }
+}  // namespace
+
+namespace {
+
+// Scores one customer's window and names the model that pulls peripherals
+// down most (docs/scoring.md "Drivers").
+Result<CustomerScore> ScoreWindowOf(ReadStore& store, const Customer& c,
+                                    const scoring::WindowRollup& w, const scoring::Policy& policy,
+                                    std::int64_t now_ms) {
+  CustomerScore cs{c, w, scoring::ScoreWindow(w, policy), {}};
+  if (w.peripherals_failed == 0) return cs;
+  DP_ASSIGN_OR_RETURN(auto pr, AnalyseCustomerPeripherals(store, c, policy, now_ms, nullptr, &w));
+  if (pr.failing.empty()) return cs;
+  const ModelCompatibility& m = pr.failing.front();
+  std::string state;
+  std::int64_t most = 0;
+  for (const auto& [name, n] : m.failure_states) {
+    if (n > most) {
+      most = n;
+      state = name;
+    }
+  }
+  std::replace(state.begin(), state.end(), '_', ' ');
+  cs.worst_peripheral = fmt::format(
+      "{}{}: {} on {} of {} endpoints", m.name.empty() ? m.key : m.name,
+      m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state, m.endpoints_failed, m.endpoints);
+  for (auto& d : cs.score.drivers) {
+    if (d.starts_with("peripherals ")) d += "; worst: " + cs.worst_peripheral;
+  }
+  cs.score.peripherals.detail += "; worst: " + cs.worst_peripheral;
+  return cs;
+}
+
 }  // namespace
 
 Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
@@ -36,41 +70,27 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
   DP_ASSIGN_OR_RETURN(auto customers, store.ListCustomers());
   DP_ASSIGN_OR_RETURN(auto windows, store.LoadWindows(from, to));
   std::vector<CustomerScore> out;
+  out.reserve(customers.size());
   for (const auto& c : customers) {
     const auto found = windows.find(c.id);
     const scoring::WindowRollup w =
         found == windows.end() ? scoring::WindowRollup{} : found->second;
-    CustomerScore cs{c, w, scoring::ScoreWindow(w, policy), {}};
-    if (w.peripherals_failed > 0) {
-      // Name the model that pulls peripherals down most (docs/scoring.md "Drivers").
-      DP_ASSIGN_OR_RETURN(auto pr,
-                          AnalyseCustomerPeripherals(store, c, policy, now_ms, nullptr, &w));
-      if (!pr.failing.empty()) {
-        const ModelCompatibility& m = pr.failing.front();
-        std::string state;
-        std::int64_t most = 0;
-        for (const auto& [name, n] : m.failure_states) {
-          if (n > most) {
-            most = n;
-            state = name;
-          }
-        }
-        std::replace(state.begin(), state.end(), '_', ' ');
-        cs.worst_peripheral = fmt::format(
-            "{}{}: {} on {} of {} endpoints", m.name.empty() ? m.key : m.name,
-            m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state, m.endpoints_failed, m.endpoints);
-        for (auto& d : cs.score.drivers) {
-          if (d.starts_with("peripherals ")) d += "; worst: " + cs.worst_peripheral;
-        }
-        cs.score.peripherals.detail += "; worst: " + cs.worst_peripheral;
-      }
-    }
+    DP_ASSIGN_OR_RETURN(CustomerScore cs, ScoreWindowOf(store, c, w, policy, now_ms));
     out.push_back(std::move(cs));
   }
   std::stable_sort(out.begin(), out.end(), [](const CustomerScore& a, const CustomerScore& b) {
     return a.score.tps.value_or(-1) > b.score.tps.value_or(-1);
   });
   return out;
+}
+
+Result<CustomerScore> ScoreCustomer(ReadStore& store, const Customer& customer,
+                                    const scoring::Policy& policy, std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(policy.Validate());
+  const std::int64_t to = FloorTo(now_ms, kDayMs) + kDayMs;
+  const std::int64_t from = to - policy.window_days * kDayMs;
+  DP_ASSIGN_OR_RETURN(auto w, store.LoadWindow(customer.id, from, to));
+  return ScoreWindowOf(store, customer, w, policy, now_ms);
 }
 
 std::string FormatScoreTable(const std::vector<CustomerScore>& scores) {
@@ -100,10 +120,10 @@ nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores, const scor
     j["customer"] = c.customer.name;
     j["endpoints"] = c.window.endpoints;
     j["reports"] = c.window.reports;
-    j["components"] = {{"boot", ComponentJson(t.boot)},
-                       {"latency", ComponentJson(t.latency)},
-                       {"peripherals", ComponentJson(t.peripherals)},
-                       {"stability", ComponentJson(t.stability)}};
+    j["components"] = {{"boot", ComponentToJson(t.boot)},
+                       {"latency", ComponentToJson(t.latency)},
+                       {"peripherals", ComponentToJson(t.peripherals)},
+                       {"stability", ComponentToJson(t.stability)}};
     const auto& w = c.window;
     if (!w.boot_ms.empty()) {
       j["components"]["boot"]["boots"] = w.boot_ms.TotalWeight();

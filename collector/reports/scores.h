@@ -23,6 +23,13 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
                                                      const scoring::Policy& policy,
                                                      std::int64_t now_ms);
 
+/// A component as JSON: score (null without data), band, weight, detail.
+nlohmann::json ComponentToJson(const scoring::Component& c);
+
+/// One customer's score over the policy's window ending with the day of `now_ms`.
+Result<CustomerScore> ScoreCustomer(ReadStore& store, const Customer& customer,
+                                    const scoring::Policy& policy, std::int64_t now_ms);
+
 /// A fixed-width table for a terminal, best TPS first.
 std::string FormatScoreTable(const std::vector<CustomerScore>& scores);
 nlohmann::json ScoresToJson(const std::vector<CustomerScore>& scores, const scoring::Policy& policy,

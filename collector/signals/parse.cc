@@ -635,4 +635,47 @@ ParseOutcome ParseSignals(SignalKind kind, SignalFormat format, std::string_view
   return out;
 }
 
+std::optional<std::int64_t> DateMs(std::string_view date) {
+  if (date.size() != 10) return std::nullopt;
+  const std::string d(date);
+  std::tm tm{};
+  const char* end = strptime(d.c_str(), "%Y-%m-%d", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  const int day = tm.tm_mday;
+  const std::time_t t = timegm(&tm);
+  if (tm.tm_mday != day) return std::nullopt;  // 2026-02-30
+  return static_cast<std::int64_t>(t) * 1000;
+}
+
+Result<scoring::Override> MakeOverride(std::string_view factor, double value,
+                                       std::string_view reason, std::string_view expires,
+                                       std::int64_t now_ms, std::string* field) {
+  const auto f = scoring::ParseFactor(factor);
+  if (!f || *f == scoring::Factor::kTechnical) {
+    *field = "factor";
+    return InvalidArgument(
+        "factor must be value, service, brand or relationship (technical is "
+        "measured)");
+  }
+  if (!(value >= 0 && value <= 100)) {
+    *field = "value";
+    return InvalidArgument("value must be a number from 0 to 100");
+  }
+  if (reason.empty() || reason.size() > 500) {
+    *field = "reason";
+    return InvalidArgument("reason must be 1..500 characters: say why");
+  }
+  const auto at = DateMs(expires);
+  if (!at) {
+    *field = "expires";
+    return InvalidArgument("expires must be a date, YYYY-MM-DD");
+  }
+  if (*at <= now_ms) {
+    *field = "expires";
+    return InvalidArgument("expires must be in the future");
+  }
+  return scoring::Override{
+      .factor = *f, .value = value, .reason = std::string(reason), .expires_ms = *at};
+}
+
 }  // namespace deskpulse::collector

@@ -48,6 +48,17 @@ struct ParseOutcome {
 ParseOutcome ParseSignals(SignalKind kind, SignalFormat format, std::string_view bytes,
                           const SignalLimits& limits = {});
 
+/// An account manager's override as given (CLI or API), checked: a business
+/// factor (technical is measured), a value 0..100, a reason of 1..500
+/// characters and an expiry date (YYYY-MM-DD, UTC) after `now_ms`. On error
+/// `*field` names the bad one.
+Result<scoring::Override> MakeOverride(std::string_view factor, double value,
+                                       std::string_view reason, std::string_view expires,
+                                       std::int64_t now_ms, std::string* field);
+
+/// Midnight UTC of `date` (YYYY-MM-DD), or nothing when it is not one.
+std::optional<std::int64_t> DateMs(std::string_view date);
+
 /// The columns (CSV header) or keys (JSON objects) of `kind`, required ones first.
 std::vector<std::string> SignalFields(SignalKind kind);
 
