@@ -10,6 +10,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
   # business-signal imports: CSV (RFC 4180)
   libcsv-dev
+  # the JSON API's HTTP server (header-only, on standalone Asio)
+  librestinio-dev
   python3 procps openssl
   # the shared store: libpq to build against, and the server the tests and the
   # two-collector demo start their own throwaway clusters of

@@ -69,10 +69,6 @@ int RunServe(const ServeFlags& flags) {
     std::cerr << "deskpulse-collector: " << s.message() << "\n";
     return kExitUsage;
   }
-  if (!flags.http.empty()) {
-    spdlog::error("--http: the HTTP API and dashboard are not in this version yet");
-    return kExitUsage;
-  }
   const std::string fds = RaiseDescriptorLimit();
   auto store = OpenStore(c.store);
   if (!store.ok()) {
@@ -91,6 +87,24 @@ int RunServe(const ServeFlags& flags) {
     return kExitNetwork;
   }
   server.Start();
+  std::unique_ptr<api::ApiServer> http;
+  if (c.api) {
+    HealthOptions health;  // the published defaults (docs/scoring.md)
+    http = std::make_unique<api::ApiServer>(*c.api, c.store, health);
+    if (auto s = http->Start(); !s.ok()) {
+      spdlog::error("{}", s.message());
+      server.Drain([&io] { io.stop(); });
+      io.run();
+      writer.Stop();
+      return kExitNetwork;
+    }
+    spdlog::info("JSON API on {}://{}:{}/api/v1 (health assessed every {} s)",
+                 c.api->tls ? "https" : "http", c.api->host, http->port(),
+                 c.api->refresh_interval.count() / 1000);
+    if (!flags.http_port_file.empty()) {
+      std::ofstream(flags.http_port_file) << http->port() << "\n";
+    }
+  }
   if (!flags.port_file.empty()) std::ofstream(flags.port_file) << server.port() << "\n";
   spdlog::info("listening on {}:{} ({}), store {}; {}, at most {} connections", c.ingest.host,
                server.port(), c.ingest.tls ? "TLS" : "plain TCP", store_name, fds,
@@ -103,6 +117,7 @@ int RunServe(const ServeFlags& flags) {
     server.Drain([&io] { io.stop(); });
   });
   io.run();
+  if (http) http->Stop();
   writer.Stop();
   const auto ws = writer.stats();
   LogTotals(ws, writer.store_stats(), server.stats());

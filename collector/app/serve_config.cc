@@ -29,7 +29,7 @@ Status GetCount(ConfigReader& cfg, std::string_view key, std::int64_t min, std::
 }
 
 Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptions* tls,
-                bool* plaintext) {
+                bool* plaintext, std::string* http, api::ApiOptions* a) {
   StoreOptions& st = c->store;
   IngestOptions& in = c->ingest;
   WriterOptions& w = c->writer;
@@ -89,6 +89,15 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "ingest.group_commit_reports", 1, 1'000'000, &w.group_commit_reports));
 
+  DP_RETURN_IF_ERROR(cfg.GetString("http.listen", http));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_refresh_s", 1, 86400, &a->refresh_interval));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_connections", 1, 100'000, &a->max_connections));
+  DP_RETURN_IF_ERROR(
+      GetCount(cfg, "http.failed_logins_per_window", 1, 1'000'000, &a->failed_auth.max_failures));
+  std::chrono::milliseconds window{a->failed_auth.window_ms};
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.failed_login_window_s", 1, 86400, &window));
+  a->failed_auth.window_ms = window.count();
+
   DP_RETURN_IF_ERROR(cfg.GetString("log.level", &c->log_level));
   DP_RETURN_IF_ERROR(cfg.GetString("log.file", &c->log_file));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "log.summary_interval_s", 1, 3600, &in.log_summary_interval));
@@ -104,10 +113,13 @@ Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
   std::string listen = "127.0.0.1:7741";
   TlsOptions tls;
   bool plaintext = false;
+  std::string http;
+  api::ApiOptions api;
   if (!flags.config.empty()) {
     DP_ASSIGN_OR_RETURN(auto cfg, ConfigReader::FromFile(flags.config));
-    DP_RETURN_IF_ERROR(ReadFile(cfg, &c, &listen, &tls, &plaintext));
+    DP_RETURN_IF_ERROR(ReadFile(cfg, &c, &listen, &tls, &plaintext, &http, &api));
   }
+  if (!flags.http.empty()) http = flags.http;
   if (!flags.db.empty()) c.store.db = flags.db;
   c.store.allow_damaged = flags.allow_damaged;
   if (!flags.listen.empty()) listen = flags.listen;
@@ -144,6 +156,20 @@ Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
         " is not a loopback address: agents' credentials would cross the "
         "network in clear. Give --tls-cert and --tls-key, or --plaintext to allow that "
         "explicitly");
+  }
+  if (!http.empty()) {
+    // The API over the same TLS as ingest; in clear only where tokens stay
+    // on the machine, or when asked for.
+    DP_ASSIGN_OR_RETURN(auto ahp, ParseHostPort(http, "--http"));
+    api.host = ahp.host;
+    api.port = ahp.port;
+    api.tls = c.ingest.tls;
+    if (!api.tls && !plaintext && !IsLoopbackHost(api.host)) {
+      return InvalidArgument("--http " + http +
+                             " is not a loopback address: API tokens would cross the network "
+                             "in clear. Give --tls-cert and --tls-key, or --plaintext");
+    }
+    c.api = api;
   }
   return c;
 }

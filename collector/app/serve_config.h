@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "collector/api/server.h"
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
 #include "collector/store/store.h"
@@ -16,6 +17,7 @@ struct ServeFlags {
   std::string http;
   std::string config;
   std::string port_file;
+  std::string http_port_file;
   std::string tls_cert;
   std::string tls_key;
   bool plaintext = false;
@@ -29,11 +31,13 @@ struct ServeConfig {
   StoreOptions store;
   IngestOptions ingest;
   WriterOptions writer;
+  /// Set: serve the JSON API (--http or http.listen).
+  std::optional<api::ApiOptions> api;
   std::string log_level = "info";
   std::string log_file;
 };
 
-/// Reads the [store], [ingest] and [log] tables of `flags.config` (every key
+/// Reads the [store], [ingest], [http] and [log] tables of `flags.config` (every key
 /// optional; unknown keys and bad values are errors naming the key), then
 /// applies the flags, and checks TLS versus plain TCP.
 Result<ServeConfig> LoadServeConfig(const ServeFlags& flags);

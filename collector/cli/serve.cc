@@ -13,10 +13,13 @@ void AddServe(CLI::App& app, Run* run) {
           "other "
           "collectors (give its password in PGPASSWORD or ~/.pgpass, not in the URI)");
   s->add_option("--listen", flags->listen, "HOST:PORT for agents (default 127.0.0.1:7741)");
-  s->add_option("--http", flags->http, "HOST:PORT for the HTTP API (not in this version)");
+  s->add_option("--http", flags->http,
+                "HOST:PORT for the JSON API (docs/api.md); TLS with --tls-cert/--tls-key");
   s->add_option("--config", flags->config, "TOML config file; flags override it")
       ->check(CLI::ExistingFile);
   s->add_option("--port-file", flags->port_file, "write the bound port here (for --listen :0)");
+  s->add_option("--http-port-file", flags->http_port_file,
+                "write the API's bound port here (for --http :0)");
   s->add_option("--tls-cert", flags->tls_cert, "PEM certificate chain: agents connect over TLS");
   s->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert");
   s->add_flag("--plaintext", flags->plaintext,

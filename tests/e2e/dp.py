@@ -43,25 +43,32 @@ def run(args, **kw):
 class Collector:
     """A deskpulse-collector serve process on 127.0.0.1."""
 
-    def __init__(self, workdir, db, port=0, extra=(), wrapper=(), log_name="collector.log"):
+    def __init__(self, workdir, db, port=0, extra=(), wrapper=(), log_name="collector.log",
+                 http=False):
+        """http: also serve the JSON API on a free loopback port (self.http_port)."""
         self.workdir = workdir
         self.db = db
         self.port_file = os.path.join(workdir, f"port-{time.monotonic_ns()}")
+        self.http_port_file = self.port_file + ".http"
         self.log_path = os.path.join(workdir, log_name)
         self.log = open(self.log_path, "a")
+        api = ["--http", "127.0.0.1:0", "--http-port-file", self.http_port_file] if http else []
         self.proc = subprocess.Popen(
             [*wrapper, COLLECTOR, "serve", "--db", db, "--listen", f"127.0.0.1:{port}",
-             "--port-file", self.port_file, *extra],
+             "--port-file", self.port_file, *api, *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
         track(self.proc)
+        self.port = self._wait_for(self.port_file)
+        self.http_port = self._wait_for(self.http_port_file) if http else None
+
+    def _wait_for(self, path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if os.path.exists(self.port_file):
-                with open(self.port_file) as f:
+            if os.path.exists(path):
+                with open(path) as f:
                     text = f.read().strip()
                 if text:
-                    self.port = int(text)
-                    return
+                    return int(text)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited with {self.proc.returncode}")
             time.sleep(0.02)

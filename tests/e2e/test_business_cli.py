@@ -19,7 +19,8 @@ def shifted_samples(work):
     shift = datetime.date.today() - datetime.date(2026, 12, 1)
     out = {}
     for kind in ("surveys", "tickets", "contracts", "reviews"):
-        text = open(os.path.join(SAMPLES, f"{kind}.csv")).read()
+        with open(os.path.join(SAMPLES, f"{kind}.csv")) as f:
+            text = f.read()
         text = re.sub(r"\d{4}-\d{2}-\d{2}",
                       lambda m: (datetime.date.fromisoformat(m.group(0)) + shift).isoformat(),
                       text)

@@ -1,0 +1,55 @@
+#pragma once
+
+// The JSON API over HTTP (docs/api.md), on RESTinio: its own thread and
+// io_context, its own store connection, and the health book's thread beside
+// it, so API calls never run on the ingest threads.
+
+#include <asio/ssl.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "collector/api/auth_limit.h"
+#include "collector/reports/health.h"
+#include "collector/store/store.h"
+#include "deskpulse/common/status.h"
+
+namespace deskpulse::collector::api {
+
+struct ApiOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;  // 0: a free port (see ApiServer::port())
+  /// Set: HTTPS with the same context (certificate, key, TLS 1.2+) as ingest.
+  std::shared_ptr<asio::ssl::context> tls;
+  /// Bodies above this are refused once their headers are read, unread.
+  std::size_t max_body_bytes = 16u << 20;
+  std::size_t max_connections = 256;
+  std::chrono::milliseconds io_timeout{30'000};
+  /// How often the health book assesses every customer (and records the
+  /// day's snapshots); imports and overrides make it assess again at once.
+  std::chrono::milliseconds refresh_interval{60'000};
+  FailedAuthLimiter::Options failed_auth;
+};
+
+class ApiServer {
+ public:
+  ApiServer(ApiOptions options, StoreOptions store, HealthOptions health);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  /// Opens the API's and the book's store connections, binds, and starts
+  /// the threads.
+  Status Start();
+  std::uint16_t port() const;
+  /// Closes the listener and the connections, and joins the threads.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace deskpulse::collector::api
