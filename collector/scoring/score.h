@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,16 +41,39 @@ struct WindowRollup {
   std::int64_t peripherals_working = 0;  // device instances seen, never failing in the window
   std::int64_t peripherals_failed = 0;   // device instances seen failing in the window
   std::int64_t peripheral_reconnects = 0;
+  /// `latency` split by display protocol (deskpulse.v1.DisplayProtocol);
+  /// windows without one are only in `latency`.
+  std::map<int, SparseHistogram> latency_by_protocol;
 };
 
 enum class Band { kGood, kFair, kPoor };
 const char* BandName(Band band);
 Band BandOf(double score);
 
+/// A group of a customer's endpoints over the window: those of one site or
+/// pool, or the session windows of one display protocol.
+struct EndpointGroup {
+  std::string dimension;  // "site", "pool", "protocol"
+  std::string name;       // "lyon-hq", "finance-vdi", "ICA"
+  std::int64_t endpoints = 0;
+  WindowRollup window;
+};
+
+/// Where most of a component's lost points come from (docs/scoring.md, "Drivers").
+struct LossSource {
+  std::string dimension, name;
+  std::int64_t endpoints = 0;
+  double share = 0;     // of the component's lost points, 0..1
+  std::string figures;  // the group's own, e.g. "p95 87.0 s"
+  std::int64_t rest_endpoints = 0;
+  std::string rest_figures;  // the rest of its dimension's
+};
+
 struct Component {
-  std::optional<double> score;  // absent: no data in the window
-  double weight = 0;            // policy weight
-  std::string detail;           // the figures behind the score, for a person
+  std::optional<double> score;       // absent: no data in the window
+  double weight = 0;                 // policy weight
+  std::string detail;                // the figures behind the score, for a person
+  std::optional<LossSource> source;  // set by AttributeLosses
 };
 
 struct TechScore {
@@ -71,5 +95,12 @@ double LatencyRttQuantileMs(const SparseHistogram& latency, double q);
 
 /// The technical performance score of one window. Pure.
 TechScore ScoreWindow(const WindowRollup& w, const Policy& p);
+
+/// For boot, latency and stability: the group, across every dimension with
+/// two groups or more, whose share of the component's lost points is
+/// largest, with its figures and those of the rest of its dimension. Boot and
+/// latency scores are means over boots and session seconds, so a group's
+/// share is exact; stability's is its share of the downtime. Pure.
+void AttributeLosses(TechScore& t, const std::vector<EndpointGroup>& groups, const Policy& p);
 
 }  // namespace deskpulse::scoring

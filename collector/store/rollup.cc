@@ -51,12 +51,18 @@ void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoin
   for (const auto& w : r.sessions()) {
     if (!w.has_rtt_p95_us() || w.window_s() == 0) continue;  // nothing to score
     const std::int64_t wt = w.window_start_unix_ms() != 0 ? w.window_start_unix_ms() : t;
+    const std::uint64_t loss = w.retransmit_ppm();
+    const auto key = latency_cells::Key(w.rtt_p95_us(), w.has_retransmit_ppm() ? &loss : nullptr);
     auto& c = At(customer_id, endpoint_id, wt, Metric::kLatency);
     c.count += 1;
     c.sum += w.window_s();
-    const std::uint64_t loss = w.retransmit_ppm();
-    c.hist.Add(latency_cells::Key(w.rtt_p95_us(), w.has_retransmit_ppm() ? &loss : nullptr),
-               w.window_s());
+    c.hist.Add(key, w.window_s());
+    if (w.protocol() > 0 && w.protocol() <= kMaxProtocol) {
+      auto& pc = At(customer_id, endpoint_id, wt, LatencyOfProtocol(w.protocol()));
+      pc.count += 1;
+      pc.sum += w.window_s();
+      pc.hist.Add(key, w.window_s());
+    }
   }
 
   if (r.has_stability()) {

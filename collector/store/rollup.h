@@ -26,7 +26,21 @@ enum class Metric : std::int32_t {
   kCrashes = 8,      // count: crashes (agent, VDI client, OS)
   kPeripheralReconnects = 9,  // count: detach+attach of the same device
   kStalls = 10,               // count: session stalls (their frozen time is in kDowntimeMs)
+  // 101..163: kLatency of the windows of one display protocol, 100 +
+  // deskpulse.v1.DisplayProtocol (LatencyOfProtocol): drivers by protocol.
 };
+inline constexpr std::int32_t kLatencyByProtocolBase = 100;
+inline constexpr std::int32_t kMaxProtocol = 63;
+inline Metric LatencyOfProtocol(int protocol) {
+  return static_cast<Metric>(kLatencyByProtocolBase + protocol);
+}
+/// The protocol of a per-protocol latency metric, or -1.
+inline int ProtocolOfMetric(Metric m) {
+  const auto v = static_cast<std::int32_t>(m);
+  return v > kLatencyByProtocolBase && v <= kLatencyByProtocolBase + kMaxProtocol
+             ? v - kLatencyByProtocolBase
+             : -1;
+}
 
 enum class Grain : std::int32_t { kHour = 1, kDay = 2 };
 

@@ -79,6 +79,11 @@ void AddToWindow(Metric metric, std::int64_t count, double sum, const SparseHist
     case Metric::kStalls:
       w->stalls += count;
       break;
+    default:
+      if (const int protocol = ProtocolOfMetric(metric); protocol > 0) {
+        w->latency_by_protocol[protocol].Merge(hist);
+      }
+      break;
   }
 }
 
