@@ -49,6 +49,9 @@ nlohmann::json TrendJson(const scoring::Trend& t) {
 
 Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
                                       const HealthOptions& options, std::int64_t now_ms) {
+  if (options.loss_sources) {
+    DP_RETURN_IF_ERROR(AttachLossSources(store, technical, options.policy, now_ms));
+  }
   const std::int64_t today = FloorTo(now_ms, kDayMs);
   // 13 weeks of weekly points, and 3 days' slack before the first.
   const std::int64_t history_from = today - (12 * 7 + 6) * kDayMs;
@@ -165,10 +168,12 @@ nlohmann::json CustomerHealthToJson(const CustomerHealth& c) {
   }
   j["drivers"] = nlohmann::json::array();
   for (const scoring::Driver& d : h.drivers) {
-    j["drivers"].push_back({{"factor", scoring::FactorName(d.factor)},
-                            {"text", d.text},
-                            {"lhi_points", std::round(d.lhi_points * 10) / 10},
-                            {"factor_points", std::round(d.factor_points * 10) / 10}});
+    j["drivers"].push_back(
+        {{"factor", scoring::FactorName(d.factor)},
+         {"text", d.text},
+         {"lhi_points", std::round(d.lhi_points * 10) / 10},
+         {"factor_points", std::round(d.factor_points * 10) / 10},
+         {"where", d.where.empty() ? nlohmann::json() : nlohmann::json(d.where)}});
   }
   j["gaps"] = h.gaps;
   j["trends"] = {{"tps", TrendJson(h.tps_trend)}, {"lhi", TrendJson(h.lhi_trend)}};

@@ -28,6 +28,9 @@ struct HealthOptions {
   scoring::Policy policy;
   scoring::LoyaltyPolicy loyalty;
   bool record = true;  // store today's snapshots and risk changes
+  /// Name the site, pool or protocol technical drivers come from (reads
+  /// each customer's endpoint rollups).
+  bool loss_sources = true;
 };
 
 /// Assesses every customer at `now_ms`: at-risk first (risk, then LHI

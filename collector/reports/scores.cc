@@ -4,10 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string_view>
 
 #include "collector/reports/peripherals.h"
+#include "deskpulse/v1/report.pb.h"
 
 namespace deskpulse::collector {
+
+namespace v1 = deskpulse::v1;
 
 nlohmann::json ComponentToJson(const scoring::Component& c) {
   nlohmann::json j;
@@ -91,6 +96,68 @@ Result<CustomerScore> ScoreCustomer(ReadStore& store, const Customer& customer,
   const std::int64_t from = to - policy.window_days * kDayMs;
   DP_ASSIGN_OR_RETURN(auto w, store.LoadWindow(customer.id, from, to));
   return ScoreWindowOf(store, customer, w, policy, now_ms);
+}
+
+namespace {
+
+std::string ProtocolName(int protocol) {
+  std::string name = v1::DisplayProtocol_Name(static_cast<v1::DisplayProtocol>(protocol));
+  constexpr std::string_view kPrefix = "DISPLAY_PROTOCOL_";
+  if (name.starts_with(kPrefix)) name.erase(0, kPrefix.size());
+  return name.empty() ? "protocol " + std::to_string(protocol) : name;
+}
+
+void AddTo(scoring::WindowRollup& into, const scoring::WindowRollup& w) {
+  into.reports += w.reports;
+  into.boot_ms.Merge(w.boot_ms);
+  into.latency.Merge(w.latency);
+  into.latency_windows += w.latency_windows;
+  into.session_s += w.session_s;
+  into.downtime_ms += w.downtime_ms;
+  into.disconnects += w.disconnects;
+  into.reconnects += w.reconnects;
+  into.crashes += w.crashes;
+  into.stalls += w.stalls;
+}
+
+}  // namespace
+
+Status AttachLossSources(ReadStore& store, CustomerScore& cs, const scoring::Policy& policy,
+                         std::int64_t now_ms) {
+  const scoring::TechScore& t = cs.score;
+  auto losing = [](const scoring::Component& c) { return c.score && *c.score < 100; };
+  if (!losing(t.boot) && !losing(t.latency) && !losing(t.stability)) return Status::Ok();
+  const std::int64_t to = FloorTo(now_ms, kDayMs) + kDayMs;
+  const std::int64_t from = to - policy.window_days * kDayMs;
+  DP_ASSIGN_OR_RETURN(auto endpoints, store.ListEndpoints(cs.customer.id));
+  DP_ASSIGN_OR_RETURN(auto windows, store.LoadEndpointWindows(cs.customer.id, from, to));
+  std::map<std::pair<std::string, std::string>, scoring::EndpointGroup> groups;
+  auto group = [&](const std::string& dim, const std::string& name) -> scoring::EndpointGroup& {
+    auto& g = groups[{dim, name}];
+    g.dimension = dim;
+    g.name = name;
+    return g;
+  };
+  for (const EndpointInfo& e : endpoints) {
+    const auto w = windows.find(e.id);
+    if (w == windows.end()) continue;
+    for (const auto& [dim, name] : {std::pair<std::string, std::string>{"site", e.site},
+                                    std::pair<std::string, std::string>{"pool", e.pool}}) {
+      scoring::EndpointGroup& g = group(dim, name.empty() ? "(none)" : name);
+      g.endpoints += 1;
+      AddTo(g.window, w->second);
+    }
+    for (const auto& [protocol, hist] : w->second.latency_by_protocol) {
+      scoring::EndpointGroup& g = group("protocol", ProtocolName(protocol));
+      g.endpoints += 1;
+      g.window.latency.Merge(hist);
+    }
+  }
+  std::vector<scoring::EndpointGroup> list;
+  list.reserve(groups.size());
+  for (auto& [key, g] : groups) list.push_back(std::move(g));
+  scoring::AttributeLosses(cs.score, list, policy);
+  return Status::Ok();
 }
 
 std::string FormatScoreTable(const std::vector<CustomerScore>& scores) {

@@ -23,6 +23,12 @@ Result<std::vector<CustomerScore>> ScoreAllCustomers(ReadStore& store,
                                                      const scoring::Policy& policy,
                                                      std::int64_t now_ms);
 
+/// Groups the customer's endpoint rollups over the policy's window by site,
+/// pool and display protocol, and names in `cs.score` where each
+/// component's lost points come from (scoring::AttributeLosses).
+Status AttachLossSources(ReadStore& store, CustomerScore& cs, const scoring::Policy& policy,
+                         std::int64_t now_ms);
+
 /// A component as JSON: score (null without data), band, weight, detail.
 nlohmann::json ComponentToJson(const scoring::Component& c);
 

@@ -241,6 +241,7 @@ std::vector<Input> TechnicalInputs(const TechScore& t) {
     in.weight = c.weight;
     in.detail = c.score ? fmt::format("{} {:.0f}: {}", name, *c.score, c.detail)
                         : fmt::format("{}: no data in the window", name);
+    in.source = c.source;
     inputs.push_back(std::move(in));
   };
   add("latency", t.latency);
@@ -478,7 +479,8 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
                              FactorLabel(f.factor), *f.score, Date(f.override_applied->expires_ms),
                              f.override_applied->reason, lost, FactorLabel(f.factor)),
              .lhi_points = share * lost,
-             .factor_points = lost});
+             .factor_points = lost,
+             .where = {}});
       }
       continue;
     }
@@ -493,11 +495,39 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
       }
       const double points = in.weight / input_weight * (100 - *in.score);
       if (points <= 0) continue;
+      if (in.source) {
+        // Where it comes from: the group that costs most, then the rest.
+        const LossSource& src = *in.source;
+        const std::string where = src.dimension + " " + src.name;
+        const double mine = points * src.share;
+        h.drivers.push_back(
+            {.factor = f.factor,
+             .text = fmt::format("{} {} on {} {} {} (-{:.1f} points of {})", in.name, src.figures,
+                                 src.endpoints, src.endpoints == 1 ? "endpoint" : "endpoints",
+                                 src.dimension == "protocol" ? "over " + src.name : "of " + where,
+                                 mine, FactorLabel(f.factor)),
+             .lhi_points = share * mine,
+             .factor_points = mine,
+             .where = where});
+        if (points - mine > 0) {
+          h.drivers.push_back(
+              {.factor = f.factor,
+               .text = fmt::format("{} {} on the other {} endpoints{} (-{:.1f} points of {})",
+                                   in.name, src.rest_figures, src.rest_endpoints,
+                                   src.dimension == "protocol" ? " (other protocols)" : "",
+                                   points - mine, FactorLabel(f.factor)),
+               .lhi_points = share * (points - mine),
+               .factor_points = points - mine,
+               .where = {}});
+        }
+        continue;
+      }
       h.drivers.push_back({.factor = f.factor,
                            .text = fmt::format("{} (-{:.1f} points of {})", in.detail, points,
                                                FactorLabel(f.factor)),
                            .lhi_points = share * points,
-                           .factor_points = points});
+                           .factor_points = points,
+                           .where = {}});
     }
   }
   std::stable_sort(h.drivers.begin(), h.drivers.end(),

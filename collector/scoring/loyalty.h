@@ -113,6 +113,8 @@ struct Input {
   /// Its weight within the factor: 1 for a business input (the factor is
   /// the mean), the policy's weight for a TPS component.
   double weight = 1;
+  /// A TPS component's: the site, pool or protocol most of its loss comes from.
+  std::optional<LossSource> source;
 };
 
 struct FactorScore {
@@ -133,6 +135,8 @@ struct Driver {
   std::string text;
   double lhi_points = 0;     // LHI points lost to it
   double factor_points = 0;  // points of its own factor (TPS for technical)
+  /// Where it comes from, when it is one group's ("pool finance-vdi", "protocol ICA").
+  std::string where;
 };
 
 struct Trend {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
 #include <utility>
 
 namespace deskpulse::scoring {
@@ -176,6 +177,99 @@ TechScore ScoreWindow(const WindowRollup& w, const Policy& p) {
                    [](const auto& a, const auto& b) { return a.first > b.first; });
   for (auto& l : losses) t.drivers.push_back(std::move(l.second));
   return t;
+}
+
+namespace {
+
+struct Part {
+  const EndpointGroup* group;
+  double weight;  // boots, session seconds, or downtime
+  double loss;    // weight × lost points per unit: the group's part of the loss
+};
+
+std::string BootFigures(const SparseHistogram& h) {
+  return Fmt("p95 %.1f s", h.Quantile(0.95) / 1000);
+}
+std::string LatencyFigures(const SparseHistogram& h) {
+  return Fmt("RTT p95 %.0f ms (median window)", LatencyRttQuantileMs(h, 0.5));
+}
+std::string StabilityFigures(double downtime_ms, double session_s) {
+  return session_s > 0 ? Fmt("unavailability %.3f%%", 100 * downtime_ms / 1000 / session_s)
+                       : std::string("downtime with no session time");
+}
+
+}  // namespace
+
+void AttributeLosses(TechScore& t, const std::vector<EndpointGroup>& groups, const Policy& p) {
+  enum Which { kBoot, kLatency, kStability };
+  for (Which which : {kBoot, kLatency, kStability}) {
+    Component& c = which == kBoot ? t.boot : which == kLatency ? t.latency : t.stability;
+    c.source.reset();
+    if (!c.score || *c.score >= 100) continue;
+    std::optional<LossSource> best;
+    for (const char* dim : {"site", "pool", "protocol"}) {
+      if (which != kLatency && std::string_view(dim) == "protocol") continue;
+      std::vector<Part> parts;
+      double total = 0;
+      for (const EndpointGroup& g : groups) {
+        if (g.dimension != dim) continue;
+        const WindowRollup& w = g.window;
+        Part part{&g, 0, 0};
+        if (which == kBoot && !w.boot_ms.empty()) {
+          part.weight = static_cast<double>(w.boot_ms.TotalWeight());
+          part.loss = part.weight * (100 - BootComponent(w.boot_ms, p));
+        } else if (which == kLatency && !w.latency.empty()) {
+          part.weight = static_cast<double>(w.latency.TotalWeight());
+          part.loss = part.weight * (100 - LatencyComponent(w.latency, p));
+        } else if (which == kStability && w.session_s > 0) {
+          part.weight = w.downtime_ms;
+          part.loss = w.downtime_ms;
+        } else {
+          continue;
+        }
+        total += part.loss;
+        parts.push_back(part);
+      }
+      if (parts.size() < 2 || total <= 0) continue;
+      const auto top = std::max_element(
+          parts.begin(), parts.end(), [](const Part& a, const Part& b) { return a.loss < b.loss; });
+      const double share = top->loss / total;
+      if (best && share <= best->share) continue;
+      LossSource src{.dimension = dim,
+                     .name = top->group->name,
+                     .endpoints = top->group->endpoints,
+                     .share = share,
+                     .figures = {},
+                     .rest_endpoints = 0,
+                     .rest_figures = {}};
+      WindowRollup rest;
+      for (const Part& part : parts) {
+        if (&part == &*top) continue;
+        src.rest_endpoints += part.group->endpoints;
+        rest.boot_ms.Merge(part.group->window.boot_ms);
+        rest.latency.Merge(part.group->window.latency);
+        rest.downtime_ms += part.group->window.downtime_ms;
+        rest.session_s += part.group->window.session_s;
+      }
+      const WindowRollup& mine = top->group->window;
+      switch (which) {
+        case kBoot:
+          src.figures = BootFigures(mine.boot_ms);
+          src.rest_figures = BootFigures(rest.boot_ms);
+          break;
+        case kLatency:
+          src.figures = LatencyFigures(mine.latency);
+          src.rest_figures = LatencyFigures(rest.latency);
+          break;
+        case kStability:
+          src.figures = StabilityFigures(mine.downtime_ms, mine.session_s);
+          src.rest_figures = StabilityFigures(rest.downtime_ms, rest.session_s);
+          break;
+      }
+      best = std::move(src);
+    }
+    c.source = std::move(best);
+  }
 }
 
 }  // namespace deskpulse::scoring

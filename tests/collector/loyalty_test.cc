@@ -259,5 +259,66 @@ TEST(Loyalty, NamesRoundTrip) {
   EXPECT_FALSE(ParseRenewalStatus("maybe").has_value());
 }
 
+// Technical drivers say where their points come from: a pool whose boots are
+// slow carries most of boot's loss, the rest of the pool dimension the rest,
+// and the drivers still add up to what the LHI lost.
+TEST(Loyalty, TechnicalDriversNameThePoolTheirPointsComeFrom) {
+  const Policy p;
+  EndpointGroup finance{.dimension = "pool", .name = "finance-vdi", .endpoints = 41, .window = {}};
+  EndpointGroup office{.dimension = "pool", .name = "office-vdi", .endpoints = 80, .window = {}};
+  EndpointGroup lyon{.dimension = "site", .name = "lyon", .endpoints = 60, .window = {}};
+  EndpointGroup paris{.dimension = "site", .name = "paris", .endpoints = 61, .window = {}};
+  for (int i = 0; i < 41 * 3; ++i) {
+    finance.window.boot_ms.AddValue(87'000);
+    (i % 2 ? lyon : paris).window.boot_ms.AddValue(87'000);
+  }
+  for (int i = 0; i < 80 * 3; ++i) {
+    office.window.boot_ms.AddValue(36'000);
+    (i % 2 ? lyon : paris).window.boot_ms.AddValue(36'000);
+  }
+  WindowRollup all;
+  all.boot_ms.Merge(finance.window.boot_ms);
+  all.boot_ms.Merge(office.window.boot_ms);
+  TechScore t = ScoreWindow(all, p);
+  ASSERT_TRUE(t.boot.score.has_value());
+  AttributeLosses(t, {finance, office, lyon, paris}, p);
+  ASSERT_TRUE(t.boot.source.has_value());
+  const LossSource& src = *t.boot.source;
+  EXPECT_EQ(src.dimension, "pool");  // the sites split the slow boots evenly
+  EXPECT_EQ(src.name, "finance-vdi");
+  EXPECT_EQ(src.endpoints, 41);
+  EXPECT_EQ(src.rest_endpoints, 80);
+  const double finance_loss = 123 * (100 - BootComponent(finance.window.boot_ms, p));
+  const double office_loss = 240 * (100 - BootComponent(office.window.boot_ms, p));
+  EXPECT_NEAR(src.share, finance_loss / (finance_loss + office_loss), 1e-9);
+  EXPECT_FALSE(t.latency.source.has_value());  // no latency data
+
+  const LoyaltyHealth h = ScoreLoyalty(t, {}, {}, 0, LoyaltyPolicy{});
+  ASSERT_TRUE(h.lhi.has_value());
+  double sum = 0;
+  const Driver* pool = nullptr;
+  for (const Driver& d : h.drivers) {
+    sum += d.lhi_points;
+    if (d.where == "pool finance-vdi") pool = &d;
+  }
+  EXPECT_NEAR(sum, 100 - *h.lhi, 1e-9);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->text.starts_with("boot p95 ")) << pool->text;
+  EXPECT_NE(pool->text.find(" on 41 endpoints of pool finance-vdi (-"), std::string::npos)
+      << pool->text;
+  EXPECT_NEAR(pool->factor_points, (100 - *t.boot.score) * src.share, 1e-9);
+  EXPECT_EQ(h.drivers.front().where, "pool finance-vdi");  // it costs most
+}
+
+// One group in every dimension localises nothing: the driver stays whole.
+TEST(Loyalty, ASingleGroupIsNotASource) {
+  const Policy p;
+  EndpointGroup only{.dimension = "pool", .name = "all", .endpoints = 5, .window = {}};
+  for (int i = 0; i < 10; ++i) only.window.boot_ms.AddValue(90'000);
+  TechScore t = ScoreWindow(only.window, p);
+  AttributeLosses(t, {only}, p);
+  EXPECT_FALSE(t.boot.source.has_value());
+}
+
 }  // namespace
 }  // namespace deskpulse::scoring

@@ -353,6 +353,15 @@ TEST_P(StoreConformance, EndpointsListWithTheirSiteRollupsAndLatestReport) {
   BatchWrite late;
   late.stream = a1;
   late.reports.push_back(MakeReport(7, kNow - 2 * 3600'000));
+  {
+    // with a session window of a known display protocol
+    auto* w = late.reports[0].report.add_sessions();
+    w->set_protocol(v1::DISPLAY_PROTOCOL_ICA);
+    w->set_window_start_unix_ms(kNow - 2 * 3600'000);
+    w->set_window_s(60);
+    w->set_rtt_p95_us(90'000);
+    late.reports[0].bytes = late.reports[0].report.SerializeAsString();
+  }
   std::vector<BatchWrite> more{std::move(late)};
   ASSERT_TRUE(Commit(*s, more).ok());
   ASSERT_TRUE(s->FlushRollups().ok());
@@ -388,6 +397,13 @@ TEST_P(StoreConformance, EndpointsListWithTheirSiteRollupsAndLatestReport) {
   EXPECT_EQ((*windows)[a2.endpoint_id].reports, 3);
   auto customer = s->LoadWindow(a1.customer_id, from, to);
   ASSERT_TRUE(customer.ok());
+  // Latency by protocol, at both levels.
+  ASSERT_EQ((*windows)[a1.endpoint_id].latency_by_protocol.size(), 1u);
+  EXPECT_EQ((*windows)[a1.endpoint_id].latency_by_protocol[v1::DISPLAY_PROTOCOL_ICA].TotalWeight(),
+            60u);
+  EXPECT_TRUE((*windows)[a2.endpoint_id].latency_by_protocol.empty());
+  EXPECT_EQ(customer->latency_by_protocol[v1::DISPLAY_PROTOCOL_ICA].TotalWeight(), 60u);
+  ExpectRollupsMatchRawRows(*s);
   SparseHistogram boots = (*windows)[a1.endpoint_id].boot_ms;
   boots.Merge((*windows)[a2.endpoint_id].boot_ms);
   EXPECT_EQ(boots.Encode(), customer->boot_ms.Encode());
