@@ -201,16 +201,21 @@ std::string StabilityFigures(double downtime_ms, double session_s) {
 }  // namespace
 
 void AttributeLosses(TechScore& t, const std::vector<EndpointGroup>& groups, const Policy& p) {
+  // A group is named when its share of the loss exceeds its share of the
+  // boots (seconds, session time) by at least this much.
+  constexpr double kMinExcess = 0.10;
   enum Which { kBoot, kLatency, kStability };
   for (Which which : {kBoot, kLatency, kStability}) {
     Component& c = which == kBoot ? t.boot : which == kLatency ? t.latency : t.stability;
     c.source.reset();
     if (!c.score || *c.score >= 100) continue;
     std::optional<LossSource> best;
+    double best_excess = 0;
     for (const char* dim : {"site", "pool", "protocol"}) {
       if (which != kLatency && std::string_view(dim) == "protocol") continue;
       std::vector<Part> parts;
       double total = 0;
+      double total_weight = 0;
       for (const EndpointGroup& g : groups) {
         if (g.dimension != dim) continue;
         const WindowRollup& w = g.window;
@@ -222,19 +227,25 @@ void AttributeLosses(TechScore& t, const std::vector<EndpointGroup>& groups, con
           part.weight = static_cast<double>(w.latency.TotalWeight());
           part.loss = part.weight * (100 - LatencyComponent(w.latency, p));
         } else if (which == kStability && w.session_s > 0) {
-          part.weight = w.downtime_ms;
+          part.weight = w.session_s;
           part.loss = w.downtime_ms;
         } else {
           continue;
         }
         total += part.loss;
+        total_weight += part.weight;
         parts.push_back(part);
       }
-      if (parts.size() < 2 || total <= 0) continue;
-      const auto top = std::max_element(
-          parts.begin(), parts.end(), [](const Part& a, const Part& b) { return a.loss < b.loss; });
+      if (parts.size() < 2 || total <= 0 || total_weight <= 0) continue;
+      // The group that costs most beyond its part of the boots (seconds,
+      // session time): a loss spread evenly over the groups has no source.
+      auto excess = [&](const Part& x) { return x.loss / total - x.weight / total_weight; };
+      const auto top =
+          std::max_element(parts.begin(), parts.end(),
+                           [&](const Part& x, const Part& y) { return excess(x) < excess(y); });
+      if (excess(*top) < kMinExcess || (best && excess(*top) <= best_excess)) continue;
+      best_excess = excess(*top);
       const double share = top->loss / total;
-      if (best && share <= best->share) continue;
       LossSource src{.dimension = dim,
                      .name = top->group->name,
                      .endpoints = top->group->endpoints,

@@ -97,10 +97,12 @@ double LatencyRttQuantileMs(const SparseHistogram& latency, double q);
 TechScore ScoreWindow(const WindowRollup& w, const Policy& p);
 
 /// For boot, latency and stability: the group, across every dimension with
-/// two groups or more, whose share of the component's lost points is
-/// largest, with its figures and those of the rest of its dimension. Boot and
-/// latency scores are means over boots and session seconds, so a group's
-/// share is exact; stability's is its share of the downtime. Pure.
+/// two groups or more, whose share of the component's lost points most
+/// exceeds its share of the boots (session seconds, session time), by 10
+/// points at least, with its figures and those of the rest of its
+/// dimension; none when the loss is spread evenly. Boot and latency scores
+/// are means over boots and session seconds, so a group's share of the loss
+/// is exact; stability's is its share of the downtime. Pure.
 void AttributeLosses(TechScore& t, const std::vector<EndpointGroup>& groups, const Policy& p);
 
 }  // namespace deskpulse::scoring

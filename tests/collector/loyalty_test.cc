@@ -310,6 +310,23 @@ TEST(Loyalty, TechnicalDriversNameThePoolTheirPointsComeFrom) {
   EXPECT_EQ(h.drivers.front().where, "pool finance-vdi");  // it costs most
 }
 
+// A loss spread evenly over the pools has no source: the driver stays whole.
+TEST(Loyalty, AnEvenlySpreadLossIsNotLocalised) {
+  const Policy p;
+  EndpointGroup a{.dimension = "pool", .name = "a", .endpoints = 5, .window = {}};
+  EndpointGroup b{.dimension = "pool", .name = "b", .endpoints = 5, .window = {}};
+  for (int i = 0; i < 10; ++i) {
+    a.window.boot_ms.AddValue(80'000 + 1000 * i);
+    b.window.boot_ms.AddValue(80'000 + 1000 * i);
+  }
+  WindowRollup all;
+  all.boot_ms.Merge(a.window.boot_ms);
+  all.boot_ms.Merge(b.window.boot_ms);
+  TechScore t = ScoreWindow(all, p);
+  AttributeLosses(t, {a, b}, p);
+  EXPECT_FALSE(t.boot.source.has_value());
+}
+
 // One group in every dimension localises nothing: the driver stays whole.
 TEST(Loyalty, ASingleGroupIsNotASource) {
   const Policy p;
