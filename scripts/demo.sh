@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The DeskPulse demo: installs, builds, starts a collector on the embedded SQLite
 # store, simulates ~1,000 endpoints of three customers over 30 days, prints
-# each customer's technical performance score, imports sample business signals
-# and prints the customers' loyalty health and churn risk.
+# each customer's technical performance score, imports sample business signals,
+# prints the customers' loyalty health and churn risk, and serves the JSON API
+# (printing a curl line that works) until Ctrl-C.
 #
 # With --postgres (or DESKPULSE_DEMO_POSTGRES=1) the same demo runs on a local
 # PostgreSQL cluster it starts, with two collectors sharing it and the
@@ -116,6 +117,38 @@ echo "Loyalty health and churn risk, at-risk first (docs/scoring.md):"
 echo
 echo "Peripheral compatibility of the typical customer (docs/catalog.md):"
 "$collector" peripherals --db "$db" --customer "Contoso Legal" --catalog "$catalog"
+
+# The JSON API (docs/api.md) over HTTPS with the agents' certificate, with a
+# vendor token made for this run; the collector keeps serving until Ctrl-C.
+vendor_token="$("$collector" api-token create --db "$db" --role vendor)"
+echo "$vendor_token" > "$data/api-token"
+chmod 600 "$data/api-token"
+rm -f "$data/http-port"
+"$collector" serve --db "$db" --listen 127.0.0.1:0 --port-file "$data/port1" \
+  --http "127.0.0.1:${DESKPULSE_DEMO_HTTP_PORT:-0}" --http-port-file "$data/http-port" \
+  --log-file "$log" --tls-cert "$cert" --tls-key "$key" 2>/dev/null &
+serving=$!
+trap 'kill -TERM "$serving" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$data/http-port" ] && break; sleep 0.1; done
+[ -s "$data/http-port" ] || { echo "demo: the API did not start; see $log" >&2; exit 1; }
+api="https://127.0.0.1:$(cat "$data/http-port")/api/v1"
+curl_line="curl --cacert $cert -H \"Authorization: Bearer \$(cat $data/api-token)\" $api/customers"
+echo
+echo "The JSON API, at-risk customers first (docs/api.md):"
+echo "  $curl_line"
+for _ in $(seq 50); do
+  if out="$(curl -sf --cacert "$cert" -H "Authorization: Bearer $vendor_token" "$api/customers?limit=3")"; then
+    break
+  fi
+  sleep 0.2  # the first assessment of the book is still running
+done
+python3 - "$out" <<'PY'
+import json, sys
+for c in json.loads(sys.argv[1])["customers"]:
+    lhi = "n/a" if c["lhi"] is None else c["lhi"]
+    print("  {:<20} risk {:<7} LHI {:<5} top driver: {}".format(c["customer"], c["risk"], lhi,
+                                                              c["top_driver"]))
+PY
 echo
 if [ "$postgres" = 1 ]; then
   echo "Data:   $db  (PostgreSQL, password in $data/pg/uri; try: PGPASSWORD=... $collector scores --db '$db' --json)"
@@ -127,4 +160,8 @@ else
 fi
 echo "Load:   $data/fleetsim-summary.json"
 echo "Catalog: $catalog  (try: $catalog_tool lookup --catalog $catalog 03f0:2b17 --interface-classes 07)"
-echo "Serve it again: $collector serve --db $db --listen 127.0.0.1:7741 --tls-cert $cert --tls-key $key"
+echo "API:    $api  (vendor token in $data/api-token; every route: $api with the token)"
+if [ "${DESKPULSE_DEMO_SERVE:-1}" = 1 ]; then
+  echo "The collector serves agents and the API until Ctrl-C."
+  wait "$serving" || true
+fi

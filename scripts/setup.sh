@@ -12,7 +12,7 @@ PACKAGES=(
   libcsv-dev
   # the JSON API's HTTP server (header-only, on standalone Asio)
   librestinio-dev
-  python3 procps openssl
+  python3 procps openssl curl
   # the shared store: libpq to build against, and the server the tests and the
   # two-collector demo start their own throwaway clusters of
   libpq-dev postgresql postgresql-client
