@@ -70,6 +70,15 @@ struct ImportResult {
   std::size_t rows = 0;           // rows stored (inserted or replacing one with their key)
 };
 
+/// An import as the store logged it.
+struct ImportRecord {
+  SignalKind kind = SignalKind::kSurveys;
+  std::string content_sha256;
+  std::int64_t rows = 0;
+  std::int64_t imported_ms = 0;
+  bool operator==(const ImportRecord&) const = default;
+};
+
 /// One customer's loyalty health on one day, as the daily snapshot keeps it.
 struct HealthSnapshot {
   std::int64_t customer_id = 0;

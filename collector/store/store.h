@@ -223,6 +223,8 @@ class SignalStore {
   /// import (kNotFound, naming the row): nothing is stored. The same bytes
   /// of the same kind imported again store nothing and say so.
   virtual Result<ImportResult> ImportSignals(const SignalBatch& batch, std::int64_t now_ms) = 0;
+  /// The latest `limit` imports, newest first.
+  virtual Result<std::vector<ImportRecord>> ListImports(std::size_t limit) = 0;
   /// One customer's signals, each list by its key (date, ticket id), and
   /// its overrides (expired ones too: scoring ignores them).
   virtual Result<CustomerSignals> LoadSignals(std::int64_t customer_id) = 0;

@@ -498,6 +498,18 @@ TEST_P(StoreConformance, SignalImportsReplaceByKeyAndTheSameFileIsANoOp) {
   EXPECT_TRUE(now->signals.tickets[0].resolved_ms.has_value());
   EXPECT_EQ(now->signals.tickets[1], t2);
   EXPECT_EQ(s->LoadSignals(CustomerId(*s, "Contoso"))->signals.tickets.size(), 1u);
+
+  // The import log: the two files, newest first; the repeat is not logged.
+  auto log = s->ListImports(10);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  ASSERT_EQ(log->size(), 2u);
+  EXPECT_EQ((*log)[0].kind, SignalKind::kTickets);
+  EXPECT_EQ((*log)[0].imported_ms, kNow + 2000);
+  EXPECT_EQ((*log)[0].rows, 2);
+  EXPECT_EQ((*log)[0].content_sha256, Sha256Hex(later));
+  EXPECT_EQ((*log)[1].imported_ms, kNow);
+  EXPECT_EQ((*log)[1].rows, 3);
+  EXPECT_EQ(s->ListImports(1)->size(), 1u);
 }
 
 TEST_P(StoreConformance, AnImportNamingAnUnknownCustomerStoresNothing) {

@@ -1685,6 +1685,26 @@ Result<std::vector<HealthSnapshot>> PgStore::LoadHistory(std::int64_t customer_i
   return out;
 }
 
+Result<std::vector<ImportRecord>> PgStore::ListImports(std::size_t limit) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("imports",
+                                              "SELECT kind, content_sha256, rows, imported_ms "
+                                              "FROM signal_imports ORDER BY imported_ms DESC, "
+                                              "kind, content_sha256 LIMIT $1",
+                                              {pg::Int(static_cast<std::int64_t>(limit))}));
+  std::vector<ImportRecord> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) {
+    const auto kind = ParseSignalKind(rows.Text(i, 0));
+    if (!kind) {
+      return Status(Code::kDataLoss,
+                    "signal_imports: unknown kind " + std::string(rows.Text(i, 0)));
+    }
+    out.push_back({*kind, std::string(rows.Text(i, 1)), rows.Int(i, 2), rows.Int(i, 3)});
+  }
+  return out;
+}
+
 Result<std::vector<RiskEvent>> PgStore::LoadRiskEvents(std::int64_t customer_id) {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
   DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("risk events",

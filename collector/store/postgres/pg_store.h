@@ -85,6 +85,7 @@ class PgStore final : public Store {
   Result<std::vector<HealthSnapshot>> LoadHistory(std::int64_t customer_id,
                                                   std::int64_t from_day_ms) override;
   Result<std::vector<RiskEvent>> LoadRiskEvents(std::int64_t customer_id) override;
+  Result<std::vector<ImportRecord>> ListImports(std::size_t limit) override;
 
   // ApiTokenStore
   Result<std::pair<ApiToken, std::string>> CreateApiToken(ApiRole role,

@@ -1346,6 +1346,23 @@ Result<std::vector<HealthSnapshot>> SqliteStore::LoadHistory(std::int64_t custom
   return out;
 }
 
+Result<std::vector<ImportRecord>> SqliteStore::ListImports(std::size_t limit) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT kind, content_sha256, rows, imported_ms FROM "
+                                            "signal_imports ORDER BY imported_ms DESC, kind, "
+                                            "content_sha256 LIMIT ?"));
+  st.Bind(1, static_cast<std::int64_t>(limit));
+  std::vector<ImportRecord> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    const auto kind = ParseSignalKind(st.Text(0));
+    if (!kind)
+      return Status(Code::kDataLoss, "signal_imports: unknown kind " + std::string(st.Text(0)));
+    out.push_back({*kind, std::string(st.Text(1)), st.Int(2), st.Int(3)});
+  }
+  return out;
+}
+
 Result<std::vector<RiskEvent>> SqliteStore::LoadRiskEvents(std::int64_t customer_id) {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT at_ms, from_risk, to_risk, reasons FROM "
                                             "risk_events WHERE customer_id=? ORDER BY at_ms"));
