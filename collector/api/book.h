@@ -8,8 +8,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -26,8 +28,11 @@ struct Book {
 class HealthBook {
  public:
   /// `store` is the book's own (opened by the caller, used on its thread only).
-  HealthBook(std::unique_ptr<Store> store, HealthOptions options,
-             std::chrono::milliseconds interval);
+  /// Snapshots are recorded at most every `record_every` (and at once on a
+  /// change of risk): each is a write the ingest writer waits behind.
+  HealthBook(std::unique_ptr<Store> store, const HealthOptions& options,
+             std::chrono::milliseconds interval,
+             std::chrono::milliseconds record_every = std::chrono::hours(1));
   ~HealthBook();
   HealthBook(const HealthBook&) = delete;
   HealthBook& operator=(const HealthBook&) = delete;
@@ -38,15 +43,22 @@ class HealthBook {
   void RequestRefresh();
   /// The latest book; null until the first assessment is done.
   std::shared_ptr<const Book> current() const;
-  /// Blocks until a book at least as new as `after_ms` exists (tests, start-up).
-  bool WaitFor(std::int64_t after_ms, std::chrono::milliseconds timeout);
 
  private:
   void Run();
 
+  /// Records the snapshots of the customers that need it: all of them once
+  /// `record_every` has passed or the day has changed, else those whose risk
+  /// differs from the one last recorded (a risk change is an event at once).
+  void Record(Book& book);
+
   std::unique_ptr<Store> store_;
-  const HealthOptions options_;
+  SourceCache sources_;
+  std::int64_t recorded_ms_ = 0;                  // when every customer was last recorded
+  std::map<std::int64_t, std::string> recorded_;  // customer id → risk last recorded
+  HealthOptions options_;
   const std::chrono::milliseconds interval_;
+  const std::chrono::milliseconds record_every_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::shared_ptr<const Book> book_;

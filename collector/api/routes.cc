@@ -19,6 +19,12 @@ using nlohmann::json;
 
 constexpr std::int64_t kMaxDays = 400;
 
+Response Ok(json body) {
+  Response r;
+  r.body = std::move(body);
+  return r;
+}
+
 json Num(const std::optional<double>& v, double scale = 10) {
   return v ? json(std::round(*v * scale) / scale) : json();
 }
@@ -135,7 +141,7 @@ Response Index(Context&, const Request& r) {
   if (r.token.customer) {
     token["customer"] = {{"id", r.token.customer->id}, {"name", r.token.customer->name}};
   }
-  return {200, {{"api", "deskpulse/v1"}, {"token", token}, {"routes", routes}}, {}};
+  return Ok({{"api", "deskpulse/v1"}, {"token", token}, {"routes", routes}});
 }
 
 Response ListCustomers(Context& ctx, const Request& r) {
@@ -237,7 +243,7 @@ Response ListCustomers(Context& ctx, const Request& r) {
          {"lhi_change_30d", Num(h.lhi_trend.change_30d)},
          {"tps_change_30d", Num(h.tps_trend.change_30d)}});
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Result<CustomerHealth> AssessLive(Context& ctx, const Customer& c, std::int64_t now_ms) {
@@ -257,7 +263,7 @@ Response CustomerDetail(Context& ctx, const Request& r) {
   j["assessed_unix_ms"] = r.now_ms;
   j["tps_window_days"] = ctx.health.policy.window_days;
   j["score_version"] = "lhi-v1";
-  return {200, std::move(j), {}};
+  return Ok(std::move(j));
 }
 
 Response CustomerDrivers(Context& ctx, const Request& r) {
@@ -268,7 +274,7 @@ Response CustomerDrivers(Context& ctx, const Request& r) {
     j[k] = detail.body[k];
   }
   j["technical_drivers"] = detail.body["components"];
-  return {200, std::move(j), {}};
+  return Ok(std::move(j));
 }
 
 Response CustomerHistory(Context& ctx, const Request& r) {
@@ -288,7 +294,7 @@ Response CustomerHistory(Context& ctx, const Request& r) {
                            {"coverage", std::round(s.coverage * 1000) / 1000},
                            {"risk", s.risk}});
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Response CustomerEvents(Context& ctx, const Request& r) {
@@ -305,7 +311,7 @@ Response CustomerEvents(Context& ctx, const Request& r) {
                              {"to", e.to_risk},
                              {"reasons", e.reasons}});
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Response CustomerEndpoints(Context& ctx, const Request& r) {
@@ -344,7 +350,7 @@ Response CustomerEndpoints(Context& ctx, const Request& r) {
     e["window"] = w == windows->end() ? json() : WindowFigures(w->second);
     out["endpoints"].push_back(std::move(e));
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Response EndpointDetail(Context& ctx, const Request& r) {
@@ -359,7 +365,7 @@ Response EndpointDetail(Context& ctx, const Request& r) {
   json out = EndpointJson(**e);
   out["customer"] = c->name;
   out["latest_report"] = (*e)->latest_report ? ReportToJson(*(*e)->latest_report) : json();
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Response EndpointHistory(Context& ctx, const Request& r) {
@@ -382,7 +388,7 @@ Response EndpointHistory(Context& ctx, const Request& r) {
     d["day_unix_ms"] = day;
     out["days"].push_back(std::move(d));
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Response CustomerPeripherals(Context& ctx, const Request& r) {
@@ -393,7 +399,7 @@ Response CustomerPeripherals(Context& ctx, const Request& r) {
   if (!report.ok()) return ErrorFrom(report.status());
   json j = PeripheralsToJson(*report);
   j["id"] = c->id;
-  return {200, std::move(j), {}};
+  return Ok(std::move(j));
 }
 
 json OverrideJson(const scoring::Override& o, std::int64_t now_ms) {
@@ -456,7 +462,7 @@ Response CustomerSignals(Context& ctx, const Request& r) {
   for (const scoring::Override& o : s.overrides) {
     out["overrides"].push_back(OverrideJson(o, r.now_ms));
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 Response CustomerOverrides(Context& ctx, const Request& r) {
@@ -469,7 +475,7 @@ Response CustomerOverrides(Context& ctx, const Request& r) {
   for (const scoring::Override& o : loaded->signals.overrides) {
     out["overrides"].push_back(OverrideJson(o, r.now_ms));
   }
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
 }
 
 /// The body as a JSON object, or a 400 naming where it fails.
@@ -506,7 +512,23 @@ Response PutOverride(Context& ctx, const Request& r) {
   json out = OverrideJson(*o, r.now_ms);
   out["customer"] = c->name;
   out["id"] = c->id;
-  return {200, std::move(out), {}};
+  return Ok(std::move(out));
+}
+
+Response ListImports(Context& ctx, const Request& r) {
+  if (auto bad = OnlyParams(r, {"limit"})) return *bad;
+  auto limit = IntParam(r.query, "limit", 1, 1000, 100);
+  if (!limit.ok()) return FromIntParam(limit.status(), "limit");
+  auto imports = ctx.store.ListImports(static_cast<std::size_t>(*limit));
+  if (!imports.ok()) return ErrorFrom(imports.status());
+  json out = {{"imports", json::array()}};
+  for (const ImportRecord& i : *imports) {
+    out["imports"].push_back({{"kind", SignalKindName(i.kind)},
+                              {"content_sha256", i.content_sha256},
+                              {"rows", i.rows},
+                              {"imported_unix_ms", i.imported_ms}});
+  }
+  return Ok(std::move(out));
 }
 
 Response PostImport(Context& ctx, const Request& r) {
@@ -536,11 +558,9 @@ Response PostImport(Context& ctx, const Request& r) {
     return ErrorFrom(result.status());
   }
   if (!result->already_imported) ctx.book.RequestRefresh();
-  return {200,
-          {{"kind", SignalKindName(*kind)},
-           {"already_imported", result->already_imported},
-           {"rows", result->rows}},
-          {}};
+  return Ok({{"kind", SignalKindName(*kind)},
+             {"already_imported", result->already_imported},
+             {"rows", result->rows}});
 }
 
 }  // namespace
@@ -560,7 +580,10 @@ const char* ScopeName(Scope s) {
 Response Error(int status, std::string message, std::string field) {
   json e = {{"status", status}, {"message", std::move(message)}};
   e["field"] = field.empty() ? json() : json(std::move(field));
-  return {status, {{"error", std::move(e)}}, {}};
+  Response r;
+  r.status = status;
+  r.body = {{"error", std::move(e)}};
+  return r;
 }
 
 Response ErrorFrom(const Status& s, std::string field) {
@@ -577,10 +600,16 @@ Response ErrorFrom(const Status& s, std::string field) {
       return Error(409, s.message(), std::move(field));
     case Code::kResourceExhausted:
       return Error(413, s.message(), std::move(field));
-    case Code::kUnavailable:
-      return Error(503, "the store is unavailable; retry");
-    default:
-      return Error(500, "internal error (the collector's log has the details)");
+    case Code::kUnavailable: {
+      Response r = Error(503, "the store is unavailable; retry");
+      r.fault = s.ToString();
+      return r;
+    }
+    default: {
+      Response r = Error(500, "internal error (the collector's log has the details)");
+      r.fault = s.ToString();
+      return r;
+    }
   }
 }
 
@@ -664,6 +693,12 @@ const std::vector<Route>& Routes() {
        "set an override: {value, reason, expires}",
        {"application/json"},
        PutOverride},
+      {"GET",
+       "/api/v1/imports",
+       Scope::kVendor,
+       "the latest imports, newest first",
+       {},
+       ListImports},
       {"POST",
        "/api/v1/imports/:kind",
        Scope::kVendor,

@@ -24,6 +24,8 @@ struct Response {
   nlohmann::json body;
   /// Extra response headers (Retry-After, WWW-Authenticate).
   std::vector<std::pair<std::string, std::string>> headers;
+  /// The collector's fault (a store failure, a bug): logged, with the cause.
+  std::string fault;
 };
 
 /// {"error": {"status": 400, "message": "...", "field": "..."}}; `field`

@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <restinio/all.hpp>
@@ -12,6 +16,7 @@
 
 #include "collector/api/book.h"
 #include "collector/api/routes.h"
+#include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector::api {
 namespace {
@@ -126,6 +131,14 @@ std::string MediaType(std::string_view header) {
 
 }  // namespace
 
+void LowerThreadPriority(int nice, const char* what) {
+  // Linux: a thread's nice value is its own (setpriority on its tid).
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice) != 0) {
+    spdlog::warn("{}: cannot lower the thread's priority to nice {}: {}", what, nice,
+                 std::strerror(errno));
+  }
+}
+
 struct ApiServer::Impl {
   ApiOptions options;
   StoreOptions store_options;
@@ -134,6 +147,7 @@ struct ApiServer::Impl {
   std::unique_ptr<HealthBook> book;
   std::unique_ptr<Context> ctx;
   FailedAuthLimiter limiter{options.failed_auth};
+  WarningSummary faults;
   asio::io_context io{1};
   std::thread thread;
   std::atomic<std::uint16_t> port{0};
@@ -142,14 +156,27 @@ struct ApiServer::Impl {
   Impl(ApiOptions o, StoreOptions s, HealthOptions h)
       : options(std::move(o)), store_options(std::move(s)), health(h) {}
 
+  /// A failure of the collector's own, in full the first time a route has
+  /// one in a while, then summarised (a store that is down fails every call).
+  void LogFault(const Route& route, const Response& r) {
+    const auto now = WarningSummary::Clock::now();
+    const std::string where = fmt::format("{} {}", route.method, route.path);
+    if (faults.Note("failed API calls", where, now)) {
+      spdlog::error("api: {} answered {}: {}", where, r.status, EscapeForLog(r.fault));
+    }
+    for (const auto& line : faults.Due(now)) spdlog::error("api: {}", line.Text());
+  }
+
   restinio::request_handling_status_t Handle(const Route& route,
                                              const restinio::request_handle_t& req,
                                              const restinio::router::route_params_t& rp) {
     try {
       return Send(req, Dispatch(route, req, rp));
     } catch (const std::exception& e) {
-      spdlog::error("api: {} {}: {}", route.method, route.path, e.what());
-      return Send(req, Error(500, "internal error (the collector's log has the details)"));
+      Response r = Error(500, "internal error (the collector's log has the details)");
+      r.fault = e.what();
+      LogFault(route, r);
+      return Send(req, r);
     }
   }
 
@@ -176,8 +203,10 @@ struct ApiServer::Impl {
     }
     if (!token || !token->ok()) {
       if (token && token->status().code() != Code::kUnauthenticated) {
-        spdlog::error("api: authenticating a token failed: {}", token->status().message());
-        return ErrorFrom(token->status());
+        Response r = ErrorFrom(token->status());
+        if (r.fault.empty()) r.fault = token->status().ToString();
+        LogFault(route, r);
+        return r;
       }
       if (limiter.Fail(peer, now)) {
         spdlog::warn(
@@ -225,10 +254,7 @@ struct ApiServer::Impl {
                        .body = req->body(),
                        .now_ms = now};
     Response r = route.handler(*ctx, call);
-    if (r.status >= 500) {
-      spdlog::error("api: {} {} answered {}: {}", route.method, req->header().path(), r.status,
-                    r.body.dump());
-    }
+    if (!r.fault.empty()) LogFault(route, r);
     return r;
   }
 
@@ -291,7 +317,10 @@ struct ApiServer::Impl {
     close = [this, server] {
       server->close_async([this] { io.stop(); }, [this](const std::exception_ptr&) { io.stop(); });
     };
-    thread = std::thread([this] { io.run(); });
+    thread = std::thread([this] {
+      LowerThreadPriority(kApiNice, "the API");
+      io.run();
+    });
     Status s = result.get();
     if (!s.ok()) {
       io.stop();
@@ -319,8 +348,10 @@ Status ApiServer::Start() {
   DP_ASSIGN_OR_RETURN(auto book_store, OpenStore(so));
   HealthOptions book_options = m.health;
   book_options.record = true;
-  m.book =
-      std::make_unique<HealthBook>(std::move(book_store), book_options, m.options.refresh_interval);
+  // The list shows each customer's top driver: its source is all it needs.
+  book_options.loss_sources = HealthOptions::Sources::kWhenTopIsTechnical;
+  m.book = std::make_unique<HealthBook>(std::move(book_store), book_options,
+                                        m.options.refresh_interval, m.options.record_interval);
   m.ctx = std::make_unique<Context>(Context{*m.store, *m.book, m.health});
   Status s;
   if (m.options.tls) {

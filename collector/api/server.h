@@ -29,8 +29,18 @@ struct ApiOptions {
   /// How often the health book assesses every customer (and records the
   /// day's snapshots); imports and overrides make it assess again at once.
   std::chrono::milliseconds refresh_interval{60'000};
+  /// How often every customer's snapshot of the day is recorded again (a
+  /// change of risk is recorded at once).
+  std::chrono::milliseconds record_interval{3'600'000};
   FailedAuthLimiter::Options failed_auth;
 };
+
+/// The API's and the health book's threads run at a lower priority than
+/// ingest's: when the cores are busy, agents' acknowledgements come first.
+inline constexpr int kApiNice = 5;
+inline constexpr int kBookNice = 10;
+/// Sets the calling thread's nice value (logs when it cannot).
+void LowerThreadPriority(int nice, const char* what);
 
 class ApiServer {
  public:

@@ -91,6 +91,7 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
 
   DP_RETURN_IF_ERROR(cfg.GetString("http.listen", http));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_refresh_s", 1, 86400, &a->refresh_interval));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_record_s", 1, 86400, &a->record_interval));
   DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_connections", 1, 100'000, &a->max_connections));
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "http.failed_logins_per_window", 1, 1'000'000, &a->failed_auth.max_failures));

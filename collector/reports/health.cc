@@ -47,9 +47,45 @@ nlohmann::json TrendJson(const scoring::Trend& t) {
 
 }  // namespace
 
+namespace {
+
+// The losses' sources of `cs` from options.source_cache when fresh (or when
+// this round's budget is spent), else read and kept there.
+Status SourcesFromCache(Store& store, CustomerScore& cs, const HealthOptions& options,
+                        std::int64_t now_ms) {
+  SourceCache* cache = options.source_cache;
+  if (cache != nullptr) {
+    const auto it = cache->entries.find(cs.customer.id);
+    if (it != cache->entries.end() &&
+        (now_ms - it->second.computed_ms < cache->max_age_ms || cache->budget == 0)) {
+      // Only where the component still loses points.
+      auto apply = [](scoring::Component& c, const std::optional<scoring::LossSource>& src) {
+        if (c.score && *c.score < 100) c.source = src;
+      };
+      apply(cs.score.boot, it->second.boot);
+      apply(cs.score.latency, it->second.latency);
+      apply(cs.score.stability, it->second.stability);
+      return Status::Ok();
+    }
+  }
+  DP_RETURN_IF_ERROR(AttachLossSources(store, cs, options.policy, now_ms));
+  if (cache != nullptr) {
+    const bool had = cache->entries.contains(cs.customer.id);
+    cache->entries[cs.customer.id] = {.computed_ms = now_ms,
+                                      .boot = cs.score.boot.source,
+                                      .latency = cs.score.latency.source,
+                                      .stability = cs.score.stability.source};
+    if (had && cache->budget > 0 && cache->budget != SIZE_MAX) --cache->budget;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
                                       const HealthOptions& options, std::int64_t now_ms) {
-  if (options.loss_sources) {
+  using Sources = HealthOptions::Sources;
+  if (options.loss_sources == Sources::kAll) {
     DP_RETURN_IF_ERROR(AttachLossSources(store, technical, options.policy, now_ms));
   }
   const std::int64_t today = FloorTo(now_ms, kDayMs);
@@ -68,17 +104,31 @@ Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
                    .risk_change = std::nullopt};
   h.health =
       scoring::ScoreLoyalty(h.technical.score, signals.signals, history, now_ms, options.loyalty);
-  if (options.record) {
-    HealthSnapshot snap;
-    snap.customer_id = h.technical.customer.id;
-    snap.day_ms = today;
-    snap.tps = h.technical.score.tps;
-    snap.lhi = h.health.lhi;
-    snap.coverage = h.health.coverage;
-    snap.risk = scoring::RiskName(h.health.risk);
-    DP_ASSIGN_OR_RETURN(h.risk_change, store.RecordHealth(snap, h.health.risk_reasons, now_ms));
+  if (options.loss_sources == Sources::kWhenTopIsTechnical && !h.health.drivers.empty() &&
+      h.health.drivers.front().factor == scoring::Factor::kTechnical) {
+    DP_RETURN_IF_ERROR(SourcesFromCache(store, h.technical, options, now_ms));
+    h.health =
+        scoring::ScoreLoyalty(h.technical.score, signals.signals, history, now_ms, options.loyalty);
   }
+  if (options.record) DP_RETURN_IF_ERROR(RecordAssessment(store, h, now_ms));
   return h;
+}
+
+HealthSnapshot SnapshotOf(const CustomerHealth& h, std::int64_t now_ms) {
+  HealthSnapshot snap;
+  snap.customer_id = h.technical.customer.id;
+  snap.day_ms = FloorTo(now_ms, kDayMs);
+  snap.tps = h.technical.score.tps;
+  snap.lhi = h.health.lhi;
+  snap.coverage = h.health.coverage;
+  snap.risk = scoring::RiskName(h.health.risk);
+  return snap;
+}
+
+Status RecordAssessment(Store& store, CustomerHealth& h, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(h.risk_change,
+                      store.RecordHealth(SnapshotOf(h, now_ms), h.health.risk_reasons, now_ms));
+  return Status::Ok();
 }
 
 bool RanksBefore(const CustomerHealth& a, const CustomerHealth& b) {

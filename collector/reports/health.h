@@ -6,6 +6,7 @@
 // snapshots. Assessing records today's snapshot and any change of risk.
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -24,13 +25,34 @@ struct CustomerHealth {
   std::optional<RiskEvent> risk_change;  // recorded by this assessment
 };
 
+/// Where each customer's technical losses came from, as last computed:
+/// reading every customer's endpoint rollups each minute would cost the
+/// collector most of a core at 100,000 endpoints, so the health book keeps
+/// them and recomputes a share of the stalest each round.
+struct SourceCache {
+  struct Entry {
+    std::int64_t computed_ms = 0;
+    std::optional<scoring::LossSource> boot, latency, stability;
+  };
+  std::map<std::int64_t, Entry> entries;  // by customer id
+  std::int64_t max_age_ms = 10 * 60'000;
+  /// Entries older than max_age_ms recomputed this round, at most (a
+  /// customer without one is always computed).
+  std::size_t budget = SIZE_MAX;
+};
+
 struct HealthOptions {
   scoring::Policy policy;
   scoring::LoyaltyPolicy loyalty;
   bool record = true;  // store today's snapshots and risk changes
-  /// Name the site, pool or protocol technical drivers come from (reads
-  /// each customer's endpoint rollups).
-  bool loss_sources = true;
+  /// Name the site, pool or protocol technical drivers come from (reads the
+  /// customer's endpoint rollups): for every customer, or only where the top
+  /// driver is technical (what a list of top drivers needs: splitting a
+  /// driver only makes it smaller, so it cannot make another one the top).
+  enum class Sources { kNone, kWhenTopIsTechnical, kAll };
+  Sources loss_sources = Sources::kAll;
+  /// With kWhenTopIsTechnical: sources reused from here while fresh enough.
+  SourceCache* source_cache = nullptr;
 };
 
 /// Assesses every customer at `now_ms`: at-risk first (risk, then LHI
@@ -42,6 +64,12 @@ Result<std::vector<CustomerHealth>> AssessAllCustomers(Store& store, const Healt
 /// day's snapshot when options.record).
 Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
                                       const HealthOptions& options, std::int64_t now_ms);
+
+/// The day's snapshot of an assessment made at `now_ms`.
+HealthSnapshot SnapshotOf(const CustomerHealth& h, std::int64_t now_ms);
+/// Records it (replacing the day's earlier one) and any change of risk,
+/// which it sets in `h.risk_change`.
+Status RecordAssessment(Store& store, CustomerHealth& h, std::int64_t now_ms);
 
 /// The book's order: risk (high first), then LHI lowest first, no data last.
 bool RanksBefore(const CustomerHealth& a, const CustomerHealth& b);

@@ -309,6 +309,9 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(got["rows"], 1)
         status, got, _ = api.call("POST", "/api/v1/imports/reviews", vendor, good, "text/csv")
         self.assertTrue(got["already_imported"])
+        status, log = api.get("/api/v1/imports?limit=1", vendor)
+        self.assertEqual(status, 200)
+        self.assertEqual([(i["kind"], i["rows"]) for i in log["imports"]], [("reviews", 1)])
         # Overrides: bad JSON and bad values name the field.
         path = f"/api/v1/customers/{b}/overrides/service"
         for body, field in [("{", "body"), ("[1]", "body"),
