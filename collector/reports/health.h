@@ -35,7 +35,7 @@ struct SourceCache {
     std::optional<scoring::LossSource> boot, latency, stability;
   };
   std::map<std::int64_t, Entry> entries;  // by customer id
-  std::int64_t max_age_ms = 10 * 60'000;
+  std::int64_t max_age_ms = std::int64_t{10} * 60'000;
   /// Entries older than max_age_ms recomputed this round, at most (a
   /// customer without one is always computed).
   std::size_t budget = SIZE_MAX;

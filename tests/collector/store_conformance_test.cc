@@ -352,12 +352,12 @@ TEST_P(StoreConformance, EndpointsListWithTheirSiteRollupsAndLatestReport) {
   // A late report observed before the newest one does not replace it.
   BatchWrite late;
   late.stream = a1;
-  late.reports.push_back(MakeReport(7, kNow - 2 * 3600'000));
+  late.reports.push_back(MakeReport(7, kNow - 2 * kHourMs));
   {
     // with a session window of a known display protocol
     auto* w = late.reports[0].report.add_sessions();
     w->set_protocol(v1::DISPLAY_PROTOCOL_ICA);
-    w->set_window_start_unix_ms(kNow - 2 * 3600'000);
+    w->set_window_start_unix_ms(kNow - 2 * kHourMs);
     w->set_window_s(60);
     w->set_rtt_p95_us(90'000);
     late.reports[0].bytes = late.reports[0].report.SerializeAsString();
@@ -374,7 +374,7 @@ TEST_P(StoreConformance, EndpointsListWithTheirSiteRollupsAndLatestReport) {
   EXPECT_EQ((*list)[0].hostname, "tc-a1");
   EXPECT_EQ((*list)[0].site, "site-a");
   EXPECT_EQ((*list)[1].site, "site-b");
-  EXPECT_EQ((*list)[0].last_seen_ms, kNow - 3600'000 + 6 * 1000);
+  EXPECT_EQ((*list)[0].last_seen_ms, kNow - kHourMs + std::int64_t{6} * 1000);
   EXPECT_FALSE((*list)[0].latest_report.has_value());  // only LoadEndpoint reads it
 
   auto one = s->LoadEndpoint(a1.customer_id, a1.endpoint_id);
