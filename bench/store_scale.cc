@@ -35,6 +35,7 @@ v1::Report MakeReport(std::uint64_t seq, std::int64_t at_ms, int endpoint, int d
   auto* w = r.add_sessions();
   w->set_window_start_unix_ms(at_ms - 60'000);
   w->set_window_s(60);
+  w->set_protocol(endpoint % 2 ? v1::DISPLAY_PROTOCOL_ICA : v1::DISPLAY_PROTOCOL_BLAST);
   w->set_rtt_p95_us(15'000 + static_cast<std::uint64_t>((endpoint * 31 + day) % 150'000));
   w->set_retransmit_ppm(static_cast<std::uint32_t>((endpoint + day) % 5000));
   r.mutable_stability()->set_session_s(3600);
@@ -100,6 +101,7 @@ static int Main(int argc, char** argv) {
       h.set_epoch(1);
       h.set_credential(tokens[static_cast<std::size_t>(e % customers)]);
       h.mutable_host()->set_site("site-" + std::to_string(e % 7));
+      h.mutable_host()->set_pool("pool-" + std::to_string(e % 3));
       hellos.push_back(std::move(h));
     }
     for (auto& r : store.AuthenticateAndRegister(hellos, now)) {
