@@ -152,6 +152,7 @@ struct ApiServer::Impl {
   std::thread thread;
   std::atomic<std::uint16_t> port{0};
   std::function<void()> close;  // closes the server on the io thread
+  std::shared_ptr<void> keep;   // the RESTinio server
 
   Impl(ApiOptions o, StoreOptions s, HealthOptions h)
       : options(std::move(o)), store_options(std::move(s)), health(h) {}
@@ -314,8 +315,12 @@ struct ApiServer::Impl {
                            opened.set_value(Status(Code::kUnavailable, "cannot listen"));
                          }
                        });
-    close = [this, server] {
-      server->close_async([this] { io.stop(); }, [this](const std::exception_ptr&) { io.stop(); });
+    // The server lives until the io thread has joined (Stop): close_async
+    // finishes on that thread after the closing handler itself returns.
+    keep = server;
+    Server* raw = server.get();
+    close = [this, raw] {
+      raw->close_async([this] { io.stop(); }, [this](const std::exception_ptr&) { io.stop(); });
     };
     thread = std::thread([this] {
       LowerThreadPriority(kApiNice, "the API");
@@ -326,6 +331,7 @@ struct ApiServer::Impl {
       io.stop();
       thread.join();
       close = nullptr;
+      keep.reset();
     }
     return s;
   }
@@ -374,6 +380,7 @@ void ApiServer::Stop() {
     m.close = nullptr;
   }
   if (m.thread.joinable()) m.thread.join();
+  m.keep.reset();
   if (m.book) m.book->Stop();
 }
 
