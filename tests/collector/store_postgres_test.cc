@@ -143,7 +143,8 @@ TEST_F(PgStoreTest, AKilledCollectorsRollupsAreFinishedByAnother) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    auto s = OpenStore({.db = backend_->db(), .serving = true});
+    // Retention follows the real clock: keep the fixed test day's partition.
+    auto s = OpenStore({.db = backend_->db(), .serving = true, .raw_retention_days = 3650});
     if (!s.ok()) _exit(2);
     auto token = (*s)->CreateToken("Northwind", kNow);
     const v1::Hello hello = MakeHello("agent-1", *token);
@@ -161,12 +162,15 @@ TEST_F(PgStoreTest, AKilledCollectorsRollupsAreFinishedByAnother) {
   EXPECT_EQ(Int("SELECT count(*) FROM reports"), 100);
   EXPECT_EQ(Int("SELECT count(*) FROM rollup_pending"), 10);
 
-  auto other = Open({.db = {}, .serving = true});
+  auto other = Open({.db = {}, .serving = true, .raw_retention_days = 3650});
   ASSERT_NE(other, nullptr);
   ASSERT_TRUE(other->FlushRollups().ok());
   EXPECT_EQ(Int("SELECT count(*) FROM rollup_pending"), 10) << "its lease has not passed yet";
 
-  auto later = Open({.db = {}, .serving = true, .collector_lease = std::chrono::milliseconds(0)});
+  auto later = Open({.db = {},
+                     .serving = true,
+                     .raw_retention_days = 3650,
+                     .collector_lease = std::chrono::milliseconds(0)});
   ASSERT_NE(later, nullptr);
   ASSERT_TRUE(later->FlushRollups().ok());
   EXPECT_EQ(Int("SELECT count(*) FROM rollup_pending"), 0);
