@@ -8,15 +8,6 @@
 #include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector::api {
-namespace {
-
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 HealthBook::HealthBook(std::unique_ptr<Store> store, const HealthOptions& options,
                        std::chrono::milliseconds interval, std::chrono::milliseconds record_every)

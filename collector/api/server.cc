@@ -21,12 +21,6 @@
 namespace deskpulse::collector::api {
 namespace {
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// RESTinio's own messages (one per connection and parse failure) at debug
 /// level only: a peer's bad bytes must not fill the log.
 struct QuietLogger {
@@ -130,6 +124,12 @@ std::string MediaType(std::string_view header) {
 }
 
 }  // namespace
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 void LowerThreadPriority(int nice, const char* what) {
   // Linux: a thread's nice value is its own (setpriority on its tid).

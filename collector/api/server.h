@@ -39,6 +39,8 @@ struct ApiOptions {
 /// ingest's: when the cores are busy, agents' acknowledgements come first.
 inline constexpr int kApiNice = 5;
 inline constexpr int kBookNice = 10;
+/// Wall-clock milliseconds since the epoch.
+std::int64_t NowMs();
 /// Sets the calling thread's nice value (logs when it cannot).
 void LowerThreadPriority(int nice, const char* what);
 

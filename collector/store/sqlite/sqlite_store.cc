@@ -940,6 +940,23 @@ EndpointInfo EndpointFromRow(const Statement& st) {
                       .latest_report = std::nullopt};
 }
 
+/// Rows of (key, metric, count, sum, hist) as one endpoint window per key.
+Result<std::map<std::int64_t, scoring::WindowRollup>> WindowsByFirstColumn(Statement& st) {
+  std::map<std::int64_t, scoring::WindowRollup> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    SparseHistogram hist;
+    if (!st.IsNull(4)) {
+      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(4)));
+    }
+    scoring::WindowRollup& w = out[st.Int(0)];
+    w.endpoints = 1;
+    AddToWindow(static_cast<Metric>(st.Int(1)), st.Int(2), st.Double(3), hist, &w);
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::vector<EndpointInfo>> SqliteStore::ListEndpoints(std::int64_t customer_id) {
@@ -985,19 +1002,7 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadEndpointW
                                             "endpoint_id > 0 AND bucket_start_ms >= ? AND "
                                             "bucket_start_ms < ?"));
   st.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
-  std::map<std::int64_t, scoring::WindowRollup> out;
-  for (;;) {
-    DP_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    SparseHistogram hist;
-    if (!st.IsNull(4)) {
-      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(4)));
-    }
-    scoring::WindowRollup& w = out[st.Int(0)];
-    w.endpoints = 1;
-    AddToWindow(static_cast<Metric>(st.Int(1)), st.Int(2), st.Double(3), hist, &w);
-  }
-  return out;
+  return WindowsByFirstColumn(st);
 }
 
 Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadEndpointDays(
@@ -1007,19 +1012,7 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadEndpointD
                                             "endpoint_id=? AND bucket_start_ms >= ? AND "
                                             "bucket_start_ms < ?"));
   st.Bind(1, customer_id).Bind(2, endpoint_id).Bind(3, from_ms).Bind(4, to_ms);
-  std::map<std::int64_t, scoring::WindowRollup> out;
-  for (;;) {
-    DP_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    SparseHistogram hist;
-    if (!st.IsNull(4)) {
-      DP_ASSIGN_OR_RETURN(hist, SparseHistogram::Decode(st.Blob(4)));
-    }
-    scoring::WindowRollup& w = out[st.Int(0)];
-    w.endpoints = 1;
-    AddToWindow(static_cast<Metric>(st.Int(1)), st.Int(2), st.Double(3), hist, &w);
-  }
-  return out;
+  return WindowsByFirstColumn(st);
 }
 
 Result<std::vector<StreamInfo>> SqliteStore::ListStreams() {
