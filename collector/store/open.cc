@@ -142,6 +142,14 @@ std::optional<RiskEvent> RiskChange(const HealthSnapshot& snapshot,
                    .reasons = SplitReasons(JoinReasons(reasons))};
 }
 
+Result<std::optional<RiskEvent>> SignalStore::RecordHealth(const HealthSnapshot& snapshot,
+                                                           const std::vector<std::string>& reasons,
+                                                           std::int64_t now_ms) {
+  const HealthRecord record{.snapshot = snapshot, .reasons = reasons};
+  DP_ASSIGN_OR_RETURN(auto events, RecordHealthBatch(std::span(&record, 1), now_ms));
+  return std::move(events.front());
+}
+
 std::string JoinReasons(const std::vector<std::string>& reasons) {
   std::string out;
   for (const std::string& r : reasons) {

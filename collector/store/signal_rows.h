@@ -89,6 +89,13 @@ struct HealthSnapshot {
   bool operator==(const HealthSnapshot&) const = default;
 };
 
+/// A snapshot to record, with the reasons its risk holds for (kept with a
+/// risk change).
+struct HealthRecord {
+  HealthSnapshot snapshot;
+  std::vector<std::string> reasons;
+};
+
 /// A change of a customer's churn risk, with the reasons that held then.
 struct RiskEvent {
   std::int64_t customer_id = 0;

@@ -233,12 +233,19 @@ class SignalStore {
   /// customer's earlier one for that factor.
   virtual Status SetOverride(std::int64_t customer_id, const scoring::Override& o,
                              std::int64_t now_ms) = 0;
-  /// Stores the day's snapshot (replacing one recorded earlier that day) and,
-  /// when its risk differs from the latest snapshot at or before that day,
-  /// the change as an event with `reasons`, returned. In one transaction.
-  virtual Result<std::optional<RiskEvent>> RecordHealth(const HealthSnapshot& snapshot,
-                                                        const std::vector<std::string>& reasons,
-                                                        std::int64_t now_ms) = 0;
+  /// Stores each record's day snapshot (replacing one recorded earlier that
+  /// day) and, when its risk differs from the latest snapshot at or before
+  /// that day, the change as an event with the record's reasons; returns
+  /// the events, one slot per record. All in one transaction: a round of
+  /// 500 customers is one commit, not 500 taking turns with ingest for the
+  /// store's write lock. Records are applied in order, so a later record of
+  /// the same customer sees an earlier one.
+  virtual Result<std::vector<std::optional<RiskEvent>>> RecordHealthBatch(
+      std::span<const HealthRecord> records, std::int64_t now_ms) = 0;
+  /// One record: RecordHealthBatch of one.
+  Result<std::optional<RiskEvent>> RecordHealth(const HealthSnapshot& snapshot,
+                                                const std::vector<std::string>& reasons,
+                                                std::int64_t now_ms);
   /// A customer's snapshots from `from_day_ms` on, oldest first.
   virtual Result<std::vector<HealthSnapshot>> LoadHistory(std::int64_t customer_id,
                                                           std::int64_t from_day_ms) = 0;

@@ -631,6 +631,61 @@ TEST_P(StoreConformance, HealthKeepsOneSnapshotADayAndRecordsRiskChanges) {
   EXPECT_EQ((*events)[1].to_risk, "high");
 }
 
+TEST_P(StoreConformance, ABatchOfHealthRecordsIsOneRoundInOrder) {
+  auto s = Open();
+  for (const char* name : {"Northwind", "Contoso", "Fabrikam"}) {
+    ASSERT_TRUE(s->CreateToken(name, kNow).ok());
+  }
+  const std::int64_t north = CustomerId(*s, "Northwind");
+  const std::int64_t contoso = CustomerId(*s, "Contoso");
+  const std::int64_t fabrikam = CustomerId(*s, "Fabrikam");
+  const std::int64_t day = kNow / kDayMs * kDayMs;
+  auto record = [&](std::int64_t id, std::int64_t d, const char* risk, double lhi,
+                    std::vector<std::string> reasons = {}) {
+    HealthRecord r;
+    r.snapshot = {
+        .customer_id = id, .day_ms = d, .tps = 70, .lhi = lhi, .coverage = 1, .risk = risk};
+    r.reasons = std::move(reasons);
+    return r;
+  };
+  const std::vector<HealthRecord> yesterday = {record(north, day - kDayMs, "low", 90),
+                                               record(contoso, day - kDayMs, "low", 70)};
+  auto first = s->RecordHealthBatch(yesterday, kNow - kDayMs);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(*first, (std::vector<std::optional<RiskEvent>>{std::nullopt, std::nullopt}));
+
+  // Northwind holds, Contoso worsens, Fabrikam is new (not a change), and
+  // Fabrikam recorded again in the same round sees its first record.
+  const std::vector<HealthRecord> today = {
+      record(north, day, "low", 91), record(contoso, day, "high", 35, {"LHI 35.0 < 40"}),
+      record(fabrikam, day, "low", 65), record(fabrikam, day, "medium", 55, {"LHI 55.0 < 60"})};
+  auto round = s->RecordHealthBatch(today, kNow);
+  ASSERT_TRUE(round.ok()) << round.status().ToString();
+  ASSERT_EQ(round->size(), 4u);
+  EXPECT_FALSE((*round)[0].has_value());
+  ASSERT_TRUE((*round)[1].has_value());
+  EXPECT_EQ((*round)[1]->customer_id, contoso);
+  EXPECT_EQ((*round)[1]->from_risk, "low");
+  EXPECT_EQ((*round)[1]->to_risk, "high");
+  EXPECT_EQ((*round)[1]->reasons, std::vector<std::string>{"LHI 35.0 < 40"});
+  EXPECT_FALSE((*round)[2].has_value());
+  ASSERT_TRUE((*round)[3].has_value());
+  EXPECT_EQ((*round)[3]->from_risk, "low");
+  EXPECT_EQ((*round)[3]->to_risk, "medium");
+
+  EXPECT_EQ(*s->LoadHistory(north, day), std::vector<HealthSnapshot>{today[0].snapshot});
+  EXPECT_EQ(*s->LoadHistory(contoso, day - kDayMs),
+            (std::vector<HealthSnapshot>{yesterday[1].snapshot, today[1].snapshot}));
+  EXPECT_EQ(*s->LoadHistory(fabrikam, 0), std::vector<HealthSnapshot>{today[3].snapshot});
+  EXPECT_TRUE(s->LoadRiskEvents(north)->empty());
+  EXPECT_EQ(s->LoadRiskEvents(contoso)->size(), 1u);
+  EXPECT_EQ(s->LoadRiskEvents(fabrikam)->size(), 1u);
+  // An empty round is no error and stores nothing.
+  auto none = s->RecordHealthBatch({}, kNow + 1);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->empty());
+}
+
 TEST_P(StoreConformance, AnOverrideReplacesTheFactorsEarlierOne) {
   auto s = Open();
   ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());

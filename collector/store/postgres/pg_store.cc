@@ -1618,50 +1618,62 @@ Status PgStore::SetOverride(std::int64_t customer_id, const scoring::Override& o
       .status();
 }
 
-Result<std::optional<RiskEvent>> PgStore::RecordHealth(const HealthSnapshot& snap,
-                                                       const std::vector<std::string>& reasons,
-                                                       std::int64_t now_ms) {
+Result<std::vector<std::optional<RiskEvent>>> PgStore::RecordHealthBatch(
+    std::span<const HealthRecord> records, std::int64_t now_ms) {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
   DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
-  // The customer's row locked first: two collectors recording the same
-  // customer's day take turns, and each sees the other's snapshot.
+  // The customers' rows locked first, in id order: two collectors recording
+  // the same customers' day take turns (never deadlock), and each sees the
+  // other's snapshots.
+  std::vector<std::int64_t> ids;
+  ids.reserve(records.size());
+  for (const HealthRecord& r : records) ids.push_back(r.snapshot.customer_id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   DP_RETURN_IF_ERROR(conn_
                          ->Query("health lock",
-                                 "SELECT 1 FROM customers WHERE customer_id = $1 FOR UPDATE",
-                                 {pg::Int(snap.customer_id)})
+                                 "SELECT 1 FROM customers WHERE customer_id = ANY($1::bigint[]) "
+                                 "ORDER BY customer_id FOR UPDATE",
+                                 {fmt::format("{{{}}}", fmt::join(ids, ","))})
                          .status());
-  DP_ASSIGN_OR_RETURN(auto last, conn_->Query("last snapshot",
-                                              "SELECT risk FROM health_snapshots WHERE "
-                                              "customer_id = $1 AND day_ms <= $2 ORDER BY day_ms "
-                                              "DESC LIMIT 1",
-                                              {pg::Int(snap.customer_id), pg::Int(snap.day_ms)}));
-  const std::optional<std::string> before =
-      last.size() > 0 ? std::optional<std::string>(last.Text(0, 0)) : std::nullopt;
-  DP_RETURN_IF_ERROR(
-      conn_
-          ->Query("snapshot",
-                  "INSERT INTO health_snapshots(customer_id, day_ms, tps, lhi, coverage, risk, "
-                  "recorded_ms) VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id, "
-                  "day_ms) DO UPDATE SET tps = excluded.tps, lhi = excluded.lhi, coverage = "
-                  "excluded.coverage, risk = excluded.risk, recorded_ms = excluded.recorded_ms",
-                  {pg::Int(snap.customer_id), pg::Int(snap.day_ms), Text(snap.tps), Text(snap.lhi),
-                   fmt::format("{}", snap.coverage), snap.risk, pg::Int(now_ms)})
-          .status());
-  const std::optional<RiskEvent> event = RiskChange(snap, before, reasons, now_ms);
-  if (event) {
-    DP_RETURN_IF_ERROR(conn_
-                           ->Query("risk event",
-                                   "INSERT INTO risk_events(customer_id, at_ms, from_risk, "
-                                   "to_risk, reasons) VALUES($1, $2, $3, $4, $5) ON CONFLICT "
-                                   "(customer_id, at_ms) DO UPDATE SET from_risk = "
-                                   "excluded.from_risk, to_risk = excluded.to_risk, reasons = "
-                                   "excluded.reasons",
-                                   {pg::Int(snap.customer_id), pg::Int(now_ms), event->from_risk,
-                                    event->to_risk, JoinReasons(event->reasons)})
-                           .status());
+  std::vector<std::optional<RiskEvent>> events;
+  events.reserve(records.size());
+  for (const HealthRecord& r : records) {
+    const HealthSnapshot& snap = r.snapshot;
+    DP_ASSIGN_OR_RETURN(auto last, conn_->Query("last snapshot",
+                                                "SELECT risk FROM health_snapshots WHERE "
+                                                "customer_id = $1 AND day_ms <= $2 ORDER BY "
+                                                "day_ms DESC LIMIT 1",
+                                                {pg::Int(snap.customer_id), pg::Int(snap.day_ms)}));
+    const std::optional<std::string> before =
+        last.size() > 0 ? std::optional<std::string>(last.Text(0, 0)) : std::nullopt;
+    DP_RETURN_IF_ERROR(
+        conn_
+            ->Query("snapshot",
+                    "INSERT INTO health_snapshots(customer_id, day_ms, tps, lhi, coverage, risk, "
+                    "recorded_ms) VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id, "
+                    "day_ms) DO UPDATE SET tps = excluded.tps, lhi = excluded.lhi, coverage = "
+                    "excluded.coverage, risk = excluded.risk, recorded_ms = excluded.recorded_ms",
+                    {pg::Int(snap.customer_id), pg::Int(snap.day_ms), Text(snap.tps),
+                     Text(snap.lhi), fmt::format("{}", snap.coverage), snap.risk, pg::Int(now_ms)})
+            .status());
+    std::optional<RiskEvent> event = RiskChange(snap, before, r.reasons, now_ms);
+    if (event) {
+      DP_RETURN_IF_ERROR(conn_
+                             ->Query("risk event",
+                                     "INSERT INTO risk_events(customer_id, at_ms, from_risk, "
+                                     "to_risk, reasons) VALUES($1, $2, $3, $4, $5) ON CONFLICT "
+                                     "(customer_id, at_ms) DO UPDATE SET from_risk = "
+                                     "excluded.from_risk, to_risk = excluded.to_risk, reasons = "
+                                     "excluded.reasons",
+                                     {pg::Int(snap.customer_id), pg::Int(now_ms), event->from_risk,
+                                      event->to_risk, JoinReasons(event->reasons)})
+                             .status());
+    }
+    events.push_back(std::move(event));
   }
   DP_RETURN_IF_ERROR(tx.Commit());
-  return event;
+  return events;
 }
 
 Result<std::vector<HealthSnapshot>> PgStore::LoadHistory(std::int64_t customer_id,

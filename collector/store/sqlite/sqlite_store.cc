@@ -1284,39 +1284,44 @@ Status SqliteStore::SetOverride(std::int64_t customer_id, const scoring::Overrid
       .Run();
 }
 
-Result<std::optional<RiskEvent>> SqliteStore::RecordHealth(const HealthSnapshot& snap,
-                                                           const std::vector<std::string>& reasons,
-                                                           std::int64_t now_ms) {
+Result<std::vector<std::optional<RiskEvent>>> SqliteStore::RecordHealthBatch(
+    std::span<const HealthRecord> records, std::int64_t now_ms) {
   DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
   DP_ASSIGN_OR_RETURN(auto last, db_->Prepare("SELECT risk FROM health_snapshots WHERE "
                                               "customer_id=? AND day_ms<=? ORDER BY day_ms DESC "
                                               "LIMIT 1"));
-  last.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
-  DP_ASSIGN_OR_RETURN(bool had, last.Step());
-  const std::optional<std::string> before =
-      had ? std::optional<std::string>(last.Text(0)) : std::nullopt;
-  DP_RETURN_IF_ERROR(last.Run());
   DP_ASSIGN_OR_RETURN(auto up, db_->Prepare("INSERT OR REPLACE INTO health_snapshots(customer_id, "
                                             "day_ms, tps, lhi, coverage, risk, recorded_ms) "
                                             "VALUES(?,?,?,?,?,?,?)"));
-  up.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
-  BindOpt(up, 3, snap.tps);
-  BindOpt(up, 4, snap.lhi);
-  DP_RETURN_IF_ERROR(up.Bind(5, snap.coverage).Bind(6, snap.risk).Bind(7, now_ms).Run());
-  const std::optional<RiskEvent> event = RiskChange(snap, before, reasons, now_ms);
-  if (event) {
-    DP_ASSIGN_OR_RETURN(auto ev, db_->Prepare("INSERT OR REPLACE INTO risk_events(customer_id, "
-                                              "at_ms, from_risk, to_risk, reasons) "
-                                              "VALUES(?,?,?,?,?)"));
-    DP_RETURN_IF_ERROR(ev.Bind(1, snap.customer_id)
-                           .Bind(2, now_ms)
-                           .Bind(3, event->from_risk)
-                           .Bind(4, event->to_risk)
-                           .Bind(5, JoinReasons(event->reasons))
-                           .Run());
+  DP_ASSIGN_OR_RETURN(auto ev, db_->Prepare("INSERT OR REPLACE INTO risk_events(customer_id, "
+                                            "at_ms, from_risk, to_risk, reasons) "
+                                            "VALUES(?,?,?,?,?)"));
+  std::vector<std::optional<RiskEvent>> events;
+  events.reserve(records.size());
+  for (const HealthRecord& r : records) {
+    const HealthSnapshot& snap = r.snapshot;
+    last.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
+    DP_ASSIGN_OR_RETURN(bool had, last.Step());
+    const std::optional<std::string> before =
+        had ? std::optional<std::string>(last.Text(0)) : std::nullopt;
+    DP_RETURN_IF_ERROR(last.Run());  // resets for the next record
+    up.Bind(1, snap.customer_id).Bind(2, snap.day_ms);
+    BindOpt(up, 3, snap.tps);
+    BindOpt(up, 4, snap.lhi);
+    DP_RETURN_IF_ERROR(up.Bind(5, snap.coverage).Bind(6, snap.risk).Bind(7, now_ms).Run());
+    std::optional<RiskEvent> event = RiskChange(snap, before, r.reasons, now_ms);
+    if (event) {
+      DP_RETURN_IF_ERROR(ev.Bind(1, snap.customer_id)
+                             .Bind(2, now_ms)
+                             .Bind(3, event->from_risk)
+                             .Bind(4, event->to_risk)
+                             .Bind(5, JoinReasons(event->reasons))
+                             .Run());
+    }
+    events.push_back(std::move(event));
   }
   DP_RETURN_IF_ERROR(tx.Commit());
-  return event;
+  return events;
 }
 
 Result<std::vector<HealthSnapshot>> SqliteStore::LoadHistory(std::int64_t customer_id,

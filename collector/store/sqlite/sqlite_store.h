@@ -71,9 +71,8 @@ class SqliteStore final : public Store {
   Result<CustomerSignals> LoadSignals(std::int64_t customer_id) override;
   Status SetOverride(std::int64_t customer_id, const scoring::Override& o,
                      std::int64_t now_ms) override;
-  Result<std::optional<RiskEvent>> RecordHealth(const HealthSnapshot& snapshot,
-                                                const std::vector<std::string>& reasons,
-                                                std::int64_t now_ms) override;
+  Result<std::vector<std::optional<RiskEvent>>> RecordHealthBatch(
+      std::span<const HealthRecord> records, std::int64_t now_ms) override;
   Result<std::vector<HealthSnapshot>> LoadHistory(std::int64_t customer_id,
                                                   std::int64_t from_day_ms) override;
   Result<std::vector<RiskEvent>> LoadRiskEvents(std::int64_t customer_id) override;
