@@ -24,29 +24,35 @@ void HealthBook::Record(Book& book) {
   const std::int64_t now = book.assessed_ms;
   const bool all = now - recorded_ms_ >= record_every_.count() ||
                    FloorTo(now, kDayMs) != FloorTo(recorded_ms_, kDayMs);
-  std::size_t failed = 0;
-  Status first;
+  std::vector<CustomerHealth*> due;
+  std::vector<HealthRecord> records;
   for (CustomerHealth& c : book.customers) {
-    const std::int64_t id = c.technical.customer.id;
-    const std::string risk = scoring::RiskName(c.health.risk);
-    const auto last = recorded_.find(id);
-    if (!all && last != recorded_.end() && last->second == risk) continue;
-    if (Status s = RecordAssessment(*store_, c, now); !s.ok()) {
-      if (failed++ == 0) first = s;
+    const auto last = recorded_.find(c.technical.customer.id);
+    if (!all && last != recorded_.end() && last->second == scoring::RiskName(c.health.risk)) {
       continue;
     }
-    recorded_[id] = risk;
+    due.push_back(&c);
+    records.push_back({.snapshot = SnapshotOf(c, now), .reasons = c.health.risk_reasons});
+  }
+  if (records.empty()) return;
+  // One transaction for the round: the store's write lock is taken once,
+  // not once per customer between ingest's commits.
+  auto events = store_->RecordHealthBatch(records, now);
+  if (!events.ok()) {
+    spdlog::error("health: recording {} snapshots failed: {}", records.size(),
+                  events.status().message());
+    return;
+  }
+  for (std::size_t i = 0; i < due.size(); ++i) {
+    CustomerHealth& c = *due[i];
+    c.risk_change = std::move((*events)[i]);
+    recorded_[c.technical.customer.id] = records[i].snapshot.risk;
     if (c.risk_change) {
       spdlog::info("health: {} churn risk {} → {}", EscapeForLog(c.technical.customer.name),
                    c.risk_change->from_risk, c.risk_change->to_risk);
     }
   }
-  if (failed > 0) {
-    spdlog::error("health: recording {} of {} snapshots failed: {}", failed, book.customers.size(),
-                  first.message());
-  } else if (all) {
-    recorded_ms_ = now;
-  }
+  if (all) recorded_ms_ = now;
 }
 
 HealthBook::~HealthBook() { Stop(); }
