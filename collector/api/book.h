@@ -29,7 +29,8 @@ class HealthBook {
  public:
   /// `store` is the book's own (opened by the caller, used on its thread only).
   /// Snapshots are recorded at most every `record_every` (and at once on a
-  /// change of risk): each is a write the ingest writer waits behind.
+  /// change of risk), a round's in one transaction: the ingest writer waits
+  /// behind it once, not once per customer.
   HealthBook(std::unique_ptr<Store> store, const HealthOptions& options,
              std::chrono::milliseconds interval,
              std::chrono::milliseconds record_every = std::chrono::hours(1));
