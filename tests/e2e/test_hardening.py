@@ -314,7 +314,7 @@ class PreAuthenticationTest(ProtoTest):
             db = os.path.join(work, "store.db")
             tokens = dp.create_tokens(db, work, [("Acme", "typical")])
             collector = dp.Collector(work, db)
-            r, _ = dp.fleetsim(collector.address, tokens, 20, "--days", 1)  # warm up
+            r, _ = dp.fleetsim(collector.address, tokens, 20, "--days", 3)  # warm up: a weekday
             self.assertEqual(r.returncode, 0, r.stderr)
             base = dp.rss_kb(collector.proc.pid)
             # The largest frame the protocol allows, then the largest a collector takes before a

@@ -234,7 +234,9 @@ class CommandLineTest(unittest.TestCase):
             with open(tokens, "w") as f:
                 f.write("Acme dpt_forged healthy\n")
             c = dp.Collector(work, db)
-            r, _ = dp.fleetsim(c.address, tokens, 3, "--days", 1, "--timeout", 30)
+            # Three days of history hold a whole weekday whatever today is; the
+            # simulated fleet sends nothing for a weekend.
+            r, _ = dp.fleetsim(c.address, tokens, 3, "--days", 3, "--timeout", 30)
             self.assertEqual(c.stop(), 0)
             self.assertEqual(r.returncode, 6, r.stderr)
             self.assertIn("UNAUTHENTICATED", r.stderr)
