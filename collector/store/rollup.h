@@ -154,7 +154,7 @@ std::vector<std::string> DiffRollups(std::vector<RollupRow> expected,
 /// Rollups waiting to be flushed, partitioned by endpoint into slices. Each
 /// slice is flushed in its own short transaction with its own rolled-up-through
 /// mark, so a flush never holds the store's write lock for long.
-inline constexpr int kRollupSlices = 16;
+inline constexpr int kRollupSlices = 64;  // a multiple of 16, the count before schema 8
 
 class PendingRollups {
  public:

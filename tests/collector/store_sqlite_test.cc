@@ -104,6 +104,34 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
   EXPECT_EQ(full->rows_checked, 1);
 }
 
+// A v7 store flushed its rollups in 16 slices (endpoint_id % 16), each with
+// its mark. Cut into 64, every new slice starts from its old slice's mark:
+// the raw rows past it are rolled up once, those before it not again.
+TEST_F(SqliteStoreTest, RollupMarksOfSixteenSlicesCarryOverToSixtyFour) {
+  {
+    auto s = Open();
+    std::vector<StreamInfo> agents;
+    for (int i = 0; i < 40; ++i) agents.push_back(Register(*s, "Northwind", fmt::format("a{}", i)));
+    ASSERT_GE(agents.back().endpoint_id, 16) << "endpoints in the slices 16..63 too";
+    std::vector<BatchWrite> flushed, pending;
+    for (const StreamInfo& a : agents) flushed.push_back(MakeBatch(a, 1, 3));
+    ASSERT_TRUE(s->CommitBatches(flushed, kNow).ok());
+    ASSERT_TRUE(s->FlushRollups().ok());
+    // Committed, not yet rolled up, when the v7 collector stopped.
+    for (const StreamInfo& a : agents) pending.push_back(MakeBatch(a, 4, 5));
+    ASSERT_TRUE(s->CommitBatches(pending, kNow).ok());
+    ASSERT_TRUE(s->db()->Exec("DELETE FROM rollup_marks WHERE slice >= 16").ok());
+    ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=7 WHERE key='schema_version'").ok());
+  }
+  auto s = Open();
+  EXPECT_EQ(s->schema_version(), LatestSchemaVersion());
+  ExpectRollupsMatchRawRows(*s);
+  auto marks = s->db()->Prepare("SELECT count(*) FROM rollup_marks");
+  ASSERT_TRUE(marks.ok());
+  ASSERT_TRUE(*marks->Step());
+  EXPECT_EQ(marks->Int(0), kRollupSlices);
+}
+
 // The previous versions (v5, before API tokens; v6, before each endpoint's
 // latest report) to the latest: rows and signals intact, health recordable,
 // API tokens creatable, and the latest report kept from the next flush on.
