@@ -4,10 +4,10 @@
 Fills a store with 500 customers x 100,000 endpoints x 30 days of history
 (bench/deskpulse-store-scale), serves it with `deskpulse-collector serve
 --http`, and runs the ingest benchmark's open-loop load (1,000 agents at
-50,000 reports/s) twice in the same run: once alone, once with API clients
-calling the customers list and one customer's detail back to back. Prints
-ingest figures of both runs and the API's p50/p99 per route, and how long the
-background assessment of the whole book takes.
+50,000 reports/s, ingest_bench.load_flags()) in the same run without --http,
+with the API idle, and with API clients calling the customers list and one
+customer's detail. Prints ingest figures of each run and the API's p50/p99 per
+route, and how long the background assessment of the whole book takes.
 
 Prints figures; asserts no timings (the issue's bars: API p99 <= 50 ms, ingest
 still at its bar: >= 50,000 durable reports/s, ack p99 <= 50 ms, on SQLite).
@@ -171,9 +171,9 @@ def phase(args, work, filled, db, catalog, vendor, with_api, serve_http=True):
     sim = subprocess.run(
         [os.path.join(args.bin, "agent", "deskpulse-fleetsim"), "--collector",
          f"127.0.0.1:{port}", "--tokens", tokens, "--catalog", catalog, "--endpoints",
-         str(args.agents), "--duration", str(args.seconds), "--rate", str(args.rate), "--batch",
-         "50", "--linger", "5", "--window", "4", "--timeout", str(args.seconds + 120),
-         "--log-level", "warn"], capture_output=True, text=True)
+         str(args.agents), "--duration", str(args.seconds), "--rate", str(args.rate),
+         *ingest_bench.load_flags(), "--timeout", str(args.seconds + 120), "--log-level", "warn"],
+        capture_output=True, text=True)
     if load:
         load.stop()
     cpu_s = ingest_bench.process_cpu_seconds(proc.pid)

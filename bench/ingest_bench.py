@@ -39,6 +39,13 @@ def make_cert(work):
     return cert, key
 
 
+def load_flags():
+    """The simulator's load every ingest figure is measured under: batches of up to 100
+    reports, each waiting up to 100 ms to fill, 4 in flight per agent. (Agents in the field
+    send as soon as a report is made, one a minute; 50 a second each, as here, fill batches.)"""
+    return ["--batch", "100", "--linger", "100", "--window", "4"]
+
+
 def process_cpu_seconds(pid):
     """User + system CPU a process has used so far (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -161,8 +168,7 @@ def tail_over_time(r, step=10):
     return "; ".join(parts)
 
 
-def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_server=None,
-        collectors=1):
+def run(bin_dir, agents, rate, seconds, tls, config=None, pg_server=None, collectors=1):
     with tempfile.TemporaryDirectory(prefix="deskpulse-bench-") as work:
         db = new_pg_database(pg_server) if pg_server else os.path.join(work, "bench.db")
         tokens = make_tokens(bin_dir, work, db)
@@ -183,8 +189,8 @@ def run(bin_dir, agents, rate, seconds, batch, linger_ms, tls, config=None, pg_s
             [os.path.join(bin_dir, "agent", "deskpulse-fleetsim"), "--collector", addresses,
              "--tokens", tokens, "--catalog", catalog,
              "--endpoints", str(agents),
-             "--duration", str(seconds), "--rate", str(rate), "--batch", str(batch),
-             "--linger", str(linger_ms), "--window", "4", "--timeout", str(seconds + 120),
+             "--duration", str(seconds), "--rate", str(rate), *load_flags(),
+             "--timeout", str(seconds + 120),
              *progress_flags(bin_dir), "--log-level", "warn", *client_tls], capture_output=True,
             text=True)
         dirty.stop()
@@ -278,7 +284,7 @@ def bench(args):
                 (r, b) for r in runs for b in backends):
             if backend == "postgresql":
                 rate = args.pg_rate if label == "target" else args.pg_rate * 4
-            r = run(args.bin, agents, rate, args.seconds, batch=100, linger_ms=100, tls=args.tls,
+            r = run(args.bin, agents, rate, args.seconds, tls=args.tls,
                     config=args.collector_config, pg_server=server, collectors=collectors)
             r["run"] = label
             results.append(r)
