@@ -7,7 +7,9 @@ Fills a store with 500 customers x 100,000 endpoints x 30 days of history
 50,000 reports/s, ingest_bench.load_flags()) in the same run without --http,
 with the API idle, and with API clients calling the customers list and one
 customer's detail. Prints ingest figures of each run and the API's p50/p99 per
-route, and how long the background assessment of the whole book takes.
+route, and how long the background assessment of the whole book takes. With
+--tls, agents and API clients both connect over TLS (the same certificate), as
+in the field.
 
 Prints figures; asserts no timings (the issue's bars: API p99 <= 50 ms, ingest
 still at its bar: >= 50,000 durable reports/s, ack p99 <= 50 ms, on SQLite).
@@ -20,6 +22,7 @@ import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -42,8 +45,8 @@ class ApiLoad:
     """`clients` keep-alive connections calling the list then one customer's detail, open
     loop: `rate` pairs a second in all (0: back to back, as fast as answers come)."""
 
-    def __init__(self, port, token, customer_ids, clients, rate):
-        self.port, self.token, self.ids = port, token, customer_ids
+    def __init__(self, port, token, customer_ids, clients, rate, ca=None):
+        self.port, self.token, self.ids, self.ca = port, token, customer_ids, ca
         self.interval = clients / rate if rate > 0 else 0
         self.lat = {"list": [], "detail": []}
         self.errors = 0
@@ -63,7 +66,7 @@ class ApiLoad:
 
     def _loop(self, i):
         rng = random.Random(i)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = connect(self.port, self.ca, 30)
         next_at = time.monotonic() + rng.random() * self.interval
         while not self._stop.is_set():
             if self.interval:
@@ -77,7 +80,7 @@ class ApiLoad:
                     status, ms = self._call(conn, path)
                 except (OSError, http.client.HTTPException):
                     conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    conn = connect(self.port, self.ca, 30)
                     status, ms = 0, 0
                 with self._lock:
                     if status == 200:
@@ -92,8 +95,16 @@ class ApiLoad:
             t.join()
 
 
-def api_get(port, token, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def connect(port, ca, timeout):
+    """A keep-alive connection to the API on loopback: HTTPS verified against `ca` if given."""
+    if ca is None:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                       context=ssl.create_default_context(cafile=ca))
+
+
+def api_get(port, token, path, ca=None):
+    conn = connect(port, ca, 60)
     try:
         conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
         r = conn.getresponse()
@@ -128,7 +139,7 @@ def book_rounds(log_path):
                                                   open(log_path).read())]
 
 
-def phase(args, work, filled, db, catalog, vendor, with_api, serve_http=True):
+def phase(args, work, filled, db, catalog, vendor, cert, with_api, serve_http=True):
     """with_api: API clients call while the load runs; serve_http=False: no --http at all."""
     collector = os.path.join(args.bin, "collector", "deskpulse-collector")
     fresh_copy(filled, db)
@@ -143,8 +154,10 @@ def phase(args, work, filled, db, catalog, vendor, with_api, serve_http=True):
     log = open(log_path, "w")
     started = time.monotonic()
     http = ["--http", "127.0.0.1:0", "--http-port-file", http_file] if serve_http else []
+    tls = ["--tls-cert", cert[0], "--tls-key", cert[1]] if cert else []
+    ca = cert[0] if cert else None
     proc = subprocess.Popen([collector, "serve", "--db", db, "--listen", "127.0.0.1:0",
-                             "--port-file", port_file, "--log-level", "debug", *http],
+                             "--port-file", port_file, "--log-level", "debug", *http, *tls],
                             stdout=subprocess.DEVNULL, stderr=log)
     ready = http_file if serve_http else port_file
     deadline = time.monotonic() + 600  # serve checks the whole store at start
@@ -161,19 +174,20 @@ def phase(args, work, filled, db, catalog, vendor, with_api, serve_http=True):
         http_port = int(open(http_file).read())
         # The first assessment of the whole book (background thread).
         while True:
-            status, body = api_get(http_port, vendor, "/api/v1/customers?limit=500")
+            status, body = api_get(http_port, vendor, "/api/v1/customers?limit=500", ca)
             if status == 200:
                 break
             time.sleep(0.05)
         book_s = time.monotonic() - started
         ids = [c["id"] for c in body["customers"]]
-    load = ApiLoad(http_port, vendor, ids, args.api_clients, args.api_rate) if with_api else None
+    load = (ApiLoad(http_port, vendor, ids, args.api_clients, args.api_rate, ca) if with_api
+            else None)
     sim = subprocess.run(
         [os.path.join(args.bin, "agent", "deskpulse-fleetsim"), "--collector",
          f"127.0.0.1:{port}", "--tokens", tokens, "--catalog", catalog, "--endpoints",
          str(args.agents), "--duration", str(args.seconds), "--rate", str(args.rate),
-         *ingest_bench.load_flags(), "--timeout", str(args.seconds + 120), "--log-level", "warn"],
-        capture_output=True, text=True)
+         *ingest_bench.load_flags(), "--timeout", str(args.seconds + 120), "--log-level", "warn",
+         *(["--ca", ca] if ca else [])], capture_output=True, text=True)
     if load:
         load.stop()
     cpu_s = ingest_bench.process_cpu_seconds(proc.pid)
@@ -207,6 +221,8 @@ def main():
     ap.add_argument("--api-clients", type=int, default=4)
     ap.add_argument("--api-rate", type=float, default=25,
                     help="list + detail pairs a second across the clients (0: back to back)")
+    ap.add_argument("--tls", action="store_true",
+                    help="agents and API clients connect over TLS, as in the field")
     ap.add_argument("--work", help="keep the filled store here (reused when present)")
     ap.add_argument("--phases", nargs="+", choices=["no-http", "idle", "api"],
                     default=["no-http", "idle", "api"],
@@ -238,10 +254,13 @@ def main():
                         "--out", catalog], capture_output=True, text=True, check=True)
     kinds = {"no-http": dict(with_api=False, serve_http=False),
              "idle": dict(with_api=False), "api": dict(with_api=True)}
-    results = [phase(args, work, filled, db, catalog, vendor, **kinds[k]) for k in args.phases]
+    cert = ingest_bench.make_cert(work) if args.tls else None
+    results = [phase(args, work, filled, db, catalog, vendor, cert, **kinds[k])
+               for k in args.phases]
     print(f"API bench: {args.customers} customers, {args.endpoints} endpoints x {args.days} days "
           f"of history (SQLite), ingest {args.agents} agents at {args.rate}/s for {args.seconds} "
-          f"s, API {args.api_clients} clients at {args.api_rate:g} list+detail pairs/s "
+          f"s, API {args.api_clients} clients at {args.api_rate:g} list+detail pairs/s, "
+          f"{'TLS' if args.tls else 'plain TCP'} "
           f"({os.cpu_count()} cores, everything on this machine)")
     for r in results:
         c = r["ack_ms_collector"] or {}
