@@ -90,9 +90,11 @@ void HealthBook::Run() {
     const auto t0 = std::chrono::steady_clock::now();
     // A tenth of the customers' stale loss sources a round: each is read
     // again every ten rounds or so, never all at once after the first.
-    sources_.budget = std::max<std::size_t>(1, sources_.entries.size() / 10);
-    options_.source_cache = &sources_;
-    auto assessed = AssessAllCustomers(*store_, options_, now);
+    std::size_t budget = std::max<std::size_t>(1, sources_.size() / 10);
+    HealthOptions round = options_;
+    round.source_cache = &sources_;
+    round.source_budget = &budget;
+    auto assessed = AssessAllCustomers(*store_, round, now);
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - t0);
     if (assessed.ok()) {

@@ -44,6 +44,10 @@ class HealthBook {
   void RequestRefresh();
   /// The latest book; null until the first assessment is done.
   std::shared_ptr<const Book> current() const;
+  /// The customers' loss sources, as the book last read them: shared with
+  /// the API's detail calls (thread-safe), so neither reads a customer's
+  /// endpoint rollups again while the other's reading is fresh.
+  SourceCache& sources() { return sources_; }
 
  private:
   void Run();
@@ -57,7 +61,7 @@ class HealthBook {
   SourceCache sources_;
   std::int64_t recorded_ms_ = 0;                  // when every customer was last recorded
   std::map<std::int64_t, std::string> recorded_;  // customer id → risk last recorded
-  HealthOptions options_;
+  const HealthOptions options_;
   const std::chrono::milliseconds interval_;
   const std::chrono::milliseconds record_every_;
   mutable std::mutex mu_;

@@ -249,6 +249,7 @@ Response ListCustomers(Context& ctx, const Request& r) {
 Result<CustomerHealth> AssessLive(Context& ctx, const Customer& c, std::int64_t now_ms) {
   HealthOptions o = ctx.health;
   o.record = false;  // the book records; a read never writes
+  o.source_cache = &ctx.book.sources();
   DP_ASSIGN_OR_RETURN(CustomerScore score, ScoreCustomer(ctx.store, c, o.policy, now_ms));
   return AssessCustomer(ctx.store, std::move(score), o, now_ms);
 }
@@ -270,7 +271,8 @@ Response CustomerDrivers(Context& ctx, const Request& r) {
   auto detail = CustomerDetail(ctx, r);
   if (detail.status != 200) return detail;
   json j;
-  for (const char* k : {"id", "customer", "assessed_unix_ms", "drivers", "gaps"}) {
+  for (const char* k :
+       {"id", "customer", "assessed_unix_ms", "sources_unix_ms", "drivers", "gaps"}) {
     j[k] = detail.body[k];
   }
   j["technical_drivers"] = detail.body["components"];

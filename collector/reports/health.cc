@@ -47,37 +47,53 @@ nlohmann::json TrendJson(const scoring::Trend& t) {
 
 }  // namespace
 
+std::optional<SourceCache::Entry> SourceCache::Find(std::int64_t customer_id) const {
+  std::lock_guard lock(mu_);
+  const auto it = entries_.find(customer_id);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second;
+}
+
+void SourceCache::Put(std::int64_t customer_id, Entry entry) {
+  std::lock_guard lock(mu_);
+  entries_[customer_id] = std::move(entry);
+}
+
+std::size_t SourceCache::size() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
 namespace {
 
 // The losses' sources of `cs` from options.source_cache when fresh (or when
-// this round's budget is spent), else read and kept there.
-Status SourcesFromCache(Store& store, CustomerScore& cs, const HealthOptions& options,
-                        std::int64_t now_ms) {
+// the budget is spent), else read and kept there. Returns when they were read.
+Result<std::int64_t> SourcesFromCache(Store& store, CustomerScore& cs, const HealthOptions& options,
+                                      std::int64_t now_ms) {
   SourceCache* cache = options.source_cache;
-  if (cache != nullptr) {
-    const auto it = cache->entries.find(cs.customer.id);
-    if (it != cache->entries.end() &&
-        (now_ms - it->second.computed_ms < cache->max_age_ms || cache->budget == 0)) {
-      // Only where the component still loses points.
-      auto apply = [](scoring::Component& c, const std::optional<scoring::LossSource>& src) {
-        if (c.score && *c.score < 100) c.source = src;
-      };
-      apply(cs.score.boot, it->second.boot);
-      apply(cs.score.latency, it->second.latency);
-      apply(cs.score.stability, it->second.stability);
-      return Status::Ok();
-    }
+  std::size_t* budget = options.source_budget;
+  const std::optional<SourceCache::Entry> had =
+      cache != nullptr ? cache->Find(cs.customer.id) : std::nullopt;
+  if (had &&
+      (now_ms - had->computed_ms < cache->max_age_ms() || (budget != nullptr && *budget == 0))) {
+    // Only where the component still loses points.
+    auto apply = [](scoring::Component& c, const std::optional<scoring::LossSource>& src) {
+      if (c.score && *c.score < 100) c.source = src;
+    };
+    apply(cs.score.boot, had->boot);
+    apply(cs.score.latency, had->latency);
+    apply(cs.score.stability, had->stability);
+    return had->computed_ms;
   }
   DP_RETURN_IF_ERROR(AttachLossSources(store, cs, options.policy, now_ms));
   if (cache != nullptr) {
-    const bool had = cache->entries.contains(cs.customer.id);
-    cache->entries[cs.customer.id] = {.computed_ms = now_ms,
-                                      .boot = cs.score.boot.source,
-                                      .latency = cs.score.latency.source,
-                                      .stability = cs.score.stability.source};
-    if (had && cache->budget > 0 && cache->budget != SIZE_MAX) --cache->budget;
+    cache->Put(cs.customer.id, {.computed_ms = now_ms,
+                                .boot = cs.score.boot.source,
+                                .latency = cs.score.latency.source,
+                                .stability = cs.score.stability.source});
+    if (had && budget != nullptr) --*budget;
   }
-  return Status::Ok();
+  return now_ms;
 }
 
 }  // namespace
@@ -85,8 +101,9 @@ Status SourcesFromCache(Store& store, CustomerScore& cs, const HealthOptions& op
 Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
                                       const HealthOptions& options, std::int64_t now_ms) {
   using Sources = HealthOptions::Sources;
+  std::int64_t sources_ms = 0;
   if (options.loss_sources == Sources::kAll) {
-    DP_RETURN_IF_ERROR(AttachLossSources(store, technical, options.policy, now_ms));
+    DP_ASSIGN_OR_RETURN(sources_ms, SourcesFromCache(store, technical, options, now_ms));
   }
   const std::int64_t today = FloorTo(now_ms, kDayMs);
   // 13 weeks of weekly points, and 3 days' slack before the first.
@@ -106,10 +123,11 @@ Result<CustomerHealth> AssessCustomer(Store& store, CustomerScore technical,
       scoring::ScoreLoyalty(h.technical.score, signals.signals, history, now_ms, options.loyalty);
   if (options.loss_sources == Sources::kWhenTopIsTechnical && !h.health.drivers.empty() &&
       h.health.drivers.front().factor == scoring::Factor::kTechnical) {
-    DP_RETURN_IF_ERROR(SourcesFromCache(store, h.technical, options, now_ms));
+    DP_ASSIGN_OR_RETURN(sources_ms, SourcesFromCache(store, h.technical, options, now_ms));
     h.health =
         scoring::ScoreLoyalty(h.technical.score, signals.signals, history, now_ms, options.loyalty);
   }
+  h.sources_ms = sources_ms;
   if (options.record) DP_RETURN_IF_ERROR(RecordAssessment(store, h, now_ms));
   return h;
 }
@@ -225,6 +243,9 @@ nlohmann::json CustomerHealthToJson(const CustomerHealth& c) {
          {"factor_points", std::round(d.factor_points * 10) / 10},
          {"where", d.where.empty() ? nlohmann::json() : nlohmann::json(d.where)}});
   }
+  // When the technical drivers' sites, pools and protocols were read (at
+  // most the source cache's age before the assessment); null: not read.
+  j["sources_unix_ms"] = c.sources_ms > 0 ? nlohmann::json(c.sources_ms) : nlohmann::json();
   j["gaps"] = h.gaps;
   j["trends"] = {{"tps", TrendJson(h.tps_trend)}, {"lhi", TrendJson(h.lhi_trend)}};
   if (c.risk_change) {

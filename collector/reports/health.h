@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -23,22 +24,34 @@ struct CustomerHealth {
   std::optional<scoring::Contract> contract;
   scoring::LoyaltyHealth health;
   std::optional<RiskEvent> risk_change;  // recorded by this assessment
+  /// When the technical drivers' sources were read from the endpoint
+  /// rollups (they may come from a SourceCache); 0: not read.
+  std::int64_t sources_ms = 0;
 };
 
-/// Where each customer's technical losses came from, as last computed:
-/// reading every customer's endpoint rollups each minute would cost the
-/// collector most of a core at 100,000 endpoints, so the health book keeps
-/// them and recomputes a share of the stalest each round.
-struct SourceCache {
+/// Where each customer's technical losses came from, as last computed.
+/// Reading a customer's endpoint rollups for them costs about 10 ms at 200
+/// endpoints and 30 days, and every customer's each minute most of a core at
+/// 100,000 endpoints: the health book and the API's customer detail share
+/// one of these, and read a customer's again only once its entry is older
+/// than max_age_ms. Thread-safe.
+class SourceCache {
+ public:
   struct Entry {
     std::int64_t computed_ms = 0;
     std::optional<scoring::LossSource> boot, latency, stability;
   };
-  std::map<std::int64_t, Entry> entries;  // by customer id
-  std::int64_t max_age_ms = std::int64_t{10} * 60'000;
-  /// Entries older than max_age_ms recomputed this round, at most (a
-  /// customer without one is always computed).
-  std::size_t budget = SIZE_MAX;
+  explicit SourceCache(std::int64_t max_age_ms = std::int64_t{10} * 60'000)
+      : max_age_ms_(max_age_ms) {}
+  std::int64_t max_age_ms() const { return max_age_ms_; }
+  std::optional<Entry> Find(std::int64_t customer_id) const;
+  void Put(std::int64_t customer_id, Entry entry);
+  std::size_t size() const;
+
+ private:
+  const std::int64_t max_age_ms_;
+  mutable std::mutex mu_;
+  std::map<std::int64_t, Entry> entries_;  // by customer id
 };
 
 struct HealthOptions {
@@ -51,8 +64,12 @@ struct HealthOptions {
   /// driver only makes it smaller, so it cannot make another one the top).
   enum class Sources { kNone, kWhenTopIsTechnical, kAll };
   Sources loss_sources = Sources::kAll;
-  /// With kWhenTopIsTechnical: sources reused from here while fresh enough.
+  /// Sources reused from here while fresh enough, and kept here when read.
   SourceCache* source_cache = nullptr;
+  /// Stale entries read again in this assessment at most, counted down (then
+  /// the stale ones are used); a customer without one is always read. Null:
+  /// every stale one is read again.
+  std::size_t* source_budget = nullptr;
 };
 
 /// Assesses every customer at `now_ms`: at-risk first (risk, then LHI

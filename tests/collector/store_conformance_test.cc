@@ -779,6 +779,68 @@ TEST_P(StoreConformance, HealthRanksTheBookAndRecordsRiskChanges) {
   EXPECT_EQ(j["score_version"], "lhi-v1");
 }
 
+// The technical drivers' sources (which site, pool or protocol loses the
+// points) come from a cache shared by the health book and the API's detail:
+// reused while fresh, read again from the endpoint rollups once stale, and
+// with a round's budget spent, the stale entry is used rather than read.
+TEST_P(StoreConformance, LossSourcesAreReusedWhileFreshAndReadAgainWhenStale) {
+  auto s = Open();
+  const StreamInfo slow = Register(*s, "Alpha", "a1");  // site-a, 90 s boots
+  const StreamInfo fast = Register(*s, "Alpha", "b1");  // site-b, 20 s boots
+  std::vector<BatchWrite> b{MakeBatch(slow, 1, 30, 90'000), MakeBatch(fast, 1, 30, 20'000)};
+  ASSERT_TRUE(Commit(*s, b).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  constexpr std::int64_t kMaxAge = 60'000;
+  SourceCache cache(kMaxAge);
+  HealthOptions o;
+  o.record = false;
+  o.source_cache = &cache;
+  auto assess = [&](std::int64_t now) {
+    auto book = AssessAllCustomers(*s, o, now);
+    EXPECT_TRUE(book.ok()) << book.status().ToString();
+    EXPECT_EQ(book.ok() ? book->size() : 0u, 1u);
+    return book.ok() && book->size() == 1 ? (*book)[0] : CustomerHealth{};
+  };
+  auto boot_source = [](const CustomerHealth& h) {
+    return h.technical.score.boot.source ? h.technical.score.boot.source->name : "(none)";
+  };
+
+  const CustomerHealth first = assess(kNow);
+  EXPECT_EQ(boot_source(first), "site-a");
+  EXPECT_EQ(first.sources_ms, kNow);
+  EXPECT_EQ(CustomerHealthToJson(first)["sources_unix_ms"], kNow);
+  const std::int64_t alpha = first.technical.customer.id;
+  ASSERT_TRUE(cache.Find(alpha).has_value());
+  EXPECT_EQ(cache.Find(alpha)->computed_ms, kNow);
+
+  // An entry the rollups cannot have made shows whether it was reused.
+  SourceCache::Entry planted = *cache.Find(alpha);
+  planted.boot->name = "site-planted";
+  cache.Put(alpha, planted);
+  const CustomerHealth fresh = assess(kNow + kMaxAge - 1);
+  EXPECT_EQ(boot_source(fresh), "site-planted");
+  EXPECT_EQ(fresh.sources_ms, kNow);
+
+  const CustomerHealth stale = assess(kNow + kMaxAge);
+  EXPECT_EQ(boot_source(stale), "site-a");
+  EXPECT_EQ(stale.sources_ms, kNow + kMaxAge);
+  EXPECT_EQ(cache.Find(alpha)->computed_ms, kNow + kMaxAge);
+
+  // A round's budget: the stale entry is read again while it lasts, used
+  // once it is spent.
+  cache.Put(alpha, planted);
+  std::size_t budget = 0;
+  o.source_budget = &budget;
+  EXPECT_EQ(boot_source(assess(kNow + 3 * kMaxAge)), "site-planted");
+  budget = 1;
+  EXPECT_EQ(boot_source(assess(kNow + 3 * kMaxAge)), "site-a");
+  EXPECT_EQ(budget, 0u);
+  // Without a cache, sources are read at every assessment.
+  o.source_cache = nullptr;
+  o.source_budget = nullptr;
+  EXPECT_EQ(assess(kNow + 3 * kMaxAge + 5).sources_ms, kNow + 3 * kMaxAge + 5);
+}
+
 TEST_P(StoreConformance, ApiTokensAreHashedScopedAndRevocable) {
   auto s = Open();
   ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());
