@@ -110,10 +110,16 @@ TEST_F(SqliteStoreTest, MigratesFromTheEarlierSchemaVersions) {
 TEST_F(SqliteStoreTest, RollupMarksOfSixteenSlicesCarryOverToSixtyFour) {
   {
     auto s = Open();
+    constexpr int kAgents = 40;
     std::vector<StreamInfo> agents;
-    for (int i = 0; i < 40; ++i) agents.push_back(Register(*s, "Northwind", fmt::format("a{}", i)));
+    agents.reserve(kAgents);
+    for (int i = 0; i < kAgents; ++i) {
+      agents.push_back(Register(*s, "Northwind", fmt::format("a{}", i)));
+    }
     ASSERT_GE(agents.back().endpoint_id, 16) << "endpoints in the slices 16..63 too";
     std::vector<BatchWrite> flushed, pending;
+    flushed.reserve(agents.size());
+    pending.reserve(agents.size());
     for (const StreamInfo& a : agents) flushed.push_back(MakeBatch(a, 1, 3));
     ASSERT_TRUE(s->CommitBatches(flushed, kNow).ok());
     ASSERT_TRUE(s->FlushRollups().ok());
