@@ -711,19 +711,31 @@ class PrivatePcscd {
     std::system(("rm -rf " + dir_).c_str());
   }
   bool Exited() { return pid_ <= 0 || ::waitpid(pid_, nullptr, WNOHANG) == pid_; }
-  /// A TCP port free a moment ago, as vpcd's configuration writes it.
+  /// A TCP port free a moment ago with the one after it, as vpcd's
+  /// configuration writes it: vpcd listens on both (a reader each). Taken
+  /// below the ephemeral range, which the other tests' connections and
+  /// listeners (port 0) use up under load, so neither port is taken by the
+  /// time pcscd binds.
   static std::string FreePortHex() {
+    std::mt19937 rng(static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(::time(nullptr)));
+    std::uniform_int_distribution<int> pick(20'000, 32'000);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const int port = pick(rng);
+      if (!Bindable(port) || !Bindable(port + 1)) continue;
+      char hex[16];
+      std::snprintf(hex, sizeof hex, "0x%X", port);
+      return hex;
+    }
+    return "0x8C7B";  // vpcd's own default
+  }
+  static bool Bindable(int port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    socklen_t len = sizeof a;
-    const bool found = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                       ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     ::close(fd);
-    if (!found) return "0x8C7B";  // vpcd's own default
-    char hex[16];
-    std::snprintf(hex, sizeof hex, "0x%X", ntohs(a.sin_port));
-    return hex;
+    return ok;
   }
   std::string Log() const {
     std::ifstream in(dir_ + "/log");
@@ -760,8 +772,8 @@ TEST(PeripheralsProbe, SmartCardReadersFromAPrivatePcscd) {
     ASSERT_FALSE(pcscd.Exited()) << "pcscd exited:\n" << pcscd.Log();
     ::usleep(20'000);
   }
-  ASSERT_TRUE(readers.ok()) << readers.status().message();
-  ASSERT_EQ(readers->size(), 2u);
+  ASSERT_TRUE(readers.ok()) << readers.status().message() << "\npcscd:\n" << pcscd.Log();
+  ASSERT_EQ(readers->size(), 2u) << "pcscd:\n" << pcscd.Log();
   EXPECT_EQ((*readers)[0].name, "Virtual PCD 00 00");
   EXPECT_FALSE((*readers)[0].card_present);
 
