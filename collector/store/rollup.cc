@@ -73,33 +73,24 @@ void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoin
       if (e.kind() == v1::SESSION_EVENT_KIND_RECONNECT) {
         At(customer_id, endpoint_id, et, Metric::kReconnects).count += 1;
       }
-      if (e.planned()) continue;
-      if (e.kind() == v1::SESSION_EVENT_KIND_DISCONNECT) {
+      if (!e.planned() && e.kind() == v1::SESSION_EVENT_KIND_DISCONNECT) {
         At(customer_id, endpoint_id, et, Metric::kDisconnects).count += 1;
-      }
-      if (e.has_downtime_ms()) {
-        auto& d = At(customer_id, endpoint_id, et, Metric::kDowntimeMs);
-        d.count += 1;
-        d.sum += static_cast<double>(e.downtime_ms());
       }
     }
     for (const auto& st : s.stalls()) {
-      // A frozen display is unavailable session time, as an outage is.
-      const std::int64_t at = st.start_unix_ms() != 0 ? st.start_unix_ms() : t;
-      At(customer_id, endpoint_id, at, Metric::kStalls).count += 1;
-      auto& d = At(customer_id, endpoint_id, at, Metric::kDowntimeMs);
-      d.count += 1;
-      d.sum += static_cast<double>(st.has_frozen_ms() ? st.frozen_ms() : st.duration_ms());
+      At(customer_id, endpoint_id, st.start_unix_ms() != 0 ? st.start_unix_ms() : t,
+         Metric::kStalls)
+          .count += 1;
     }
     for (const auto& c : s.crashes()) {
-      const std::int64_t ct = c.at_unix_ms() != 0 ? c.at_unix_ms() : t;
-      At(customer_id, endpoint_id, ct, Metric::kCrashes).count += 1;
-      if (c.has_downtime_ms()) {
-        auto& d = At(customer_id, endpoint_id, ct, Metric::kDowntimeMs);
-        d.count += 1;
-        d.sum += static_cast<double>(c.downtime_ms());
-      }
+      At(customer_id, endpoint_id, c.at_unix_ms() != 0 ? c.at_unix_ms() : t, Metric::kCrashes)
+          .count += 1;
     }
+    ForEachDowntime(s, t, [&](std::int64_t at, double ms) {
+      auto& d = At(customer_id, endpoint_id, at, Metric::kDowntimeMs);
+      d.count += 1;
+      d.sum += ms;
+    });
   }
 
   for (const auto& p : r.peripherals()) {

@@ -14,6 +14,29 @@
 
 namespace deskpulse::collector {
 
+/// Each stretch of unplanned downtime in a stability report, as the rollups
+/// and the availability SLO count it: an unplanned session event's downtime,
+/// a frozen display (stall), a crash's downtime. `fn(at_ms, downtime_ms)`;
+/// `t` stands in for an event without its own time.
+template <typename Fn>
+void ForEachDowntime(const deskpulse::v1::StabilityReport& s, std::int64_t t, Fn&& fn) {
+  for (const auto& e : s.session_events()) {
+    if (!e.planned() && e.has_downtime_ms()) {
+      fn(e.at_unix_ms() != 0 ? e.at_unix_ms() : t, static_cast<double>(e.downtime_ms()));
+    }
+  }
+  for (const auto& st : s.stalls()) {
+    // A frozen display is unavailable session time, as an outage is.
+    fn(st.start_unix_ms() != 0 ? st.start_unix_ms() : t,
+       static_cast<double>(st.has_frozen_ms() ? st.frozen_ms() : st.duration_ms()));
+  }
+  for (const auto& c : s.crashes()) {
+    if (c.has_downtime_ms()) {
+      fn(c.at_unix_ms() != 0 ? c.at_unix_ms() : t, static_cast<double>(c.downtime_ms()));
+    }
+  }
+}
+
 /// What a rollup row measures. Values are stored in the schema: never renumber.
 enum class Metric : std::int32_t {
   kReports = 1,      // count: reports received
