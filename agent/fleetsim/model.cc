@@ -294,6 +294,8 @@ SimEndpoint::SimEndpoint(const CustomerSpec& customer, const CustomerDevices& de
                          std::uint64_t seed, std::int64_t start_ms)
     : params_(&ParamsFor(customer.profile)),
       rng_(Mix(seed ^ Mix(HashString(customer.name)) ^ Mix(static_cast<std::uint64_t>(index)))),
+      health_rng_(Mix(seed ^ Mix(HashString(customer.name)) ^
+                      Mix(static_cast<std::uint64_t>(index)) ^ 0x9e3779b97f4a7c15ULL)),
       cursor_ms_(start_ms - start_ms % kDayMs) {
   char id[160];
   std::snprintf(id, sizeof id, "sim-%s-%05d-%llx", Slug(customer.name).c_str(), index,
@@ -486,6 +488,7 @@ bool SimEndpoint::NextHistory(std::int64_t until_ms, v1::Report* out) {
       if (at + kHourMs > until_ms) return false;
       FillHour(at, 3600, out);
     }
+    FillAgentHealth(hour_of_day_ < 0, out);
     out->set_seq(++seq_);
     out->set_observed_at_unix_ms(hour_of_day_ < 0 ? at : at + kHourMs);
     if (++hour_of_day_ >= kWorkHours) {
@@ -496,12 +499,28 @@ bool SimEndpoint::NextHistory(std::int64_t until_ms, v1::Report* out) {
   }
 }
 
+void SimEndpoint::FillAgentHealth(bool boot, v1::Report* r) {
+  if (boot) {
+    if (seq_ > 0) ++restarts_;  // the agent starts with the machine
+    // A power cut mid-write leaves a damaged spool record now and then.
+    if (Chance(health_rng_, params_->crash_per_day / 4)) ++corrupt_;
+  } else if (Chance(health_rng_, params_->disconnect_per_hour / 4)) {
+    // Cut off for longer than the spool holds: it dropped its oldest reports.
+    std::uniform_int_distribution<int> lost(1, 30);
+    dropped_ += static_cast<std::uint64_t>(lost(health_rng_));
+  }
+  auto* h = r->mutable_agent_health();
+  h->set_rss_bytes(3'200'000);
+  h->set_cpu_us(900);
+  h->set_restarts(restarts_);
+  h->set_dropped_reports(dropped_);
+  h->set_corrupt_records(corrupt_);
+}
+
 void SimEndpoint::Live(std::int64_t now_ms, std::uint32_t window_s, v1::Report* out) {
   out->Clear();
   FillHour(now_ms - static_cast<std::int64_t>(window_s) * 1000, window_s, out);
-  auto* h = out->mutable_agent_health();
-  h->set_rss_bytes(3'200'000);
-  h->set_cpu_us(900);
+  FillAgentHealth(false, out);
   out->set_seq(++seq_);
   out->set_observed_at_unix_ms(now_ms);
 }

@@ -101,9 +101,14 @@ class SimEndpoint {
   void FillBoot(std::int64_t at_ms, deskpulse::v1::Report* r);
   void FillHour(std::int64_t start_ms, std::uint32_t window_s, deskpulse::v1::Report* r);
   void FillPeripherals(std::int64_t at_ms, deskpulse::v1::Report* r);
+  /// The agent's self-health: its spool counters and restarts, which rise
+  /// as a real agent's do (a start per boot, now and then a spool that
+  /// overflowed while the endpoint was cut off, rarely a damaged record).
+  void FillAgentHealth(bool boot, deskpulse::v1::Report* r);
 
   const ProfileParams* params_;
   std::mt19937_64 rng_;
+  std::mt19937_64 health_rng_;  // its own, so the rest of the model draws as before
   std::string agent_id_;
   deskpulse::v1::HostFacts facts_;
   double site_rtt_ms_;
@@ -117,6 +122,7 @@ class SimEndpoint {
   std::uint64_t seq_ = 0;
   std::int64_t cursor_ms_;  // next history slot
   int hour_of_day_ = -1;    // -1: the day's boot comes next
+  std::uint64_t restarts_ = 0, dropped_ = 0, corrupt_ = 0;
 };
 
 }  // namespace deskpulse::fleetsim
