@@ -25,6 +25,9 @@ PACKAGES=(
   libvirt-dev libudev-dev umockdev collectd-core iproute2
   # peripheral catalog: the public catalogs it is built from, and its XML parser
   hwdata libsane1 foomatic-db libccid linux-image-amd64 libpugixml-dev
+  # /metrics: prometheus-cpp's data model and text format; promtool (from
+  # prometheus) to check it and the alert rules; the tests' parsers
+  prometheus-cpp-dev prometheus python3-prometheus-client python3-yaml
 )
 
 missing=()

@@ -13,9 +13,11 @@
 #include <restinio/all.hpp>
 #include <restinio/tls.hpp>
 #include <thread>
+#include <variant>
 
 #include "collector/api/book.h"
 #include "collector/api/routes.h"
+#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector::api {
@@ -96,6 +98,16 @@ restinio::request_handling_status_t Send(const restinio::request_handle_t& req, 
   return resp.done();
 }
 
+restinio::request_handling_status_t SendText(const restinio::request_handle_t& req,
+                                             std::string body, const char* content_type) {
+  return req->create_response()
+      .append_header(restinio::http_field::content_type, content_type)
+      .append_header("X-Content-Type-Options", "nosniff")
+      .append_header(restinio::http_field::cache_control, "no-store")
+      .set_body(std::move(body))
+      .done();
+}
+
 /// The names of a pattern's parameters (":customer" → "customer").
 std::vector<std::string> ParamNames(std::string_view path) {
   std::vector<std::string> out;
@@ -160,8 +172,10 @@ struct ApiServer::Impl {
   /// A failure of the collector's own, in full the first time a route has
   /// one in a while, then summarised (a store that is down fails every call).
   void LogFault(const Route& route, const Response& r) {
+    LogFault(fmt::format("{} {}", route.method, route.path), r);
+  }
+  void LogFault(const std::string& where, const Response& r) {
     const auto now = WarningSummary::Clock::now();
-    const std::string where = fmt::format("{} {}", route.method, route.path);
     if (faults.Note("failed API calls", where, now)) {
       spdlog::error("api: {} answered {}: {}", where, r.status, EscapeForLog(r.fault));
     }
@@ -181,9 +195,10 @@ struct ApiServer::Impl {
     }
   }
 
-  Response Dispatch(const Route& route, const restinio::request_handle_t& req,
-                    const restinio::router::route_params_t& rp) {
-    const std::int64_t now = NowMs();
+  /// The caller's token, or the answer that refuses it: 429 for a peer that
+  /// failed too often, 401 without a valid token, a store fault.
+  std::variant<ApiToken, Response> Authenticate(const restinio::request_handle_t& req,
+                                                const std::string& where, std::int64_t now) {
     const std::string peer = req->remote_endpoint().address().to_string();
     if (const std::int64_t wait = limiter.RefusedForMs(peer, now); wait > 0) {
       Response r = Error(429, "too many failed logins from this address; retry later");
@@ -206,7 +221,7 @@ struct ApiServer::Impl {
       if (token && token->status().code() != Code::kUnauthenticated) {
         Response r = ErrorFrom(token->status());
         if (r.fault.empty()) r.fault = token->status().ToString();
-        LogFault(route, r);
+        LogFault(where, r);
         return r;
       }
       if (limiter.Fail(peer, now)) {
@@ -219,7 +234,41 @@ struct ApiServer::Impl {
       r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
       return r;
     }
-    const ApiToken& t = **token;
+    return std::move(**token);
+  }
+
+  /// GET /metrics: open on a loopback listener (the local Prometheus);
+  /// elsewhere a vendor token's, as it names every customer.
+  restinio::request_handling_status_t HandleMetrics(const restinio::request_handle_t& req) {
+    static const std::string kWhere = "GET /metrics";
+    try {
+      if (!IsLoopbackHost(options.host)) {
+        auto auth = Authenticate(req, kWhere, NowMs());
+        if (auto* refused = std::get_if<Response>(&auth)) return Send(req, *refused);
+        if (std::get<ApiToken>(auth).role != ApiRole::kVendor) {
+          return Send(req, Error(403, "/metrics names every customer: it needs a vendor token"));
+        }
+      }
+      if (!req->body().empty()) return Send(req, Error(400, "this route takes no body", "body"));
+      metrics::Families families;
+      if (options.ingest_metrics) families = options.ingest_metrics();
+      if (auto b = book->current()) metrics::AddCustomers(b->customers, b->assessed_ms, &families);
+      metrics::AddBuildInfo(&families);
+      return SendText(req, metrics::Render(families), metrics::kContentType);
+    } catch (const std::exception& e) {
+      Response r = Error(500, "internal error (the collector's log has the details)");
+      r.fault = e.what();
+      LogFault(kWhere, r);
+      return Send(req, r);
+    }
+  }
+
+  Response Dispatch(const Route& route, const restinio::request_handle_t& req,
+                    const restinio::router::route_params_t& rp) {
+    const std::int64_t now = NowMs();
+    auto auth = Authenticate(req, fmt::format("{} {}", route.method, route.path), now);
+    if (auto* refused = std::get_if<Response>(&auth)) return std::move(*refused);
+    const ApiToken& t = std::get<ApiToken>(auth);
 
     std::map<std::string, std::string> params;
     for (const std::string& name : ParamNames(route.path)) {
@@ -272,6 +321,9 @@ struct ApiServer::Impl {
           [this, &route](const restinio::request_handle_t& req,
                          restinio::router::route_params_t rp) { return Handle(route, req, rp); });
     }
+    router->http_get("/metrics",
+                     [this](const restinio::request_handle_t& req,
+                            restinio::router::route_params_t) { return HandleMetrics(req); });
     router->non_matched_request_handler([](const restinio::request_handle_t& req) {
       const std::string path(req->header().path());
       return Send(

@@ -2,15 +2,18 @@
 
 // The JSON API over HTTP (docs/api.md), on RESTinio: its own thread and
 // io_context, its own store connection, and the health book's thread beside
-// it, so API calls never run on the ingest threads.
+// it, so API calls never run on the ingest threads. It also serves /metrics
+// (docs/metrics.md).
 
 #include <asio/ssl.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "collector/api/auth_limit.h"
+#include "collector/metrics/exposition.h"
 #include "collector/reports/health.h"
 #include "collector/store/store.h"
 #include "deskpulse/common/status.h"
@@ -33,6 +36,9 @@ struct ApiOptions {
   /// change of risk is recorded at once).
   std::chrono::milliseconds record_interval{3'600'000};
   FailedAuthLimiter::Options failed_auth;
+  /// The ingest side's families for /metrics (serve's; called on the API
+  /// thread). Unset: /metrics has the health book's and the build's only.
+  std::function<metrics::Families()> ingest_metrics;
 };
 
 /// The API's and the health book's threads run at a lower priority than

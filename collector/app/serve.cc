@@ -5,10 +5,12 @@
 #include <asio.hpp>
 #include <csignal>
 #include <fstream>
+#include <future>
 #include <iostream>
 
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
+#include "collector/metrics/exposition.h"
 #include "collector/store/store.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
@@ -56,6 +58,25 @@ void LogTotals(const WriterStats& ws, const StoreStats& st, const IngestStats& i
   }
 }
 
+/// The ingest side's /metrics families, on the API thread: the ingest
+/// counters are the io thread's, so they are copied there. None while that
+/// thread is not running (at shutdown): absent rather than stale.
+metrics::Families IngestFamilies(asio::io_context& io, const IngestServer& server,
+                                 const Writer& writer) {
+  auto stats = std::make_shared<std::promise<IngestStats>>();
+  auto got = stats->get_future();
+  asio::post(io, [stats, &server] { stats->set_value(server.stats()); });
+  if (got.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return {};
+  metrics::IngestSnapshot snap{.ingest = got.get(),
+                               .writer = writer.stats(),
+                               .queued_reports = writer.queued_reports(),
+                               .ack_seconds = server.ack_seconds(),
+                               .commit_seconds = writer.commit_seconds()};
+  metrics::Families out;
+  metrics::AddIngest(snap, &out);
+  return out;
+}
+
 }  // namespace
 
 int RunServe(const ServeFlags& flags) {
@@ -90,7 +111,11 @@ int RunServe(const ServeFlags& flags) {
   std::unique_ptr<api::ApiServer> http;
   if (c.api) {
     HealthOptions health;  // the published defaults (docs/scoring.md)
-    http = std::make_unique<api::ApiServer>(*c.api, c.store, health);
+    api::ApiOptions api_options = *c.api;
+    api_options.ingest_metrics = [&io, &server, &writer] {
+      return IngestFamilies(io, server, writer);
+    };
+    http = std::make_unique<api::ApiServer>(std::move(api_options), c.store, health);
     if (auto s = http->Start(); !s.ok()) {
       spdlog::error("{}", s.message());
       server.Drain([&io] { io.stop(); });
@@ -120,7 +145,7 @@ int RunServe(const ServeFlags& flags) {
   if (http) http->Stop();
   writer.Stop();
   const auto ws = writer.stats();
-  LogTotals(ws, writer.store_stats(), server.stats());
+  LogTotals(ws, ws.store, server.stats());
   spdlog::default_logger()->flush();
   return ws.commit_failures > 0 ? kExitStore : kExitOk;
 }

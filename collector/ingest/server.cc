@@ -342,9 +342,8 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
     if (!closed_ && (r.ok() || !closing_)) {
       Apply(std::move(a));
       if (r.ok()) {
-        server_.mutable_stats().ack_us.AddValue(static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received)
-                .count()));
+        server_.ObserveAck(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received));
       }
     }
     Resume();  // reading paused while too many batches were in flight
@@ -683,6 +682,11 @@ std::chrono::milliseconds IngestServer::NoteAuthFailure(const std::string& key) 
   }
   if (a.failures_before_delay > 0 && peer.failures > a.failures_before_delay) return a.delay;
   return std::chrono::milliseconds(0);
+}
+
+void IngestServer::ObserveAck(std::chrono::microseconds us) {
+  stats_.ack_us.AddValue(static_cast<std::uint64_t>(us.count()));
+  ack_seconds_.Observe(static_cast<double>(us.count()) / 1e6);
 }
 
 bool IngestServer::TryReserve(std::uint64_t bytes) {

@@ -122,6 +122,9 @@ class IngestServer {
 
   /// The counters, as a snapshot (call on the io_context thread).
   IngestStats stats() const { return stats_; }
+  /// Each batch's acknowledgement latency (batch fully received → its Ack
+  /// handed to the socket), for /metrics. Thread-safe.
+  prometheus::ClientMetric ack_seconds() const { return ack_seconds_.Collect(); }
   const IngestOptions& options() const { return options_; }
   Writer& writer() { return writer_; }
   asio::io_context& io() { return io_; }
@@ -144,6 +147,7 @@ class IngestServer {
  private:
   friend class Session;  // counts into stats_, reads into read_buf_
   IngestStats& mutable_stats() { return stats_; }
+  void ObserveAck(std::chrono::microseconds us);
   std::vector<std::uint8_t>& read_buffer() { return read_buf_; }
   const std::shared_ptr<const ProtocolLimits>& protocol_limits() const { return limits_; }
   struct Peer {
@@ -183,6 +187,7 @@ class IngestServer {
   // Every read lands here first; a connection keeps only an incomplete frame.
   std::vector<std::uint8_t> read_buf_;
   IngestStats stats_;
+  prometheus::Histogram ack_seconds_{LatencyBucketsSeconds()};
 };
 
 /// The key per-peer limits count by: the IPv4 address, or the IPv6 /64

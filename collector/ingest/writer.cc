@@ -4,6 +4,12 @@
 
 namespace deskpulse::collector {
 
+const std::vector<double>& LatencyBucketsSeconds() {
+  static const std::vector<double> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                               0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+  return kBuckets;
+}
+
 Writer::Writer(std::unique_ptr<IngestStore> store, WriterOptions options)
     : store_(std::move(store)), options_(options) {}
 
@@ -70,6 +76,16 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
           .count();
   queued_reports_ -= n;
+  if (s.ok()) {
+    commit_seconds_.Observe(static_cast<double>(us) / 1e6);
+    // Within a batch seqs rise (the protocol checks), so the duplicates
+    // the store skipped are its first reports.
+    for (const auto& w : writes) {
+      for (std::size_t i = w.duplicates; i < w.reports.size(); ++i) {
+        totals_.Add(w.stream.endpoint_id, w.reports[i].report);
+      }
+    }
+  }
   if (us > 40'000) {
     spdlog::debug("slow commit: {} reports in {} batches took {:.1f} ms", n, writes.size(),
                   static_cast<double>(us) / 1000);
@@ -84,6 +100,7 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
         stats_.reports_stored += w.reports.size() - w.duplicates;
         stats_.duplicates += w.duplicates;
       }
+      stats_.totals = totals_.snapshot();
     } else {
       stats_.commit_failures += 1;
     }
@@ -141,9 +158,17 @@ void Writer::Run() {
         // The raw rows are committed; the rollups catch up from them at the next start.
         spdlog::error("final rollup flush failed: {}", s.ToString());
       }
+      StoreStats st = store_->stats();
+      std::lock_guard lock(mu_);
+      stats_.store = std::move(st);
       break;
     }
-    if (Clock::now() >= next_maintenance) next_maintenance = store_->Maintain(NowMs());
+    if (Clock::now() >= next_maintenance) {
+      next_maintenance = store_->Maintain(NowMs());
+      StoreStats st = store_->stats();
+      std::lock_guard lock(mu_);
+      stats_.store = std::move(st);
+    }
   }
 }
 

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <prometheus/histogram.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -12,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "collector/ingest/report_totals.h"
 #include "collector/store/store.h"
 
 namespace deskpulse::collector {
@@ -36,7 +39,15 @@ struct WriterStats {
   std::uint64_t commit_failures = 0;
   SparseHistogram commit_us;      // one transaction of batches, begin to durable commit
   SparseHistogram group_reports;  // reports per group commit
+  ReportTotalsSnapshot totals;    // what the stored reports add up to
+  /// The store's counters, as of the writer's last commit or maintenance
+  /// turn (the store itself is the writer thread's alone).
+  StoreStats store;
 };
+
+/// The bucket bounds of /metrics' latency histograms, in seconds: the
+/// ingest bar (50 ms) is one of them.
+const std::vector<double>& LatencyBucketsSeconds();
 
 /// The one thread that writes the store. Everything that writes goes through
 /// its queue, so group commit needs no locking in the store, and a batch's
@@ -62,7 +73,9 @@ class Writer {
   void Stop();
 
   WriterStats stats() const;
-  StoreStats store_stats() const { return store_->stats(); }
+  /// Each group commit's latency (begin to durable commit), for /metrics.
+  /// Thread-safe.
+  prometheus::ClientMetric commit_seconds() const { return commit_seconds_.Collect(); }
   std::size_t queued_reports() const { return queued_reports_.load(); }
 
  private:
@@ -90,6 +103,8 @@ class Writer {
   std::atomic<std::size_t> queued_reports_{0};
   bool stopping_ = false;
   WriterStats stats_;
+  ReportTotals totals_;  // writer thread only; copied into stats_
+  prometheus::Histogram commit_seconds_{LatencyBucketsSeconds()};
 };
 
 }  // namespace deskpulse::collector
