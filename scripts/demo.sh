@@ -161,6 +161,7 @@ fi
 echo "Load:   $data/fleetsim-summary.json"
 echo "Catalog: $catalog  (try: $catalog_tool lookup --catalog $catalog 03f0:2b17 --interface-classes 07)"
 echo "API:    $api  (vendor token in $data/api-token; every route: $api with the token)"
+echo "Metrics: curl --cacert $cert ${api%/api/v1}/metrics  (Prometheus; open on loopback; rules and Grafana dashboards in dashboards/)"
 if [ "${DESKPULSE_DEMO_SERVE:-1}" = 1 ]; then
   echo "The collector serves agents and the API until Ctrl-C."
   wait "$serving" || true
