@@ -283,8 +283,54 @@ class ApiTokenStore {
   virtual Result<ApiToken> AuthenticateApiToken(const std::string& token) = 0;
 };
 
+/// One event for one webhook, held in the store until it is delivered
+/// (docs/metrics.md, "Webhooks"), so none is lost to a restart.
+struct WebhookDelivery {
+  std::int64_t id = 0;
+  std::string webhook;    // the configured webhook's name
+  std::string event_key;  // the event's idempotency key, the same whoever queues it
+  std::string payload;    // the JSON body
+  std::int64_t created_ms = 0;
+  std::int64_t attempts = 0;         // claims so far
+  std::int64_t next_attempt_ms = 0;  // due then (a claim leases it until then)
+  std::optional<std::int64_t> delivered_ms, abandoned_ms;
+  std::string last_error;
+  bool operator==(const WebhookDelivery&) const = default;
+};
+
+/// The webhooks' outbox. Queuing is idempotent by (webhook, event_key); a
+/// claim leases a delivery, so two collectors sharing a store do not send it
+/// at once.
+class WebhookStore {
+ public:
+  virtual ~WebhookStore() = default;
+  /// Queues each delivery (webhook, event_key, payload) due at once, unless
+  /// one with its webhook and key is held already. Returns how many were new.
+  virtual Result<std::size_t> EnqueueDeliveries(const std::vector<WebhookDelivery>& deliveries,
+                                                std::int64_t now_ms) = 0;
+  /// Up to `limit` of `webhook`'s deliveries due at `now_ms`, oldest due
+  /// first, each counted as an attempt and leased until now + lease_ms.
+  virtual Result<std::vector<WebhookDelivery>> ClaimDeliveries(const std::string& webhook,
+                                                               std::int64_t now_ms,
+                                                               std::int64_t lease_ms,
+                                                               std::size_t limit) = 0;
+  /// Delivered: never sent again.
+  virtual Status CompleteDelivery(std::int64_t id, std::int64_t now_ms) = 0;
+  /// Failed: due again at `retry_at_ms`, or, when `abandon`, never again.
+  virtual Status FailDelivery(std::int64_t id, const std::string& error, std::int64_t retry_at_ms,
+                              bool abandon) = 0;
+  /// `webhook`'s deliveries, oldest first (inspection and tests).
+  virtual Result<std::vector<WebhookDelivery>> ListDeliveries(const std::string& webhook) = 0;
+  /// Forgets delivered and abandoned deliveries finished before `before_ms`.
+  virtual Result<std::size_t> PruneDeliveries(std::int64_t before_ms) = 0;
+};
+
 /// Both sides of one backend.
-class Store : public IngestStore, public ReadStore, public SignalStore, public ApiTokenStore {
+class Store : public IngestStore,
+              public ReadStore,
+              public SignalStore,
+              public ApiTokenStore,
+              public WebhookStore {
  public:
   /// "sqlite" or "postgresql".
   virtual std::string_view backend() const = 0;

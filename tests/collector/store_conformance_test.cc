@@ -841,6 +841,84 @@ TEST_P(StoreConformance, LossSourcesAreReusedWhileFreshAndReadAgainWhenStale) {
   EXPECT_EQ(assess(kNow + 3 * kMaxAge + 5).sources_ms, kNow + 3 * kMaxAge + 5);
 }
 
+TEST_P(StoreConformance, WebhookDeliveriesAreQueuedOnceLeasedRetriedAndFinished) {
+  auto a = Open();
+  auto b = Open();  // a second collector sharing the store
+  auto d = [](std::string webhook, std::string key) {
+    WebhookDelivery w;
+    w.webhook = std::move(webhook);
+    w.event_key = std::move(key);
+    w.payload = "{\"id\":\"" + w.event_key + "\"}";
+    return w;
+  };
+  constexpr std::int64_t kT = 1'700'000'000'000;
+  auto added =
+      a->EnqueueDeliveries({d("crm", "risk:1"), d("crm", "risk:2"), d("pager", "risk:1")}, kT);
+  ASSERT_TRUE(added.ok()) << added.status().message();
+  EXPECT_EQ(*added, 3u);
+  // The same event again, from either collector: held once.
+  auto again = b->EnqueueDeliveries({d("crm", "risk:1")}, kT + 5);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0u);
+
+  // A claim leases: the other collector gets the rest, then nothing.
+  auto first = a->ClaimDeliveries("crm", kT, 30'000, 1);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ((*first)[0].event_key, "risk:1");
+  EXPECT_EQ((*first)[0].payload, "{\"id\":\"risk:1\"}");
+  EXPECT_EQ((*first)[0].attempts, 1);
+  auto second = b->ClaimDeliveries("crm", kT, 30'000, 10);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ((*second)[0].event_key, "risk:2");
+  EXPECT_TRUE(a->ClaimDeliveries("crm", kT + 1, 30'000, 10)->empty());
+
+  // Delivered: never again, and queuing it again is still a no-op.
+  ASSERT_TRUE(a->CompleteDelivery((*first)[0].id, kT + 10).ok());
+  EXPECT_EQ(*b->EnqueueDeliveries({d("crm", "risk:1")}, kT + 20), 0u);
+  // Failed: due again when told, counted as a second attempt.
+  ASSERT_TRUE(b->FailDelivery((*second)[0].id, "HTTP 503", kT + 2'000, false).ok());
+  EXPECT_TRUE(a->ClaimDeliveries("crm", kT + 1'999, 30'000, 10)->empty());
+  auto retry = a->ClaimDeliveries("crm", kT + 2'000, 30'000, 10);
+  ASSERT_TRUE(retry.ok());
+  ASSERT_EQ(retry->size(), 1u);
+  EXPECT_EQ((*retry)[0].attempts, 2);
+  EXPECT_EQ((*retry)[0].last_error, "HTTP 503");
+  // A lease that ran out (its collector died mid-delivery) is claimed again.
+  auto relet = b->ClaimDeliveries("crm", kT + 2'000 + 30'000, 30'000, 10);
+  ASSERT_TRUE(relet.ok());
+  ASSERT_EQ(relet->size(), 1u);
+  EXPECT_EQ((*relet)[0].attempts, 3);
+  // Abandoned: never again.
+  ASSERT_TRUE(b->FailDelivery((*relet)[0].id, "gave up after 24 h", kT + 40'000, true).ok());
+  EXPECT_TRUE(a->ClaimDeliveries("crm", kT + 86'400'000, 30'000, 10)->empty());
+  EXPECT_EQ(a->FailDelivery((*first)[0].id, "late", kT, false).code(), Code::kNotFound)
+      << "a delivered one cannot fail";
+  EXPECT_EQ(a->CompleteDelivery(999'999, kT).code(), Code::kNotFound);
+
+  // Each webhook has its own queue.
+  auto pager = b->ClaimDeliveries("pager", kT, 30'000, 10);
+  ASSERT_TRUE(pager.ok());
+  ASSERT_EQ(pager->size(), 1u);
+  EXPECT_EQ((*pager)[0].event_key, "risk:1");
+
+  auto listed = a->ListDeliveries("crm");
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].delivered_ms, kT + 10);
+  EXPECT_FALSE((*listed)[0].abandoned_ms.has_value());
+  EXPECT_EQ((*listed)[1].abandoned_ms, kT + 40'000);
+  EXPECT_EQ((*listed)[1].last_error, "gave up after 24 h");
+
+  // Pruning forgets the finished ones only.
+  auto pruned = b->PruneDeliveries(kT + 50'000);
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(*pruned, 2u);
+  EXPECT_TRUE(a->ListDeliveries("crm")->empty());
+  EXPECT_EQ(a->ListDeliveries("pager")->size(), 1u);
+}
+
 TEST_P(StoreConformance, ApiTokensAreHashedScopedAndRevocable) {
   auto s = Open();
   ASSERT_TRUE(s->CreateToken("Northwind", kNow).ok());

@@ -36,8 +36,8 @@ class PgStoreTest : public ::testing::Test {
 TEST_F(PgStoreTest, EveryTableFollowsTheDistributionRule) {
   auto s = Open();
   ASSERT_NE(s, nullptr);
-  const std::set<std::string> reference{"meta", "collectors", "customers", "signal_imports",
-                                        "api_tokens"};
+  const std::set<std::string> reference{"meta",           "collectors", "customers",
+                                        "signal_imports", "api_tokens", "webhook_deliveries"};
   // Tables (partitioned parents and plain tables; partitions inherit the
   // parent's keys) in the public schema.
   const std::string tables_sql =
@@ -55,7 +55,7 @@ TEST_F(PgStoreTest, EveryTableFollowsTheDistributionRule) {
       "api_tokens", "business_reviews", "collectors",     "contracts", "customers",
       "endpoints",  "health_snapshots", "meta",           "overrides", "peripheral_instances",
       "reports",    "risk_events",      "rollup_pending", "rollups",   "signal_imports",
-      "streams",    "surveys",          "tickets",        "tokens"};
+      "streams",    "surveys",          "tickets",        "tokens",    "webhook_deliveries"};
   EXPECT_EQ(n_tables, static_cast<std::int64_t>(expected.size()))
       << "a table was added: put it in the rule's list here and in docs/scale-out.md";
   for (const auto& t : expected) {

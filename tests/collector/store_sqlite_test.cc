@@ -16,9 +16,9 @@ namespace {
 // Back to `version`: the tables later migrations added dropped.
 void DropTablesAfter(Database& db, int version) {
   const std::vector<std::pair<int, const char*>> added = {
-      {6, "api_tokens"},  {5, "overrides"},        {5, "health_snapshots"},
-      {5, "risk_events"}, {4, "surveys"},          {4, "tickets"},
-      {4, "contracts"},   {4, "business_reviews"}, {4, "signal_imports"}};
+      {9, "webhook_deliveries"}, {6, "api_tokens"},    {5, "overrides"}, {5, "health_snapshots"},
+      {5, "risk_events"},        {4, "surveys"},       {4, "tickets"},   {4, "contracts"},
+      {4, "business_reviews"},   {4, "signal_imports"}};
   for (const auto& [v, t] : added) {
     if (v > version) {
       ASSERT_TRUE(db.Exec(std::string("DROP TABLE ") + t).ok()) << t;
@@ -127,6 +127,7 @@ TEST_F(SqliteStoreTest, RollupMarksOfSixteenSlicesCarryOverToSixtyFour) {
     for (const StreamInfo& a : agents) pending.push_back(MakeBatch(a, 4, 5));
     ASSERT_TRUE(s->CommitBatches(pending, kNow).ok());
     ASSERT_TRUE(s->db()->Exec("DELETE FROM rollup_marks WHERE slice >= 16").ok());
+    DropTablesAfter(*s->db(), 7);
     ASSERT_TRUE(s->db()->Exec("UPDATE meta SET value=7 WHERE key='schema_version'").ok());
   }
   auto s = Open();

@@ -1809,4 +1809,120 @@ Result<ApiToken> PgStore::AuthenticateApiToken(const std::string& token) {
   return ApiTokenFrom(rows, 0);
 }
 
+// ---- webhook deliveries ----
+
+namespace {
+constexpr const char* kDeliveryColumns =
+    "delivery_id, webhook, event_key, payload, created_ms, attempts, next_attempt_ms, "
+    "delivered_ms, abandoned_ms, last_error";
+
+WebhookDelivery DeliveryFrom(const pg::Rows& r, int i) {
+  return WebhookDelivery{.id = r.Int(i, 0),
+                         .webhook = std::string(r.Text(i, 1)),
+                         .event_key = std::string(r.Text(i, 2)),
+                         .payload = std::string(r.Text(i, 3)),
+                         .created_ms = r.Int(i, 4),
+                         .attempts = r.Int(i, 5),
+                         .next_attempt_ms = r.Int(i, 6),
+                         .delivered_ms = OptInt(r, i, 7),
+                         .abandoned_ms = OptInt(r, i, 8),
+                         .last_error = std::string(r.Text(i, 9))};
+}
+}  // namespace
+
+Result<std::size_t> PgStore::EnqueueDeliveries(const std::vector<WebhookDelivery>& deliveries,
+                                               std::int64_t now_ms) {
+  if (deliveries.empty()) return std::size_t{0};
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto tx, pg::Transaction::Begin(conn_.get()));
+  std::size_t added = 0;
+  for (const WebhookDelivery& d : deliveries) {
+    DP_ASSIGN_OR_RETURN(auto rows,
+                        conn_->Query("queue webhook delivery",
+                                     "INSERT INTO webhook_deliveries(webhook, event_key, payload, "
+                                     "created_ms, next_attempt_ms) VALUES($1, $2, $3, $4, $4) ON "
+                                     "CONFLICT (webhook, event_key) DO NOTHING RETURNING 1",
+                                     {d.webhook, d.event_key, d.payload, pg::Int(now_ms)}));
+    added += static_cast<std::size_t>(rows.size());
+  }
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return added;
+}
+
+Result<std::vector<WebhookDelivery>> PgStore::ClaimDeliveries(const std::string& webhook,
+                                                              std::int64_t now_ms,
+                                                              std::int64_t lease_ms,
+                                                              std::size_t limit) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  // SKIP LOCKED: another collector claiming at the same moment takes other
+  // rows (or none) rather than waiting for these.
+  DP_ASSIGN_OR_RETURN(
+      auto rows,
+      conn_->Query("claim webhook deliveries",
+                   std::string("UPDATE webhook_deliveries SET attempts = attempts + 1, "
+                               "next_attempt_ms = $1 WHERE delivery_id IN (SELECT delivery_id "
+                               "FROM webhook_deliveries WHERE webhook = $2 AND delivered_ms IS "
+                               "NULL AND abandoned_ms IS NULL AND next_attempt_ms <= $3 ORDER BY "
+                               "next_attempt_ms, delivery_id LIMIT $4 FOR UPDATE SKIP LOCKED) "
+                               "RETURNING ") +
+                       kDeliveryColumns,
+                   {pg::Int(now_ms + lease_ms), webhook, pg::Int(now_ms),
+                    pg::Int(static_cast<std::int64_t>(limit))}));
+  std::vector<WebhookDelivery> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) out.push_back(DeliveryFrom(rows, i));
+  std::sort(out.begin(), out.end(),
+            [](const WebhookDelivery& a, const WebhookDelivery& b) { return a.id < b.id; });
+  return out;
+}
+
+Status PgStore::CompleteDelivery(std::int64_t id, std::int64_t now_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("complete webhook delivery",
+                                              "UPDATE webhook_deliveries SET delivered_ms = "
+                                              "COALESCE(delivered_ms, $1), last_error = '' WHERE "
+                                              "delivery_id = $2 RETURNING 1",
+                                              {pg::Int(now_ms), pg::Int(id)}));
+  if (rows.size() == 0) return NotFound("no webhook delivery " + std::to_string(id));
+  return Status::Ok();
+}
+
+Status PgStore::FailDelivery(std::int64_t id, const std::string& error, std::int64_t retry_at_ms,
+                             bool abandon) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(
+      auto rows,
+      conn_->Query("fail webhook delivery",
+                   "UPDATE webhook_deliveries SET last_error = $1, next_attempt_ms = $2, "
+                   "abandoned_ms = CASE WHEN $3::boolean THEN $2 ELSE abandoned_ms END WHERE "
+                   "delivery_id = $4 AND delivered_ms IS NULL RETURNING 1",
+                   {error.substr(0, 500), pg::Int(retry_at_ms), std::string(abandon ? "t" : "f"),
+                    pg::Int(id)}));
+  if (rows.size() == 0) return NotFound("no pending webhook delivery " + std::to_string(id));
+  return Status::Ok();
+}
+
+Result<std::vector<WebhookDelivery>> PgStore::ListDeliveries(const std::string& webhook) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("webhook deliveries",
+                                              std::string("SELECT ") + kDeliveryColumns +
+                                                  " FROM webhook_deliveries WHERE webhook = $1 "
+                                                  "ORDER BY delivery_id",
+                                              {webhook}));
+  std::vector<WebhookDelivery> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) out.push_back(DeliveryFrom(rows, i));
+  return out;
+}
+
+Result<std::size_t> PgStore::PruneDeliveries(std::int64_t before_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("prune webhook deliveries",
+                                              "DELETE FROM webhook_deliveries WHERE "
+                                              "COALESCE(delivered_ms, abandoned_ms) < $1 "
+                                              "RETURNING 1",
+                                              {pg::Int(before_ms)}));
+  return static_cast<std::size_t>(rows.size());
+}
+
 }  // namespace deskpulse::collector

@@ -1451,4 +1451,118 @@ Result<ApiToken> SqliteStore::AuthenticateApiToken(const std::string& token) {
   return ApiTokenFrom(st);
 }
 
+// ---- webhook deliveries ----
+
+namespace {
+constexpr const char* kDeliveryColumns =
+    "delivery_id, webhook, event_key, payload, created_ms, attempts, next_attempt_ms, "
+    "delivered_ms, abandoned_ms, last_error";
+
+WebhookDelivery DeliveryFrom(const Statement& st) {
+  return WebhookDelivery{.id = st.Int(0),
+                         .webhook = std::string(st.Text(1)),
+                         .event_key = std::string(st.Text(2)),
+                         .payload = std::string(st.Text(3)),
+                         .created_ms = st.Int(4),
+                         .attempts = st.Int(5),
+                         .next_attempt_ms = st.Int(6),
+                         .delivered_ms = OptInt(st, 7),
+                         .abandoned_ms = OptInt(st, 8),
+                         .last_error = std::string(st.Text(9))};
+}
+}  // namespace
+
+Result<std::size_t> SqliteStore::EnqueueDeliveries(const std::vector<WebhookDelivery>& deliveries,
+                                                   std::int64_t now_ms) {
+  if (deliveries.empty()) return std::size_t{0};
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(auto ins, db_->Prepare("INSERT INTO webhook_deliveries(webhook, event_key, "
+                                             "payload, created_ms, next_attempt_ms) VALUES(?,?,?,"
+                                             "?,?) ON CONFLICT(webhook, event_key) DO NOTHING"));
+  std::size_t added = 0;
+  for (const WebhookDelivery& d : deliveries) {
+    ins.Bind(1, d.webhook).Bind(2, d.event_key).Bind(3, d.payload).Bind(4, now_ms).Bind(5, now_ms);
+    DP_RETURN_IF_ERROR(ins.Run());
+    added += static_cast<std::size_t>(db_->Changes());
+  }
+  DP_RETURN_IF_ERROR(tx.Commit());
+  return added;
+}
+
+Result<std::vector<WebhookDelivery>> SqliteStore::ClaimDeliveries(const std::string& webhook,
+                                                                  std::int64_t now_ms,
+                                                                  std::int64_t lease_ms,
+                                                                  std::size_t limit) {
+  DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
+  DP_ASSIGN_OR_RETURN(
+      auto st,
+      db_->Prepare(std::string("UPDATE webhook_deliveries SET attempts = attempts + 1, "
+                               "next_attempt_ms = ? WHERE delivery_id IN (SELECT delivery_id FROM "
+                               "webhook_deliveries WHERE webhook = ? AND delivered_ms IS NULL AND "
+                               "abandoned_ms IS NULL AND next_attempt_ms <= ? ORDER BY "
+                               "next_attempt_ms, delivery_id LIMIT ?) RETURNING ") +
+                   kDeliveryColumns));
+  st.Bind(1, now_ms + lease_ms)
+      .Bind(2, webhook)
+      .Bind(3, now_ms)
+      .Bind(4, static_cast<std::int64_t>(limit));
+  std::vector<WebhookDelivery> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(DeliveryFrom(st));
+  }
+  st.Reset();
+  DP_RETURN_IF_ERROR(tx.Commit());
+  std::sort(out.begin(), out.end(),
+            [](const WebhookDelivery& a, const WebhookDelivery& b) { return a.id < b.id; });
+  return out;
+}
+
+Status SqliteStore::CompleteDelivery(std::int64_t id, std::int64_t now_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("UPDATE webhook_deliveries SET delivered_ms = "
+                                            "COALESCE(delivered_ms, ?), last_error = '' WHERE "
+                                            "delivery_id = ?"));
+  DP_RETURN_IF_ERROR(st.Bind(1, now_ms).Bind(2, id).Run());
+  if (db_->Changes() == 0) return NotFound("no webhook delivery " + std::to_string(id));
+  return Status::Ok();
+}
+
+Status SqliteStore::FailDelivery(std::int64_t id, const std::string& error,
+                                 std::int64_t retry_at_ms, bool abandon) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("UPDATE webhook_deliveries SET last_error = ?, "
+                                            "next_attempt_ms = ?, abandoned_ms = CASE WHEN ? THEN "
+                                            "? ELSE abandoned_ms END WHERE delivery_id = ? AND "
+                                            "delivered_ms IS NULL"));
+  st.Bind(1, error.substr(0, 500))
+      .Bind(2, retry_at_ms)
+      .Bind(3, std::int64_t{abandon ? 1 : 0})
+      .Bind(4, retry_at_ms)
+      .Bind(5, id);
+  DP_RETURN_IF_ERROR(st.Run());
+  if (db_->Changes() == 0) return NotFound("no pending webhook delivery " + std::to_string(id));
+  return Status::Ok();
+}
+
+Result<std::vector<WebhookDelivery>> SqliteStore::ListDeliveries(const std::string& webhook) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare(std::string("SELECT ") + kDeliveryColumns +
+                                            " FROM webhook_deliveries WHERE webhook = ? ORDER BY "
+                                            "delivery_id"));
+  st.Bind(1, webhook);
+  std::vector<WebhookDelivery> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(DeliveryFrom(st));
+  }
+  return out;
+}
+
+Result<std::size_t> SqliteStore::PruneDeliveries(std::int64_t before_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("DELETE FROM webhook_deliveries WHERE "
+                                            "COALESCE(delivered_ms, abandoned_ms) < ?"));
+  DP_RETURN_IF_ERROR(st.Bind(1, before_ms).Run());
+  return static_cast<std::size_t>(db_->Changes());
+}
+
 }  // namespace deskpulse::collector

@@ -86,6 +86,18 @@ class SqliteStore final : public Store {
   Status RevokeApiToken(std::int64_t token_id, std::int64_t now_ms) override;
   Result<ApiToken> AuthenticateApiToken(const std::string& token) override;
 
+  // WebhookStore
+  Result<std::size_t> EnqueueDeliveries(const std::vector<WebhookDelivery>& deliveries,
+                                        std::int64_t now_ms) override;
+  Result<std::vector<WebhookDelivery>> ClaimDeliveries(const std::string& webhook,
+                                                       std::int64_t now_ms, std::int64_t lease_ms,
+                                                       std::size_t limit) override;
+  Status CompleteDelivery(std::int64_t id, std::int64_t now_ms) override;
+  Status FailDelivery(std::int64_t id, const std::string& error, std::int64_t retry_at_ms,
+                      bool abandon) override;
+  Result<std::vector<WebhookDelivery>> ListDeliveries(const std::string& webhook) override;
+  Result<std::size_t> PruneDeliveries(std::int64_t before_ms) override;
+
   /// The connection, for SQLite-specific tests.
   Database* db() { return db_.get(); }
 
