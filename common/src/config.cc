@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -41,6 +43,28 @@ Result<ConfigReader> ConfigReader::FromFile(const std::string& path) {
 
 Status ConfigReader::KeyError(std::string_view key, std::string_view what) const {
   return InvalidArgument(source_ + ": key '" + std::string(key) + "': " + std::string(what));
+}
+
+Status ConfigReader::GetTableNames(std::string_view key, std::vector<std::string>* out) {
+  known_.emplace(key);
+  const toml::node* node = impl_->table.at_path(key).node();
+  if (node == nullptr) return Status::Ok();
+  const auto* t = node->as_table();
+  if (t == nullptr) return KeyError(key, "expected a table of tables");
+  out->clear();
+  for (const auto& [name, value] : *t) {
+    const std::string_view n = name.str();
+    const bool bare = !n.empty() && n.size() <= 64 && std::all_of(n.begin(), n.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+    });
+    if (!bare) return KeyError(key, "a name must be 1-64 letters, digits, '-' or '_'");
+    if (!value.is_table()) {
+      return KeyError(std::string(key) + "." + std::string(n), "expected a table");
+    }
+    known_.emplace(std::string(key) + "." + std::string(n));
+    out->emplace_back(n);
+  }
+  return Status::Ok();
 }
 
 Status ConfigReader::GetString(std::string_view key, std::string* out) {

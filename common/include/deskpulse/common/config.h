@@ -35,6 +35,11 @@ class ConfigReader {
   Status GetIntList(std::string_view key, std::int64_t min, std::int64_t max,
                     std::vector<std::int64_t>* out);
 
+  /// The names of the tables within table `key` (`[webhooks.crm]` →
+  /// "crm"), in name order; none when `key` is absent. Each name must be a
+  /// bare key of letters, digits, '-' and '_'.
+  Status GetTableNames(std::string_view key, std::vector<std::string>* out);
+
   Status CheckNoUnknownKeys() const;
   const std::string& source() const { return source_; }
 
