@@ -101,6 +101,9 @@ int RunServe(const ServeFlags& flags) {
   writer.Start();
 
   asio::io_context io(1);
+  // Caught from here on: a SIGTERM that comes as soon as the port file is
+  // written waits for the handler below instead of killing the process.
+  asio::signal_set signals(io, SIGTERM, SIGINT);
   IngestServer server(io, c.ingest, writer);
   if (auto s = server.Listen(); !s.ok()) {
     spdlog::error("{}", s.message());
@@ -135,7 +138,6 @@ int RunServe(const ServeFlags& flags) {
                server.port(), c.ingest.tls ? "TLS" : "plain TCP", store_name, fds,
                server.options().max_connections);
 
-  asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: draining {} connections", sig, server.stats().connections_open);
