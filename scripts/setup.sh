@@ -28,6 +28,8 @@ PACKAGES=(
   # /metrics: prometheus-cpp's data model and text format; promtool (from
   # prometheus) to check it and the alert rules; the tests' parsers
   prometheus-cpp-dev prometheus python3-prometheus-client python3-yaml
+  # webhooks: the HTTP client
+  libcurl4-openssl-dev
 )
 
 missing=()

@@ -10,7 +10,8 @@
 namespace deskpulse::collector::api {
 
 HealthBook::HealthBook(std::unique_ptr<Store> store, const HealthOptions& options,
-                       std::chrono::milliseconds interval, std::chrono::milliseconds record_every)
+                       std::chrono::milliseconds interval, std::chrono::milliseconds record_every,
+                       Recorded recorded)
     : store_(std::move(store)),
       options_([&] {
         HealthOptions o = options;
@@ -18,7 +19,8 @@ HealthBook::HealthBook(std::unique_ptr<Store> store, const HealthOptions& option
         return o;
       }()),
       interval_(interval),
-      record_every_(record_every) {}
+      record_every_(record_every),
+      recorded_hook_(std::move(recorded)) {}
 
 void HealthBook::Record(Book& book) {
   const std::int64_t now = book.assessed_ms;
@@ -53,6 +55,7 @@ void HealthBook::Record(Book& book) {
     }
   }
   if (all) recorded_ms_ = now;
+  if (recorded_hook_) recorded_hook_(*store_, book.customers);
 }
 
 HealthBook::~HealthBook() { Stop(); }

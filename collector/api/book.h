@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,9 +32,13 @@ class HealthBook {
   /// Snapshots are recorded at most every `record_every` (and at once on a
   /// change of risk), a round's in one transaction: the ingest writer waits
   /// behind it once, not once per customer.
+  /// Called on the book's thread with its store after each round's records
+  /// (risk changes are in each customer's `risk_change`): webhooks' events.
+  using Recorded = std::function<void(Store& store, const std::vector<CustomerHealth>& customers)>;
   HealthBook(std::unique_ptr<Store> store, const HealthOptions& options,
              std::chrono::milliseconds interval,
-             std::chrono::milliseconds record_every = std::chrono::hours(1));
+             std::chrono::milliseconds record_every = std::chrono::hours(1),
+             Recorded recorded = nullptr);
   ~HealthBook();
   HealthBook(const HealthBook&) = delete;
   HealthBook& operator=(const HealthBook&) = delete;
@@ -64,6 +69,7 @@ class HealthBook {
   const HealthOptions options_;
   const std::chrono::milliseconds interval_;
   const std::chrono::milliseconds record_every_;
+  Recorded recorded_hook_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::shared_ptr<const Book> book_;

@@ -408,8 +408,9 @@ Status ApiServer::Start() {
   book_options.record = true;
   // The list shows each customer's top driver: its source is all it needs.
   book_options.loss_sources = HealthOptions::Sources::kWhenTopIsTechnical;
-  m.book = std::make_unique<HealthBook>(std::move(book_store), book_options,
-                                        m.options.refresh_interval, m.options.record_interval);
+  m.book =
+      std::make_unique<HealthBook>(std::move(book_store), book_options, m.options.refresh_interval,
+                                   m.options.record_interval, m.options.on_recorded);
   m.ctx = std::make_unique<Context>(Context{*m.store, *m.book, m.health});
   Status s;
   if (m.options.tls) {

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "collector/api/auth_limit.h"
+#include "collector/api/book.h"
 #include "collector/metrics/exposition.h"
 #include "collector/reports/health.h"
 #include "collector/store/store.h"
@@ -39,6 +40,9 @@ struct ApiOptions {
   /// The ingest side's families for /metrics (serve's; called on the API
   /// thread). Unset: /metrics has the health book's and the build's only.
   std::function<metrics::Families()> ingest_metrics;
+  /// After each of the health book's rounds is recorded, on its thread with
+  /// its store (serve queues the webhooks' risk events there).
+  HealthBook::Recorded on_recorded;
 };
 
 /// The API's and the health book's threads run at a lower priority than

@@ -11,6 +11,7 @@
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
 #include "collector/metrics/exposition.h"
+#include "collector/notify/notifier.h"
 #include "collector/store/store.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
@@ -58,23 +59,60 @@ void LogTotals(const WriterStats& ws, const StoreStats& st, const IngestStats& i
   }
 }
 
-/// The ingest side's /metrics families, on the API thread: the ingest
+/// The ingest side at one moment, taken from another thread: the ingest
 /// counters are the io thread's, so they are copied there. None while that
 /// thread is not running (at shutdown): absent rather than stale.
-metrics::Families IngestFamilies(asio::io_context& io, const IngestServer& server,
-                                 const Writer& writer) {
+std::optional<metrics::IngestSnapshot> SnapshotIngest(asio::io_context& io,
+                                                      const IngestServer& server,
+                                                      const Writer& writer) {
   auto stats = std::make_shared<std::promise<IngestStats>>();
   auto got = stats->get_future();
   asio::post(io, [stats, &server] { stats->set_value(server.stats()); });
-  if (got.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return {};
-  metrics::IngestSnapshot snap{.ingest = got.get(),
-                               .writer = writer.stats(),
-                               .queued_reports = writer.queued_reports(),
-                               .ack_seconds = server.ack_seconds(),
-                               .commit_seconds = writer.commit_seconds()};
-  metrics::Families out;
-  metrics::AddIngest(snap, &out);
-  return out;
+  if (got.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return std::nullopt;
+  return metrics::IngestSnapshot{.ingest = got.get(),
+                                 .writer = writer.stats(),
+                                 .queued_reports = writer.queued_reports(),
+                                 .ack_seconds = server.ack_seconds(),
+                                 .commit_seconds = writer.commit_seconds()};
+}
+
+/// What the webhooks' conditions are judged on.
+std::optional<notify::ConditionInputs> ConditionInputsOf(
+    const std::optional<metrics::IngestSnapshot>& snap) {
+  if (!snap) return std::nullopt;
+  notify::ConditionInputs in;
+  in.commit_failures = snap->writer.commit_failures;
+  in.streams_behind_agents = snap->ingest.streams_behind_agents;
+  if (snap->writer.totals.agents_seen) {
+    in.agent_dropped_reports = snap->writer.totals.agent_dropped_reports;
+  }
+  in.acks = snap->ack_seconds.histogram.sample_count;
+  for (const auto& b : snap->ack_seconds.histogram.bucket) {
+    if (b.upper_bound == 0.05) in.acks_within_bar = b.cumulative_count;
+  }
+  return in;
+}
+
+/// Queues a webhook event for every customer whose churn risk the book
+/// just recorded rising (on the book's thread, with its store).
+void QueueRiskEvents(notify::Notifier& notifier, Store& store,
+                     const std::vector<CustomerHealth>& customers) {
+  std::vector<WebhookDelivery> deliveries;
+  for (const CustomerHealth& c : customers) {
+    if (auto e = notify::RiskRaised(c)) {
+      auto d = notify::DeliveriesFor(*e, notifier.options().webhooks);
+      deliveries.insert(deliveries.end(), d.begin(), d.end());
+    }
+  }
+  if (deliveries.empty()) return;
+  auto added = store.EnqueueDeliveries(deliveries, api::NowMs());
+  if (!added.ok()) {
+    spdlog::error("webhooks: queuing {} risk events failed: {}", deliveries.size(),
+                  added.status().message());
+    return;
+  }
+  notifier.CountQueued(*added);
+  notifier.Wake();
 }
 
 }  // namespace
@@ -111,13 +149,51 @@ int RunServe(const ServeFlags& flags) {
     return kExitNetwork;
   }
   server.Start();
+  // Webhooks: their own thread and store connection; never on ingest's.
+  std::unique_ptr<notify::Notifier> notifier;
+  if (c.notify) {
+    notify::NotifierOptions n = *c.notify;
+    n.collector = fmt::format("{}:{}", c.ingest.node_name, server.port());
+    notifier = std::make_unique<notify::Notifier>(std::move(n), c.store, [&io, &server, &writer] {
+      return ConditionInputsOf(SnapshotIngest(io, server, writer));
+    });
+    if (auto s = notifier->Start(); !s.ok()) {
+      spdlog::error("webhooks: {}", s.message());
+      server.Drain([&io] { io.stop(); });
+      io.run();
+      writer.Stop();
+      return ExitCodeFor(s);
+    }
+    spdlog::info("webhooks: delivering to {}", [&] {
+      std::string names;
+      for (const auto& w : notifier->options().webhooks)
+        names += (names.empty() ? "" : ", ") + w.name;
+      return names;
+    }());
+  }
   std::unique_ptr<api::ApiServer> http;
   if (c.api) {
     HealthOptions health;  // the published defaults (docs/scoring.md)
     api::ApiOptions api_options = *c.api;
-    api_options.ingest_metrics = [&io, &server, &writer] {
-      return IngestFamilies(io, server, writer);
+    api_options.ingest_metrics = [&io, &server, &writer, &notifier] {
+      metrics::Families out;
+      if (auto snap = SnapshotIngest(io, server, writer)) metrics::AddIngest(*snap, &out);
+      if (notifier) {
+        const notify::NotifierStats n = notifier->stats();
+        metrics::AddWebhooks({.queued = n.queued,
+                              .delivered = n.delivered,
+                              .failed_attempts = n.failed_attempts,
+                              .abandoned = n.abandoned},
+                             &out);
+      }
+      return out;
     };
+    if (notifier) {
+      api_options.on_recorded = [&notifier](Store& book_store,
+                                            const std::vector<CustomerHealth>& customers) {
+        QueueRiskEvents(*notifier, book_store, customers);
+      };
+    }
     http = std::make_unique<api::ApiServer>(std::move(api_options), c.store, health);
     if (auto s = http->Start(); !s.ok()) {
       spdlog::error("{}", s.message());
@@ -144,7 +220,8 @@ int RunServe(const ServeFlags& flags) {
     server.Drain([&io] { io.stop(); });
   });
   io.run();
-  if (http) http->Stop();
+  if (http) http->Stop();  // the book first: it wakes the notifier
+  if (notifier) notifier->Stop();
   writer.Stop();
   const auto ws = writer.stats();
   LogTotals(ws, ws.store, server.stats());

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <cctype>
+#include <fstream>
+
 #include "deskpulse/common/config.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/tls_openssl.h"
@@ -25,6 +28,68 @@ Status GetCount(ConfigReader& cfg, std::string_view key, std::int64_t min, std::
   auto v = static_cast<std::int64_t>(*out);
   DP_RETURN_IF_ERROR(cfg.GetInt(key, min, max, &v));
   *out = static_cast<T>(v);
+  return Status::Ok();
+}
+
+/// A file's contents without trailing whitespace (a secret, written by hand).
+Result<std::string> ReadSecret(const std::string& path, const std::string& key) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return InvalidArgument(fmt::format("{}: cannot read '{}'", key, path));
+  std::string text;
+  char buf[4096];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > 4096)
+      return InvalidArgument(fmt::format("{}: '{}' is over 4 KiB", key, path));
+  }
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  return text;
+}
+
+/// [notify] and each [webhooks.NAME] table.
+Status ReadWebhooks(ConfigReader& cfg, std::optional<notify::NotifierOptions>* out) {
+  notify::NotifierOptions n;
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "notify.check_interval_s", 1, 3600, &n.check_interval));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "notify.poll_interval_s", 0.1, 3600, &n.poll_interval));
+  std::vector<std::string> names;
+  DP_RETURN_IF_ERROR(cfg.GetTableNames("webhooks", &names));
+  for (const std::string& name : names) {
+    const std::string k = "webhooks." + name + ".";
+    notify::WebhookOptions w;
+    w.name = name;
+    DP_RETURN_IF_ERROR(cfg.GetString(k + "url", &w.url));
+    if (w.url.empty()) return InvalidArgument(cfg.source() + ": key '" + k + "url' is required");
+    std::string secret_file;
+    DP_RETURN_IF_ERROR(cfg.GetString(k + "secret_file", &secret_file));
+    if (secret_file.empty()) {
+      return InvalidArgument(cfg.source() + ": key '" + k +
+                             "secret_file' is required: every delivery is signed");
+    }
+    DP_ASSIGN_OR_RETURN(w.secret, ReadSecret(secret_file, k + "secret_file"));
+    std::vector<std::string> events;
+    DP_RETURN_IF_ERROR(cfg.GetStringList(k + "events", &events));
+    for (const std::string& e : events) {
+      if (e != notify::kRiskRaised && e != notify::kConditionStarted) {
+        return InvalidArgument(fmt::format(
+            "{}: key '{}events': unknown event '{}' (there are {} "
+            "and {})",
+            cfg.source(), k, e.substr(0, 64), notify::kRiskRaised, notify::kConditionStarted));
+      }
+      w.events.insert(e);
+    }
+    DP_RETURN_IF_ERROR(cfg.GetString(k + "ca_file", &w.ca_file));
+    DP_RETURN_IF_ERROR(GetSeconds(cfg, k + "timeout_s", 0.1, 300, &w.timeout));
+    DP_RETURN_IF_ERROR(GetSeconds(cfg, k + "retry_initial_s", 0.1, 3600, &w.retry_initial));
+    DP_RETURN_IF_ERROR(GetSeconds(cfg, k + "retry_max_s", 1, 86400, &w.retry_max));
+    DP_RETURN_IF_ERROR(GetSeconds(cfg, k + "give_up_after_s", 60, 30 * 86400, &w.give_up_after));
+    bool plaintext = false;
+    DP_RETURN_IF_ERROR(cfg.GetBool(k + "allow_plaintext", &plaintext));
+    if (Status s = notify::CheckWebhook(w, plaintext); !s.ok()) {
+      return InvalidArgument(cfg.source() + ": " + s.message());
+    }
+    n.webhooks.push_back(std::move(w));
+  }
+  if (!n.webhooks.empty()) *out = std::move(n);
   return Status::Ok();
 }
 
@@ -98,6 +163,8 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   std::chrono::milliseconds window{a->failed_auth.window_ms};
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.failed_login_window_s", 1, 86400, &window));
   a->failed_auth.window_ms = window.count();
+
+  DP_RETURN_IF_ERROR(ReadWebhooks(cfg, &c->notify));
 
   DP_RETURN_IF_ERROR(cfg.GetString("log.level", &c->log_level));
   DP_RETURN_IF_ERROR(cfg.GetString("log.file", &c->log_file));

@@ -5,6 +5,7 @@
 #include "collector/api/server.h"
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
+#include "collector/notify/notifier.h"
 #include "collector/store/store.h"
 #include "deskpulse/common/status.h"
 
@@ -33,12 +34,14 @@ struct ServeConfig {
   WriterOptions writer;
   /// Set: serve the JSON API (--http or http.listen).
   std::optional<api::ApiOptions> api;
+  /// Set: deliver webhooks ([webhooks.NAME] tables, docs/metrics.md).
+  std::optional<notify::NotifierOptions> notify;
   std::string log_level = "info";
   std::string log_file;
 };
 
-/// Reads the [store], [ingest], [http] and [log] tables of `flags.config` (every key
-/// optional; unknown keys and bad values are errors naming the key), then
+/// Reads the [store], [ingest], [http], [notify], [webhooks.NAME] and [log] tables of
+/// `flags.config` (every key optional; unknown keys and bad values are errors naming the key), then
 /// applies the flags, and checks TLS versus plain TCP.
 Result<ServeConfig> LoadServeConfig(const ServeFlags& flags);
 

@@ -172,6 +172,17 @@ void AddCustomers(const std::vector<CustomerHealth>& customers, std::int64_t ass
   }
 }
 
+void AddWebhooks(const WebhookCounts& w, Families* out) {
+  Counter(out, "deskpulse_webhook_events_queued_total",
+          "Webhook deliveries this collector queued (one per event and webhook).", w.queued);
+  Counter(out, "deskpulse_webhook_deliveries_total", "Webhook deliveries answered 2xx.",
+          w.delivered);
+  Counter(out, "deskpulse_webhook_failed_attempts_total",
+          "Webhook delivery attempts that failed (retried with backoff).", w.failed_attempts);
+  Counter(out, "deskpulse_webhook_abandoned_total",
+          "Webhook deliveries given up after give_up_after_s of failures.", w.abandoned);
+}
+
 void AddBuildInfo(Families* out) {
   out->push_back(MetricFamily{
       "deskpulse_build_info",

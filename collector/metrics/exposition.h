@@ -37,6 +37,12 @@ void AddIngest(const IngestSnapshot& s, Families* out);
 void AddCustomers(const std::vector<CustomerHealth>& customers, std::int64_t assessed_ms,
                   Families* out);
 
+/// The webhooks' counters (only when webhooks are configured).
+struct WebhookCounts {
+  std::uint64_t queued = 0, delivered = 0, failed_attempts = 0, abandoned = 0;
+};
+void AddWebhooks(const WebhookCounts& w, Families* out);
+
 /// deskpulse_build_info.
 void AddBuildInfo(Families* out);
 
