@@ -91,6 +91,29 @@ class Collector:
         self.log.close()
 
 
+def wait_until(fn, timeout=30, what="condition"):
+    """fn()'s first truthy value within `timeout` seconds, polled every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def api_token(db, role, customer=None):
+    """A new API token of `role` (for `customer`, a customer-admin's)."""
+    args = [COLLECTOR, "api-token", "create", "--db", db, "--role", role]
+    if customer:
+        args += ["--customer", customer]
+    r = run(args)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip().splitlines()[-1]
+    assert token.startswith("dpa_"), r.stdout
+    return token
+
+
 def create_tokens(db, workdir, customers):
     """customers: [(name, profile)] -> path of a tokens file."""
     path = os.path.join(workdir, "tokens.txt")

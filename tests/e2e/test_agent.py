@@ -19,15 +19,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
 
 class Agent:
     def __init__(self, work, config):
@@ -37,7 +28,7 @@ class Agent:
         self.proc = dp.track(subprocess.Popen([AGENT, "--config", config], stdout=self.log,
                                               stderr=self.log))
         # A signal that arrives before a process reaches main() kills it whatever it does.
-        wait_for(lambda: self.starts() > before or self.proc.poll() is not None, 30, "the agent to start")
+        dp.wait_until(lambda: self.starts() > before or self.proc.poll() is not None, 30, "the agent to start")
         assert self.proc.poll() is None, open(self.path).read()[-2000:]
 
     def starts(self):
@@ -136,7 +127,7 @@ class AgentTest(unittest.TestCase):
 
             # 1. No collector: reports go to the spool.
             agent = Agent(work, config)
-            wait_for(lambda: spooled_bytes(state_dir) > 0, 30, "the agent to spool")
+            dp.wait_until(lambda: spooled_bytes(state_dir) > 0, 30, "the agent to spool")
             time.sleep(6)  # let a backlog of several reports build up while the collector is down
             self.assertIsNone(agent.proc.poll(), "the agent keeps running without a collector")
             self.assertEqual(stored(db)[0], 0)
@@ -144,7 +135,7 @@ class AgentTest(unittest.TestCase):
             # 2. The collector comes up on the configured port: the backlog arrives.
             up_at_ms = int(time.time() * 1000)
             collector = dp.Collector(work, db, port=port)
-            n, distinct, top = wait_for(lambda: (lambda s: s if s[0] >= 6 else None)(stored(db)), 60,
+            n, distinct, top = dp.wait_until(lambda: (lambda s: s if s[0] >= 6 else None)(stored(db)), 60,
                                         "the spooled backlog to arrive")
             (early,), = dp.query(db, "SELECT count(*) FROM reports WHERE observed_at_ms < ?", up_at_ms)
             self.assertGreaterEqual(early, 5, "reports observed while the collector was down arrive")
@@ -154,17 +145,17 @@ class AgentTest(unittest.TestCase):
                 time.sleep(pause)
                 agent.stop(signal.SIGKILL)
                 agent = Agent(work, config)
-                wait_for(lambda: stored(db)[2] > top, 60, "new reports after the restart")
+                dp.wait_until(lambda: stored(db)[2] > top, 60, "new reports after the restart")
                 top = stored(db)[2]
 
             # 4. The collector goes away again; a backlog builds; the agent is killed while it drains.
             self.assertEqual(collector.stop(), 0)
             time.sleep(4)
             collector = dp.Collector(work, db, port=port)
-            wait_for(lambda: stored(db)[2] > top, 60, "the second backlog to start arriving")
+            dp.wait_until(lambda: stored(db)[2] > top, 60, "the second backlog to start arriving")
             agent.stop(signal.SIGKILL)
             agent = Agent(work, config)
-            wait_for(lambda: stored(db)[2] > top + 4, 60, "the rest of the backlog")
+            dp.wait_until(lambda: stored(db)[2] > top + 4, 60, "the rest of the backlog")
 
             # 5. A clean stop; then every report up to the highest stored is there exactly once.
             rc = agent.stop()
@@ -202,7 +193,7 @@ class AgentTlsTest(unittest.TestCase):
             for name, host in (("by-name", "localhost"), ("by-address", "127.0.0.1")):
                 before = stored(db)[0]
                 agent = Agent(work, config(name, host, cert))
-                wait_for(lambda: stored(db)[0] >= before + 3, 60, f"reports over TLS ({host})")
+                dp.wait_until(lambda: stored(db)[0] >= before + 3, 60, f"reports over TLS ({host})")
                 self.assertEqual(agent.stop(), 0)
 
             before = stored(db)[0]
@@ -226,7 +217,7 @@ class AgentCatalogTest(unittest.TestCase):
             config = agent_config(work, "with-catalog", collector.address, token, "",
                                   thin_client_peripherals(dp.CATALOG))
             agent = Agent(work, config)
-            wait_for(lambda: stored(db)[0] >= 2, 60, "reports with the inventory")
+            dp.wait_until(lambda: stored(db)[0] >= 2, 60, "reports with the inventory")
             self.assertEqual(agent.stop(), 0)
             self.assertEqual(collector.stop(), 0)
 

@@ -57,25 +57,6 @@ class Api:
         return status, body
 
 
-def api_token(db, role, customer=None):
-    args = [dp.COLLECTOR, "api-token", "create", "--db", db, "--role", role]
-    if customer:
-        args += ["--customer", customer]
-    r = dp.run(args)
-    assert r.returncode == 0, r.stderr
-    token = r.stdout.strip().splitlines()[-1]
-    assert token.startswith("dpa_"), r.stdout
-    return token
-
-
-def wait_until(fn, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class ApiTest(unittest.TestCase):
@@ -103,10 +84,10 @@ class ApiTest(unittest.TestCase):
 
     def run_backend(self, work, db, config):
         tokens = self.prepare(work, db)
-        vendor = api_token(db, "vendor")
-        admin_a = api_token(db, "customer-admin", CUSTOMERS[0])
-        admin_b = api_token(db, "customer-admin", CUSTOMERS[1])
-        revoked = api_token(db, "customer-admin", CUSTOMERS[0])
+        vendor = dp.api_token(db, "vendor")
+        admin_a = dp.api_token(db, "customer-admin", CUSTOMERS[0])
+        admin_b = dp.api_token(db, "customer-admin", CUSTOMERS[1])
+        revoked = dp.api_token(db, "customer-admin", CUSTOMERS[0])
         collector = dp.Collector(work, db, extra=["--config", config], http=True)
         try:
             # Three days of history hold a whole weekday whatever today is; the
@@ -121,7 +102,7 @@ class ApiTest(unittest.TestCase):
                 if status == 200 and all(c["tps"] is not None for c in body["customers"]):
                     return body
                 return None
-            listing = wait_until(book, what="the customers with their TPS")
+            listing = dp.wait_until(book, what="the customers with their TPS")
             self.assertEqual(listing["total"], 3)
             ids = {c["customer"]: c["id"] for c in listing["customers"]}
             a, b = ids[CUSTOMERS[0]], ids[CUSTOMERS[1]]
@@ -390,7 +371,7 @@ class ApiLimitsTest(unittest.TestCase):
             config = os.path.join(work, "collector.toml")
             with open(config, "w") as f:
                 f.write("[http]\nfailed_logins_per_window = 5\nfailed_login_window_s = 3\n")
-            vendor = api_token(db, "vendor")
+            vendor = dp.api_token(db, "vendor")
             collector = dp.Collector(work, db, extra=["--config", config], http=True)
             try:
                 api = Api(collector.http_port)
@@ -413,7 +394,7 @@ class ApiLimitsTest(unittest.TestCase):
         with dp.tempdir() as work:
             db = os.path.join(work, "store.db")
             cert, key = dp.make_cert(work)
-            vendor = api_token(db, "vendor")
+            vendor = dp.api_token(db, "vendor")
             collector = dp.Collector(work, db, extra=["--tls-cert", cert, "--tls-key", key],
                                      http=True)
             try:

@@ -16,8 +16,7 @@ import time
 import unittest
 
 import dp
-from test_agent import (Agent, agent_config, enroll, free_port, stored, thin_client_peripherals,
-                        wait_for)
+from test_agent import (Agent, agent_config, enroll, free_port, stored, thin_client_peripherals)
 
 SEGMENT_HEADER = struct.Struct("<IIQI")  # magic, length, seq, crc (agent/spool/spool.cc)
 
@@ -155,7 +154,7 @@ class PowerCutTest(ProtoTest):
             state_dir = os.path.join(work, "agent")
             config = agent_config(work, "agent", collector.address, token)
             agent = Agent(work, config)
-            wait_for(lambda: stored(db)[0] >= 10, 60, "ten reports stored")
+            dp.wait_until(lambda: stored(db)[0] >= 10, 60, "ten reports stored")
             agent.stop(signal.SIGKILL)
             acked = stored(db)[2]
 
@@ -172,7 +171,7 @@ class PowerCutTest(ProtoTest):
             write_state(state_dir, state)
 
             agent = Agent(work, config)
-            wait_for(lambda: len(self.reports(db, "seq > %d" % acked)) >= 21, 90,
+            dp.wait_until(lambda: len(self.reports(db, "seq > %d" % acked)) >= 21, 90,
                      "21 reports made after the restart")
             self.assertEqual(agent.stop(), 0)
             self.assertEqual(collector.stop(), 0)
@@ -230,7 +229,7 @@ class CollectorTest(ProtoTest):
             agent = Agent(work, agent_config(work, "agent", f"127.0.0.1:{port}", token))
             for attempt in range(5):
                 before = stored(db)[2]
-                wait_for(lambda: stored(db)[2] >= before + 4, 60, "acknowledged reports")
+                dp.wait_until(lambda: stored(db)[2] >= before + 4, 60, "acknowledged reports")
                 acked = stored(db)[2]
                 collector.kill9()
                 for suffix in ("-wal", "-shm"):
@@ -243,7 +242,7 @@ class CollectorTest(ProtoTest):
                 self.fail("the checkpointer always won the race; no report was lost")
             lost_from = stored(db)[2]
             collector = dp.Collector(work, db, port=port, extra=("--config", conf))
-            wait_for(lambda: stored(db)[2] > acked + 2, 60, "the agent to resend and go on")
+            dp.wait_until(lambda: stored(db)[2] > acked + 2, 60, "the agent to resend and go on")
             self.assertEqual(agent.stop(), 0)
             self.assertEqual(collector.stop(), 0)
             n, distinct, top = stored(db)
@@ -269,7 +268,7 @@ class CollectorTest(ProtoTest):
             collector = dp.Collector(work, wrong, port=port)
             agent = Agent(work, agent_config(work, "agent", f"127.0.0.1:{port}", token,
                                              "refused_retry_min_s = 1\nrefused_retry_max_s = 2"))
-            wait_for(lambda: "UNAUTHENTICATED" in dp.read_text(agent.path), 30, "the refusal")
+            dp.wait_until(lambda: "UNAUTHENTICATED" in dp.read_text(agent.path), 30, "the refusal")
             time.sleep(3)
             self.assertEqual(stored(wrong)[0], 0)
             self.assertEqual(collector.stop(), 0)
@@ -277,7 +276,7 @@ class CollectorTest(ProtoTest):
                 self.assertGreaterEqual(f.read().count("ERROR_CODE_UNAUTHENTICATED"), 2,
                                         "retried, not given up after the first refusal")
             collector = dp.Collector(work, right, port=port)
-            wait_for(lambda: stored(right)[0] >= 3, 30, "reports after the right collector is back")
+            dp.wait_until(lambda: stored(right)[0] >= 3, 30, "reports after the right collector is back")
             self.assertIsNone(agent.proc.poll())
             self.assertEqual(agent.stop(), 0)
             self.assertEqual(collector.stop(), 0)
@@ -293,7 +292,7 @@ class CollectorTest(ProtoTest):
             collector = dp.Collector(work, db, extra=("--config", conf))
             agent = Agent(work, agent_config(work, "agent", collector.address, token, "",
                                              thin_client_peripherals("")))
-            wait_for(lambda: stored(db)[0] >= 4, 60, "the reports after the big one")
+            dp.wait_until(lambda: stored(db)[0] >= 4, 60, "the reports after the big one")
             self.assertEqual(agent.stop(), 0)
             self.assertEqual(collector.stop(), 0)
             seqs = [s for s, _ in self.reports(db)]

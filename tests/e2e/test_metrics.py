@@ -69,14 +69,6 @@ def exported_sample_names(text):
     return names
 
 
-def api_token(db, role, customer=None):
-    args = [dp.COLLECTOR, "api-token", "create", "--db", db, "--role", role]
-    if customer:
-        args += ["--customer", customer]
-    r = dp.run(args)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip().splitlines()[-1]
-
 
 class MetricsTest(unittest.TestCase):
     @classmethod
@@ -241,9 +233,9 @@ class MetricsOffLoopbackTest(unittest.TestCase):
         with dp.tempdir() as work:
             db = os.path.join(work, "store.db")
             cert, key = dp.make_cert(work)
-            vendor = api_token(db, "vendor")
+            vendor = dp.api_token(db, "vendor")
             dp.run([dp.COLLECTOR, "token", "create", "--db", db, "--customer", CUSTOMERS[0][0]])
-            admin = api_token(db, "customer-admin", CUSTOMERS[0][0])
+            admin = dp.api_token(db, "customer-admin", CUSTOMERS[0][0])
             port_file = os.path.join(work, "http-port")
             log = open(os.path.join(work, "collector.log"), "w")
             proc = dp.track(subprocess.Popen(

@@ -73,15 +73,6 @@ def valid_signature(headers, body):
     return hmac.compare_digest(want, sig["v1"]) and fresh
 
 
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 class WebhookTest(unittest.TestCase):
     def config(self, work, crm, stuck):
@@ -131,14 +122,14 @@ timeout_s = 30
                 r, before = dp.fleetsim(collector.address, tokens, 12, "--days", 5, "--seed", 2)
                 self.assertEqual(r.returncode, 0, r.stderr[-2000:])
                 # The book records the healthy customer at low risk...
-                wait_for(lambda: dp.query(db, "SELECT to_risk FROM risk_events"), 30,
+                dp.wait_until(lambda: dp.query(db, "SELECT to_risk FROM risk_events"), 30,
                          "the first recorded risk")
                 self.assertEqual(crm.requests, [], "a first assessment is not a rise")
                 # ...then a survey at NPS 5 makes it high: one event.
                 r = dp.run([dp.COLLECTOR, "import", "--db", db, "--kind", "surveys",
                             self.survey(work, 5)])
                 self.assertEqual(r.returncode, 0, r.stderr)
-                wait_for(lambda: any(e[2] == 200 for e in crm.requests), 30,
+                dp.wait_until(lambda: any(e[2] == 200 for e in crm.requests), 30,
                          "a delivery the receiver accepted")
                 time.sleep(2)  # nothing more may come for it
                 keys = {e[0]["Idempotency-Key"] for e in crm.requests}
