@@ -398,12 +398,8 @@ std::uint16_t ApiServer::port() const { return impl_->port.load(); }
 
 Status ApiServer::Start() {
   Impl& m = *impl_;
-  StoreOptions so = m.store_options;
-  so.serving = false;
-  so.check_at_open = false;
-  so.read_only = false;
-  DP_ASSIGN_OR_RETURN(m.store, OpenStore(so));
-  DP_ASSIGN_OR_RETURN(auto book_store, OpenStore(so));
+  DP_ASSIGN_OR_RETURN(m.store, OpenSideConnection(m.store_options));
+  DP_ASSIGN_OR_RETURN(auto book_store, OpenSideConnection(m.store_options));
   HealthOptions book_options = m.health;
   book_options.record = true;
   // The list shows each customer's top driver: its source is all it needs.

@@ -235,11 +235,7 @@ Notifier::~Notifier() { Stop(); }
 
 Status Notifier::Start() {
   Impl& m = *impl_;
-  StoreOptions so = m.store_options;
-  so.serving = false;
-  so.check_at_open = false;
-  so.read_only = false;
-  DP_ASSIGN_OR_RETURN(m.store, OpenStore(so));
+  DP_ASSIGN_OR_RETURN(m.store, OpenSideConnection(m.store_options));
   static std::once_flag curl_once;
   std::call_once(curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   m.multi = curl_multi_init();

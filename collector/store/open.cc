@@ -171,4 +171,12 @@ std::vector<std::string> SplitReasons(std::string_view text) {
   return out;
 }
 
+Result<std::unique_ptr<Store>> OpenSideConnection(const StoreOptions& serving) {
+  StoreOptions so = serving;
+  so.serving = false;
+  so.check_at_open = false;
+  so.read_only = false;
+  return OpenStore(so);
+}
+
 }  // namespace deskpulse::collector

@@ -344,6 +344,11 @@ class Store : public IngestStore,
 /// SQLite file.
 Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options);
 
+/// Another connection to the store `serving` (serve's options) opens: for a
+/// thread of serve's own (the API, the health book, the webhooks), not
+/// serving, writable, without the integrity check at open.
+Result<std::unique_ptr<Store>> OpenSideConnection(const StoreOptions& serving);
+
 /// True when `db` is a PostgreSQL URI.
 bool IsPostgresUri(std::string_view db);
 
