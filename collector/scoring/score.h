@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -44,6 +45,13 @@ struct WindowRollup {
   /// `latency` split by display protocol (deskpulse.v1.DisplayProtocol);
   /// windows without one are only in `latency`.
   std::map<int, SparseHistogram> latency_by_protocol;
+  /// Boots with each phase and its total ms, in the rollups' BootPhase order
+  /// (collector/store/rollup.h): the phase breakdown of the dashboard.
+  struct PhaseTotal {
+    std::int64_t boots = 0;
+    double ms = 0;
+  };
+  std::array<PhaseTotal, 7> boot_phases{};
 };
 
 enum class Band { kGood, kFair, kPoor };

@@ -24,6 +24,52 @@ std::string RollupAccumulator::DeviceKey(const v1::PeripheralState& p) {
   return key;
 }
 
+const char* BootPhaseName(BootPhase p) {
+  switch (p) {
+    case BootPhase::kFirmware:
+      return "firmware";
+    case BootPhase::kLoader:
+      return "loader";
+    case BootPhase::kKernel:
+      return "kernel";
+    case BootPhase::kInitrd:
+      return "initrd";
+    case BootPhase::kUserspace:
+      return "userspace";
+    case BootPhase::kToLogin:
+      return "to login-ready";
+    case BootPhase::kToDesktop:
+      return "to desktop-ready";
+  }
+  return "?";
+}
+
+void RollupAccumulator::AddBootPhases(std::int64_t customer_id, std::int64_t endpoint_id,
+                                      const v1::BootReport& b, std::int64_t t) {
+  const std::int64_t bt = b.booted_at_unix_ms() != 0 ? b.booted_at_unix_ms() : t;
+  auto add = [&](BootPhase p, std::uint64_t ms) {
+    auto& c = At(customer_id, endpoint_id, bt, MetricOfPhase(p));
+    c.count += 1;
+    c.sum += static_cast<double>(ms);
+  };
+  if (b.has_firmware_ms()) add(BootPhase::kFirmware, b.firmware_ms());
+  if (b.has_loader_ms()) add(BootPhase::kLoader, b.loader_ms());
+  if (b.has_kernel_ms()) add(BootPhase::kKernel, b.kernel_ms());
+  if (b.has_initrd_ms()) add(BootPhase::kInitrd, b.initrd_ms());
+  if (b.has_userspace_ms()) add(BootPhase::kUserspace, b.userspace_ms());
+  // The gap to login-ready is known only where the phases run from the same
+  // origin as login-ready: userspace's end is their sum.
+  if (b.has_login_ready_ms() && b.has_userspace_ms()) {
+    const std::uint64_t end =
+        b.firmware_ms() + b.loader_ms() + b.kernel_ms() + b.initrd_ms() + b.userspace_ms();
+    if (b.login_ready_ms() >= end) add(BootPhase::kToLogin, b.login_ready_ms() - end);
+  }
+  if (b.has_login_ready_ms() && b.has_desktop_ready_ms() &&
+      b.desktop_ready_ms() >= b.login_ready_ms()) {
+    add(BootPhase::kToDesktop, b.desktop_ready_ms() - b.login_ready_ms());
+  }
+}
+
 void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoint_id,
                                   const v1::Report& r, std::string_view bytes) {
   const std::int64_t t = r.observed_at_unix_ms();
@@ -47,6 +93,8 @@ void RollupAccumulator::AddReport(std::int64_t customer_id, std::int64_t endpoin
     c.sum += static_cast<double>(r.boot().login_ready_ms());
     c.hist.AddValue(r.boot().login_ready_ms());
   }
+
+  if (r.has_boot()) AddBootPhases(customer_id, endpoint_id, r.boot(), t);
 
   for (const auto& w : r.sessions()) {
     if (!w.has_rtt_p95_us() || w.window_s() == 0) continue;  // nothing to score

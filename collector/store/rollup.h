@@ -49,6 +49,9 @@ enum class Metric : std::int32_t {
   kCrashes = 8,      // count: crashes (agent, VDI client, OS)
   kPeripheralReconnects = 9,  // count: detach+attach of the same device
   kStalls = 10,               // count: session stalls (their frozen time is in kDowntimeMs)
+  // 11..17: count: boots with the phase; sum: its ms (BootPhase order).
+  kBootPhaseFirst = 11,
+  kBootPhaseLast = 17,
   // 101..163: kLatency of the windows of one display protocol, 100 +
   // deskpulse.v1.DisplayProtocol (LatencyOfProtocol): drivers by protocol.
 };
@@ -62,6 +65,34 @@ inline int ProtocolOfMetric(Metric m) {
   const auto v = static_cast<std::int32_t>(m);
   return v > kLatencyByProtocolBase && v <= kLatencyByProtocolBase + kMaxProtocol
              ? v - kLatencyByProtocolBase
+             : -1;
+}
+
+/// The boot phases the rollups total, in order: systemd-analyze's five, then
+/// the end of userspace to login-ready and login-ready to desktop-ready.
+enum class BootPhase : int {
+  kFirmware,
+  kLoader,
+  kKernel,
+  kInitrd,
+  kUserspace,
+  kToLogin,
+  kToDesktop,
+};
+inline constexpr int kBootPhaseCount = 7;
+static_assert(static_cast<int>(Metric::kBootPhaseLast) - static_cast<int>(Metric::kBootPhaseFirst) +
+                  1 ==
+              kBootPhaseCount);
+const char* BootPhaseName(BootPhase p);
+inline Metric MetricOfPhase(BootPhase p) {
+  return static_cast<Metric>(static_cast<int>(Metric::kBootPhaseFirst) + static_cast<int>(p));
+}
+/// The phase of a boot-phase metric, or -1.
+inline int PhaseOfMetric(Metric m) {
+  const auto v = static_cast<int>(m);
+  return v >= static_cast<int>(Metric::kBootPhaseFirst) &&
+                 v <= static_cast<int>(Metric::kBootPhaseLast)
+             ? v - static_cast<int>(Metric::kBootPhaseFirst)
              : -1;
 }
 
@@ -158,6 +189,8 @@ class RollupAccumulator {
       return h;
     }
   };
+  void AddBootPhases(std::int64_t customer_id, std::int64_t endpoint_id,
+                     const deskpulse::v1::BootReport& b, std::int64_t t);
   RollupCell& At(std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t t_ms, Metric m) {
     return cells_[Key{customer_id, endpoint_id, FloorTo(t_ms, kHourMs), m}];
   }

@@ -82,6 +82,9 @@ void AddToWindow(Metric metric, std::int64_t count, double sum, const SparseHist
     default:
       if (const int protocol = ProtocolOfMetric(metric); protocol > 0) {
         w->latency_by_protocol[protocol].Merge(hist);
+      } else if (const int phase = PhaseOfMetric(metric); phase >= 0) {
+        w->boot_phases[static_cast<std::size_t>(phase)].boots += count;
+        w->boot_phases[static_cast<std::size_t>(phase)].ms += sum;
       }
       break;
   }

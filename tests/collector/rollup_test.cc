@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "collector/store/row_codec.h"
+
 namespace deskpulse::collector {
 namespace {
 
@@ -28,6 +30,49 @@ TEST(Rollup, ExpandsIntoHourAndDayAtEndpointAndCustomerLevel) {
     EXPECT_EQ(row.cell.sum, 45'000);
   }
   EXPECT_EQ(boots, 4);
+}
+
+TEST(Rollup, BootPhasesAreTotalledWithTheGapsToLoginAndDesktop) {
+  RollupAccumulator acc;
+  v1::Report full;
+  full.set_observed_at_unix_ms(kDay0 + kHourMs);
+  auto* b = full.mutable_boot();
+  b->set_firmware_ms(4'000);
+  b->set_loader_ms(1'000);
+  b->set_kernel_ms(3'000);
+  b->set_initrd_ms(2'000);
+  b->set_userspace_ms(20'000);
+  b->set_login_ready_ms(36'000);    // 6 s after userspace's end
+  b->set_desktop_ready_ms(41'000);  // 5 s after login-ready
+  acc.AddReport(1, 10, full);
+  v1::Report bare;  // no firmware figures, a desktop-ready before login-ready
+  bare.set_observed_at_unix_ms(kDay0 + 2 * kHourMs);
+  b = bare.mutable_boot();
+  b->set_kernel_ms(2'000);
+  b->set_initrd_ms(1'000);
+  b->set_userspace_ms(10'000);
+  b->set_login_ready_ms(13'000);
+  b->set_desktop_ready_ms(12'000);
+  acc.AddReport(1, 11, bare);
+
+  scoring::WindowRollup w;
+  for (const auto& row : acc.Expand()) {
+    if (row.grain == Grain::kDay && row.endpoint_id == 0) {
+      AddToWindow(row.metric, row.cell.count, row.cell.sum, row.cell.hist, &w);
+    }
+  }
+  auto phase = [&w](BootPhase p) { return w.boot_phases[static_cast<std::size_t>(p)]; };
+  EXPECT_EQ(phase(BootPhase::kFirmware).boots, 1);
+  EXPECT_EQ(phase(BootPhase::kFirmware).ms, 4'000);
+  EXPECT_EQ(phase(BootPhase::kKernel).boots, 2);
+  EXPECT_EQ(phase(BootPhase::kKernel).ms, 5'000);
+  EXPECT_EQ(phase(BootPhase::kUserspace).ms, 30'000);
+  EXPECT_EQ(phase(BootPhase::kToLogin).boots, 2);
+  EXPECT_EQ(phase(BootPhase::kToLogin).ms, 6'000);   // 6 s and 0 s
+  EXPECT_EQ(phase(BootPhase::kToDesktop).boots, 1);  // the inverted one is left out
+  EXPECT_EQ(phase(BootPhase::kToDesktop).ms, 5'000);
+  EXPECT_EQ(w.boot_ms.TotalWeight(), 2u);
+  EXPECT_STREQ(BootPhaseName(BootPhase::kToDesktop), "to desktop-ready");
 }
 
 TEST(Rollup, LatencyCellsCarryRttLossAndSeconds) {
