@@ -196,6 +196,14 @@ class ReadStore {
   virtual Result<std::map<std::int64_t, scoring::WindowRollup>> LoadEndpointDays(
       std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms,
       std::int64_t to_ms) = 0;
+  /// A customer's own day rollups (its customer-level rows) for [from_ms,
+  /// to_ms), by day start; `endpoints` is how many endpoints reported that day.
+  virtual Result<std::map<std::int64_t, scoring::WindowRollup>> LoadCustomerDays(
+      std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) = 0;
+  /// One metric's day cells of each of a customer's endpoints for [from_ms,
+  /// to_ms): by endpoint id, then day start. What series by site are made of.
+  virtual Result<std::map<std::int64_t, std::map<std::int64_t, RollupCell>>> LoadEndpointDayCells(
+      std::int64_t customer_id, Metric metric, std::int64_t from_ms, std::int64_t to_ms) = 0;
   /// A customer's device instances seen since `from_ms`, by endpoint and key.
   virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                           std::int64_t from_ms) = 0;

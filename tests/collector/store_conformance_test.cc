@@ -419,6 +419,37 @@ TEST_P(StoreConformance, EndpointsListWithTheirSiteRollupsAndLatestReport) {
   auto none = s->LoadEndpointDays(b1.customer_id, a2.endpoint_id, from, to);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
+
+  // The customer's own days agree with its window, and count who reported.
+  auto customer_days = s->LoadCustomerDays(a1.customer_id, from, to);
+  ASSERT_TRUE(customer_days.ok()) << customer_days.status().ToString();
+  std::int64_t customer_reports = 0;
+  for (const auto& [day, w] : *customer_days) {
+    EXPECT_EQ(day % kDayMs, 0);
+    EXPECT_GE(w.endpoints, 1);
+    EXPECT_LE(w.endpoints, 2);
+    customer_reports += w.reports;
+  }
+  EXPECT_EQ(customer_reports, customer->reports);
+  // One metric's cells, endpoint by endpoint.
+  auto cells = s->LoadEndpointDayCells(a1.customer_id, Metric::kReports, from, to);
+  ASSERT_TRUE(cells.ok()) << cells.status().ToString();
+  ASSERT_EQ(cells->size(), 2u);
+  std::int64_t a2_reports = 0;
+  for (const auto& [day, c] : (*cells)[a2.endpoint_id]) a2_reports += c.count;
+  EXPECT_EQ(a2_reports, 3);
+  auto latency = s->LoadEndpointDayCells(a1.customer_id, Metric::kLatency, from, to);
+  ASSERT_TRUE(latency.ok());
+  ASSERT_EQ(latency->size(), 2u);
+  std::uint64_t weight = 0;
+  for (const auto& [endpoint, days_of] : *latency) {
+    for (const auto& [day, c] : days_of) weight += c.hist.TotalWeight();
+  }
+  EXPECT_EQ(weight, customer->latency.TotalWeight());
+  auto beta = s->LoadEndpointDayCells(b1.customer_id, Metric::kReports, from, to);
+  ASSERT_TRUE(beta.ok());
+  ASSERT_EQ(beta->size(), 1u);  // its own endpoint only
+  EXPECT_TRUE(beta->contains(b1.endpoint_id));
 }
 
 TEST_P(StoreConformance, ScoresRankCustomersFromStoredRollups) {

@@ -1223,6 +1223,52 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadEndpointDays(
   return WindowsByFirstColumn(rows);
 }
 
+Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadCustomerDays(
+    std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows,
+                      conn_->Query("customer days",
+                                   "SELECT bucket_start_ms, metric, count, sum, hist "
+                                   "FROM rollups WHERE customer_id=$1 AND grain=2 AND "
+                                   "endpoint_id=0 AND bucket_start_ms >= $2 AND "
+                                   "bucket_start_ms < $3",
+                                   {pg::Int(customer_id), pg::Int(from_ms), pg::Int(to_ms)}));
+  DP_ASSIGN_OR_RETURN(auto out, WindowsByFirstColumn(rows));
+  for (auto& [day, w] : out) w.endpoints = 0;
+  DP_ASSIGN_OR_RETURN(auto ep,
+                      conn_->Query("customer days' endpoints",
+                                   "SELECT bucket_start_ms, count(*) FROM rollups "
+                                   "WHERE customer_id=$1 AND grain=2 AND endpoint_id > 0 "
+                                   "AND metric=1 AND bucket_start_ms >= $2 AND "
+                                   "bucket_start_ms < $3 GROUP BY bucket_start_ms",
+                                   {pg::Int(customer_id), pg::Int(from_ms), pg::Int(to_ms)}));
+  for (int i = 0; i < ep.size(); ++i) out[ep.Int(i, 0)].endpoints = ep.Int(i, 1);
+  return out;
+}
+
+Result<std::map<std::int64_t, std::map<std::int64_t, RollupCell>>> PgStore::LoadEndpointDayCells(
+    std::int64_t customer_id, Metric metric, std::int64_t from_ms, std::int64_t to_ms) {
+  DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  DP_ASSIGN_OR_RETURN(auto rows,
+                      conn_->Query("endpoint day cells",
+                                   "SELECT endpoint_id, bucket_start_ms, count, sum, "
+                                   "hist FROM rollups WHERE customer_id=$1 AND "
+                                   "grain=2 AND endpoint_id > 0 AND bucket_start_ms "
+                                   ">= $2 AND bucket_start_ms < $3 AND metric=$4",
+                                   {pg::Int(customer_id), pg::Int(from_ms), pg::Int(to_ms),
+                                    pg::Int(static_cast<std::int64_t>(metric))}));
+  std::map<std::int64_t, std::map<std::int64_t, RollupCell>> out;
+  for (int i = 0; i < rows.size(); ++i) {
+    RollupCell& c = out[rows.Int(i, 0)][rows.Int(i, 1)];
+    c.count = rows.Int(i, 2);
+    c.sum = rows.Double(i, 3);
+    if (!rows.IsNull(i, 4)) {
+      DP_ASSIGN_OR_RETURN(c.hist, SparseHistogram::Decode(rows.Bytes(i, 4)));
+    }
+  }
+  return out;
+}
+
 Result<std::vector<StreamInfo>> PgStore::ListStreams() {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
   DP_ASSIGN_OR_RETURN(auto rows, conn_->Query("streams",

@@ -1015,6 +1015,53 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadEndpointD
   return WindowsByFirstColumn(st);
 }
 
+Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadCustomerDays(
+    std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT bucket_start_ms, metric, count, sum, hist "
+                                            "FROM rollups WHERE grain=2 AND customer_id=? AND "
+                                            "endpoint_id=0 AND bucket_start_ms >= ? AND "
+                                            "bucket_start_ms < ?"));
+  st.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
+  DP_ASSIGN_OR_RETURN(auto out, WindowsByFirstColumn(st));
+  for (auto& [day, w] : out) w.endpoints = 0;
+  DP_ASSIGN_OR_RETURN(auto ep, db_->Prepare("SELECT bucket_start_ms, count(*) FROM rollups "
+                                            "WHERE grain=2 AND customer_id=? AND endpoint_id > 0 "
+                                            "AND metric=1 AND bucket_start_ms >= ? AND "
+                                            "bucket_start_ms < ? GROUP BY bucket_start_ms"));
+  ep.Bind(1, customer_id).Bind(2, from_ms).Bind(3, to_ms);
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, ep.Step());
+    if (!row) break;
+    out[ep.Int(0)].endpoints = ep.Int(1);
+  }
+  return out;
+}
+
+Result<std::map<std::int64_t, std::map<std::int64_t, RollupCell>>>
+SqliteStore::LoadEndpointDayCells(std::int64_t customer_id, Metric metric, std::int64_t from_ms,
+                                  std::int64_t to_ms) {
+  DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT endpoint_id, bucket_start_ms, count, sum, hist "
+                                            "FROM rollups WHERE grain=2 AND customer_id=? AND "
+                                            "endpoint_id > 0 AND bucket_start_ms >= ? AND "
+                                            "bucket_start_ms < ? AND metric=?"));
+  st.Bind(1, customer_id)
+      .Bind(2, from_ms)
+      .Bind(3, to_ms)
+      .Bind(4, static_cast<std::int64_t>(metric));
+  std::map<std::int64_t, std::map<std::int64_t, RollupCell>> out;
+  for (;;) {
+    DP_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    RollupCell& c = out[st.Int(0)][st.Int(1)];
+    c.count = st.Int(2);
+    c.sum = st.Double(3);
+    if (!st.IsNull(4)) {
+      DP_ASSIGN_OR_RETURN(c.hist, SparseHistogram::Decode(st.Blob(4)));
+    }
+  }
+  return out;
+}
+
 Result<std::vector<StreamInfo>> SqliteStore::ListStreams() {
   DP_ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT e.customer_id, s.endpoint_id, s.stream_id, "
                                             "s.last_seq FROM streams s JOIN endpoints e "

@@ -59,6 +59,10 @@ class SqliteStore final : public Store {
   Result<std::map<std::int64_t, scoring::WindowRollup>> LoadEndpointDays(
       std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms,
       std::int64_t to_ms) override;
+  Result<std::map<std::int64_t, scoring::WindowRollup>> LoadCustomerDays(
+      std::int64_t customer_id, std::int64_t from_ms, std::int64_t to_ms) override;
+  Result<std::map<std::int64_t, std::map<std::int64_t, RollupCell>>> LoadEndpointDayCells(
+      std::int64_t customer_id, Metric metric, std::int64_t from_ms, std::int64_t to_ms) override;
   Result<std::vector<StreamInfo>> ListStreams() override;
   Result<std::vector<RollupRow>> LoadRollupRows() override;
   Status ForEachRawReport(const std::function<void(const RawReport&)>& fn) override;
