@@ -9,6 +9,7 @@
 
 #include "collector/api/book.h"
 #include "collector/reports/peripherals.h"
+#include "collector/reports/scores.h"
 #include "collector/signals/parse.h"
 #include "deskpulse/common/report_json.h"
 
@@ -95,6 +96,18 @@ std::string Lower(std::string s) {
 
 // ---- figures shared by endpoint views
 
+/// A quantile over session time of the windows' RTT p95, in ms; null without
+/// windows.
+json RttMs(const SparseHistogram& latency, double q) {
+  return latency.TotalWeight() > 0 ? Num(scoring::LatencyRttQuantileMs(latency, q)) : json();
+}
+
+json Weekly(const std::vector<std::optional<double>>& points) {
+  json out = json::array();
+  for (const auto& p : points) out.push_back(Num(p));
+  return out;
+}
+
 json WindowFigures(const scoring::WindowRollup& w) {
   json j;
   j["reports"] = w.reports;
@@ -103,6 +116,8 @@ json WindowFigures(const scoring::WindowRollup& w) {
   j["boot_p95_s"] = w.boot_ms.TotalWeight() > 0 ? Num(w.boot_ms.Quantile(0.95) / 1000) : json();
   j["session_hours"] = std::round(w.session_s / 360) / 10;
   j["latency_windows"] = w.latency_windows;
+  j["rtt_p50_ms"] = RttMs(w.latency, 0.5);
+  j["rtt_p95_ms"] = RttMs(w.latency, 0.95);
   j["disconnects"] = w.disconnects;
   j["reconnects"] = w.reconnects;
   j["crashes"] = w.crashes;
@@ -241,7 +256,9 @@ Response ListCustomers(Context& ctx, const Request& r) {
          {"risk_reasons", h.risk_reasons},
          {"top_driver", h.drivers.empty() ? json() : json(h.drivers.front().text)},
          {"lhi_change_30d", Num(h.lhi_trend.change_30d)},
-         {"tps_change_30d", Num(h.tps_trend.change_30d)}});
+         {"tps_change_30d", Num(h.tps_trend.change_30d)},
+         {"tps_weekly", Weekly(h.tps_trend.weekly)},
+         {"lhi_weekly", Weekly(h.lhi_trend.weekly)}});
   }
   return Ok(std::move(out));
 }
@@ -317,7 +334,18 @@ Response CustomerEvents(Context& ctx, const Request& r) {
 }
 
 Response CustomerEndpoints(Context& ctx, const Request& r) {
-  if (auto bad = OnlyParams(r, {"site", "pool", "limit", "offset"})) return *bad;
+  if (auto bad = OnlyParams(r, {"site", "pool", "sort", "limit", "offset"})) return *bad;
+  const std::string sort = r.query.contains("sort") ? r.query.at("sort") : "id";
+  static const std::set<std::string> kSorts = {
+      "id",           "hostname",    "-hostname",  "boot_p95_s",  "-boot_p95_s",
+      "rtt_p95_ms",   "-rtt_p95_ms", "downtime_s", "-downtime_s", "disconnects",
+      "-disconnects", "crashes",     "-crashes"};
+  if (!kSorts.contains(sort)) {
+    return Error(400,
+                 "sort must be id, hostname, boot_p95_s, rtt_p95_ms, downtime_s, disconnects or "
+                 "crashes, with - for descending",
+                 "sort");
+  }
   auto limit = IntParam(r.query, "limit", 1, 1000, 100);
   if (!limit.ok()) return FromIntParam(limit.status(), "limit");
   auto offset = IntParam(r.query, "offset", 0, 1'000'000'000, 0);
@@ -337,13 +365,43 @@ Response CustomerEndpoints(Context& ctx, const Request& r) {
     if (pool != r.query.end() && e.pool != pool->second) continue;
     rows.push_back(&e);
   }
-  json out = {{"id", c->id},
-              {"customer", c->name},
-              {"window", {{"from_unix_ms", from}, {"to_unix_ms", to}}},
-              {"total", rows.size()},
-              {"offset", *offset},
-              {"limit", *limit},
-              {"endpoints", json::array()}};
+  if (sort != "id") {
+    const bool desc = sort.starts_with('-');
+    const std::string key = desc ? sort.substr(1) : sort;
+    if (key == "hostname") {
+      std::stable_sort(rows.begin(), rows.end(), [desc](const auto* a, const auto* b) {
+        return desc ? a->hostname > b->hostname : a->hostname < b->hostname;
+      });
+    } else {
+      auto value = [&](const EndpointInfo& e) -> std::optional<double> {
+        const auto w = windows->find(e.id);
+        if (w == windows->end()) return std::nullopt;
+        const scoring::WindowRollup& x = w->second;
+        if (key == "boot_p95_s") {
+          if (x.boot_ms.TotalWeight() == 0) return std::nullopt;
+          return x.boot_ms.Quantile(0.95);
+        }
+        if (key == "rtt_p95_ms") {
+          if (x.latency.TotalWeight() == 0) return std::nullopt;
+          return scoring::LatencyRttQuantileMs(x.latency, 0.95);
+        }
+        if (key == "downtime_s") return x.downtime_ms;
+        if (key == "disconnects") return static_cast<double>(x.disconnects);
+        return static_cast<double>(x.crashes);
+      };
+      // Endpoints without the figure last, either way.
+      std::stable_sort(rows.begin(), rows.end(), [&](const auto* a, const auto* b) {
+        const auto va = value(*a), vb = value(*b);
+        if (va.has_value() != vb.has_value()) return va.has_value();
+        if (!va) return false;
+        return desc ? *va > *vb : *va < *vb;
+      });
+    }
+  }
+  json out = {{"id", c->id},          {"customer", c->name},
+              {"sort", sort},         {"window", {{"from_unix_ms", from}, {"to_unix_ms", to}}},
+              {"total", rows.size()}, {"offset", *offset},
+              {"limit", *limit},      {"endpoints", json::array()}};
   const auto first = static_cast<std::size_t>(std::min<std::int64_t>(*offset, std::ssize(rows)));
   const auto last = std::min(rows.size(), first + static_cast<std::size_t>(*limit));
   for (std::size_t i = first; i < last; ++i) {
@@ -353,6 +411,132 @@ Response CustomerEndpoints(Context& ctx, const Request& r) {
     out["endpoints"].push_back(std::move(e));
   }
   return Ok(std::move(out));
+}
+
+/// The boot-time distribution in bins of a round width: about 30 of them up
+/// to the 99th percentile, the rest in an open last bin.
+json BootHistogram(const SparseHistogram& boot_ms) {
+  const double top_s = boot_ms.Quantile(0.99) / 1000;
+  double bin_s = 1;
+  for (double w : {1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0}) {
+    bin_s = w;
+    if (top_s / w <= 30) break;
+  }
+  const auto last = static_cast<std::size_t>(std::floor(top_s / bin_s)) + 1;  // the open bin
+  std::vector<std::uint64_t> counts(last + 1, 0);
+  for (const auto& [key, weight] : boot_ms.cells()) {
+    const double s = buckets::Representative(key) / 1000;
+    counts[std::min(last, static_cast<std::size_t>(std::max(0.0, std::floor(s / bin_s))))] +=
+        weight;
+  }
+  json bins = json::array();
+  for (std::size_t i = 0; i <= last; ++i) {
+    bins.push_back({{"from_s", static_cast<double>(i) * bin_s},
+                    {"to_s", i == last ? json() : json(static_cast<double>(i + 1) * bin_s)},
+                    {"boots", counts[i]}});
+  }
+  return {{"bin_s", bin_s}, {"bins", std::move(bins)}};
+}
+
+json DaySeries(std::int64_t from, std::int64_t to,
+               const std::map<std::int64_t, SparseHistogram>& by_day) {
+  json days = json::array();
+  for (std::int64_t d = from; d < to; d += kDayMs) {
+    const auto it = by_day.find(d);
+    const SparseHistogram empty;
+    const SparseHistogram& h = it == by_day.end() ? empty : it->second;
+    days.push_back({{"day_unix_ms", d},
+                    {"session_hours", std::round(static_cast<double>(h.TotalWeight()) / 360) / 10},
+                    {"rtt_p50_ms", RttMs(h, 0.5)},
+                    {"rtt_p95_ms", RttMs(h, 0.95)}});
+  }
+  return days;
+}
+
+Response CustomerTelemetry(Context& ctx, const Request& r) {
+  if (auto bad = OnlyParams(r, {"days"})) return *bad;
+  auto days = IntParam(r.query, "days", 1, 90, ctx.health.policy.window_days);
+  if (!days.ok()) return FromIntParam(days.status(), "days");
+  auto c = PathCustomer(ctx, r);
+  if (!c.ok()) return ErrorFrom(c.status(), "customer");
+  const auto [from, to] = Window(r.now_ms, *days);
+  auto endpoints = ctx.store.ListEndpoints(c->id);
+  if (!endpoints.ok()) return ErrorFrom(endpoints.status());
+  auto by_day = ctx.store.LoadCustomerDays(c->id, from, to);
+  if (!by_day.ok()) return ErrorFrom(by_day.status());
+  auto cells = ctx.store.LoadEndpointDayCells(c->id, Metric::kLatency, from, to);
+  if (!cells.ok()) return ErrorFrom(cells.status());
+
+  scoring::WindowRollup all;
+  json day_rows = json::array();
+  for (std::int64_t d = from; d < to; d += kDayMs) {
+    const auto it = by_day->find(d);
+    if (it == by_day->end()) {
+      day_rows.push_back({{"day_unix_ms", d}, {"endpoints_reporting", 0}});
+      continue;
+    }
+    MergeWindow(all, it->second);
+    json row = WindowFigures(it->second);
+    row["day_unix_ms"] = d;
+    row["endpoints_reporting"] = it->second.endpoints;
+    day_rows.push_back(std::move(row));
+  }
+  std::int64_t reporting = 0;
+  for (const EndpointInfo& e : *endpoints) {
+    if (e.last_seen_ms >= from && e.first_seen_ms < to) ++reporting;
+  }
+
+  json boot = {
+      {"boots", all.boot_ms.TotalWeight()},
+      {"p50_s", all.boot_ms.TotalWeight() > 0 ? Num(all.boot_ms.Quantile(0.5) / 1000) : json()},
+      {"p95_s", all.boot_ms.TotalWeight() > 0 ? Num(all.boot_ms.Quantile(0.95) / 1000) : json()},
+      {"histogram", all.boot_ms.TotalWeight() > 0 ? BootHistogram(all.boot_ms) : json()},
+      {"phases", json::array()}};
+  for (int p = 0; p < kBootPhaseCount; ++p) {
+    const auto& t = all.boot_phases[static_cast<std::size_t>(p)];
+    boot["phases"].push_back(
+        {{"phase", BootPhaseName(static_cast<BootPhase>(p))},
+         {"boots", t.boots},
+         {"mean_s", t.boots > 0 ? Num(t.ms / static_cast<double>(t.boots) / 1000) : json()}});
+  }
+
+  // Session RTT by display protocol (the customer's rows) and by site (its
+  // endpoints' rows, summed by the site their agents name).
+  json by_protocol = json::array();
+  std::map<int, std::map<std::int64_t, SparseHistogram>> protocol_days;
+  for (const auto& [d, w] : *by_day) {
+    for (const auto& [protocol, h] : w.latency_by_protocol) protocol_days[protocol][d] = h;
+  }
+  for (const auto& [protocol, series] : protocol_days) {
+    by_protocol.push_back(
+        {{"protocol", ProtocolName(protocol)}, {"days", DaySeries(from, to, series)}});
+  }
+  std::map<std::string, std::map<std::int64_t, SparseHistogram>> site_days;
+  std::map<std::string, std::int64_t> site_endpoints;
+  for (const EndpointInfo& e : *endpoints) {
+    const auto it = cells->find(e.id);
+    if (it == cells->end()) continue;
+    const std::string site = e.site.empty() ? "(no site)" : e.site;
+    site_endpoints[site] += 1;
+    for (const auto& [d, cell] : it->second) site_days[site][d].Merge(cell.hist);
+  }
+  json by_site = json::array();
+  for (const auto& [site, series] : site_days) {
+    by_site.push_back({{"site", site},
+                       {"endpoints", site_endpoints[site]},
+                       {"days", DaySeries(from, to, series)}});
+  }
+
+  return Ok(
+      {{"id", c->id},
+       {"customer", c->name},
+       {"window", {{"from_unix_ms", from}, {"to_unix_ms", to}, {"days", *days}}},
+       {"endpoints_registered", endpoints->size()},
+       {"endpoints_reporting", reporting},
+       {"totals", WindowFigures(all)},
+       {"days", std::move(day_rows)},
+       {"boot", std::move(boot)},
+       {"latency", {{"by_protocol", std::move(by_protocol)}, {"by_site", std::move(by_site)}}}});
 }
 
 Response EndpointDetail(Context& ctx, const Request& r) {
@@ -659,6 +843,12 @@ const std::vector<Route>& Routes() {
        "endpoints with site, pool and their figures over the window",
        {},
        CustomerEndpoints},
+      {"GET",
+       "/api/v1/customers/:customer/telemetry",
+       Scope::kCustomer,
+       "daily figures, boot distribution and phases, session RTT by protocol and site",
+       {},
+       CustomerTelemetry},
       {"GET",
        "/api/v1/customers/:customer/endpoints/:endpoint",
        Scope::kCustomer,

@@ -205,6 +205,7 @@ nlohmann::json CustomerHealthToJson(const CustomerHealth& c) {
     j["contract"] = nullptr;
   }
   j["tps"] = Num(c.technical.score.tps);
+  j["tps_coverage"] = std::round(c.technical.score.coverage * 1000) / 1000;
   const scoring::TechScore& t = c.technical.score;
   j["components"] = {{"boot", ComponentToJson(t.boot)},
                      {"latency", ComponentToJson(t.latency)},

@@ -98,8 +98,6 @@ Result<CustomerScore> ScoreCustomer(ReadStore& store, const Customer& customer,
   return ScoreWindowOf(store, customer, w, policy, now_ms);
 }
 
-namespace {
-
 std::string ProtocolName(int protocol) {
   std::string name = v1::DisplayProtocol_Name(static_cast<v1::DisplayProtocol>(protocol));
   constexpr std::string_view kPrefix = "DISPLAY_PROTOCOL_";
@@ -107,7 +105,7 @@ std::string ProtocolName(int protocol) {
   return name.empty() ? "protocol " + std::to_string(protocol) : name;
 }
 
-void AddTo(scoring::WindowRollup& into, const scoring::WindowRollup& w) {
+void MergeWindow(scoring::WindowRollup& into, const scoring::WindowRollup& w) {
   into.reports += w.reports;
   into.boot_ms.Merge(w.boot_ms);
   into.latency.Merge(w.latency);
@@ -118,9 +116,15 @@ void AddTo(scoring::WindowRollup& into, const scoring::WindowRollup& w) {
   into.reconnects += w.reconnects;
   into.crashes += w.crashes;
   into.stalls += w.stalls;
+  into.peripheral_reconnects += w.peripheral_reconnects;
+  for (const auto& [protocol, hist] : w.latency_by_protocol) {
+    into.latency_by_protocol[protocol].Merge(hist);
+  }
+  for (std::size_t i = 0; i < into.boot_phases.size(); ++i) {
+    into.boot_phases[i].boots += w.boot_phases[i].boots;
+    into.boot_phases[i].ms += w.boot_phases[i].ms;
+  }
 }
-
-}  // namespace
 
 Status AttachLossSources(ReadStore& store, CustomerScore& cs, const scoring::Policy& policy,
                          std::int64_t now_ms) {
@@ -145,7 +149,7 @@ Status AttachLossSources(ReadStore& store, CustomerScore& cs, const scoring::Pol
                                     std::pair<std::string, std::string>{"pool", e.pool}}) {
       scoring::EndpointGroup& g = group(dim, name.empty() ? "(none)" : name);
       g.endpoints += 1;
-      AddTo(g.window, w->second);
+      MergeWindow(g.window, w->second);
     }
     for (const auto& [protocol, hist] : w->second.latency_by_protocol) {
       scoring::EndpointGroup& g = group("protocol", ProtocolName(protocol));

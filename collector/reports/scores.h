@@ -32,6 +32,12 @@ Status AttachLossSources(ReadStore& store, CustomerScore& cs, const scoring::Pol
 /// A component as JSON: score (null without data), band, weight, detail.
 nlohmann::json ComponentToJson(const scoring::Component& c);
 
+/// A display protocol's short name ("ICA"), or "protocol N".
+std::string ProtocolName(int protocol);
+/// Adds `w`'s figures to `into` (its endpoints and peripheral instances are
+/// not additive and stay as they are).
+void MergeWindow(scoring::WindowRollup& into, const scoring::WindowRollup& w);
+
 /// One customer's score over the policy's window ending with the day of `now_ms`.
 Result<CustomerScore> ScoreCustomer(ReadStore& store, const Customer& customer,
                                     const scoring::Policy& policy, std::int64_t now_ms);
