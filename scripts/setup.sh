@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install every Debian package DeskPulse builds, tests and demos with. Idempotent:
+# Install every Debian package DeskPulse builds, tests and demos with, and the
+# web dashboard's npm packages (collector/web, from its lock file). Idempotent:
 # does nothing (not even apt-get update) when all are present.
 set -euo pipefail
 
@@ -30,7 +31,28 @@ PACKAGES=(
   prometheus-cpp-dev prometheus python3-prometheus-client python3-yaml
   # webhooks: the HTTP client
   libcurl4-openssl-dev
+  # the dashboard's browser tests and benchmark: headless Chromium and a font
+  chromium fonts-dejavu-core
 )
+# Node.js and npm bundle the dashboard's charts (uPlot) and drive Chromium
+# (playwright-core); Debian's are used where the machine has none of its own.
+command -v npm >/dev/null || PACKAGES+=(nodejs npm)
+
+# The dashboard's npm packages, exactly as locked, unless already installed
+# from this very lock file.
+npm_packages() {
+  local web lock stamp
+  web="$(cd "$(dirname "$0")/../collector/web" && pwd)"
+  lock="$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)"
+  stamp="$web/node_modules/.deskpulse-lock-sha256"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock" ]; then
+    echo "setup: npm packages present" >&2
+    return
+  fi
+  echo "setup: npm ci in $web" >&2
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$lock" > "$stamp"
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -38,6 +60,7 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present" >&2
+  npm_packages
   exit 0
 fi
 
@@ -50,3 +73,4 @@ echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q >&2
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+npm_packages

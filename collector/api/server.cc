@@ -17,6 +17,7 @@
 
 #include "collector/api/book.h"
 #include "collector/api/routes.h"
+#include "collector/web/assets.h"
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/logging.h"
 
@@ -92,6 +93,7 @@ restinio::request_handling_status_t Send(const restinio::request_handle_t& req, 
       restinio::http_status_code_t(static_cast<std::uint16_t>(r.status)), Reason(r.status)));
   resp.append_header(restinio::http_field::content_type, "application/json")
       .append_header("X-Content-Type-Options", "nosniff")
+      .append_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
       .append_header(restinio::http_field::cache_control, "no-store");
   for (const auto& [k, v] : r.headers) resp.append_header(k, v);
   resp.set_body(r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
@@ -105,6 +107,34 @@ restinio::request_handling_status_t SendText(const restinio::request_handle_t& r
       .append_header("X-Content-Type-Options", "nosniff")
       .append_header(restinio::http_field::cache_control, "no-store")
       .set_body(std::move(body))
+      .done();
+}
+
+/// The dashboard's pages may load only its own scripts, styles and images and
+/// talk only to this server: no inline script or style, no other origin, no
+/// framing, no form posts.
+constexpr const char* kDashboardCsp =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const web::Asset* FindAsset(std::string_view name) {
+  for (const web::Asset& a : web::kAssets) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+restinio::request_handling_status_t SendAsset(const restinio::request_handle_t& req,
+                                              const web::Asset& a) {
+  return req->create_response()
+      .append_header(restinio::http_field::content_type, std::string(a.content_type))
+      .append_header("Content-Security-Policy", kDashboardCsp)
+      .append_header("X-Content-Type-Options", "nosniff")
+      .append_header("X-Frame-Options", "DENY")
+      .append_header("Referrer-Policy", "no-referrer")
+      .append_header("Cross-Origin-Opener-Policy", "same-origin")
+      .append_header(restinio::http_field::cache_control, "no-cache")
+      .set_body(std::string(a.body))
       .done();
 }
 
@@ -324,6 +354,19 @@ struct ApiServer::Impl {
     router->http_get("/metrics",
                      [this](const restinio::request_handle_t& req,
                             restinio::router::route_params_t) { return HandleMetrics(req); });
+    // The dashboard: its page at /, its files under /assets/.
+    router->http_get("/",
+                     [](const restinio::request_handle_t& req, restinio::router::route_params_t) {
+                       return SendAsset(req, *FindAsset("index.html"));
+                     });
+    router->http_get("/assets/:name", [](const restinio::request_handle_t& req,
+                                         restinio::router::route_params_t rp) {
+      const web::Asset* a = FindAsset(rp["name"]);
+      if (a == nullptr || a->name == "index.html") {
+        return Send(req, Error(404, "no such dashboard file", "name"));
+      }
+      return SendAsset(req, *a);
+    });
     router->non_matched_request_handler([](const restinio::request_handle_t& req) {
       const std::string path(req->header().path());
       return Send(
