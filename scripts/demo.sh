@@ -3,7 +3,8 @@
 # store, simulates ~1,000 endpoints of three customers over 30 days, prints
 # each customer's technical performance score, imports sample business signals,
 # prints the customers' loyalty health and churn risk, and serves the JSON API
-# (printing a curl line that works) until Ctrl-C.
+# (printing a curl line that works) and the web dashboard (printing its URL and
+# a token to log in with) until Ctrl-C.
 #
 # With --postgres (or DESKPULSE_DEMO_POSTGRES=1) the same demo runs on a local
 # PostgreSQL cluster it starts, with two collectors sharing it and the
@@ -162,6 +163,13 @@ echo "Load:   $data/fleetsim-summary.json"
 echo "Catalog: $catalog  (try: $catalog_tool lookup --catalog $catalog 03f0:2b17 --interface-classes 07)"
 echo "API:    $api  (vendor token in $data/api-token; every route: $api with the token)"
 echo "Metrics: curl --cacert $cert ${api%/api/v1}/metrics  (Prometheus; open on loopback; rules and Grafana dashboards in dashboards/)"
+echo
+echo "The web dashboard (fleet, customer and endpoint views; docs/dashboard.md):"
+echo "  Open:  ${api%/api/v1}/"
+echo "         (the certificate is the demo's own, $cert: accept it in the browser)"
+echo "  Token: $vendor_token"
+echo "         (a vendor's: every customer; a customer-admin's sees its own only:"
+echo "          $collector api-token create --db $db --role customer-admin --customer 'Contoso Legal')"
 if [ "${DESKPULSE_DEMO_SERVE:-1}" = 1 ]; then
   echo "The collector serves agents and the API until Ctrl-C."
   wait "$serving" || true
