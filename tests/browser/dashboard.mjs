@@ -52,6 +52,14 @@ test('a vendor logs in and sees the fleet table with every customer', async () =
   for (const name of setup.customers) assert.ok(names.includes(name), `${name} is in the fleet table: ${names}`);
   // Risk, LHI, a sparkline on every row; sorting by name is linkable.
   assert.ok(await page.$$eval('#fleet tbody tr svg.spark', (s) => s.length) === names.length);
+  // The book recorded today's snapshots: every sparkline shows at least a point.
+  await page.waitForFunction(() => [...document.querySelectorAll('#fleet svg.spark')].every((s) => s.querySelector('circle')),
+    null, { timeout: 1000 }).catch(async () => {
+    await page.reload();
+    await page.waitForSelector('body[data-painted=fleet]');
+  });
+  const drawn = await page.$$eval('#fleet svg.spark', (s) => s.map((x) => x.querySelectorAll('circle').length));
+  assert.ok(drawn.every((n) => n > 0), `sparklines drawn: ${drawn}`);
   await page.click('#fleet th button:text("Customer")');
   await page.waitForFunction(() => location.hash.includes('sort=name'));
   await page.waitForSelector('body[data-painted=fleet]');

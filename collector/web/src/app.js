@@ -164,8 +164,10 @@ function sparkline(weekly, tps) {
   const s = svg('svg', { class: 'spark', viewBox: '0 0 110 26', role: 'img' });
   const line = (pts, cls) => {
     const xy = [];
-    pts.forEach((v, i) => { if (v !== null) xy.push(`${(i * 110 / 12).toFixed(1)},${(24 - v * 22 / 100).toFixed(1)}`); });
-    if (xy.length) s.append(svg('polyline', { points: xy.join(' '), class: cls }));
+    pts.forEach((v, i) => { if (v !== null) xy.push([(i * 104 / 12 + 3).toFixed(1), (24 - v * 22 / 100).toFixed(1)]); });
+    if (xy.length > 1) s.append(svg('polyline', { points: xy.map((p) => p.join(',')).join(' '), class: cls }));
+    // The newest point as a dot, so that a single week still shows.
+    if (xy.length) s.append(svg('circle', { cx: xy[xy.length - 1][0], cy: xy[xy.length - 1][1], r: 2, class: cls }));
     return xy.length;
   };
   line(tps, 'tps');
