@@ -91,7 +91,10 @@ class SharedStoreTest(unittest.TestCase):
                                        "--rate", 4000, "--batch", 20, "--timeout", 300)
             self.assertEqual(r2.returncode, 0, r2.stderr)
             self.assertEqual(c.stop(), 0)
-            self.assertEqual(summary2["reports_acked"], summary["reports_acked"])
+            self.assertEqual(summary2["reports_acked"], summary2["reports_generated"])
+            # The same seed, seconds later: a run that starts past an hour's edge
+            # backfills at most one more or one fewer hourly report per agent.
+            self.assertLessEqual(abs(summary2["reports_acked"] - summary["reports_acked"]), 120)
             sqlite_scores = dp.scores_json(sqlite_db)
             assert_scores_equal(self, pg_scores, sqlite_scores)
 
