@@ -413,15 +413,19 @@ Response CustomerEndpoints(Context& ctx, const Request& r) {
   return Ok(std::move(out));
 }
 
-/// The boot-time distribution in bins of a round width: about 30 of them up
-/// to the 99th percentile, the rest in an open last bin.
+}  // namespace
+
 json BootHistogram(const SparseHistogram& boot_ms) {
   const double top_s = boot_ms.Quantile(0.99) / 1000;
+  constexpr double kBins = 30;
   double bin_s = 1;
   for (double w : {1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0}) {
     bin_s = w;
-    if (top_s / w <= 30) break;
+    if (top_s / w <= kBins) break;
   }
+  // Beyond half an hour (an agent may report any figure), whole minutes:
+  // never more than about 30 bins, whatever the data.
+  if (top_s / bin_s > kBins) bin_s = std::ceil(top_s / kBins / 60) * 60;
   const auto last = static_cast<std::size_t>(std::floor(top_s / bin_s)) + 1;  // the open bin
   std::vector<std::uint64_t> counts(last + 1, 0);
   for (const auto& [key, weight] : boot_ms.cells()) {
@@ -437,6 +441,8 @@ json BootHistogram(const SparseHistogram& boot_ms) {
   }
   return {{"bin_s", bin_s}, {"bins", std::move(bins)}};
 }
+
+namespace {
 
 json DaySeries(std::int64_t from, std::int64_t to,
                const std::map<std::int64_t, SparseHistogram>& by_day) {

@@ -62,6 +62,11 @@ enum class Scope {
 };
 const char* ScopeName(Scope s);
 
+/// A boot-time histogram (ms) as the telemetry route's bins: a round width
+/// giving about 30 bins up to the 99th percentile, then one open bin; never
+/// more than 32 bins, whatever the figures.
+nlohmann::json BootHistogram(const SparseHistogram& boot_ms);
+
 struct Route {
   std::string_view method;  // GET, PUT, POST
   std::string_view path;    // an express pattern: /api/v1/customers/:customer
