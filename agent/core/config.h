@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "deskpulse/common/catalog.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/status.h"
 #include "deskpulse/v1/wire.pb.h"
@@ -84,7 +85,7 @@ struct PeripheralsConfig {
   int inventory_every_s = 3600;
   /// The peripheral catalog (`deskpulse-catalog build`): when the file exists,
   /// each device carries the catalog's verdict. Empty: never look.
-  std::string catalog = "/usr/share/deskpulse/catalog.sqlite";
+  std::string catalog = catalog::kDefaultPath;
 };
 
 struct StabilityConfig {

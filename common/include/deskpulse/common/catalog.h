@@ -21,6 +21,10 @@ namespace deskpulse::catalog {
 /// The catalog file's schema; a reader refuses any other.
 inline constexpr int kSchemaVersion = 1;
 
+/// Where a package installs the catalog; the agent, `peripherals` and `serve`
+/// look here unless told otherwise.
+inline constexpr const char* kDefaultPath = "/usr/share/deskpulse/catalog.sqlite";
+
 enum class Verdict { kUnknown = 0, kSupported = 1, kPartial = 2, kUnsupported = 3 };
 /// "unknown", "supported", "partial", "unsupported".
 const char* VerdictName(Verdict v);
