@@ -127,7 +127,7 @@ chmod 600 "$data/api-token"
 rm -f "$data/http-port"
 "$collector" serve --db "$db" --listen 127.0.0.1:0 --port-file "$data/port1" \
   --http "127.0.0.1:${DESKPULSE_DEMO_HTTP_PORT:-0}" --http-port-file "$data/http-port" \
-  --log-file "$log" --tls-cert "$cert" --tls-key "$key" 2>/dev/null &
+  --catalog "$catalog" --log-file "$log" --tls-cert "$cert" --tls-key "$key" 2>/dev/null &
 serving=$!
 trap 'kill -TERM "$serving" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$data/http-port" ] && break; sleep 0.1; done

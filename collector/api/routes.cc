@@ -587,7 +587,7 @@ Response CustomerPeripherals(Context& ctx, const Request& r) {
   if (auto bad = OnlyParams(r, {})) return *bad;
   auto c = PathCustomer(ctx, r);
   if (!c.ok()) return ErrorFrom(c.status(), "customer");
-  auto report = AnalyseCustomerPeripherals(ctx.store, *c, ctx.health.policy, r.now_ms, nullptr);
+  auto report = AnalyseCustomerPeripherals(ctx.store, *c, ctx.health.policy, r.now_ms, ctx.catalog);
   if (!report.ok()) return ErrorFrom(report.status());
   json j = PeripheralsToJson(*report);
   j["id"] = c->id;

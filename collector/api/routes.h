@@ -13,6 +13,7 @@
 
 #include "collector/reports/health.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/catalog.h"
 
 namespace deskpulse::collector::api {
 
@@ -42,6 +43,8 @@ struct Context {
   Store& store;
   HealthBook& book;
   const HealthOptions& health;
+  /// Classifies devices without an endpoint's verdict; null without a catalog.
+  catalog::Reader* catalog = nullptr;
 };
 
 /// One authenticated call.

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <restinio/all.hpp>
 #include <restinio/tls.hpp>
 #include <thread>
@@ -17,6 +18,7 @@
 
 #include "collector/api/book.h"
 #include "collector/api/routes.h"
+#include "collector/reports/peripherals.h"
 #include "collector/web/assets.h"
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/logging.h"
@@ -187,6 +189,7 @@ struct ApiServer::Impl {
   HealthOptions health;
   std::unique_ptr<Store> store;
   std::unique_ptr<HealthBook> book;
+  std::optional<catalog::Reader> catalog;
   std::unique_ptr<Context> ctx;
   FailedAuthLimiter limiter{options.failed_auth};
   WarningSummary faults;
@@ -450,7 +453,9 @@ Status ApiServer::Start() {
   m.book =
       std::make_unique<HealthBook>(std::move(book_store), book_options, m.options.refresh_interval,
                                    m.options.record_interval, m.options.on_recorded);
-  m.ctx = std::make_unique<Context>(Context{*m.store, *m.book, m.health});
+  DP_ASSIGN_OR_RETURN(m.catalog, OpenCollectorCatalog(m.options.catalog));
+  m.ctx = std::make_unique<Context>(
+      Context{*m.store, *m.book, m.health, m.catalog ? &*m.catalog : nullptr});
   Status s;
   if (m.options.tls) {
     s = m.Run<TlsTraits>([&m](auto& settings) { settings.tls_context(m.options.tls); });

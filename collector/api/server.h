@@ -37,6 +37,9 @@ struct ApiOptions {
   /// change of risk is recorded at once).
   std::chrono::milliseconds record_interval{3'600'000};
   FailedAuthLimiter::Options failed_auth;
+  /// The peripheral catalog for devices that arrive without an endpoint's
+  /// verdict (OpenCollectorCatalog): "" looks at catalog::kDefaultPath.
+  std::string catalog;
   /// The ingest side's families for /metrics (serve's; called on the API
   /// thread). Unset: /metrics has the health book's and the build's only.
   std::function<metrics::Families()> ingest_metrics;

@@ -157,6 +157,7 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   DP_RETURN_IF_ERROR(cfg.GetString("http.listen", http));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_refresh_s", 1, 86400, &a->refresh_interval));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_record_s", 1, 86400, &a->record_interval));
+  DP_RETURN_IF_ERROR(cfg.GetString("http.catalog", &a->catalog));
   DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_connections", 1, 100'000, &a->max_connections));
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "http.failed_logins_per_window", 1, 1'000'000, &a->failed_auth.max_failures));
@@ -188,6 +189,7 @@ Result<ServeConfig> LoadServeConfig(const ServeFlags& flags) {
     DP_RETURN_IF_ERROR(ReadFile(cfg, &c, &listen, &tls, &plaintext, &http, &api));
   }
   if (!flags.http.empty()) http = flags.http;
+  if (!flags.catalog.empty()) api.catalog = flags.catalog;
   if (!flags.db.empty()) c.store.db = flags.db;
   c.store.allow_damaged = flags.allow_damaged;
   if (!flags.listen.empty()) listen = flags.listen;

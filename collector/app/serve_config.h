@@ -21,6 +21,7 @@ struct ServeFlags {
   std::string http_port_file;
   std::string tls_cert;
   std::string tls_key;
+  std::string catalog;
   bool plaintext = false;
   bool allow_damaged = false;
   std::string log_level = "info";

@@ -1,10 +1,6 @@
 #include "collector/reports/peripherals.h"
 
-#include <spdlog/spdlog.h>
-
-#include <filesystem>
 #include <iostream>
-#include <optional>
 
 #include "collector/cli/commands.h"
 #include "deskpulse/common/catalog.h"
@@ -12,8 +8,6 @@
 
 namespace deskpulse::collector::cli {
 namespace {
-
-constexpr const char* kDefaultCatalog = "/usr/share/deskpulse/catalog.sqlite";
 
 struct PeripheralsArgs {
   std::string db;
@@ -26,23 +20,12 @@ struct PeripheralsArgs {
 int Peripherals(const PeripheralsArgs& a) {
   auto store = OpenForCommand(a.db, /*read_only=*/true);
   if (!store.ok()) return Fail(store.status());
-  const bool explicit_catalog = !a.catalog.empty();
-  const std::string catalog_path = explicit_catalog ? a.catalog : kDefaultCatalog;
-  std::optional<catalog::Reader> catalog;
-  if (explicit_catalog || std::filesystem::exists(catalog_path)) {
-    auto opened = catalog::Reader::Open(catalog_path, LinkedSqliteApi());
-    if (!opened.ok()) return Fail(opened.status());
-    catalog.emplace(std::move(*opened));
-  } else {
-    spdlog::warn(
-        "no catalog at {}: devices without an endpoint's verdict stay unclassified "
-        "(build one with: deskpulse-catalog build --out {})",
-        catalog_path, catalog_path);
-  }
+  auto catalog = OpenCollectorCatalog(a.catalog);
+  if (!catalog.ok()) return Fail(catalog.status());
   scoring::Policy policy;
   policy.window_days = a.window_days;
   auto report =
-      AnalysePeripherals(**store, a.customer, policy, NowMs(), catalog ? &*catalog : nullptr);
+      AnalysePeripherals(**store, a.customer, policy, NowMs(), *catalog ? &**catalog : nullptr);
   if (!report.ok()) return Fail(report.status());
   if (a.json) {
     std::cout << PeripheralsToJson(*report).dump(2, ' ', false,
@@ -64,7 +47,7 @@ void AddPeripherals(CLI::App& app, Run* run) {
   pe->add_option("--customer", args->customer, "customer name")->required();
   pe->add_option("--catalog", args->catalog,
                  std::string("catalog for devices that arrive without a verdict (default ") +
-                     kDefaultCatalog + ")");
+                     catalog::kDefaultPath + ")");
   pe->add_flag("--json", args->json, "JSON instead of a table");
   pe->add_option("--window-days", args->window_days, "days analysed, ending today (default 30)")
       ->check(CLI::Range(1, 400));

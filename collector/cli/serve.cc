@@ -1,6 +1,7 @@
 #include "collector/app/serve.h"
 
 #include "collector/cli/commands.h"
+#include "deskpulse/common/catalog.h"
 
 namespace deskpulse::collector::cli {
 
@@ -22,6 +23,10 @@ void AddServe(CLI::App& app, Run* run) {
                 "write the API's bound port here (for --http :0)");
   s->add_option("--tls-cert", flags->tls_cert, "PEM certificate chain: agents connect over TLS");
   s->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert");
+  s->add_option("--catalog", flags->catalog,
+                std::string("the API's peripheral catalog, for devices that arrive without a "
+                            "verdict (default ") +
+                    catalog::kDefaultPath + " when it exists)");
   s->add_flag("--plaintext", flags->plaintext,
               "accept plain TCP on a non-loopback address (loopback is always allowed)");
   s->add_flag("--allow-damaged", flags->allow_damaged,

@@ -1,9 +1,11 @@
 #include "collector/reports/peripherals.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 namespace deskpulse::collector {
@@ -78,6 +80,21 @@ FailureKind ModelCompatibility::kind() const {
       return FailureKind::kUnknown;
   }
   return FailureKind::kUnknown;
+}
+
+Result<std::optional<catalog::Reader>> OpenCollectorCatalog(const std::string& path) {
+  const bool given = !path.empty();
+  const std::string at = given ? path : catalog::kDefaultPath;
+  std::error_code ec;
+  if (!given && !std::filesystem::exists(at, ec)) {
+    spdlog::warn(
+        "no catalog at {}: devices without an endpoint's verdict stay unclassified "
+        "(build one with: deskpulse-catalog build --out {})",
+        at, at);
+    return std::optional<catalog::Reader>();
+  }
+  DP_ASSIGN_OR_RETURN(auto opened, catalog::Reader::Open(at, LinkedSqliteApi()));
+  return std::optional<catalog::Reader>(std::move(opened));
 }
 
 Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string& customer,

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,12 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
                                                      const scoring::Policy& policy,
                                                      std::int64_t now_ms, catalog::Reader* catalog,
                                                      const scoring::WindowRollup* window = nullptr);
+
+/// The collector's catalog for devices that arrive without an endpoint's
+/// verdict: `path` when given (an error naming it if it cannot be opened), else
+/// catalog::kDefaultPath when that file exists, else none, with a warning that
+/// says what is lost and how to build one.
+Result<std::optional<catalog::Reader>> OpenCollectorCatalog(const std::string& path);
 
 nlohmann::json PeripheralsToJson(const PeripheralsReport& r);
 std::string FormatPeripherals(const PeripheralsReport& r);

@@ -89,6 +89,9 @@ test('a customer view renders its charts with data', async () => {
   assert.ok(inked.every((n) => n > 100), `every chart is drawn: ${inked}`);
   assert.ok(await page.$$eval('#drivers tbody tr', (r) => r.length) > 0, 'drivers are listed');
   assert.ok(await page.$$eval('#peripherals tbody tr', (r) => r.length) > 0, 'peripherals are listed');
+  // The collector's catalog gave the simulated devices (sent without a verdict) theirs.
+  const verdicts = await page.$$eval('#peripherals tbody tr td:nth-child(2)', (t) => t.map((x) => x.firstChild.textContent));
+  assert.ok(verdicts.some((v) => ['supported', 'partial', 'unsupported'].includes(v)), `verdicts: ${verdicts}`);
   assert.ok(await page.$$eval('#worst tbody tr', (r) => r.length) > 0, 'worst endpoints are listed');
   assert.ok(await page.$$eval('.stack div', (d) => d.length) >= 5, 'the boot phases are drawn');
   const captions = await page.$$eval('.caption', (c) => c.map((x) => x.textContent).join('\n'));

@@ -88,7 +88,8 @@ class ApiTest(unittest.TestCase):
         admin_a = dp.api_token(db, "customer-admin", CUSTOMERS[0])
         admin_b = dp.api_token(db, "customer-admin", CUSTOMERS[1])
         revoked = dp.api_token(db, "customer-admin", CUSTOMERS[0])
-        collector = dp.Collector(work, db, extra=["--config", config], http=True)
+        collector = dp.Collector(work, db, extra=["--config", config, "--catalog", dp.CATALOG],
+                                 http=True)
         try:
             # Three days of history hold a whole weekday whatever today is; the
             # simulated fleet sends nothing for a weekend.
@@ -114,6 +115,7 @@ class ApiTest(unittest.TestCase):
             self.check_tokens(api, db, vendor, admin_a, admin_b, revoked, a)
             self.check_listing(api, vendor, ids)
             self.check_endpoints(api, vendor, a)
+            self.check_peripherals(api, vendor, db, ids)
             self.check_bodies(api, vendor, b)
             self.check_large_body(api, vendor, collector)
             self.check_snapshots(db, a)
@@ -244,6 +246,21 @@ class ApiTest(unittest.TestCase):
         for c in ("boot", "latency", "peripherals", "stability"):
             self.assertIn(c, detail["components"])
         self.assertEqual(len(detail["trends"]["lhi"]["weekly"]), 13)
+
+    def check_peripherals(self, api, vendor, db, ids):
+        """The route is the `peripherals` command's analysis, with the same catalog classifying
+        what the simulated endpoints sent without a verdict."""
+        for name, cid in ids.items():
+            with self.subTest(customer=name):
+                status, got = api.get(f"/api/v1/customers/{cid}/peripherals", vendor)
+                self.assertEqual(status, 200)
+                want = dp.peripherals_json(db, name)
+                self.assertEqual(got.pop("id"), cid)
+                self.assertEqual(got, want)
+                instances = got["compatibility"]["device_instances"]
+                self.assertGreater(instances["working"] + instances["failed"], 0)
+                self.assertEqual(got["catalog"]["unclassified"], 0)
+                self.assertIsNotNone(got["catalog"]["version"])
 
     def signals_count(self, api, vendor, customer):
         status, got = api.get(f"/api/v1/customers/{customer}/signals", vendor)
@@ -416,6 +433,19 @@ class ApiLimitsTest(unittest.TestCase):
             r = dp.run([dp.COLLECTOR, "serve", "--db", db, "--http", "0.0.0.0:0"])
             self.assertEqual(r.returncode, 2)
             self.assertIn("API tokens would cross the network in clear", r.stderr)
+
+    def test_a_catalog_that_cannot_be_read_stops_serve(self):
+        with dp.tempdir() as work:
+            db = os.path.join(work, "store.db")
+            bad = os.path.join(work, "not-a-catalog.sqlite")
+            with open(bad, "w") as f:
+                f.write("this is not a database\n" * 100)
+            for path in (os.path.join(work, "missing.sqlite"), bad):
+                with self.subTest(path=path):
+                    r = dp.run([dp.COLLECTOR, "serve", "--db", db, "--listen", "127.0.0.1:0",
+                                "--http", "127.0.0.1:0", "--catalog", path], timeout=60)
+                    self.assertNotEqual(r.returncode, 0)
+                    self.assertIn(path, r.stderr)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ class DashboardTest(unittest.TestCase):
             config = os.path.join(work, "collector.toml")
             with open(config, "w") as fh:
                 fh.write(CONFIG)
-            collector = dp.Collector(work, db, extra=["--config", config], http=True)
+            collector = dp.Collector(work, db, extra=["--config", config, "--catalog", dp.CATALOG],
+                                     http=True)
             try:
                 r, _ = dp.fleetsim(collector.address, tokens, 60, "--days", 5, "--seed", 3)
                 self.assertEqual(r.returncode, 0, r.stderr[-2000:])
