@@ -207,6 +207,9 @@ class ReadStore {
   /// A customer's device instances seen since `from_ms`, by endpoint and key.
   virtual Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                           std::int64_t from_ms) = 0;
+  /// The same for one of its endpoints, by key.
+  virtual Result<std::vector<PeripheralInstance>> LoadEndpointPeripheralInstances(
+      std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms) = 0;
   virtual Result<std::int64_t> CountRawReports() = 0;
   /// Every stream with its watermark, by stream id.
   virtual Result<std::vector<StreamInfo>> ListStreams() = 0;

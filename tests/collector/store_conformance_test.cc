@@ -263,6 +263,51 @@ TEST_P(StoreConformance, DeviceInstancesKeepTheAgentsLatestState) {
   EXPECT_EQ(inst.last.catalog().catalog_version(), "1-abc");
 }
 
+// One endpoint's device instances are its own, and only within its customer.
+TEST_P(StoreConformance, AnEndpointsDeviceInstancesAreItsOwn) {
+  auto s = Open();
+  const StreamInfo a = Register(*s, "Northwind", "agent-1");
+  const StreamInfo b = Register(*s, "Northwind", "agent-2");
+  const StreamInfo other = Register(*s, "Contoso", "agent-3");
+  std::vector<BatchWrite> batches;
+  std::uint32_t product = 0x1000;
+  for (const StreamInfo* info : {&a, &b, &other}) {
+    BatchWrite w;
+    w.stream = *info;
+    IncomingReport in = MakeReport(1, kNow - 3600'000);
+    for (int d = 0; d < (info == &b ? 2 : 1); ++d) {
+      auto* p = in.report.add_peripherals();
+      p->set_bus(v1::PERIPHERAL_BUS_USB);
+      p->set_vendor_id(0x04a9);
+      p->set_product_id(++product);
+      p->set_serial_hash("s" + std::to_string(product));
+      p->set_state(v1::DEVICE_STATE_WORKING);
+    }
+    in.bytes = in.report.SerializeAsString();
+    w.reports.push_back(std::move(in));
+    batches.push_back(std::move(w));
+  }
+  ASSERT_TRUE(Commit(*s, batches).ok());
+  ASSERT_TRUE(s->FlushRollups().ok());
+  auto all = s->LoadPeripheralInstances(a.customer_id, kNow - kDayMs);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(all->size(), 3u);
+  auto got = s->LoadEndpointPeripheralInstances(a.customer_id, b.endpoint_id, kNow - kDayMs);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 2u);
+  for (const auto& inst : *got) EXPECT_EQ(inst.endpoint_id, b.endpoint_id);
+  EXPECT_EQ((*got)[0].last.product_id(), 0x1002u);
+  EXPECT_EQ((*got)[1].last.product_id(), 0x1003u);
+  // Another customer's endpoint is not found through this one.
+  got = s->LoadEndpointPeripheralInstances(a.customer_id, other.endpoint_id, kNow - kDayMs);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->empty());
+  // Nor a device last seen before the window.
+  got = s->LoadEndpointPeripheralInstances(a.customer_id, a.endpoint_id, kNow);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->empty());
+}
+
 TEST_P(StoreConformance, CheckFindsAWatermarkBelowItsStoredRows) {
   auto s = Open();
   const StreamInfo info = Register(*s, "Northwind", "agent-1");

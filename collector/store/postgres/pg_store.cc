@@ -1073,17 +1073,31 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> PgStore::LoadWindows(std::
 
 Result<std::vector<PeripheralInstance>> PgStore::LoadPeripheralInstances(std::int64_t customer_id,
                                                                          std::int64_t from_ms) {
+  return ReadPeripheralInstances(customer_id, std::nullopt, from_ms);
+}
+
+Result<std::vector<PeripheralInstance>> PgStore::LoadEndpointPeripheralInstances(
+    std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms) {
+  return ReadPeripheralInstances(customer_id, endpoint_id, from_ms);
+}
+
+Result<std::vector<PeripheralInstance>> PgStore::ReadPeripheralInstances(
+    std::int64_t customer_id, std::optional<std::int64_t> endpoint_id, std::int64_t from_ms) {
   DP_RETURN_IF_ERROR(conn_->EnsureConnected());
+  pg::Params params = {pg::Int(customer_id), pg::Int(from_ms)};
+  if (endpoint_id) params.push_back(pg::Int(*endpoint_id));
   DP_ASSIGN_OR_RETURN(
       auto rows,
       conn_->Query("device instances",
-                   "SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
-                   "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
-                   "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
-                   "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE "
-                   "customer_id=$1 AND last_seen_ms >= $2 AND observations > 0 ORDER BY "
-                   "endpoint_id, device_key COLLATE \"C\"",
-                   {pg::Int(customer_id), pg::Int(from_ms)}));
+                   std::string("SELECT endpoint_id, device_key, bus, vendor_id, product_id, "
+                               "device_class, interface_classes, name, drivers, redirected, "
+                               "ieee1284_id, last_state, last_reason, last_seen_ms, last_fail_ms, "
+                               "observations, fail_observations, reconnects, catalog, "
+                               "first_seen_ms FROM peripheral_instances WHERE customer_id=$1 AND "
+                               "last_seen_ms >= $2 AND observations > 0") +
+                       (endpoint_id ? " AND endpoint_id=$3" : "") +
+                       " ORDER BY endpoint_id, device_key COLLATE \"C\"",
+                   params));
   std::vector<PeripheralInstance> out;
   for (int i = 0; i < rows.size(); ++i) {
     PeripheralInstance p;

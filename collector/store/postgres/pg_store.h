@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -57,6 +58,8 @@ class PgStore final : public Store {
                                                                     std::int64_t to_ms) override;
   Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                   std::int64_t from_ms) override;
+  Result<std::vector<PeripheralInstance>> LoadEndpointPeripheralInstances(
+      std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms) override;
   Result<std::int64_t> CountRawReports() override;
   Result<std::vector<EndpointInfo>> ListEndpoints(std::int64_t customer_id) override;
   Result<std::optional<EndpointInfo>> LoadEndpoint(std::int64_t customer_id,
@@ -113,6 +116,9 @@ class PgStore final : public Store {
   std::int64_t collector_id() const { return collector_id_; }
 
  private:
+  /// A customer's device instances since `from_ms`; only `endpoint_id`'s when set.
+  Result<std::vector<PeripheralInstance>> ReadPeripheralInstances(
+      std::int64_t customer_id, std::optional<std::int64_t> endpoint_id, std::int64_t from_ms);
   explicit PgStore(StoreOptions options);
   Status Migrate();
   Status Register(pg::Connection& db);

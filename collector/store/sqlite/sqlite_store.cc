@@ -868,15 +868,27 @@ Result<std::map<std::int64_t, scoring::WindowRollup>> SqliteStore::LoadWindows(s
 
 Result<std::vector<PeripheralInstance>> SqliteStore::LoadPeripheralInstances(
     std::int64_t customer_id, std::int64_t from_ms) {
+  return ReadPeripheralInstances(customer_id, std::nullopt, from_ms);
+}
+
+Result<std::vector<PeripheralInstance>> SqliteStore::LoadEndpointPeripheralInstances(
+    std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms) {
+  return ReadPeripheralInstances(customer_id, endpoint_id, from_ms);
+}
+
+Result<std::vector<PeripheralInstance>> SqliteStore::ReadPeripheralInstances(
+    std::int64_t customer_id, std::optional<std::int64_t> endpoint_id, std::int64_t from_ms) {
   DP_ASSIGN_OR_RETURN(
       auto st,
       db_->Prepare(
-          "SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
-          "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
-          "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
-          "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE customer_id=? AND "
-          "last_seen_ms >= ? AND observations > 0 ORDER BY endpoint_id, device_key"));
+          std::string("SELECT endpoint_id, device_key, bus, vendor_id, product_id, device_class, "
+                      "interface_classes, name, drivers, redirected, ieee1284_id, last_state, "
+                      "last_reason, last_seen_ms, last_fail_ms, observations, fail_observations, "
+                      "reconnects, catalog, first_seen_ms FROM peripheral_instances WHERE "
+                      "customer_id=? AND last_seen_ms >= ? AND observations > 0") +
+          (endpoint_id ? " AND endpoint_id=?" : "") + " ORDER BY endpoint_id, device_key"));
   st.Bind(1, customer_id).Bind(2, from_ms);
+  if (endpoint_id) st.Bind(3, *endpoint_id);
   std::vector<PeripheralInstance> out;
   for (;;) {
     DP_ASSIGN_OR_RETURN(bool row, st.Step());

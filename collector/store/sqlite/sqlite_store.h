@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -50,6 +51,8 @@ class SqliteStore final : public Store {
                                                                     std::int64_t to_ms) override;
   Result<std::vector<PeripheralInstance>> LoadPeripheralInstances(std::int64_t customer_id,
                                                                   std::int64_t from_ms) override;
+  Result<std::vector<PeripheralInstance>> LoadEndpointPeripheralInstances(
+      std::int64_t customer_id, std::int64_t endpoint_id, std::int64_t from_ms) override;
   Result<std::int64_t> CountRawReports() override;
   Result<std::vector<EndpointInfo>> ListEndpoints(std::int64_t customer_id) override;
   Result<std::optional<EndpointInfo>> LoadEndpoint(std::int64_t customer_id,
@@ -106,6 +109,9 @@ class SqliteStore final : public Store {
   Database* db() { return db_.get(); }
 
  private:
+  /// A customer's device instances since `from_ms`; only `endpoint_id`'s when set.
+  Result<std::vector<PeripheralInstance>> ReadPeripheralInstances(
+      std::int64_t customer_id, std::optional<std::int64_t> endpoint_id, std::int64_t from_ms);
   explicit SqliteStore(StoreOptions options) : options_(std::move(options)) {}
   static Result<std::unique_ptr<SqliteStore>> OpenUnchecked(const StoreOptions& options);
   Status TakeWriterLock();
