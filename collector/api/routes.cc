@@ -557,6 +557,11 @@ Response EndpointDetail(Context& ctx, const Request& r) {
   json out = EndpointJson(**e);
   out["customer"] = c->name;
   out["latest_report"] = (*e)->latest_report ? ReportToJson(*(*e)->latest_report) : json();
+  auto devices =
+      AnalyseEndpointDevices(ctx.store, c->id, *id, ctx.health.policy, r.now_ms, ctx.catalog);
+  if (!devices.ok()) return ErrorFrom(devices.status());
+  out["devices"] = EndpointDevicesToJson(*devices);
+  out["devices_window_days"] = ctx.health.policy.window_days;
   return Ok(std::move(out));
 }
 

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <set>
 
+#include "deskpulse/common/report_json.h"
+
 namespace deskpulse::collector {
 
 namespace v1 = deskpulse::v1;
@@ -52,6 +54,13 @@ std::string ObservationKey(const v1::PeripheralState& s) {
 
 double Round1(double v) { return std::round(v * 10) / 10; }
 
+// The window ends with today (UTC).
+std::int64_t WindowEnd(std::int64_t now_ms) { return FloorTo(now_ms, kDayMs) + kDayMs; }
+
+nlohmann::json OrNull(const std::string& s) {
+  return s.empty() ? nlohmann::json() : nlohmann::json(s);
+}
+
 }  // namespace
 
 const char* FailureKindName(FailureKind k) {
@@ -80,6 +89,74 @@ FailureKind ModelCompatibility::kind() const {
       return FailureKind::kUnknown;
   }
   return FailureKind::kUnknown;
+}
+
+Result<DeviceClassifier::Verdict> DeviceClassifier::Classify(const v1::PeripheralState& s) {
+  Verdict v;
+  if (s.has_catalog() && s.catalog().verdict() != v1::COMPATIBILITY_VERDICT_UNSPECIFIED) {
+    v.classification = catalog::VerdictFromProto(s.catalog());
+    v.by = "agent";
+  } else if (catalog_ != nullptr) {
+    const std::string okey = ObservationKey(s);
+    auto it = cache_.find(okey);
+    if (it == cache_.end()) {
+      DP_ASSIGN_OR_RETURN(auto got, catalog_->Classify(catalog::ObservationOf(s)));
+      it = cache_.emplace(okey, std::move(got)).first;
+    }
+    v.classification = it->second;
+    v.by = "collector";
+  } else {
+    v.classification.detail = "no verdict from the endpoint and no catalog at the collector";
+  }
+  return v;
+}
+
+Result<std::vector<EndpointDevice>> AnalyseEndpointDevices(
+    ReadStore& store, std::int64_t customer_id, std::int64_t endpoint_id,
+    const scoring::Policy& policy, std::int64_t now_ms, catalog::Reader* catalog) {
+  const std::int64_t from_ms = WindowEnd(now_ms) - policy.window_days * kDayMs;
+  DP_ASSIGN_OR_RETURN(auto instances,
+                      store.LoadEndpointPeripheralInstances(customer_id, endpoint_id, from_ms));
+  DeviceClassifier classifier(catalog);
+  std::vector<EndpointDevice> out;
+  out.reserve(instances.size());
+  for (PeripheralInstance& inst : instances) {
+    EndpointDevice d;
+    DP_ASSIGN_OR_RETURN(d.verdict, classifier.Classify(inst.last));
+    d.failed = inst.last_fail_ms >= from_ms;
+    d.instance = std::move(inst);
+    out.push_back(std::move(d));
+  }
+  std::stable_sort(out.begin(), out.end(), [](const EndpointDevice& a, const EndpointDevice& b) {
+    if (a.failed != b.failed) return a.failed;
+    return a.instance.last_seen_ms > b.instance.last_seen_ms;
+  });
+  return out;
+}
+
+nlohmann::json EndpointDevicesToJson(const std::vector<EndpointDevice>& devices) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const EndpointDevice& d : devices) {
+    const PeripheralInstance& i = d.instance;
+    const catalog::Classification& c = d.verdict.classification;
+    nlohmann::json x = PeripheralStateToJson(i.last);
+    x["device_key"] = i.device_key;
+    x["model"] = ModelKey(i.last);
+    x["failed_in_window"] = d.failed;
+    x["first_seen_unix_ms"] = i.first_seen_ms;
+    x["last_seen_unix_ms"] = i.last_seen_ms;
+    x["last_fail_unix_ms"] = i.last_fail_ms > 0 ? nlohmann::json(i.last_fail_ms) : nlohmann::json();
+    x["observations"] = i.observations;
+    x["fail_observations"] = i.fail_observations;
+    x["reconnects_since_first_seen"] = i.reconnects;
+    x["verdict"] = catalog::VerdictName(c.verdict);
+    x["source"] = OrNull(c.source);
+    x["classified_by"] = OrNull(d.verdict.by);
+    x["driver"] = c.driver;
+    x["detail"] = c.detail;
+    out.push_back(std::move(x));
+  }
+  return out;
 }
 
 Result<std::optional<catalog::Reader>> OpenCollectorCatalog(const std::string& path) {
@@ -117,12 +194,12 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
   DP_RETURN_IF_ERROR(policy.Validate());
   PeripheralsReport r;
   r.customer = customer;
-  r.to_ms = FloorTo(now_ms, kDayMs) + kDayMs;
+  r.to_ms = WindowEnd(now_ms);
   r.from_ms = r.to_ms - policy.window_days * kDayMs;
   if (catalog != nullptr) r.catalog_version = catalog->version();
 
   DP_ASSIGN_OR_RETURN(auto instances, store.LoadPeripheralInstances(r.customer.id, r.from_ms));
-  std::map<std::string, catalog::Classification> classified;  // by observation
+  DeviceClassifier classifier(catalog);
   struct Acc {
     ModelCompatibility m;
     std::set<std::int64_t> endpoints, endpoints_failed;
@@ -151,24 +228,14 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
     if (a.observed_name.empty()) a.observed_name = s.name();
 
     // The verdict: the agent's when it attached one, else this collector's catalog.
-    catalog::Classification c;
-    std::string by;
-    if (s.has_catalog() && s.catalog().verdict() != v1::COMPATIBILITY_VERDICT_UNSPECIFIED) {
-      c = catalog::VerdictFromProto(s.catalog());
-      by = "agent";
+    DP_ASSIGN_OR_RETURN(auto v, classifier.Classify(s));
+    const catalog::Classification& c = v.classification;
+    const std::string& by = v.by;
+    if (by == "agent") {
       ++r.classified_by_agent;
-    } else if (catalog != nullptr) {
-      const std::string okey = ObservationKey(s);
-      auto it = classified.find(okey);
-      if (it == classified.end()) {
-        DP_ASSIGN_OR_RETURN(auto got, catalog->Classify(catalog::ObservationOf(s)));
-        it = classified.emplace(okey, std::move(got)).first;
-      }
-      c = it->second;
-      by = "collector";
+    } else if (by == "collector") {
       ++r.classified_by_collector;
     } else {
-      c.detail = "no verdict from the endpoint and no catalog at the collector";
       ++r.unclassified;
     }
     // Keep the newest verdict, preferring one from a failing instance (its

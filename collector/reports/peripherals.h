@@ -79,6 +79,37 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
                                                      std::int64_t now_ms, catalog::Reader* catalog,
                                                      const scoring::WindowRollup* window = nullptr);
 
+/// Gives a device its verdict: the one its endpoint attached (by "agent"),
+/// else the collector's catalog's (by "collector"; cached by how the device
+/// was observed), else none (by "").
+class DeviceClassifier {
+ public:
+  explicit DeviceClassifier(catalog::Reader* catalog) : catalog_(catalog) {}
+  struct Verdict {
+    catalog::Classification classification;
+    std::string by;
+  };
+  Result<Verdict> Classify(const deskpulse::v1::PeripheralState& s);
+
+ private:
+  catalog::Reader* catalog_;
+  std::map<std::string, catalog::Classification> cache_;
+};
+
+/// One device of one endpoint over the policy's window.
+struct EndpointDevice {
+  PeripheralInstance instance;
+  DeviceClassifier::Verdict verdict;
+  bool failed = false;  // failing at some point in the window
+};
+
+/// An endpoint's devices seen in the window, failing ones first, then by
+/// when they were last seen (newest first).
+Result<std::vector<EndpointDevice>> AnalyseEndpointDevices(
+    ReadStore& store, std::int64_t customer_id, std::int64_t endpoint_id,
+    const scoring::Policy& policy, std::int64_t now_ms, catalog::Reader* catalog);
+nlohmann::json EndpointDevicesToJson(const std::vector<EndpointDevice>& devices);
+
 /// The collector's catalog for devices that arrive without an endpoint's
 /// verdict: `path` when given (an error naming it if it cannot be opened), else
 /// catalog::kDefaultPath when that file exists, else none, with a warning that

@@ -113,6 +113,8 @@ json Health(const v1::AgentHealth& h) {
 
 }  // namespace
 
+json PeripheralStateToJson(const v1::PeripheralState& state) { return Peripheral(state); }
+
 json ReportToJson(const v1::Report& r) {
   json j{{"seq", r.seq()}, {"observed_at_unix_ms", r.observed_at_unix_ms()}};
   if (r.has_boot()) j["boot"] = Boot(r.boot());

@@ -261,6 +261,30 @@ class ApiTest(unittest.TestCase):
                 self.assertGreater(instances["working"] + instances["failed"], 0)
                 self.assertEqual(got["catalog"]["unclassified"], 0)
                 self.assertIsNotNone(got["catalog"]["version"])
+                # Each endpoint's devices are its share of those instances, with the
+                # same verdicts.
+                status, eps = api.get(f"/api/v1/customers/{cid}/endpoints?limit=500", vendor)
+                self.assertEqual(status, 200)
+                devices = []
+                for e in eps["endpoints"]:
+                    status, one = api.get(f"/api/v1/customers/{cid}/endpoints/{e['id']}", vendor)
+                    self.assertEqual(status, 200)
+                    self.assertEqual(one["devices_window_days"], 30)
+                    failing = [d["failed_in_window"] for d in one["devices"]]
+                    self.assertEqual(failing, sorted(failing, reverse=True), "failing first")
+                    devices += one["devices"]
+                self.assertEqual(len(devices), instances["working"] + instances["failed"])
+                self.assertEqual(sum(d["failed_in_window"] for d in devices), instances["failed"])
+                verdicts = {}
+                for d in devices:
+                    self.assertEqual(d["classified_by"], "collector", d)
+                    verdicts.setdefault(d["model"], set()).add(d["verdict"])
+                models = {m["model"]: m for m in got["failing_models"] + got["working_models"]}
+                self.assertEqual(set(verdicts), set(models))
+                for model, seen in verdicts.items():
+                    self.assertIn(models[model]["verdict"], seen, model)
+                    self.assertEqual(sum(d["model"] == model for d in devices),
+                                     models[model]["instances"], model)
 
     def signals_count(self, api, vendor, customer):
         status, got = api.get(f"/api/v1/customers/{customer}/signals", vendor)
