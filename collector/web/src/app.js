@@ -479,24 +479,26 @@ async function renderEndpoint(view, cid, eid) {
           series: [{}, { label: 'boot p95 s', stroke: PALETTE[0], width: 2 }, { label: 'RTT p95 ms', stroke: PALETTE[1] }, { label: 'disconnects', stroke: PALETTE[3] }, { label: 'crashes', stroke: PALETTE[4] }],
         }, [hist.days.map((d) => d.day_unix_ms / 1000), hist.days.map((d) => d.boot_p95_s), hist.days.map((d) => d.rtt_p95_ms), hist.days.map((d) => d.disconnects), hist.days.map((d) => d.crashes)]);
       })),
-    devicesCard(r));
+    devicesCard(e));
   requestAnimationFrame(() => { document.body.dataset.painted = 'endpoint'; });
 }
 
-function devicesCard(r) {
+function devicesCard(e) {
+  const devices = e.devices || [];
+  const failing = devices.filter((d) => d.failed_in_window).length;
   const card = el('section', { class: 'card' }, el('h2', {}, 'Devices and their states'),
-    el('p', { class: 'caption' }, r ? `as of the latest report, ${when(r.observed_at_unix_ms)}` : 'no report yet'));
-  const devices = (r && r.peripherals) || [];
-  if (!devices.length) { card.append(noData('no devices in the latest report')); return card; }
-  const hex = (v) => (v === undefined ? '----' : Number(v).toString(16).padStart(4, '0'));
+    el('p', { class: 'caption' }, `seen in the last ${e.devices_window_days} days · ${devices.length} devices, ${failing} failing at some point · each as last reported`));
+  if (!devices.length) { card.append(noData(`no devices seen in the last ${e.devices_window_days} days`)); return card; }
   card.append(el('table', { id: 'devices' },
-    el('thead', {}, el('tr', {}, ['Device', 'Bus', 'ID', 'State', 'Reason', 'Catalog'].map((h) => el('th', {}, h)))),
-    el('tbody', {}, devices.map((d) => el('tr', {},
-      el('td', {}, d.name || '—'), el('td', {}, (d.bus || '').replace('PERIPHERAL_BUS_', '')),
-      el('td', { class: 'mono' }, `${hex(d.vendor_id)}:${hex(d.product_id)}`),
+    el('thead', {}, el('tr', {}, ['Device', 'Bus', 'ID', 'State', 'Reason', 'Verdict', 'Last seen', 'Failing reports'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, devices.map((d) => el('tr', { class: d.failed_in_window ? 'failing' : '' },
+      el('td', {}, d.name || d.model || '—'), el('td', {}, (d.bus || '').replace('PERIPHERAL_BUS_', '').toLowerCase()),
+      el('td', { class: 'mono' }, d.ieee1284_id ? d.model : d.id),
       el('td', {}, (d.state || '').replace('DEVICE_STATE_', '').toLowerCase()),
       el('td', { class: 'reason' }, d.reason || ''),
-      el('td', {}, d.catalog ? (d.catalog.verdict || '').replace(/^[A-Z_]*VERDICT_/, '').toLowerCase() : 'unclassified'))))));
+      el('td', {}, d.verdict, el('div', { class: 'reason' }, d.classified_by ? `by ${d.classified_by === 'agent' ? 'the endpoint' : 'the collector'}'s catalog${d.driver ? `, driver ${d.driver}` : ''}` : 'no catalog')),
+      el('td', {}, when(d.last_seen_unix_ms)),
+      el('td', { class: 'num' }, `${d.fail_observations} of ${d.observations}`))))));
   return card;
 }
 
