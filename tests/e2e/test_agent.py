@@ -78,10 +78,12 @@ def enroll(test, db):
     return r.stdout.split()[-1]
 
 
-def thin_client_peripherals(catalog):
+THIN_CLIENT_TREE = os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client")
+
+
+def thin_client_peripherals(catalog, tree=THIN_CLIENT_TREE):
     """A [probes.peripherals] section reading the thin client's USB tree (this machine has no
-    USB), with `catalog` ("" for none)."""
-    tree = os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client")
+    USB), or a copy of it at `tree`, with `catalog` ("" for none)."""
     return f"""
 [probes.peripherals]
 sysfs = "{tree}/sys"
@@ -94,7 +96,7 @@ catalog = "{catalog}"
 """
 
 
-def agent_config(work, name, address, token, collector_extra="", tail=""):
+def agent_config(work, name, address, token, collector_extra="", tail="", agent_extra=""):
     """An agent configuration at a 1 s interval, its state under work/name, written to work/name.toml."""
     machine_id = os.path.join(work, "machine-id")
     if not os.path.exists(machine_id):
@@ -106,6 +108,7 @@ def agent_config(work, name, address, token, collector_extra="", tail=""):
 state_dir = "{os.path.join(work, name)}"
 interval_s = 1
 machine_id_file = "{machine_id}"
+{agent_extra}
 [collector]
 address = "{address}"
 token = "{token}"

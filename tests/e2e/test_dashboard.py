@@ -16,6 +16,7 @@ import time
 import unittest
 
 import dp
+from test_agent import THIN_CLIENT_TREE, agent_config, thin_client_peripherals
 
 CUSTOMERS = [("Northwind Health", "healthy"), ("Contoso Legal", "typical"),
              ("Fabrikam Logistics", "struggling")]
@@ -37,8 +38,7 @@ health_refresh_s = 1
 def evil_tree(work):
     """The thin client's USB fixture tree with one device's product name as markup."""
     tree = os.path.join(work, "usb")
-    shutil.copytree(os.path.join(dp.SOURCE_DIR, "tests", "data", "peripherals", "thin-client"),
-                    tree, symlinks=True)
+    shutil.copytree(THIN_CLIENT_TREE, tree, symlinks=True)
     for root, _, files in os.walk(os.path.join(tree, "sys")):
         if "product" in files and "LaserJet" in dp.read_text(os.path.join(root, "product")):
             with open(os.path.join(root, "product"), "w") as f:
@@ -72,29 +72,11 @@ class DashboardTest(unittest.TestCase):
                                 os.path.join(dp.SOURCE_DIR, "collector", "samples", f"{kind}.csv")])
                     self.assertEqual(r.returncode, 0, r.stderr)
                 tree = evil_tree(work)
-                agent_config = os.path.join(work, "agent.toml")
-                with open(agent_config, "w") as f:
-                    f.write(f"""[agent]
-state_dir = "{os.path.join(work, 'agent')}"
-interval_s = 1
-site = "{EVIL_SITE}"
-machine_id_file = "{os.path.join(work, 'machine-id')}"
-[collector]
-address = "{collector.address}"
-token = "{agent_token}"
-backoff_max_s = 1
-[probes.peripherals]
-sysfs = "{tree}/sys"
-proc = "{tree}/proc"
-udev_data = "{tree}/udev"
-cups = false
-pcsc = false
-settle_s = 0
-""")
-                with open(os.path.join(work, "machine-id"), "w") as f:
-                    f.write("fedcba9876543210fedcba9876543210\n")
+                agent_toml = agent_config(work, "agent", collector.address, agent_token,
+                                          tail=thin_client_peripherals("", tree),
+                                          agent_extra=f'site = "{EVIL_SITE}"')
                 with open(os.path.join(work, "agent.log"), "w") as log:
-                    agent = dp.track(subprocess.Popen([AGENT, "--config", agent_config],
+                    agent = dp.track(subprocess.Popen([AGENT, "--config", agent_toml],
                                                       stdout=log, stderr=subprocess.STDOUT))
                 try:
                     dp.wait_until(lambda: dp.query(
