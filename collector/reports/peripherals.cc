@@ -54,8 +54,11 @@ std::string ObservationKey(const v1::PeripheralState& s) {
 
 double Round1(double v) { return std::round(v * 10) / 10; }
 
-// The window ends with today (UTC).
+// The window ends with today (UTC): [from, to).
 std::int64_t WindowEnd(std::int64_t now_ms) { return FloorTo(now_ms, kDayMs) + kDayMs; }
+std::int64_t WindowStart(std::int64_t now_ms, const scoring::Policy& policy) {
+  return WindowEnd(now_ms) - policy.window_days * kDayMs;
+}
 
 nlohmann::json OrNull(const std::string& s) {
   return s.empty() ? nlohmann::json() : nlohmann::json(s);
@@ -91,11 +94,23 @@ FailureKind ModelCompatibility::kind() const {
   return FailureKind::kUnknown;
 }
 
+const char* DeviceClassifier::ByName(By by) {
+  switch (by) {
+    case By::kAgent:
+      return "agent";
+    case By::kCollector:
+      return "collector";
+    case By::kNone:
+      break;
+  }
+  return "";
+}
+
 Result<DeviceClassifier::Verdict> DeviceClassifier::Classify(const v1::PeripheralState& s) {
   Verdict v;
   if (s.has_catalog() && s.catalog().verdict() != v1::COMPATIBILITY_VERDICT_UNSPECIFIED) {
     v.classification = catalog::VerdictFromProto(s.catalog());
-    v.by = "agent";
+    v.by = By::kAgent;
   } else if (catalog_ != nullptr) {
     const std::string okey = ObservationKey(s);
     auto it = cache_.find(okey);
@@ -104,7 +119,7 @@ Result<DeviceClassifier::Verdict> DeviceClassifier::Classify(const v1::Periphera
       it = cache_.emplace(okey, std::move(got)).first;
     }
     v.classification = it->second;
-    v.by = "collector";
+    v.by = By::kCollector;
   } else {
     v.classification.detail = "no verdict from the endpoint and no catalog at the collector";
   }
@@ -114,7 +129,7 @@ Result<DeviceClassifier::Verdict> DeviceClassifier::Classify(const v1::Periphera
 Result<std::vector<EndpointDevice>> AnalyseEndpointDevices(
     ReadStore& store, std::int64_t customer_id, std::int64_t endpoint_id,
     const scoring::Policy& policy, std::int64_t now_ms, catalog::Reader* catalog) {
-  const std::int64_t from_ms = WindowEnd(now_ms) - policy.window_days * kDayMs;
+  const std::int64_t from_ms = WindowStart(now_ms, policy);
   DP_ASSIGN_OR_RETURN(auto instances,
                       store.LoadEndpointPeripheralInstances(customer_id, endpoint_id, from_ms));
   DeviceClassifier classifier(catalog);
@@ -151,7 +166,7 @@ nlohmann::json EndpointDevicesToJson(const std::vector<EndpointDevice>& devices)
     x["reconnects_since_first_seen"] = i.reconnects;
     x["verdict"] = catalog::VerdictName(c.verdict);
     x["source"] = OrNull(c.source);
-    x["classified_by"] = OrNull(d.verdict.by);
+    x["classified_by"] = OrNull(DeviceClassifier::ByName(d.verdict.by));
     x["driver"] = c.driver;
     x["detail"] = c.detail;
     out.push_back(std::move(x));
@@ -195,7 +210,7 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
   PeripheralsReport r;
   r.customer = customer;
   r.to_ms = WindowEnd(now_ms);
-  r.from_ms = r.to_ms - policy.window_days * kDayMs;
+  r.from_ms = WindowStart(now_ms, policy);
   if (catalog != nullptr) r.catalog_version = catalog->version();
 
   DP_ASSIGN_OR_RETURN(auto instances, store.LoadPeripheralInstances(r.customer.id, r.from_ms));
@@ -230,13 +245,16 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
     // The verdict: the agent's when it attached one, else this collector's catalog.
     DP_ASSIGN_OR_RETURN(auto v, classifier.Classify(s));
     const catalog::Classification& c = v.classification;
-    const std::string& by = v.by;
-    if (by == "agent") {
-      ++r.classified_by_agent;
-    } else if (by == "collector") {
-      ++r.classified_by_collector;
-    } else {
-      ++r.unclassified;
+    switch (v.by) {
+      case DeviceClassifier::By::kAgent:
+        ++r.classified_by_agent;
+        break;
+      case DeviceClassifier::By::kCollector:
+        ++r.classified_by_collector;
+        break;
+      case DeviceClassifier::By::kNone:
+        ++r.unclassified;
+        break;
     }
     // Keep the newest verdict, preferring one from a failing instance (its
     // detail says what is wrong there).
@@ -246,7 +264,9 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
       a.verdict_seen_ms = inst.last_seen_ms;
       a.verdict_from_failure = failed;
     }
-    if (!by.empty()) a.classified_by.insert(by);
+    if (v.by != DeviceClassifier::By::kNone) {
+      a.classified_by.insert(DeviceClassifier::ByName(v.by));
+    }
 
     ++m.instances;
     m.reconnects += inst.reconnects;

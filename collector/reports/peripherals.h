@@ -79,15 +79,17 @@ Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Cus
                                                      std::int64_t now_ms, catalog::Reader* catalog,
                                                      const scoring::WindowRollup* window = nullptr);
 
-/// Gives a device its verdict: the one its endpoint attached (by "agent"),
-/// else the collector's catalog's (by "collector"; cached by how the device
-/// was observed), else none (by "").
+/// Gives a device its verdict: the one its endpoint attached, else the
+/// collector's catalog's (cached by how the device was observed), else none.
 class DeviceClassifier {
  public:
   explicit DeviceClassifier(catalog::Reader* catalog) : catalog_(catalog) {}
+  enum class By { kNone, kAgent, kCollector };
+  /// "agent", "collector"; "" for kNone.
+  static const char* ByName(By by);
   struct Verdict {
     catalog::Classification classification;
-    std::string by;
+    By by = By::kNone;
   };
   Result<Verdict> Classify(const deskpulse::v1::PeripheralState& s);
 
