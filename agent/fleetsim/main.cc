@@ -18,6 +18,7 @@
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/logging.h"
 #include "deskpulse/common/tls_openssl.h"
+#include "deskpulse/common/text.h"
 
 namespace dp = deskpulse;
 namespace fs = deskpulse::fleetsim;
@@ -355,9 +356,11 @@ int Run(Flags f) {
                               {"max", latency.Quantile(1.0) / 1000}}}};
   std::cout << summary.dump() << std::endl;
   spdlog::info(
-      "{} endpoints of {} customers: {} reports generated, {} acknowledged in {:.1f} s "
+      "{} of {}: {} generated, {} acknowledged in {:.1f} s "
       "({:.0f}/s), ack p50 {:.1f} ms p99 {:.1f} ms, {} connects",
-      f.endpoints, customers->size(), generated, acked, elapsed,
+      dp::Counted(f.endpoints, "endpoint"),
+      dp::Counted(static_cast<std::int64_t>(customers->size()), "customer"),
+      dp::Counted(static_cast<std::int64_t>(generated), "report"), acked, elapsed,
       elapsed > 0 ? static_cast<double>(acked) / elapsed : 0.0, latency.Quantile(0.5) / 1000,
       latency.Quantile(0.99) / 1000, connects);
   if (exit_code == dp::kExitOk && acked != generated) exit_code = dp::kExitIncomplete;

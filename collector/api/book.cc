@@ -6,6 +6,7 @@
 
 #include "collector/api/server.h"
 #include "deskpulse/common/logging.h"
+#include "deskpulse/common/text.h"
 
 namespace deskpulse::collector::api {
 
@@ -103,8 +104,9 @@ void HealthBook::Run() {
     if (assessed.ok()) {
       // Slow against its interval is worth a warning; otherwise a debug line.
       spdlog::log(took > interval_ / 2 ? spdlog::level::warn : spdlog::level::debug,
-                  "health: assessed {} customers in {} ms (every {} ms)", assessed->size(),
-                  took.count(), interval_.count());
+                  "health: assessed {} in {} ms (every {} ms)",
+                  Counted(static_cast<std::int64_t>(assessed->size()), "customer"), took.count(),
+                  interval_.count());
     }
     {
       std::unique_lock lock(mu_);

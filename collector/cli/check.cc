@@ -4,6 +4,7 @@
 #include "collector/cli/commands.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
+#include "deskpulse/common/text.h"
 
 namespace deskpulse::collector::cli {
 namespace {
@@ -28,11 +29,14 @@ int CheckRollups(ReadStore& store, const std::string& name) {
   if (!stored.ok()) return Fail(stored.status());
   const auto diff = DiffRollups(acc.Expand(), std::move(*stored));
   if (diff.empty()) {
-    std::cout << name << ": the rollups equal a recomputation from " << reports << " raw reports\n";
+    std::cout << name << ": the rollups equal a recomputation from "
+              << Counted(reports, "raw report") << "\n";
     return kExitOk;
   }
-  std::cout << name << ": " << diff.size() << " rollup rows differ from a recomputation from "
-            << reports << " raw reports (expected once raw reports have passed retention)\n";
+  std::cout << name << ": " << Counted(static_cast<std::int64_t>(diff.size()), "rollup row")
+            << (diff.size() == 1 ? " differs" : " differ") << " from a recomputation from "
+            << Counted(reports, "raw report")
+            << " (expected once raw reports have passed retention)\n";
   for (std::size_t i = 0; i < diff.size() && i < 20; ++i) std::cout << "  " << diff[i] << "\n";
   return kExitDamaged;
 }
@@ -57,15 +61,15 @@ int Check(const CheckArgs& a) {
   }
   if (report->ok()) {
     std::cout << name << ": ok (" << (a.quick ? "quick check" : "full check") << "; "
-              << report->rows_checked << " report rows checked)\n";
+              << Counted(report->rows_checked, "report row") << " checked)\n";
     return kExitOk;
   }
   std::cout << name << ": DAMAGED\n";
   for (const auto& p : report->problems) std::cout << "  " << p << "\n";
   if (report->more_problems > 0) std::cout << "  ... and " << report->more_problems << " more\n";
   if (report->full) {
-    std::cout << report->damaged_rows << " of " << report->rows_checked
-              << " report rows are damaged\n";
+    std::cout << report->damaged_rows << " of " << Counted(report->rows_checked, "report row")
+              << (report->damaged_rows == 1 ? " is" : " are") << " damaged\n";
   }
   std::cout << "Restore the store from a backup. To keep collecting into it meanwhile, start "
                "serve with --allow-damaged: damaged rows are left out of scores.\n";

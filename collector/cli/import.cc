@@ -12,6 +12,7 @@
 #include "collector/cli/commands.h"
 #include "collector/signals/parse.h"
 #include "deskpulse/common/exit_codes.h"
+#include "deskpulse/common/text.h"
 
 namespace deskpulse::collector::cli {
 namespace {
@@ -86,7 +87,9 @@ int Import(const ImportArgs& a) {
   if (result->already_imported) {
     std::cout << a.file << ": already imported (the same " << a.kind << "), nothing changed\n";
   } else {
-    std::cout << a.file << ": imported " << result->rows << " " << a.kind << " rows\n";
+    // The kinds are plural nouns: "surveys" → "1 survey", "5 surveys".
+    const std::string one = a.kind.substr(0, a.kind.size() - 1);
+    std::cout << a.file << ": imported " << Counted(result->rows, one) << "\n";
   }
   return kExitOk;
 }

@@ -166,11 +166,12 @@ std::vector<Event> ConditionTracker::Update(const ConditionInputs& in, std::int6
                     failed),
         now_ms, collector);
   const std::uint64_t behind = rise(in.streams_behind_agents, was.streams_behind_agents);
-  Judge(&out, "acknowledged_reports_lost", behind > 0,
-        fmt::format("{} agents were acknowledged further than the store holds: it lost "
-                    "acknowledged reports (a restored backup, a lost WAL)",
-                    behind),
-        now_ms, collector);
+  Judge(
+      &out, "acknowledged_reports_lost", behind > 0,
+      fmt::format("{} acknowledged further than the store holds: it lost "
+                  "acknowledged reports (a restored backup, a lost WAL)",
+                  behind == 1 ? std::string("1 agent was") : fmt::format("{} agents were", behind)),
+      now_ms, collector);
   const std::uint64_t dropped = in.agent_dropped_reports && was.agent_dropped_reports
                                     ? rise(*in.agent_dropped_reports, *was.agent_dropped_reports)
                                     : 0;

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "deskpulse/common/report_json.h"
+#include "deskpulse/common/text.h"
 
 namespace deskpulse::collector {
 
@@ -409,13 +410,13 @@ std::string FormatPeripherals(const PeripheralsReport& r) {
   std::string s;
   const auto score = r.component.score;
   s += fmt::format(
-      "Peripherals of {} over {} days: compatibility {} — {}\n", r.customer.name,
-      (r.to_ms - r.from_ms) / kDayMs,
+      "Peripherals of {} over {}: compatibility {} — {}\n", r.customer.name,
+      Counted((r.to_ms - r.from_ms) / kDayMs, "day"),
       score ? fmt::format("{:.1f} ({})", *score, scoring::BandName(scoring::BandOf(*score)))
             : std::string("n/a"),
       r.component.detail.empty() ? "no devices seen" : r.component.detail);
   if (r.failed > 0) {
-    s += fmt::format("{} failing device instances:\n", r.failed);
+    s += fmt::format("{}:\n", Counted(r.failed, "failing device instance"));
     const std::pair<FailureKind, const char*> kRows[] = {
         {FailureKind::kSupportedButFailing,
          "catalog says supported, fails here (configuration or redirection: fixable)"},
@@ -425,8 +426,10 @@ std::string FormatPeripherals(const PeripheralsReport& r) {
     for (const auto& [kind, label] : kRows) {
       auto it = r.split.find(kind);
       if (it == r.split.end()) continue;
-      s += fmt::format("  {:>5} on {:>5} endpoints, {:>3} models  {}\n", it->second.instances,
-                       it->second.endpoints, it->second.models, label);
+      const auto& k = it->second;
+      s += fmt::format("  {:>5} on {:>5} {:<10}{:>3} {:<7} {}\n", k.instances, k.endpoints,
+                       Noun(k.endpoints, "endpoint,", "endpoints,"), k.models,
+                       Noun(k.models, "model", "models"), label);
     }
   }
   s += fmt::format(

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "collector/reports/peripherals.h"
+#include "deskpulse/common/text.h"
 #include "deskpulse/v1/report.pb.h"
 
 namespace deskpulse::collector {
@@ -54,9 +55,9 @@ Result<CustomerScore> ScoreWindowOf(ReadStore& store, const Customer& c,
     }
   }
   std::replace(state.begin(), state.end(), '_', ' ');
-  cs.worst_peripheral = fmt::format(
-      "{}{}: {} on {} of {} endpoints", m.name.empty() ? m.key : m.name,
-      m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state, m.endpoints_failed, m.endpoints);
+  cs.worst_peripheral = fmt::format("{}{}: {} on {} of {}", m.name.empty() ? m.key : m.name,
+                                    m.usb_id.empty() ? "" : " (" + m.usb_id + ")", state,
+                                    m.endpoints_failed, Counted(m.endpoints, "endpoint"));
   for (auto& d : cs.score.drivers) {
     if (d.starts_with("peripherals ")) d += "; worst: " + cs.worst_peripheral;
   }

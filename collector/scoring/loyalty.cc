@@ -9,6 +9,8 @@
 #include <map>
 #include <utility>
 
+#include "deskpulse/common/text.h"
+
 namespace deskpulse::scoring {
 
 namespace {
@@ -84,11 +86,11 @@ Input SurveyInput(const char* name, const std::vector<Survey>& surveys,
   }
   const double age = Days(now_ms - s->date_ms);
   const std::string from =
-      fmt::format("survey {}, {} respondents", Date(s->date_ms), s->respondents);
+      fmt::format("survey {}, {}", Date(s->date_ms), Counted(s->respondents, "respondent"));
   if (age > p.survey_max_age_days) {
     in.stale = true;
-    in.detail = fmt::format("{}: stale, the last ({}) is {:.0f} days old, over {}", name, from, age,
-                            p.survey_max_age_days);
+    in.detail = fmt::format("{}: stale, the last ({}) is {} old, over {}", name, from,
+                            CountedRounded(age, "day"), p.survey_max_age_days);
     return in;
   }
   in.score = score(*(s->*field));
@@ -124,17 +126,20 @@ Input TicketInput(const char* name, const std::vector<const Ticket*>& tickets, s
   Input in = Named(name);
   const TicketTimes t = Times(tickets, now_ms, poor_min, done);
   if (t.minutes.empty()) {
-    in.detail =
-        tickets.empty()
-            ? fmt::format("{}: no ticket opened in the last {} days", name, p.ticket_window_days)
-            : fmt::format("{}: none of {} tickets is due yet", name, tickets.size());
+    in.detail = tickets.empty()
+                    ? fmt::format("{}: no ticket opened in the last {}", name,
+                                  Counted(p.ticket_window_days, "day"))
+                    : fmt::format("{}: {} due yet", name,
+                                  tickets.size() == 1
+                                      ? std::string("the one ticket is not")
+                                      : fmt::format("none of {} tickets is", tickets.size()));
     return in;
   }
   double sum = 0;
   for (double m : t.minutes) sum += EventScore(m, good_min, poor_min);
   in.score = 100 * sum / static_cast<double>(t.minutes.size());
-  in.detail =
-      fmt::format("{} p50 {} on {} tickets", name, Minutes(Median(t.minutes)), t.minutes.size());
+  in.detail = fmt::format("{} p50 {} on {}", name, Minutes(Median(t.minutes)),
+                          Counted(static_cast<std::int64_t>(t.minutes.size()), "ticket"));
   if (t.waiting > 0) in.detail += fmt::format(", {} still waiting", t.waiting);
   return in;
 }
@@ -203,11 +208,12 @@ std::vector<Input> RelationshipInputs(const BusinessSignals& s, std::int64_t now
     review.detail = "business review: none held";
   } else if (const double age = Days(now_ms - *last); age > p.review_max_age_days) {
     review.stale = true;
-    review.detail = fmt::format("business review: stale, the last ({}) is {:.0f} days old, over {}",
-                                Date(*last), age, p.review_max_age_days);
+    review.detail = fmt::format("business review: stale, the last ({}) is {} old, over {}",
+                                Date(*last), CountedRounded(age, "day"), p.review_max_age_days);
   } else {
     review.score = 100 * EventScore(age, p.review_good_days, p.review_poor_days);
-    review.detail = fmt::format("last business review {:.0f} days ago ({})", age, Date(*last));
+    review.detail =
+        fmt::format("last business review {} ago ({})", CountedRounded(age, "day"), Date(*last));
   }
   inputs.push_back(std::move(review));
 
@@ -224,10 +230,11 @@ std::vector<Input> RelationshipInputs(const BusinessSignals& s, std::int64_t now
   } else {
     const double overdue = *RenewalOverdueDays(s, now_ms);
     renewal.score = 100 * EventScore(overdue, 0, p.renewal_overdue_poor_days);
-    renewal.detail = overdue > 0 ? fmt::format("renewal {:.0f} days overdue (due {})", overdue,
-                                               Date(s.contract->renewal_ms))
-                                 : fmt::format("renewal pending, due {} in {:.0f} days",
-                                               Date(s.contract->renewal_ms), -overdue);
+    renewal.detail =
+        overdue > 0 ? fmt::format("renewal {} overdue (due {})", CountedRounded(overdue, "day"),
+                                  Date(s.contract->renewal_ms))
+                    : fmt::format("renewal pending, due {} in {}", Date(s.contract->renewal_ms),
+                                  CountedRounded(-overdue, "day"));
   }
   inputs.push_back(std::move(renewal));
   return inputs;
@@ -512,8 +519,8 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
         if (points - mine > 0) {
           h.drivers.push_back(
               {.factor = f.factor,
-               .text = fmt::format("{} {} on the other {} endpoints{} (-{:.1f} points of {})",
-                                   in.name, src.rest_figures, src.rest_endpoints,
+               .text = fmt::format("{} {} on the other {}{} (-{:.1f} points of {})", in.name,
+                                   src.rest_figures, Counted(src.rest_endpoints, "endpoint"),
                                    src.dimension == "protocol" ? " (other protocols)" : "",
                                    points - mine, FactorLabel(f.factor)),
                .lhi_points = share * (points - mine),
@@ -542,8 +549,8 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
   const Input& nps = h.factors[static_cast<int>(Factor::kBrand)].inputs[0];
   if (const Survey* s = NewestWith(signals.surveys, now_ms, &Survey::nps);
       s != nullptr && nps.score && *s->nps < p.high_nps_below) {
-    high.push_back(fmt::format("NPS {:g} < {:g} ({}, {} respondents)", *s->nps, p.high_nps_below,
-                               Date(s->date_ms), s->respondents));
+    high.push_back(fmt::format("NPS {:g} < {:g} ({}, {})", *s->nps, p.high_nps_below,
+                               Date(s->date_ms), Counted(s->respondents, "respondent")));
   }
   if (signals.contract && signals.contract->renewal_status == RenewalStatus::kCancelled) {
     high.push_back(
@@ -551,7 +558,7 @@ LoyaltyHealth ScoreLoyalty(const TechScore& tech, const BusinessSignals& signals
   }
   if (const auto overdue = RenewalOverdueDays(signals, now_ms);
       overdue && *overdue >= p.high_renewal_overdue_days) {
-    high.push_back(fmt::format("renewal {:.0f} days overdue (due {})", *overdue,
+    high.push_back(fmt::format("renewal {} overdue (due {})", CountedRounded(*overdue, "day"),
                                Date(signals.contract->renewal_ms)));
   }
   if (h.tps_trend.change_30d && -*h.tps_trend.change_30d >= p.high_tps_fall_points) {

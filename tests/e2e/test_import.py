@@ -38,7 +38,7 @@ class ImportTest(unittest.TestCase):
                         f.write(TICKETS)
                     r = self.import_file(db, "tickets", tickets)
                     self.assertEqual(r.returncode, 0, r.stderr)
-                    self.assertIn("imported 2 tickets rows", r.stdout)
+                    self.assertIn("imported 2 tickets", r.stdout)
                     r = self.import_file(db, "tickets", tickets)
                     self.assertEqual(r.returncode, 0, r.stderr)
                     self.assertIn("already imported", r.stdout)

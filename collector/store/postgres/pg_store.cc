@@ -14,6 +14,7 @@
 #include "collector/store/postgres_migrations.h"
 #include "collector/store/row_codec.h"
 #include "deskpulse/common/crc32c.h"
+#include "deskpulse/common/text.h"
 
 namespace deskpulse::collector {
 
@@ -848,7 +849,8 @@ Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::i
       std::lock_guard lock(mu_);
       stats_.reports_replayed += static_cast<std::uint64_t>(replayed);
     }
-    spdlog::info("store {}: rolled up {} reports of {} batches {}", name_, replayed, finished,
+    spdlog::info("store {}: rolled up {} of {} {}", name_, Counted(replayed, "report"),
+                 Counted(finished, "batch", "batches"),
                  own ? "from the stored rows" : "left pending by a collector that stopped");
   }
   return finished;

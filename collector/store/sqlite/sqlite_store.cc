@@ -15,6 +15,7 @@
 #include "collector/store/sqlite_migrations.h"
 #include "deskpulse/common/crc32c.h"
 #include "deskpulse/common/logging.h"
+#include "deskpulse/common/text.h"
 
 namespace deskpulse::collector {
 
@@ -309,10 +310,10 @@ Status SqliteStore::ReplayUnrolled() {
     stats_.reports_replayed += static_cast<std::uint64_t>(replayed);
   }
   if (replayed > 0 || damaged > 0) {
-    spdlog::info("store {}: rolled up {} reports not yet in the rollups{}", options_.db, replayed,
-                 damaged ? fmt::format(" ({} damaged rows left out; `deskpulse-collector check` "
-                                       "lists them)",
-                                       damaged)
+    spdlog::info("store {}: rolled up {} not yet in the rollups{}", options_.db,
+                 Counted(replayed, "report"),
+                 damaged ? fmt::format(" ({} left out; `deskpulse-collector check` lists them)",
+                                       Counted(static_cast<std::int64_t>(damaged), "damaged row"))
                          : "");
   }
   return Status::Ok();

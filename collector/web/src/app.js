@@ -33,6 +33,8 @@ function svg(tag, attrs) {
 }
 
 const fmt = (v, digits = 1, unit = '') => (v === null || v === undefined ? 'no data' : `${Number(v).toFixed(digits)}${unit}`);
+// "1 boot", "41 boots": a count with its noun, singular for exactly one.
+const counted = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const pct = (v) => (v === null || v === undefined ? 'no data' : `${Math.round(v * 100)}%`);
 const day = (ms) => new Date(ms).toISOString().slice(0, 10);
 const when = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'never');
@@ -228,7 +230,7 @@ async function renderFleet(view, params) {
     el('tbody', {}, rows));
   view.append(
     el('h1', {}, 'Fleet by loyalty health'),
-    el('p', { class: 'caption' }, `${list.total} customers · assessed ${when(list.assessed_unix_ms)} · high ${counts.high || 0}, medium ${counts.medium || 0}, low ${counts.low || 0}, unknown ${counts.unknown || 0}`),
+    el('p', { class: 'caption' }, `${counted(list.total, 'customer')} · assessed ${when(list.assessed_unix_ms)} · high ${counts.high || 0}, medium ${counts.medium || 0}, low ${counts.low || 0}, unknown ${counts.unknown || 0}`),
     el('div', { class: 'filters' }, search,
       select('risk', [['', 'any risk'], ['high', 'high'], ['medium', 'medium'], ['low', 'low'], ['unknown', 'unknown']]),
       select('tier', [['', 'any tier'], ['S', 'S'], ['A', 'A'], ['B', 'B'], ['C', 'C'], ['none', 'none']])),
@@ -257,8 +259,8 @@ async function renderCustomer(view, id, params) {
   ]);
   setCrumbs(...(me.role === 'vendor' ? [{ text: 'Fleet', href: '#/fleet' }] : []), { text: c.customer });
   const w = tel.window;
-  const windowText = `${day(w.from_unix_ms)} to ${day(w.to_unix_ms - 1)} (${w.days} days)`;
-  const coverageText = `${tel.endpoints_reporting} of ${tel.endpoints_registered} endpoints reporting`;
+  const windowText = `${day(w.from_unix_ms)} to ${day(w.to_unix_ms - 1)} (${counted(w.days, 'day')})`;
+  const coverageText = `${tel.endpoints_reporting} of ${counted(tel.endpoints_registered, 'endpoint')} reporting`;
 
   view.append(
     el('h1', {}, c.customer, ' ', badge(c.risk)),
@@ -275,7 +277,7 @@ async function renderCustomer(view, id, params) {
     el('div', { class: 'grid' },
       bootCard(tel, windowText, coverageText),
       phasesCard(tel, windowText),
-      rttCard('Session RTT by site', tel.latency.by_site.map((s) => ({ name: `${s.site} (${s.endpoints} endpoints)`, days: s.days })), windowText, coverageText),
+      rttCard('Session RTT by site', tel.latency.by_site.map((s) => ({ name: `${s.site} (${counted(s.endpoints, 'endpoint')})`, days: s.days })), windowText, coverageText),
       rttCard('Session RTT by display protocol', tel.latency.by_protocol.map((s) => ({ name: s.protocol, days: s.days })), windowText, coverageText),
       stabilityCard(tel, windowText, coverageText),
       healthCard(hist, events, signals)),
@@ -299,7 +301,7 @@ function componentsCard(c) {
       f.override ? ` · set by an account manager: ${f.override.reason} (until ${day(f.override.expires_unix_ms)})` : '',
       f.inputs.length ? ` · ${f.inputs.map((i) => i.detail).join('; ')}` : '')));
   return el('section', { class: 'card' },
-    el('h2', {}, 'Components of TPS'), el('p', { class: 'caption' }, `over the last ${c.tps_window_days} days · coverage ${pct(c.tps_coverage)} of the weight had data`),
+    el('h2', {}, 'Components of TPS'), el('p', { class: 'caption' }, `over the last ${counted(c.tps_window_days, 'day')} · coverage ${pct(c.tps_coverage)} of the weight had data`),
     el('div', { class: 'components', id: 'components' }, comps),
     el('h2', {}, 'Factors of LHI'), el('p', { class: 'caption' }, `coverage ${pct(c.coverage)} of the model had data; missing factors are left out and the weights renormalised`),
     el('div', { class: 'components' }, factors));
@@ -315,7 +317,7 @@ function driversCard(c) {
 
 function bootCard(tel, windowText, coverageText) {
   const b = tel.boot;
-  return chartCard('Boot time to login-ready', `${windowText} · ${b.boots} boots · p50 ${fmt(b.p50_s, 1, ' s')}, p95 ${fmt(b.p95_s, 1, ' s')} · ${coverageText}`, (t) => {
+  return chartCard('Boot time to login-ready', `${windowText} · ${counted(b.boots, 'boot')} · p50 ${fmt(b.p50_s, 1, ' s')}, p95 ${fmt(b.p95_s, 1, ' s')} · ${coverageText}`, (t) => {
     if (!b.histogram) return t.append(noData('no boots in the window'));
     const labels = b.histogram.bins.map((x) => (x.to_s === null ? `≥${x.from_s}` : `${x.from_s}`));
     bars(t, labels, [{ label: 'boots', values: b.histogram.bins.map((x) => x.boots) }], 'boots');
@@ -335,7 +337,7 @@ function phasesCard(tel, windowText) {
     const seg = el('div', { class: `p${i}`, title: `${p.phase} ${p.mean_s} s` });
     seg.style.width = `${(100 * p.mean_s / total).toFixed(2)}%`;
     stack.append(seg);
-    legend.append(el('span', {}, el('span', { class: `swatch p${i}` }), `${p.phase} ${p.mean_s.toFixed(1)} s (${p.boots} boots)`));
+    legend.append(el('span', {}, el('span', { class: `swatch p${i}` }), `${p.phase} ${p.mean_s.toFixed(1)} s (${counted(p.boots, 'boot')})`));
   });
   card.append(stack, legend);
   return card;
@@ -375,12 +377,12 @@ function healthCard(hist, events, signals) {
   const marks = [
     ...events.events.map((e) => ({ at: e.at_unix_ms, text: `risk ${e.from} → ${e.to}: ${e.reasons.join('; ')}` })),
     ...(signals.contract ? [{ at: signals.contract.renewal_unix_ms, text: `renewal (${signals.contract.renewal_status})` }] : []),
-    ...signals.surveys.map((s) => ({ at: s.date_unix_ms, text: `survey: NPS ${fmt(s.nps, 0)}, ${s.respondents} respondents` })),
+    ...signals.surveys.map((s) => ({ at: s.date_unix_ms, text: `survey: NPS ${fmt(s.nps, 0)}, ${counted(s.respondents, 'respondent')}` })),
     ...signals.reviews.map((r) => ({ at: r.date_unix_ms, text: 'business review' })),
   ].sort((a, b) => a.at - b.at);
   const from = hist.days.length ? hist.days[0].day_unix_ms : null;
   const shown = from === null ? [] : marks.filter((m) => m.at >= from && m.at <= Date.now() + 400 * 86400000);
-  const card = chartCard('Health timeline', `daily snapshots over the last 91 days (${hist.days.length} days recorded) · marks: risk changes, renewal, surveys, reviews`, (t) => {
+  const card = chartCard('Health timeline', `daily snapshots over the last 91 days (${counted(hist.days.length, 'day')} recorded) · marks: risk changes, renewal, surveys, reviews`, (t) => {
     if (!hist.days.length) return t.append(noData('no daily snapshots yet'));
     const xs = hist.days.map((d) => d.day_unix_ms / 1000);
     const markAt = shown.map((m) => m.at / 1000);
@@ -410,11 +412,11 @@ function healthCard(hist, events, signals) {
 
 function peripheralsCard(per) {
   const card = el('section', { class: 'card' }, el('h2', {}, 'Peripheral compatibility by device model'),
-    el('p', { class: 'caption' }, `${day(per.window.from_unix_ms)} to ${day(per.window.to_unix_ms - 1)} (${per.window.days} days) · ${per.compatibility.device_instances.working} working and ${per.compatibility.device_instances.failed} failing device instances on ${per.compatibility.endpoints} endpoints · ${per.compatibility.detail || ''}`));
+    el('p', { class: 'caption' }, `${day(per.window.from_unix_ms)} to ${day(per.window.to_unix_ms - 1)} (${counted(per.window.days, 'day')}) · ${per.compatibility.device_instances.working} working and ${counted(per.compatibility.device_instances.failed, 'failing device instance')} on ${counted(per.compatibility.endpoints, 'endpoint')} · ${per.compatibility.detail || ''}`));
   const models = [...per.failing_models, ...per.working_models];
   if (!models.length) { card.append(noData('no peripherals seen in the window')); return card; }
   card.append(el('div', { class: 'split' }, Object.entries(per.failures).map(([k, v]) =>
-    el('div', { class: 'kpi' }, el('div', { class: 'v' }, v.endpoints), el('div', { class: 'l' }, `endpoints · ${FAILURE_WORDS[k] || k} (${v.models} models)`)))));
+    el('div', { class: 'kpi' }, el('div', { class: 'v' }, v.endpoints), el('div', { class: 'l' }, `endpoints · ${FAILURE_WORDS[k] || k} (${counted(v.models, 'model')})`)))));
   card.append(el('table', { id: 'peripherals' },
     el('thead', {}, el('tr', {}, ['Device', 'Verdict', 'What it needs', 'Endpoints failing', 'Instances failing / working', 'Example'].map((h) => el('th', {}, h)))),
     el('tbody', {}, models.map((m) => el('tr', { class: m.failed ? 'failing' : '' },
@@ -433,7 +435,7 @@ function worstCard(id, eps, worst, params) {
   const pick = el('select', { 'aria-label': 'worst by' }, Object.entries(WORST).map(([v, t]) => el('option', { value: v, selected: v === worst }, t)));
   pick.addEventListener('change', () => { const p = new URLSearchParams(params); p.set('worst', pick.value); location.hash = `#/customers/${id}?${p}`; });
   const card = el('section', { class: 'card' }, el('h2', {}, 'Worst endpoints by ', pick),
-    el('p', { class: 'caption' }, `${day(eps.window.from_unix_ms)} to ${day(eps.window.to_unix_ms - 1)} · ${eps.total} endpoints`));
+    el('p', { class: 'caption' }, `${day(eps.window.from_unix_ms)} to ${day(eps.window.to_unix_ms - 1)} · ${counted(eps.total, 'endpoint')}`));
   if (!eps.endpoints.length) { card.append(noData('no endpoints')); return card; }
   card.append(el('table', { id: 'worst' },
     el('thead', {}, el('tr', {}, ['Endpoint', 'Site', 'Pool', 'Boot p95', 'RTT p95', 'Disconnects', 'Crashes', 'Downtime', 'Last seen'].map((h) => el('th', {}, h)))),
@@ -472,7 +474,7 @@ async function renderEndpoint(view, cid, eid) {
         ['crashes', r.stability ? (r.stability.crashes || []).length : 'no data'],
         ['session events', r.stability ? (r.stability.session_events || []).length : 'no data'],
       ]) : noData('no report rolled up yet')),
-      chartCard('History', `the last 30 days · ${hist.days.length} days with reports`, (t) => {
+      chartCard('History', `the last 30 days · ${counted(hist.days.length, 'day')} with reports`, (t) => {
         if (!hist.days.length) return t.append(noData('no days with reports'));
         plot(t, {
           axes: [dayAxis, { label: 's / count' }],
@@ -487,8 +489,8 @@ function devicesCard(e) {
   const devices = e.devices || [];
   const failing = devices.filter((d) => d.failed_in_window).length;
   const card = el('section', { class: 'card' }, el('h2', {}, 'Devices and their states'),
-    el('p', { class: 'caption' }, `seen in the last ${e.devices_window_days} days · ${devices.length} devices, ${failing} failing at some point · each as last reported`));
-  if (!devices.length) { card.append(noData(`no devices seen in the last ${e.devices_window_days} days`)); return card; }
+    el('p', { class: 'caption' }, `seen in the last ${counted(e.devices_window_days, 'day')} · ${counted(devices.length, 'device')}, ${failing} failing at some point · each as last reported`));
+  if (!devices.length) { card.append(noData(`no devices seen in the last ${counted(e.devices_window_days, 'day')}`)); return card; }
   card.append(el('table', { id: 'devices' },
     el('thead', {}, el('tr', {}, ['Device', 'Bus', 'ID', 'State', 'Reason', 'Verdict', 'Last seen', 'Failing reports'].map((h) => el('th', {}, h)))),
     el('tbody', {}, devices.map((d) => el('tr', { class: d.failed_in_window ? 'failing' : '' },
