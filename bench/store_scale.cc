@@ -12,6 +12,7 @@
 
 #include "collector/reports/scores.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/cli.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
 
@@ -53,22 +54,29 @@ v1::Report MakeReport(std::uint64_t seq, std::int64_t at_ms, int endpoint, int d
 }  // namespace
 
 static int Main(int argc, char** argv) {
-  CLI::App app{"Fills a store with N endpoints x D days and times the score queries",
-               "deskpulse-store-scale"};
+  CLI::App app{
+      "deskpulse-store-scale: fills a store with N endpoints x D days and times the "
+      "score queries (bench/store_scale.py runs it on both backends)",
+      "deskpulse-store-scale"};
+  app.set_version_flag("--version", std::string("deskpulse-store-scale ") + DESKPULSE_VERSION);
   std::string db;
   int endpoints = 100'000;
   int customers = 500;
   int days = 30;
   int repeats = 20;
   app.add_option("--db", db, "store: an SQLite file or a postgresql:// URI (fresh)")->required();
-  app.add_option("--endpoints", endpoints)->check(CLI::Range(1, 10'000'000));
-  app.add_option("--customers", customers)->check(CLI::Range(1, 100'000));
-  app.add_option("--days", days)->check(CLI::Range(1, 400));
-  app.add_option("--repeats", repeats, "timed runs of each query")->check(CLI::Range(1, 1000));
+  app.add_option("--endpoints", endpoints, "endpoints to fill")
+      ->check(deskpulse::cli::WholeNumber(1, 10'000'000));
+  app.add_option("--customers", customers, "customers the endpoints are dealt to")
+      ->check(deskpulse::cli::WholeNumber(1, 100'000));
+  app.add_option("--days", days, "days of history per endpoint")
+      ->check(deskpulse::cli::WholeNumber(1, 400));
+  app.add_option("--repeats", repeats, "timed runs of each query")
+      ->check(deskpulse::cli::WholeNumber(1, 1000));
   bool query_only = false;
   app.add_flag("--query-only", query_only,
                "time the queries on a store an earlier run filled (same --days)");
-  CLI11_PARSE(app, argc, argv);
+  if (auto done = deskpulse::cli::Parse(app, argc, argv)) return *done;
   (void)deskpulse::SetUpLogging("store-scale", "warn");
 
   auto opened = dc::OpenStore({.db = db});

@@ -14,6 +14,7 @@
 
 #include "agent/fleetsim/model.h"
 #include "agent/uplink/uplink.h"
+#include "deskpulse/common/cli.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/logging.h"
@@ -390,37 +391,34 @@ static int Main(int argc, char** argv) {
       ->required();
   app.add_option("--endpoints", f.endpoints, "simulated endpoints, spread over the customers")
       ->required()
-      ->check(CLI::Range(1, 1'000'000));
+      ->check(dp::cli::WholeNumber(1, 1'000'000));
   app.add_option("--days", f.days, "days of history to backfill (simulated timestamps)")
-      ->check(CLI::Range(0, 400));
+      ->check(dp::cli::WholeNumber(0, 400));
   app.add_option("--seed", f.seed, "random seed (same seed, same fleet)");
   app.add_option("--duration", f.duration_s, "seconds of live reporting after the backfill")
-      ->check(CLI::Range(0.0, 86400.0));
+      ->check(dp::cli::Number(0.0, 86400.0));
   app.add_option("--rate", f.rate, "total reports/s across the fleet (0: as fast as acks allow)")
-      ->check(CLI::Range(0.0, 10'000'000.0));
+      ->check(dp::cli::Number(0.0, 10'000'000.0));
   app.add_option("--interval", f.live_interval_s, "live report interval per agent, s (--rate 0)")
-      ->check(CLI::Range(1, 3600));
-  app.add_option("--batch", f.batch, "most reports per Batch")->check(CLI::Range(1, 100000));
-  app.add_option("--window", f.window, "Batches in flight per agent")->check(CLI::Range(1, 64));
+      ->check(dp::cli::WholeNumber(1, 3600));
+  app.add_option("--batch", f.batch, "most reports per Batch")
+      ->check(dp::cli::WholeNumber(1, 100000));
+  app.add_option("--window", f.window, "Batches in flight per agent")
+      ->check(dp::cli::WholeNumber(1, 64));
   app.add_option("--linger", f.linger_ms, "ms to let a part-full batch fill (0: send at once)")
-      ->check(CLI::Range(0, 60000));
+      ->check(dp::cli::WholeNumber(0, 60000));
   app.add_option("--ca", f.ca_file, "PEM CA that signed the collector's certificate: use TLS");
   app.add_flag("--plaintext", f.plaintext, "plain TCP to a non-loopback collector");
   app.add_option("--timeout", f.timeout_s, "give up after this many seconds")
-      ->check(CLI::Range(1.0, 864000.0));
+      ->check(dp::cli::Number(1.0, 864000.0));
   app.add_option("--acked-file", f.acked_file,
                  "write `agent_id epoch acked_through_seq generated` per agent");
   app.add_option("--progress", f.progress_s,
                  "every this many seconds, a JSON line on stderr: that interval's acks and "
                  "their latency")
-      ->check(CLI::Range(0.1, 3600.0));
+      ->check(dp::cli::Number(0.1, 3600.0));
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? dp::kExitOk : dp::kExitUsage;
-  }
+  if (auto done = dp::cli::Parse(app, argc, argv)) return *done;
   if (auto s = dp::SetUpLogging("fleetsim", f.log_level); !s.ok()) {
     std::cerr << "deskpulse-fleetsim: " << s.message() << "\n";
     return dp::kExitUsage;

@@ -9,6 +9,7 @@
 #include "collector/catalog/builder.h"
 #include "collector/catalog/lookup.h"
 #include "deskpulse/common/catalog.h"
+#include "deskpulse/common/cli.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
 
@@ -103,12 +104,7 @@ static int Main(int argc, char** argv) {
   l->add_flag("--redirected", flags.redirected, "the device is redirected into a remote session");
   l->add_flag("--json", json, "JSON instead of text");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? dp::kExitOk : dp::kExitUsage;
-  }
+  if (auto done = dp::cli::Parse(app, argc, argv)) return *done;
   if (b->parsed()) return Build(build);
   flags.drivers_given = drivers->count() > 0;
   if (l->parsed()) return Lookup(catalog_path, id, flags, json);

@@ -3,6 +3,7 @@
 // stored.
 #include <fmt/format.h>
 
+#include <charconv>
 #include <ctime>
 #include <iostream>
 
@@ -28,6 +29,27 @@ std::string When(std::int64_t ms) {
   return buf;
 }
 
+/// A token's id, never the token: a pasted token is neither accepted nor
+/// repeated back.
+CLI::Validator TokenId() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        if (::deskpulse::cli::LooksLikeSecret(value)) {
+          return "must be the token's id, as api-token list shows it, not the token itself "
+                 "(which is not shown here)";
+        }
+        std::int64_t id = 0;
+        const char* end = value.data() + value.size();
+        const auto [ptr, ec] = std::from_chars(value.data(), end, id);
+        if (value.empty() || ec != std::errc() || ptr != end || id < 1) {
+          return "must be a token's id, a number as api-token list shows it, not " +
+                 ::deskpulse::cli::Shown(value);
+        }
+        return {};
+      },
+      "ID", "TokenId");
+}
+
 int Create(const ApiTokenArgs& a) {
   const auto role = ParseApiRole(a.role);
   if (!role) return Fail(InvalidArgument("--role must be vendor or customer-admin"));
@@ -44,8 +66,9 @@ int Create(const ApiTokenArgs& a) {
   }
   auto created = (*store)->CreateApiToken(*role, customer_id, NowMs());
   if (!created.ok()) return Fail(created.status());
-  std::cerr << "api token " << created->first.id << " (" << a.role
-            << (a.customer.empty() ? "" : ", " + a.customer) << "): shown once, keep it\n";
+  std::cerr << CommandName() << ": api token " << created->first.id << " (" << a.role
+            << (a.customer.empty() ? "" : ", " + a.customer)
+            << ") created; the token itself is on standard output, this once only\n";
   std::cout << created->second << "\n";
   return kExitOk;
 }
@@ -83,7 +106,7 @@ void AddApiToken(CLI::App& app, Run* run) {
   AddDbOption(create, &args->db)->required();
   create->add_option("--role", args->role, "vendor (every customer) or customer-admin (one)")
       ->required()
-      ->check(CLI::IsMember({"vendor", "customer-admin"}));
+      ->check(OneOf({"vendor", "customer-admin"}));
   create->add_option("--customer", args->customer, "the customer-admin's customer");
   create->callback([run, args] { *run = [args] { return Create(*args); }; });
   auto* list = sub->add_subcommand("list", "List tokens (never the tokens themselves)");
@@ -91,7 +114,9 @@ void AddApiToken(CLI::App& app, Run* run) {
   list->callback([run, args] { *run = [args] { return List(*args); }; });
   auto* revoke = sub->add_subcommand("revoke", "Revoke a token by its id");
   AddDbOption(revoke, &args->db)->required();
-  revoke->add_option("TOKEN_ID", args->token_id, "as api-token list shows it")->required();
+  revoke->add_option("TOKEN_ID", args->token_id, "as api-token list shows it")
+      ->required()
+      ->check(TokenId());
   revoke->callback([run, args] { *run = [args] { return Revoke(*args); }; });
 }
 

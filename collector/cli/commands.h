@@ -9,8 +9,13 @@
 #include <string>
 
 #include "collector/store/store.h"
+#include "deskpulse/common/cli.h"
 
 namespace deskpulse::collector::cli {
+
+using ::deskpulse::cli::Number;
+using ::deskpulse::cli::OneOf;
+using ::deskpulse::cli::WholeNumber;
 
 using Run = std::function<int()>;
 
@@ -30,7 +35,13 @@ CLI::Option* AddDbOption(CLI::App* sub, std::string* db);
 /// Opens the store `db` names for a one-shot command, logging at warn.
 Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, bool read_only);
 
-/// Logs `s` and returns its exit code.
+/// The command as typed ("deskpulse-collector api-token revoke"), set once
+/// the command line is parsed: what every message starts with.
+void SetCommandName(std::string name);
+const std::string& CommandName();
+
+/// Says what went wrong on one line of standard error, "COMMAND: message",
+/// and returns the exit code for `s`.
 int Fail(const Status& s);
 
 std::int64_t NowMs();

@@ -1,6 +1,5 @@
-#include <spdlog/spdlog.h>
-
 #include <chrono>
+#include <iostream>
 
 #include "collector/cli/commands.h"
 #include "deskpulse/common/exit_codes.h"
@@ -19,8 +18,21 @@ Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, bool read_o
   return OpenStore({.db = db, .read_only = read_only});
 }
 
+namespace {
+std::string& CommandNameSlot() {
+  static std::string name = "deskpulse-collector";
+  return name;
+}
+}  // namespace
+
+void SetCommandName(std::string name) { CommandNameSlot() = std::move(name); }
+
+const std::string& CommandName() { return CommandNameSlot(); }
+
 int Fail(const Status& s) {
-  spdlog::error("{}", s.message());
+  // Straight to standard error, whatever the log level: a one-shot command
+  // never fails without a word.
+  std::cerr << CommandName() << ": " << s.message() << "\n";
   return ExitCodeFor(s);
 }
 

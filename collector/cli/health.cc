@@ -49,13 +49,13 @@ void AddHealth(CLI::App& app, Run* run) {
   sub->add_flag("--no-record", args->no_record,
                 "do not store today's snapshot (opens the store read-only)");
   sub->add_option("--window-days", args->window_days, "days of telemetry scored (default 30)")
-      ->check(CLI::Range(1, 400));
+      ->check(WholeNumber(1, 400));
   sub->add_option("--survey-max-age-days", args->survey_max_age_days,
                   "older surveys count as missing (default 180)")
-      ->check(CLI::Range(1, 3650));
+      ->check(WholeNumber(1, 3650));
   sub->add_option("--review-max-age-days", args->review_max_age_days,
                   "older business reviews count as missing (default 365)")
-      ->check(CLI::Range(1, 3650));
+      ->check(WholeNumber(1, 3650));
   sub->callback([run, args] { *run = [args] { return Health(*args); }; });
 }
 

@@ -103,9 +103,9 @@ void AddImport(CLI::App& app, Run* run) {
   AddDbOption(sub, &args->db)->required();
   sub->add_option("--kind", args->kind, "surveys, tickets, contracts or reviews")
       ->required()
-      ->check(CLI::IsMember({"surveys", "tickets", "contracts", "reviews"}));
+      ->check(OneOf({"surveys", "tickets", "contracts", "reviews"}));
   sub->add_option("--format", args->format, "csv or json (default: by the file's name)")
-      ->check(CLI::IsMember({"csv", "json"}));
+      ->check(OneOf({"csv", "json"}));
   sub->add_option("FILE", args->file, "the file, or - for standard input")->required();
   sub->callback([run, args] { *run = [args] { return Import(*args); }; });
 }

@@ -1,6 +1,7 @@
 // deskpulse-collector: receives agent reports, stores them, scores customers.
 // A dispatcher: each subcommand is in its own file (commands.h).
 #include "collector/cli/commands.h"
+#include "deskpulse/common/cli.h"
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/logging.h"
 
@@ -27,12 +28,8 @@ static int Main(int argc, char** argv) {
   cli::AddHealth(app, &run);
   cli::AddApiToken(app, &run);
   cli::AddOverride(app, &run);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? dp::kExitOk : dp::kExitUsage;
-  }
+  if (auto done = dp::cli::Parse(app, argc, argv)) return *done;
+  cli::SetCommandName(dp::cli::CommandPath(app));
   return run ? run() : dp::kExitUsage;
 }
 

@@ -51,10 +51,10 @@ void AddOverride(CLI::App& app, Run* run) {
   sub->add_option("--customer", args->customer, "the customer")->required();
   sub->add_option("--factor", args->factor, "value, service, brand or relationship")
       ->required()
-      ->check(CLI::IsMember({"value", "service", "brand", "relationship"}));
+      ->check(OneOf({"value", "service", "brand", "relationship"}));
   sub->add_option("--value", args->value, "the factor's score, 0..100")
       ->required()
-      ->check(CLI::Range(0.0, 100.0));
+      ->check(Number(0.0, 100.0));
   sub->add_option("--reason", args->reason, "why, shown with the override everywhere")->required();
   sub->add_option("--expires", args->expires, "YYYY-MM-DD (UTC): the override ends then")
       ->required();

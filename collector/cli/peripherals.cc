@@ -50,7 +50,7 @@ void AddPeripherals(CLI::App& app, Run* run) {
                      catalog::kDefaultPath + ")");
   pe->add_flag("--json", args->json, "JSON instead of a table");
   pe->add_option("--window-days", args->window_days, "days analysed, ending today (default 30)")
-      ->check(CLI::Range(1, 400));
+      ->check(WholeNumber(1, 400));
   pe->callback([run, args] { *run = [args] { return Peripherals(*args); }; });
 }
 

@@ -39,7 +39,7 @@ void AddScores(CLI::App& app, Run* run) {
   AddDbOption(sc, &args->db)->required();
   sc->add_flag("--json", args->json, "JSON instead of a table");
   sc->add_option("--window-days", args->window_days, "days scored, ending today (default 30)")
-      ->check(CLI::Range(1, 400));
+      ->check(WholeNumber(1, 400));
   sc->callback([run, args] { *run = [args] { return Scores(*args); }; });
 }
 
