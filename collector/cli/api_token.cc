@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 
 #include "collector/cli/commands.h"
@@ -53,16 +54,18 @@ CLI::Validator TokenId() {
 int Create(const ApiTokenArgs& a) {
   const auto role = ParseApiRole(a.role);
   if (!role) return Fail(InvalidArgument("--role must be vendor or customer-admin"));
-  auto store = OpenForCommand(a.db, /*read_only=*/false);
+  // The vendor's first token may come before serve has run: like token
+  // create, this makes the store, and says so.
+  std::error_code ec;
+  const bool new_file = !IsPostgresUri(a.db) && !std::filesystem::exists(a.db, ec);
+  auto store = OpenForCommand(a.db, StoreUse::kCreate);
   if (!store.ok()) return Fail(store.status());
+  if (new_file) std::cerr << CommandName() << ": made a new store at " << a.db << "\n";
   std::optional<std::int64_t> customer_id;
   if (!a.customer.empty()) {
-    auto customers = (*store)->ListCustomers();
-    if (!customers.ok()) return Fail(customers.status());
-    for (const Customer& c : *customers) {
-      if (c.name == a.customer) customer_id = c.id;
-    }
-    if (!customer_id) return Fail(NotFound("no customer named '" + a.customer + "'"));
+    auto customer = FindCustomerNamed(**store, a.customer);
+    if (!customer.ok()) return Fail(customer.status());
+    customer_id = customer->id;
   }
   auto created = (*store)->CreateApiToken(*role, customer_id, NowMs());
   if (!created.ok()) return Fail(created.status());
@@ -74,7 +77,7 @@ int Create(const ApiTokenArgs& a) {
 }
 
 int List(const ApiTokenArgs& a) {
-  auto store = OpenForCommand(a.db, /*read_only=*/true);
+  auto store = OpenForCommand(a.db, StoreUse::kRead);
   if (!store.ok()) return Fail(store.status());
   auto tokens = (*store)->ListApiTokens();
   if (!tokens.ok()) return Fail(tokens.status());
@@ -89,7 +92,7 @@ int List(const ApiTokenArgs& a) {
 }
 
 int Revoke(const ApiTokenArgs& a) {
-  auto store = OpenForCommand(a.db, /*read_only=*/false);
+  auto store = OpenForCommand(a.db, StoreUse::kWrite);
   if (!store.ok()) return Fail(store.status());
   if (Status s = (*store)->RevokeApiToken(a.token_id, NowMs()); !s.ok()) return Fail(s);
   std::cout << "api token " << a.token_id << " revoked\n";

@@ -46,9 +46,10 @@ int Check(const CheckArgs& a) {
   const std::string name = RedactDb(a.db);
   std::error_code ec;
   if (!IsPostgresUri(a.db) && !std::filesystem::exists(a.db, ec)) {
-    return Fail(NotFound("no store at " + a.db));
+    return Fail(NotFound("no store at " + a.db + NoStoreHint()));
   }
-  auto store = OpenStore({.db = a.db, .read_only = true});
+  auto store = OpenStore({.db = a.db, .read_only = true, .create_if_missing = false});
+  if (!store.ok() && store.status().code() == Code::kNotFound) return Fail(store.status());
   if (!store.ok()) {
     std::cout << name << ": cannot be opened: " << store.status().message() << "\n";
     return kExitDamaged;

@@ -32,8 +32,16 @@ void AddOverride(CLI::App& app, Run* run);
 /// The --db option every subcommand takes.
 CLI::Option* AddDbOption(CLI::App* sub, std::string* db);
 
-/// Opens the store `db` names for a one-shot command, logging at warn.
-Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, bool read_only);
+/// What a one-shot command does with its store.
+enum class StoreUse {
+  kRead,    // reads only: a read-only connection
+  kWrite,   // writes into a store that must exist
+  kCreate,  // writes, making the store when there is none (token create)
+};
+
+/// Opens the store `db` names for a one-shot command, logging at warn. Only
+/// kCreate makes a store; the others refuse a missing one, naming it.
+Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, StoreUse use);
 
 /// The command as typed ("deskpulse-collector api-token revoke"), set once
 /// the command line is parsed: what every message starts with.

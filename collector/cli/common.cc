@@ -13,9 +13,11 @@ CLI::Option* AddDbOption(CLI::App* sub, std::string* db) {
                          "in PGPASSWORD or ~/.pgpass, not in the URI)");
 }
 
-Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, bool read_only) {
+Result<std::unique_ptr<Store>> OpenForCommand(const std::string& db, StoreUse use) {
   (void)SetUpLogging("collector", "warn");
-  return OpenStore({.db = db, .read_only = read_only});
+  return OpenStore({.db = db,
+                    .read_only = use == StoreUse::kRead,
+                    .create_if_missing = use == StoreUse::kCreate});
 }
 
 namespace {

@@ -20,7 +20,7 @@ struct HealthArgs {
 };
 
 int Health(const HealthArgs& a) {
-  auto store = OpenForCommand(a.db, /*read_only=*/a.no_record);
+  auto store = OpenForCommand(a.db, a.no_record ? StoreUse::kRead : StoreUse::kWrite);
   if (!store.ok()) return Fail(store.status());
   HealthOptions options;
   options.policy.window_days = a.window_days;

@@ -79,7 +79,7 @@ int Import(const ImportArgs& a) {
     std::cerr << a.file << ": nothing imported (" << n << (n == 1 ? " problem)\n" : " problems)\n");
     return kExitUsage;
   }
-  auto store = OpenForCommand(a.db, /*read_only=*/false);
+  auto store = OpenForCommand(a.db, StoreUse::kWrite);
   if (!store.ok()) return Refuse(store.status());
   auto result = (*store)->ImportSignals(*parsed.batch, NowMs());
   if (!result.ok())

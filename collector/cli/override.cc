@@ -26,16 +26,11 @@ int SetOverride(const OverrideArgs& a) {
   std::string field;
   auto o = MakeOverride(a.factor, a.value, a.reason, a.expires, now, &field);
   if (!o.ok()) return Fail(InvalidArgument("--" + o.status().message()));
-  auto store = OpenForCommand(a.db, /*read_only=*/false);
+  auto store = OpenForCommand(a.db, StoreUse::kWrite);
   if (!store.ok()) return Fail(store.status());
-  auto customers = (*store)->ListCustomers();
-  if (!customers.ok()) return Fail(customers.status());
-  std::optional<std::int64_t> id;
-  for (const Customer& c : *customers) {
-    if (c.name == a.customer) id = c.id;
-  }
-  if (!id) return Fail(NotFound("no customer named '" + a.customer + "'"));
-  if (Status s = (*store)->SetOverride(*id, *o, now); !s.ok()) return Fail(s);
+  auto customer = FindCustomerNamed(**store, a.customer);
+  if (!customer.ok()) return Fail(customer.status());
+  if (Status s = (*store)->SetOverride(customer->id, *o, now); !s.ok()) return Fail(s);
   std::cout << a.customer << ": " << a.factor << " overridden to " << a.value << " until "
             << a.expires << " (" << a.reason << ")\n";
   return kExitOk;

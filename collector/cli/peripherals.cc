@@ -18,7 +18,7 @@ struct PeripheralsArgs {
 };
 
 int Peripherals(const PeripheralsArgs& a) {
-  auto store = OpenForCommand(a.db, /*read_only=*/true);
+  auto store = OpenForCommand(a.db, StoreUse::kRead);
   if (!store.ok()) return Fail(store.status());
   auto catalog = OpenCollectorCatalog(a.catalog);
   if (!catalog.ok()) return Fail(catalog.status());

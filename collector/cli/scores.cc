@@ -15,7 +15,7 @@ struct ScoresArgs {
 };
 
 int Scores(const ScoresArgs& a) {
-  auto store = OpenForCommand(a.db, /*read_only=*/true);
+  auto store = OpenForCommand(a.db, StoreUse::kRead);
   if (!store.ok()) return Fail(store.status());
   scoring::Policy policy;
   policy.window_days = a.window_days;

@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 
 #include "collector/cli/commands.h"
@@ -12,10 +14,19 @@ struct TokenArgs {
 };
 
 int TokenCreate(const TokenArgs& a) {
-  auto store = OpenForCommand(a.db, /*read_only=*/false);
+  std::error_code ec;
+  const bool new_file = !IsPostgresUri(a.db) && !std::filesystem::exists(a.db, ec);
+  auto store = OpenForCommand(a.db, StoreUse::kCreate);
   if (!store.ok()) return Fail(store.status());
+  auto customers = (*store)->ListCustomers();
+  if (!customers.ok()) return Fail(customers.status());
+  const bool new_customer = std::none_of(customers->begin(), customers->end(),
+                                         [&](const Customer& c) { return c.name == a.customer; });
   auto token = (*store)->CreateToken(a.customer, NowMs());
   if (!token.ok()) return Fail(token.status());
+  // Said on standard error, so that a typo in --db or --customer shows at once.
+  if (new_file) std::cerr << CommandName() << ": made a new store at " << a.db << "\n";
+  if (new_customer) std::cerr << CommandName() << ": added customer '" << a.customer << "'\n";
   std::cout << *token << "\n";
   return kExitOk;
 }

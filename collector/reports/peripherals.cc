@@ -193,14 +193,8 @@ Result<std::optional<catalog::Reader>> OpenCollectorCatalog(const std::string& p
 Result<PeripheralsReport> AnalysePeripherals(ReadStore& store, const std::string& customer,
                                              const scoring::Policy& policy, std::int64_t now_ms,
                                              catalog::Reader* catalog) {
-  DP_ASSIGN_OR_RETURN(auto customers, store.ListCustomers());
-  std::string names;
-  for (const auto& c : customers) {
-    if (c.name == customer) return AnalyseCustomerPeripherals(store, c, policy, now_ms, catalog);
-    names += (names.empty() ? "" : ", ") + c.name;
-  }
-  return NotFound("no customer named '" + customer + "'" +
-                  (names.empty() ? " (the store has none)" : " (customers: " + names + ")"));
+  DP_ASSIGN_OR_RETURN(const Customer c, FindCustomerNamed(store, customer));
+  return AnalyseCustomerPeripherals(store, c, policy, now_ms, catalog);
 }
 
 Result<PeripheralsReport> AnalyseCustomerPeripherals(ReadStore& store, const Customer& customer,

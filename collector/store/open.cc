@@ -1,4 +1,5 @@
 // Choosing a backend by the form of --db, and what every backend shares.
+#include <fmt/format.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -40,6 +41,24 @@ std::string RedactDb(std::string_view db) {
     q = out.find('&', key);
   }
   return out;
+}
+
+std::string NoStoreHint() {
+  return "; give the --db that serve uses (a store is made only by `deskpulse-collector "
+         "serve`, `token create` or `api-token create`)";
+}
+
+Result<Customer> FindCustomerNamed(ReadStore& store, const std::string& name) {
+  DP_ASSIGN_OR_RETURN(auto customers, store.ListCustomers());
+  std::string names;
+  constexpr std::size_t kShown = 10;
+  for (std::size_t i = 0; i < customers.size(); ++i) {
+    if (customers[i].name == name) return customers[i];
+    if (i < kShown) names += (names.empty() ? "" : ", ") + customers[i].name;
+  }
+  if (customers.size() > kShown) names += fmt::format(" and {} more", customers.size() - kShown);
+  return NotFound("no customer named '" + name + "'" +
+                  (names.empty() ? " (the store has none)" : " (customers: " + names + ")"));
 }
 
 // Version N is the same logical schema on both backends.

@@ -31,6 +31,11 @@ struct StoreOptions {
   /// A file path (SQLite) or a postgresql:// or postgres:// URI (PostgreSQL).
   std::string db;
   bool read_only = false;
+  /// Make the store when there is none: a new SQLite file, or the schema in an
+  /// empty PostgreSQL database. `serve`, `token create` and `api-token create`
+  /// do; a command that only uses a store refuses a missing one (NotFound), so
+  /// a typo in --db never leaves an empty store behind.
+  bool create_if_missing = true;
   /// The ingest writer's store (`serve`): SQLite takes the file's writer lock
   /// and checkpoints its WAL in the background; PostgreSQL registers the
   /// collector so that others can finish its rollups if it dies.
@@ -366,6 +371,13 @@ bool IsPostgresUri(std::string_view db);
 /// `db` as it may be logged or shown: a URI's password (in the authority or
 /// a `password=` parameter) replaced by "***".
 std::string RedactDb(std::string_view db);
+
+/// What to do about a store that is not there, to follow "no store at X".
+std::string NoStoreHint();
+
+/// The customer named `name`; NotFound names the store's customers (the first
+/// ten), so a typo is seen at once.
+Result<Customer> FindCustomerNamed(ReadStore& store, const std::string& name);
 
 /// The schema version both backends' migrations end at.
 int LatestSchemaVersion();

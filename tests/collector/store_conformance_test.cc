@@ -2,6 +2,8 @@
 // collector relies on holds the same on SQLite and on PostgreSQL.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "collector/reports/health.h"
 #include "collector/reports/scores.h"
 #include "collector/signals/parse.h"
@@ -45,6 +47,25 @@ TEST_P(StoreConformance, MigratesFromEmptyToTheLatestVersionAndReopens) {
 TEST_P(StoreConformance, ReadOnlyOpenOfAnEmptyStoreFails) {
   auto ro = backend_->Open({.db = {}, .read_only = true});
   EXPECT_FALSE(ro.ok());
+}
+
+// A command that only uses a store never makes one: a typo in --db names the
+// problem and leaves nothing behind.
+TEST_P(StoreConformance, AStoreThatIsNotThereIsNotMadeUnlessAsked) {
+  for (const bool read_only : {false, true}) {
+    auto missing = backend_->Open({.db = {}, .read_only = read_only, .create_if_missing = false});
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.status().code(), Code::kNotFound) << missing.status().ToString();
+    EXPECT_NE(missing.status().message().find("deskpulse-collector serve"), std::string::npos)
+        << missing.status().message();
+  }
+  if (GetParam() == "sqlite") {
+    EXPECT_FALSE(std::filesystem::exists(backend_->db())) << "an empty file was left behind";
+  }
+  // Made once, it opens the same way.
+  ASSERT_NE(Open(), nullptr);
+  auto existing = backend_->Open({.db = {}, .create_if_missing = false});
+  EXPECT_TRUE(existing.ok()) << existing.status().ToString();
 }
 
 TEST_P(StoreConformance, TokensAreStoredHashedAndDecideTheCustomer) {

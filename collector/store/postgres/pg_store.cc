@@ -51,10 +51,11 @@ Result<std::unique_ptr<PgStore>> PgStore::Open(const StoreOptions& options) {
   pg::Connection& db = *store->conn_;
   DP_ASSIGN_OR_RETURN(auto has_meta, db.Query("schema", "SELECT to_regclass('meta') IS NOT NULL"));
   const bool exists = has_meta.Text(0, 0) == "t";
+  if (!exists && (options.read_only || !options.create_if_missing)) {
+    return Status(Code::kNotFound,
+                  store->name_ + " is not a DeskPulse store (no schema)" + NoStoreHint());
+  }
   if (options.read_only) {
-    if (!exists) {
-      return Status(Code::kNotFound, store->name_ + " is not a DeskPulse store (no schema)");
-    }
     DP_RETURN_IF_ERROR(db.Exec("SET default_transaction_read_only = on"));
     DP_ASSIGN_OR_RETURN(
         auto v, db.Query("schema version", "SELECT value FROM meta WHERE key='schema_version'"));

@@ -49,7 +49,10 @@ class Statement {
 /// One SQLite connection.
 class Database {
  public:
-  static Result<std::unique_ptr<Database>> Open(const std::string& path, bool read_only);
+  /// Opens `path`; a missing file is created only when `create` (and not
+  /// `read_only`).
+  static Result<std::unique_ptr<Database>> Open(const std::string& path, bool read_only,
+                                                bool create = true);
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;

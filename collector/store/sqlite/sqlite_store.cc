@@ -57,6 +57,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const StoreOptions& optio
   if (std::filesystem::is_directory(options.db, ec)) {
     return Status(Code::kInvalidArgument, options.db + " is a directory, not a database file");
   }
+  if (!options.create_if_missing && !std::filesystem::exists(options.db, ec)) {
+    return NotFound("no store at " + options.db + NoStoreHint());
+  }
   auto store = OpenUnchecked(options);
   if (store.ok()) return store;
   const Status& s = store.status();
@@ -70,15 +73,18 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const StoreOptions& optio
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnchecked(const StoreOptions& options) {
   std::unique_ptr<SqliteStore> store(new SqliteStore(options));
-  DP_ASSIGN_OR_RETURN(store->db_, Database::Open(options.db, options.read_only));
+  DP_ASSIGN_OR_RETURN(store->db_,
+                      Database::Open(options.db, options.read_only, options.create_if_missing));
   DP_RETURN_IF_ERROR(store->Configure());
-  if (options.read_only) {
+  if (options.read_only || !options.create_if_missing) {
+    // Another program's database, or an empty file, is not made into a store.
     DP_ASSIGN_OR_RETURN(auto v, store->ReadMetaInt("schema_version", 0));
     if (v == 0) {
-      return Status(Code::kNotFound, options.db + " is not a DeskPulse store (no schema)");
+      return Status(Code::kNotFound,
+                    options.db + " is not a DeskPulse store (no schema)" + NoStoreHint());
     }
     store->schema_version_ = static_cast<int>(v);
-    return store;
+    if (options.read_only) return store;
   }
   if (options.serving) DP_RETURN_IF_ERROR(store->TakeWriterLock());
   if (options.check_at_open) {
