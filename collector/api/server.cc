@@ -391,7 +391,14 @@ struct ApiServer::Impl {
                                       .max_field_count(100)
                                       .max_body_size(options.max_body_bytes))
         .acceptor_post_bind_hook(
-            [this](asio::ip::tcp::acceptor& a) { port.store(a.local_endpoint().port()); });
+            [this](asio::ip::tcp::acceptor& a) { port.store(a.local_endpoint().port()); })
+        // A response leaves in more than one write (and, over TLS, more than
+        // one record): with Nagle's algorithm the second waits for the
+        // client's delayed ACK, about 40 ms on a fresh connection.
+        .socket_options_setter([](restinio::socket_options_t& o) {
+          asio::error_code ignored;
+          o.set_option(asio::ip::tcp::no_delay(true), ignored);
+        });
     return s;
   }
 
