@@ -131,7 +131,12 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
       GetSeconds(cfg, "ingest.handshake_timeout_s", 0.1, 300, &in.handshake_timeout));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.idle_timeout_s", 0.1, 86400, &in.idle_timeout));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "ingest.frame_timeout_s", 0.1, 3600, &in.frame_timeout));
-  DP_RETURN_IF_ERROR(GetCount(cfg, "ingest.max_connections", 1, 10'000'000, &in.max_connections));
+  std::int64_t max_connections = 0;  // 0: not in the file
+  DP_RETURN_IF_ERROR(cfg.GetInt("ingest.max_connections", 1, 10'000'000, &max_connections));
+  if (max_connections > 0) {
+    in.max_connections = static_cast<std::size_t>(max_connections);
+    in.max_connections_configured = true;
+  }
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "ingest.max_pending_connections", 1, 1'000'000, &in.max_pending_connections));
   DP_RETURN_IF_ERROR(

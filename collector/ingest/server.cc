@@ -489,10 +489,20 @@ Status IngestServer::Listen() {
     const auto limit = static_cast<std::size_t>(rl.rlim_cur);
     const std::size_t room = limit > options_.reserved_fds ? limit - options_.reserved_fds : 1;
     if (room < options_.max_connections) {
-      spdlog::warn(
-          "connections capped at {} (ingest.max_connections is {}): the descriptor "
-          "limit is {} and {} are kept for the store and the log",
-          room, options_.max_connections, limit, options_.reserved_fds);
+      // The default cap meeting the machine's limit is only a fact; a
+      // configured cap cut short is worth a warning.
+      if (options_.max_connections_configured) {
+        spdlog::warn(
+            "connections capped at {} (ingest.max_connections is {}): the descriptor "
+            "limit is {} and {} are kept for the store and the log; raise the limit "
+            "(LimitNOFILE=) to allow more",
+            room, options_.max_connections, limit, options_.reserved_fds);
+      } else {
+        spdlog::info(
+            "connections capped at {}: the descriptor limit is {} and {} are kept for the "
+            "store and the log",
+            room, limit, options_.reserved_fds);
+      }
       options_.max_connections = room;
     }
   }

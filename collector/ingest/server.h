@@ -51,6 +51,9 @@ struct IngestOptions {
   std::chrono::milliseconds drain_timeout{10'000};
   /// Connections at once; Listen() lowers it to what the descriptor limit allows.
   std::size_t max_connections = 20'000;
+  /// Whether `max_connections` was configured: lowering a configured cap is
+  /// worth a warning, lowering the default is only the machine's limit.
+  bool max_connections_configured = false;
   /// Connections not yet welcomed, in all and per peer address (IPv6: per /64).
   /// When the first cap is hit the oldest not-yet-welcomed connection of the
   /// peer holding most of them makes room; over the second, the peer's new
