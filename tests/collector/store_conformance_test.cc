@@ -113,6 +113,30 @@ TEST_P(StoreConformance, ResentReportsAreStoredOnce) {
   ExpectRollupsMatchRawRows(*s);
 }
 
+// An idle collector's counters stand still: maintenance rounds with nothing
+// committed since the last one write nothing and count nothing.
+TEST_P(StoreConformance, AnIdleStoreDoesNoRollupWorkThatShowsInItsCounters) {
+  auto s = Open({.db = {}, .rollup_flush_interval = std::chrono::milliseconds(0)});
+  ASSERT_NE(s, nullptr);
+  const auto rounds = [&] {
+    for (int i = 0; i < 3 * kRollupSlices; ++i) s->Maintain(kNow);
+  };
+  rounds();
+  EXPECT_EQ(s->stats().rollup_flushes, 0u);
+
+  const StreamInfo info = Register(*s, "Northwind", "agent-1");
+  std::vector<BatchWrite> batch{MakeBatch(info, 1, 10)};
+  ASSERT_TRUE(Commit(*s, batch).ok());
+  rounds();
+  const StoreStats busy = s->stats();
+  EXPECT_GT(busy.rollup_flushes, 0u);
+  ExpectRollupsMatchRawRows(*s);
+
+  rounds();  // idle again
+  EXPECT_EQ(s->stats().rollup_flushes, busy.rollup_flushes);
+  EXPECT_EQ(s->stats().rollup_flush_failures, 0u);
+}
+
 // The watermark is the store's: another instance on the same store (another
 // collector, or this one after a restart) resumes from it and skips what the
 // first stored.

@@ -843,7 +843,8 @@ Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::i
     finished = recs.size();
     return Status::Ok();
   }();
-  CountFlush(s, t0);
+  // Counted when there was something to finish: an idle collector's counters stand still.
+  if (finished > 0 || !s.ok()) CountFlush(s, t0);
   if (!s.ok()) return s;
   if (finished > 0) {
     {

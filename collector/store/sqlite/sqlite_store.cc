@@ -152,18 +152,41 @@ void SqliteStore::RunCheckpointer() {
     spdlog::warn("checkpointer: {}; SQLite's automatic checkpoints remain", db.status().message());
     return;
   }
+  // data_version changes when another connection commits: while it stands
+  // still after a complete checkpoint there is nothing to copy, and an idle
+  // collector does no work.
+  auto version = (*db)->Prepare("PRAGMA data_version");
+  auto checkpoint = (*db)->Prepare("PRAGMA wal_checkpoint(PASSIVE)");
+  if (!version.ok() || !checkpoint.ok()) {
+    spdlog::warn("checkpointer: {}; SQLite's automatic checkpoints remain",
+                 (version.ok() ? checkpoint.status() : version.status()).message());
+    return;
+  }
+  std::optional<std::int64_t> done_at;  // data_version of the last complete checkpoint
   std::unique_lock lock(mu_);
   while (!stopping_) {
     checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return stopping_; });
     if (stopping_) break;
     lock.unlock();
-    const Status s = (*db)->Exec("PRAGMA wal_checkpoint(PASSIVE);");
-    lock.lock();
-    if (s.ok()) {
-      stats_.checkpoints += 1;
-    } else {
-      spdlog::debug("checkpoint: {}", s.message());
+    auto v = version->Step();
+    const std::optional<std::int64_t> now =
+        v.ok() && *v ? std::optional<std::int64_t>(version->Int(0)) : std::nullopt;
+    version->Reset();
+    bool ran = false;
+    Status s;
+    if (!now || now != done_at) {
+      // One row: busy, frames in the WAL, frames checkpointed.
+      auto row = checkpoint->Step();
+      s = row.status();
+      if (s.ok() && *row) {
+        ran = true;
+        if (checkpoint->Int(0) == 0 && checkpoint->Int(1) == checkpoint->Int(2)) done_at = now;
+      }
+      checkpoint->Reset();
     }
+    lock.lock();
+    if (ran) stats_.checkpoints += 1;
+    if (!s.ok()) spdlog::debug("checkpoint: {}", s.message());
   }
 }
 
@@ -306,7 +329,9 @@ Status SqliteStore::ReplayUnrolled() {
         &last));
     if (last == through) break;
     last_committed_rowid_ = last;
-    for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(WriteSlice(&acc.slice(i), i));
+    for (int i = 0; i < kRollupSlices; ++i) {
+      DP_RETURN_IF_ERROR(WriteSlice(&acc.slice(i), i).status());
+    }
     through = last;
   }
   last_committed_rowid_ = end;
@@ -595,17 +620,26 @@ void SqliteStore::CountFlush(const Status& s, std::chrono::steady_clock::time_po
 Status SqliteStore::FlushRollupSlice(int slice) {
   const auto t0 = std::chrono::steady_clock::now();
   Status s;
+  bool wrote = false;
   if (rollups_need_replay_) {
     // `pending_` may hold rows a failed commit rolled back: rebuild from disk.
     pending_.Clear();
     rollups_need_replay_ = false;
     s = ReplayUnrolled();
     if (!s.ok()) rollups_need_replay_ = true;
+    wrote = true;
   } else {
-    s = WriteSlice(&pending_.slice(slice), slice);
+    auto w = WriteSlice(&pending_.slice(slice), slice);
+    s = w.status();
+    wrote = w.ok() && *w;
   }
-  CountFlush(s, t0);
+  // Counted when a transaction ran: an idle collector's counters stand still.
+  if (wrote || !s.ok()) CountFlush(s, t0);
   return s;
+}
+
+bool SqliteStore::RollupsBehind() const {
+  return rollups_need_replay_ || OldestMark() < last_committed_rowid_;
 }
 
 Status SqliteStore::FlushRollups() {
@@ -615,8 +649,15 @@ Status SqliteStore::FlushRollups() {
 
 std::chrono::steady_clock::time_point SqliteStore::Maintain(std::int64_t now_ms) {
   // Rollups: one slice per step, so a commit waits at most one short transaction.
+  // A round starts only when something was committed since the last one.
   const auto now = std::chrono::steady_clock::now();
-  if (flush_cursor_ < 0 && now >= next_round_) flush_cursor_ = 0;
+  if (flush_cursor_ < 0 && now >= next_round_) {
+    if (RollupsBehind()) {
+      flush_cursor_ = 0;
+    } else {
+      next_round_ = now + options_.rollup_flush_interval;
+    }
+  }
   if (flush_cursor_ >= 0) {
     if (Status s = FlushRollupSlice(flush_cursor_); !s.ok()) {
       // The raw rows are committed; the rollups catch up from them later or at start.
@@ -635,9 +676,9 @@ std::chrono::steady_clock::time_point SqliteStore::Maintain(std::int64_t now_ms)
   return flush_cursor_ >= 0 ? now : std::min(next_round_, next_retention_);
 }
 
-Status SqliteStore::WriteSlice(RollupAccumulator* pending, int slice) {
+Result<bool> SqliteStore::WriteSlice(RollupAccumulator* pending, int slice) {
   auto& mark_value = marks_[static_cast<std::size_t>(slice)];
-  if (pending->empty() && mark_value >= last_committed_rowid_) return Status::Ok();
+  if (pending->empty() && mark_value >= last_committed_rowid_) return false;
   const auto expanded = pending->Expand();
   DP_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(db_.get()));
   DP_ASSIGN_OR_RETURN(
@@ -752,7 +793,7 @@ Status SqliteStore::WriteSlice(RollupAccumulator* pending, int slice) {
   DP_RETURN_IF_ERROR(tx.Commit());
   mark_value = new_mark;
   pending->Clear();
-  return Status::Ok();
+  return true;
 }
 
 Status SqliteStore::ApplyRetention(std::int64_t now_ms) {

@@ -140,7 +140,10 @@ class SqliteStore final : public Store {
                                   std::int64_t now_ms);
   Status CommitBatchesTx(std::span<BatchWrite> batches, std::int64_t now_ms);
   Status FlushRollupSlice(int slice);
-  Status WriteSlice(RollupAccumulator* acc, int slice);
+  /// Writes one slice's rollups and moves its mark; false when it had nothing to write.
+  Result<bool> WriteSlice(RollupAccumulator* acc, int slice);
+  /// Whether anything committed is not rolled up yet.
+  bool RollupsBehind() const;
   std::int64_t OldestMark() const;
   Result<std::int64_t> ReadMetaInt(const std::string& key, std::int64_t fallback);
   void CountFlush(const Status& s, std::chrono::steady_clock::time_point t0);
