@@ -70,6 +70,7 @@ void HealthBook::Stop() {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
+  stopping_ = true;
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
@@ -98,7 +99,9 @@ void HealthBook::Run() {
     HealthOptions round = options_;
     round.source_cache = &sources_;
     round.source_budget = &budget;
+    round.stop = &stopping_;
     auto assessed = AssessAllCustomers(*store_, round, now);
+    if (stopping_) return;
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - t0);
     if (assessed.ok()) {

@@ -5,6 +5,7 @@
 // customers list answers from memory in microseconds however large the fleet,
 // and the day's snapshots and risk changes are recorded by serve itself.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -75,6 +76,7 @@ class HealthBook {
   std::shared_ptr<const Book> book_;
   bool refresh_ = false;
   bool stop_ = false;
+  std::atomic<bool> stopping_{false};  // stop_, read by a round between customers
   std::thread thread_;
 };
 

@@ -163,6 +163,9 @@ Result<std::vector<CustomerHealth>> AssessAllCustomers(Store& store, const Healt
   std::vector<CustomerHealth> book;
   book.reserve(scores.size());
   for (CustomerScore& cs : scores) {
+    if (options.stop != nullptr && options.stop->load()) {
+      return Status(Code::kUnavailable, "stopping: the assessment was left unfinished");
+    }
     DP_ASSIGN_OR_RETURN(CustomerHealth h, AssessCustomer(store, std::move(cs), options, now_ms));
     book.push_back(std::move(h));
   }

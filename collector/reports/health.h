@@ -5,6 +5,7 @@
 // drivers (docs/scoring.md, "Loyalty health"), with trends from the daily
 // snapshots. Assessing records today's snapshot and any change of risk.
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -70,6 +71,9 @@ struct HealthOptions {
   /// the stale ones are used); a customer without one is always read. Null:
   /// every stale one is read again.
   std::size_t* source_budget = nullptr;
+  /// Checked between customers: once set, the assessment gives up
+  /// (Unavailable), so a stopping collector does not wait for a whole round.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 /// Assesses every customer at `now_ms`: at-risk first (risk, then LHI
