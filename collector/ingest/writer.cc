@@ -60,8 +60,13 @@ void Writer::Stop() {
 }
 
 WriterStats Writer::stats() const {
-  std::lock_guard lock(mu_);
-  return stats_;
+  WriterStats out;
+  {
+    std::lock_guard lock(mu_);
+    out = stats_;
+  }
+  out.store = store_->stats();
+  return out;
 }
 
 void Writer::CommitGroup(std::vector<BatchJob>* group) {
@@ -154,21 +159,18 @@ void Writer::Run() {
     }
     if (!group.empty()) CommitGroup(&group);
     if (stop) {
-      if (Status s = store_->FlushRollups(); !s.ok()) {
-        // The raw rows are committed; the rollups catch up from them at the next start.
+      // The raw rows are committed; what the bound leaves out is rolled up
+      // from them later.
+      const Status s = store_->FlushRollups(Clock::now() + options_.final_flush);
+      if (s.code() == Code::kDeadlineExceeded) {
+        spdlog::info("stop: rollups not finished within {} s: {}",
+                     options_.final_flush.count() / 1000.0, s.message());
+      } else if (!s.ok()) {
         spdlog::error("final rollup flush failed: {}", s.ToString());
       }
-      StoreStats st = store_->stats();
-      std::lock_guard lock(mu_);
-      stats_.store = std::move(st);
       break;
     }
-    if (Clock::now() >= next_maintenance) {
-      next_maintenance = store_->Maintain(NowMs());
-      StoreStats st = store_->stats();
-      std::lock_guard lock(mu_);
-      stats_.store = std::move(st);
-    }
+    if (Clock::now() >= next_maintenance) next_maintenance = store_->Maintain(NowMs());
   }
 }
 

@@ -24,6 +24,10 @@ struct WriterOptions {
   std::chrono::microseconds group_commit_window{2000};
   /// ...or until this many reports are waiting.
   std::size_t group_commit_reports = 4096;
+  /// At stop, how long the rollups of what was committed may take; the rest
+  /// is rolled up from the stored rows later (IngestStore::FlushRollups), so
+  /// a stop is bounded without losing anything.
+  std::chrono::milliseconds final_flush{5000};
 };
 
 struct BatchOutcome {
@@ -40,8 +44,7 @@ struct WriterStats {
   SparseHistogram commit_us;      // one transaction of batches, begin to durable commit
   SparseHistogram group_reports;  // reports per group commit
   ReportTotalsSnapshot totals;    // what the stored reports add up to
-  /// The store's counters, as of the writer's last commit or maintenance
-  /// turn (the store itself is the writer thread's alone).
+  /// The store's counters, as of the call (StoreStats are thread-safe).
   StoreStats store;
 };
 

@@ -98,6 +98,10 @@ void AddIngest(const IngestSnapshot& s, Families* out) {
           st.rollup_flushes);
   Counter(out, "deskpulse_store_rollup_flush_failures_total", "Rollup flushes that failed.",
           st.rollup_flush_failures);
+  Gauge(out, "deskpulse_store_rollup_backlog_reports",
+        "Reports this collector committed whose rollups are not written yet (scores do not "
+        "show them yet).",
+        st.rollup_backlog_reports);
   Counter(out, "deskpulse_store_damaged_rows_total",
           "Raw report rows whose checksum failed when read back (left out of rollups).",
           st.damaged_rows);

@@ -113,6 +113,9 @@ struct StoreStats {
   /// rollups and scores, and logged with the row.
   std::uint64_t damaged_rows = 0;
   std::uint64_t rollup_flushes = 0;
+  /// Reports committed by this collector whose rollups are not written yet:
+  /// what scores do not show yet, and what a stop may leave to the next start.
+  std::uint64_t rollup_backlog_reports = 0;
   std::uint64_t rollup_flush_failures = 0;
   SparseHistogram flush_us;  // one rollup flush transaction
   /// Reports rolled up from the raw rows rather than from memory: after a
@@ -149,8 +152,13 @@ class IngestStore {
   /// retention); returns when the next step is due. Called by the writer
   /// between commits, so no step holds commits up for long.
   virtual std::chrono::steady_clock::time_point Maintain(std::int64_t now_ms) = 0;
-  /// Rolls up everything committed so far (at stop).
-  virtual Status FlushRollups() = 0;
+  /// Rolls up what was committed so far (at stop), until `deadline`: what is
+  /// left then (DeadlineExceeded) is rolled up from the stored rows later, by
+  /// SQLite at the next open and on PostgreSQL by any collector, so a bounded
+  /// stop loses nothing.
+  virtual Status FlushRollups(std::chrono::steady_clock::time_point deadline) = 0;
+  /// Rolls up everything committed so far, however long it takes.
+  Status FlushRollups() { return FlushRollups(std::chrono::steady_clock::time_point::max()); }
   /// Deletes raw reports and rollups past their retention.
   virtual Status ApplyRetention(std::int64_t now_ms) = 0;
   /// Thread-safe.

@@ -123,18 +123,44 @@ TEST_P(StoreConformance, AnIdleStoreDoesNoRollupWorkThatShowsInItsCounters) {
   };
   rounds();
   EXPECT_EQ(s->stats().rollup_flushes, 0u);
+  EXPECT_EQ(s->stats().rollup_backlog_reports, 0u);
 
   const StreamInfo info = Register(*s, "Northwind", "agent-1");
   std::vector<BatchWrite> batch{MakeBatch(info, 1, 10)};
   ASSERT_TRUE(Commit(*s, batch).ok());
+  EXPECT_EQ(s->stats().rollup_backlog_reports, 10u);
   rounds();
   const StoreStats busy = s->stats();
   EXPECT_GT(busy.rollup_flushes, 0u);
+  EXPECT_EQ(busy.rollup_backlog_reports, 0u);
   ExpectRollupsMatchRawRows(*s);
 
   rounds();  // idle again
   EXPECT_EQ(s->stats().rollup_flushes, busy.rollup_flushes);
   EXPECT_EQ(s->stats().rollup_flush_failures, 0u);
+}
+
+// A stop is bounded: past its deadline the final flush leaves the rollups to
+// the next start (or, on PostgreSQL, to any collector), and nothing is lost.
+TEST_P(StoreConformance, AFlushPastItsDeadlineLeavesTheRollupsToTheNextStart) {
+  {
+    auto s = Open();
+    ASSERT_NE(s, nullptr);
+    const StreamInfo info = Register(*s, "Northwind", "agent-1");
+    std::vector<BatchWrite> batch{MakeBatch(info, 1, 50)};
+    ASSERT_TRUE(Commit(*s, batch).ok());
+    const Status late = s->FlushRollups(std::chrono::steady_clock::now());
+    EXPECT_EQ(late.code(), Code::kDeadlineExceeded) << late.ToString();
+    EXPECT_NE(late.message().find("50 reports"), std::string::npos) << late.message();
+    EXPECT_EQ(s->stats().rollup_backlog_reports, 50u);
+  }
+  auto next = Open();
+  ASSERT_NE(next, nullptr);
+  ASSERT_TRUE(next->FlushRollups().ok());
+  EXPECT_EQ(*next->CountRawReports(), 50);
+  ExpectRollupsMatchRawRows(*next);
+  // With nothing left, a late deadline is no failure.
+  EXPECT_TRUE(next->FlushRollups(std::chrono::steady_clock::now()).ok());
 }
 
 // The watermark is the store's: another instance on the same store (another

@@ -30,6 +30,26 @@ class PgStoreTest : public ::testing::Test {
   std::unique_ptr<deskpulse::testing::StoreBackend> backend_;
 };
 
+// A stop's bound on PostgreSQL: the statement running when the deadline
+// passes is cancelled by the server, and the connection stays usable.
+TEST_F(PgStoreTest, CancelAtCancelsTheStatementRunningAtItsDeadline) {
+  auto conn = pg::Connection::Open(backend_->db(), "test");
+  ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+  {
+    pg::CancelAt bound(**conn, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+    const Status s = (*conn)->Exec("SELECT pg_sleep(60)");
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ((*conn)->last_sqlstate(), "57014");  // query_canceled
+    EXPECT_TRUE(bound.fired());
+  }
+  {
+    // Done before its deadline: nothing is cancelled.
+    pg::CancelAt bound(**conn, std::chrono::steady_clock::now() + std::chrono::hours(1));
+    EXPECT_TRUE((*conn)->Exec("SELECT 1").ok());
+    EXPECT_FALSE(bound.fired());
+  }
+}
+
 // docs/scale-out.md: every table holding customer data has customer_id first
 // in its primary key and in every unique constraint, and no foreign key joins
 // two customers' rows; the directory tables are Citus reference tables.

@@ -62,6 +62,33 @@ Status Connection::EnsureConnected() {
   return Exec("SET client_min_messages = warning; SET TIME ZONE 'UTC'; SET jit = off");
 }
 
+CancelAt::CancelAt(Connection& c, std::chrono::steady_clock::time_point deadline)
+    : cancel_(nullptr, PQfreeCancel) {
+  if (deadline == std::chrono::steady_clock::time_point::max()) return;
+  cancel_ = c.CancelHandle();
+  if (!cancel_) return;
+  thread_ = std::thread([this, deadline] {
+    std::unique_lock lock(mu_);
+    if (cv_.wait_until(lock, deadline, [&] { return done_; })) return;
+    char why[256];
+    fired_ = PQcancel(cancel_.get(), why, sizeof why) == 1;
+  });
+}
+
+CancelAt::~CancelAt() {
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool CancelAt::fired() const {
+  std::lock_guard lock(mu_);
+  return fired_;
+}
+
 Status Connection::Fail(const char* what, PGresult* r) {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   last_sqlstate_ = state ? state : "";

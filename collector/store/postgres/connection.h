@@ -6,11 +6,15 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "deskpulse/common/status.h"
@@ -57,6 +61,10 @@ class Connection {
   /// Reconnects if the connection was lost (the server restarted).
   Status EnsureConnected();
   const std::string& name() const { return name_; }
+  /// A handle that cancels the statement running on this connection.
+  std::unique_ptr<PGcancel, void (*)(PGcancel*)> CancelHandle() const {
+    return {PQgetCancel(conn_), PQfreeCancel};
+  }
 
  private:
   Connection(PGconn* c, std::string uri, std::string name)
@@ -66,6 +74,27 @@ class Connection {
   std::string uri_;
   std::string name_;
   std::string last_sqlstate_;
+};
+
+/// Cancels whatever its connection is running once `deadline` passes, for as
+/// long as it lives (PQcancel from a thread of its own, the one thing libpq
+/// lets another thread do): a bound on work that must not hold up a stop.
+class CancelAt {
+ public:
+  CancelAt(Connection& c, std::chrono::steady_clock::time_point deadline);
+  ~CancelAt();
+  CancelAt(const CancelAt&) = delete;
+  CancelAt& operator=(const CancelAt&) = delete;
+  /// Whether the deadline passed and the cancel was sent.
+  bool fired() const;
+
+ private:
+  std::unique_ptr<PGcancel, void (*)(PGcancel*)> cancel_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
 };
 
 /// BEGIN on construction; ROLLBACK when destroyed without Commit().

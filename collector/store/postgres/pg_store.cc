@@ -187,8 +187,15 @@ Status PgStore::EnsurePartition(pg::Connection& db, std::int64_t received_at_ms)
 }
 
 StoreStats PgStore::stats() const {
+  std::uint64_t backlog = 0;
+  {
+    std::lock_guard lock(pending_mu_);
+    backlog = pending_.reports() + flushing_reports_ + replay_reports_;
+  }
   std::lock_guard lock(mu_);
-  return stats_;
+  StoreStats out = stats_;
+  out.rollup_backlog_reports = backlog;
+  return out;
 }
 
 // ---- customers and credentials
@@ -714,6 +721,7 @@ Status PgStore::FlushOwn(pg::Connection& db) {
     std::lock_guard lock(pending_mu_);
     replay = rollups_need_replay_;
     if (replay) {
+      replay_reports_ += pending_.reports();
       pending_.Clear();
       pending_customers_.clear();
       pending_ids_.clear();
@@ -723,11 +731,14 @@ Status PgStore::FlushOwn(pg::Connection& db) {
       acc.Merge(std::move(pending_));
       customers.swap(pending_customers_);
       ids.swap(pending_ids_);
+      flushing_reports_ = acc.reports();
     }
   }
   auto failed = [&](Status s) {
     std::lock_guard lock(pending_mu_);
     rollups_need_replay_ = true;
+    replay_reports_ += flushing_reports_;
+    flushing_reports_ = 0;
     return s;
   };
   if (replay) {
@@ -736,7 +747,11 @@ Status PgStore::FlushOwn(pg::Connection& db) {
     for (;;) {
       auto n = FinishFromRaw(db, /*own=*/true, 2000, upto);
       if (!n.ok()) return failed(n.status());
-      if (*n == 0) return Status::Ok();
+      if (*n == 0) {
+        std::lock_guard lock(pending_mu_);
+        replay_reports_ = 0;
+        return Status::Ok();
+      }
     }
   }
   if (ids.empty()) return Status::Ok();
@@ -765,6 +780,8 @@ Status PgStore::FlushOwn(pg::Connection& db) {
     (void)failed(Status::Ok());
     return FlushOwn(db);
   }
+  std::lock_guard lock(pending_mu_);
+  flushing_reports_ = 0;
   return Status::Ok();
 }
 
@@ -858,13 +875,30 @@ Result<std::int64_t> PgStore::FinishFromRaw(pg::Connection& db, bool own, std::i
   return finished;
 }
 
-Status PgStore::FlushRollups() {
+Status PgStore::FlushRollups(std::chrono::steady_clock::time_point deadline) {
   StopMaintenance();
-  DP_RETURN_IF_ERROR(FlushOwn(*conn_));
-  for (;;) {
-    DP_ASSIGN_OR_RETURN(std::int64_t n, FinishFromRaw(*conn_, /*own=*/false, 2000, 0));
-    if (n == 0) return Status::Ok();
+  const auto left_over = [&] {
+    return Status(Code::kDeadlineExceeded,
+                  fmt::format("the rollups of {} reports are left to the other collectors or "
+                              "the next start",
+                              stats().rollup_backlog_reports));
+  };
+  const auto past = [&] { return std::chrono::steady_clock::now() >= deadline; };
+  if (past()) return stats().rollup_backlog_reports > 0 ? left_over() : Status::Ok();
+  // Past the deadline the statement running is cancelled and its transaction
+  // rolled back: the pending records stay, and once this collector has
+  // deregistered (at close) any other collector, or the next to start,
+  // finishes them from the stored rows.
+  pg::CancelAt bound(*conn_, deadline);
+  if (Status s = FlushOwn(*conn_); !s.ok()) return bound.fired() ? left_over() : s;
+  // Then what stopped collectors left, while there is time: theirs, not this
+  // one's, so running out of it is no failure.
+  while (!past()) {
+    auto n = FinishFromRaw(*conn_, /*own=*/false, 2000, 0);
+    if (!n.ok()) return bound.fired() ? Status::Ok() : n.status();
+    if (*n == 0) break;
   }
+  return Status::Ok();
 }
 
 Status PgStore::ApplyRetention(std::int64_t now_ms) { return RetentionOn(*conn_, now_ms); }

@@ -47,7 +47,8 @@ class PgStore final : public Store {
       std::span<const deskpulse::v1::Hello> hellos, std::int64_t now_ms) override;
   Status CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) override;
   std::chrono::steady_clock::time_point Maintain(std::int64_t now_ms) override;
-  Status FlushRollups() override;
+  Status FlushRollups(std::chrono::steady_clock::time_point deadline) override;
+  using IngestStore::FlushRollups;
   Status ApplyRetention(std::int64_t now_ms) override;
   StoreStats stats() const override;
 
@@ -149,7 +150,7 @@ class PgStore final : public Store {
   std::atomic<std::int64_t> collector_id_{0};  // re-registered by maintenance if lost
   // Guards partitions_ and the in-memory rollups, shared by the writer
   // thread (commits) and the maintenance thread (flushes).
-  std::mutex pending_mu_;
+  mutable std::mutex pending_mu_;
   std::set<std::int64_t> partitions_;  // day numbers known to exist
   // In-memory rollups of this collector's committed batches, and their records.
   RollupAccumulator pending_;
@@ -157,6 +158,10 @@ class PgStore final : public Store {
   std::vector<std::int64_t> pending_ids_;
   std::int64_t last_own_id_ = 0;  // the newest pending record this collector committed
   bool rollups_need_replay_ = false;
+  // Reports of the flush under way, and reports left to a replay from the
+  // raw rows: with pending_, what the rollups still lack (the backlog).
+  std::uint64_t flushing_reports_ = 0;
+  std::uint64_t replay_reports_ = 0;
   bool resync_ids_ = false;  // writer thread: a COMMIT's outcome is unknown
   // Maintenance (serving): its own connection and thread.
   std::unique_ptr<pg::Connection> maint_conn_;

@@ -548,6 +548,7 @@ Status SqliteStore::CommitBatches(std::span<BatchWrite> batches, std::int64_t no
   // before the next flush (the same path as recovery after a crash).
   Status s = CommitBatchesTx(batches, now_ms);
   if (!s.ok()) rollups_need_replay_ = true;
+  NoteBacklog();
   return s;
 }
 
@@ -635,6 +636,7 @@ Status SqliteStore::FlushRollupSlice(int slice) {
   }
   // Counted when a transaction ran: an idle collector's counters stand still.
   if (wrote || !s.ok()) CountFlush(s, t0);
+  NoteBacklog();
   return s;
 }
 
@@ -642,8 +644,25 @@ bool SqliteStore::RollupsBehind() const {
   return rollups_need_replay_ || OldestMark() < last_committed_rowid_;
 }
 
-Status SqliteStore::FlushRollups() {
-  for (int i = 0; i < kRollupSlices; ++i) DP_RETURN_IF_ERROR(FlushRollupSlice(i));
+void SqliteStore::NoteBacklog() {
+  const auto behind = rollups_need_replay_
+                          ? static_cast<std::uint64_t>(last_committed_rowid_ - OldestMark())
+                          : static_cast<std::uint64_t>(pending_.reports());
+  std::lock_guard lock(mu_);
+  stats_.rollup_backlog_reports = behind;
+}
+
+Status SqliteStore::FlushRollups(std::chrono::steady_clock::time_point deadline) {
+  // Slice by slice until the deadline; the rows past a slice's mark are
+  // rolled up from the stored rows at the next open.
+  for (int i = 0; i < kRollupSlices && RollupsBehind(); ++i) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(Code::kDeadlineExceeded,
+                    fmt::format("the rollups of {} reports are left to the next start",
+                                stats().rollup_backlog_reports));
+    }
+    DP_RETURN_IF_ERROR(FlushRollupSlice(i));
+  }
   return Status::Ok();
 }
 

@@ -40,7 +40,8 @@ class SqliteStore final : public Store {
       std::span<const deskpulse::v1::Hello> hellos, std::int64_t now_ms) override;
   Status CommitBatches(std::span<BatchWrite> batches, std::int64_t now_ms) override;
   std::chrono::steady_clock::time_point Maintain(std::int64_t now_ms) override;
-  Status FlushRollups() override;
+  Status FlushRollups(std::chrono::steady_clock::time_point deadline) override;
+  using IngestStore::FlushRollups;
   Status ApplyRetention(std::int64_t now_ms) override;
   StoreStats stats() const override;
 
@@ -144,6 +145,8 @@ class SqliteStore final : public Store {
   Result<bool> WriteSlice(RollupAccumulator* acc, int slice);
   /// Whether anything committed is not rolled up yet.
   bool RollupsBehind() const;
+  /// Publishes how many committed reports wait for their rollups.
+  void NoteBacklog();
   std::int64_t OldestMark() const;
   Result<std::int64_t> ReadMetaInt(const std::string& key, std::int64_t fallback);
   void CountFlush(const Status& s, std::chrono::steady_clock::time_point t0);
