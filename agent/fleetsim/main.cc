@@ -18,8 +18,8 @@
 #include "deskpulse/common/exit_codes.h"
 #include "deskpulse/common/host_port.h"
 #include "deskpulse/common/logging.h"
-#include "deskpulse/common/tls_openssl.h"
 #include "deskpulse/common/text.h"
+#include "deskpulse/common/tls_openssl.h"
 
 namespace dp = deskpulse;
 namespace fs = deskpulse::fleetsim;
@@ -54,7 +54,39 @@ struct Flags {
   std::string acked_file;
   double progress_s = 0;
   std::string log_level = "info";
+  double ramp_s = 0;
+  std::string from;                                // --from, as given
+  std::vector<asio::ip::address> local_addresses;  // parsed from it
 };
+
+/// --from: addresses, or IPv4 ranges such as 127.0.1.1-127.0.1.16.
+dp::Result<std::vector<asio::ip::address>> ParseFrom(const std::string& list) {
+  std::vector<asio::ip::address> out;
+  std::size_t at = 0;
+  while (at <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, comma - at);
+    at = comma + 1;
+    const std::size_t dash = item.find('-');
+    asio::error_code ec;
+    const auto first = asio::ip::make_address(item.substr(0, dash), ec);
+    if (ec) return dp::InvalidArgument("--from: '" + item + "' is not an address");
+    if (dash == std::string::npos) {
+      out.push_back(first);
+      continue;
+    }
+    const auto last = asio::ip::make_address(item.substr(dash + 1), ec);
+    if (ec || !first.is_v4() || !last.is_v4() || last.to_v4().to_uint() < first.to_v4().to_uint() ||
+        last.to_v4().to_uint() - first.to_v4().to_uint() >= 4096) {
+      return dp::InvalidArgument("--from: '" + item +
+                                 "' is not a range of at most 4,096 IPv4 addresses");
+    }
+    for (auto a = first.to_v4().to_uint(); a <= last.to_v4().to_uint(); ++a) {
+      out.emplace_back(asio::ip::address_v4(a));
+    }
+  }
+  return out;
+}
 
 /// One simulated agent: its endpoint model, the reports not yet acknowledged,
 /// and its uplink.
@@ -67,7 +99,7 @@ class SimAgent : public dp::agent::ReportQueue {
         history_done_(f.days <= 0),
         linger_ms_(f.linger_ms),
         batch_(static_cast<std::size_t>(f.batch)),
-        uplink_(io.get_executor(), MakeOptions(customer, endpoint_, f, collectors), *this,
+        uplink_(io.get_executor(), MakeOptions(customer, endpoint_, index, f, collectors), *this,
                 f.seed * 7919 + static_cast<std::uint64_t>(index)) {}
 
   void Peek(std::uint64_t after_seq, std::size_t max,
@@ -115,7 +147,7 @@ class SimAgent : public dp::agent::ReportQueue {
 
  private:
   static dp::agent::UplinkOptions MakeOptions(const fs::CustomerSpec& c, const fs::SimEndpoint& ep,
-                                              const Flags& f,
+                                              int index, const Flags& f,
                                               const std::vector<dp::HostPort>& collectors) {
     dp::agent::UplinkOptions o;
     o.collectors = collectors;
@@ -129,6 +161,10 @@ class SimAgent : public dp::agent::ReportQueue {
     o.tls = f.tls;
     o.backoff_min = std::chrono::milliseconds(100);
     o.backoff_max = std::chrono::milliseconds(5000);
+    if (!f.local_addresses.empty()) {
+      o.local_address =
+          f.local_addresses[static_cast<std::size_t>(index) % f.local_addresses.size()];
+    }
     return o;
   }
 
@@ -141,11 +177,27 @@ class SimAgent : public dp::agent::ReportQueue {
   dp::agent::Uplink uplink_;
 };
 
+asio::awaitable<void> RunAfter(asio::io_context& io, Clock::duration delay, SimAgent* agent) {
+  if (delay > Clock::duration::zero()) {
+    asio::steady_timer wait(io, delay);
+    co_await wait.async_wait(asio::use_awaitable);
+  }
+  co_await agent->uplink().Run();
+}
+
 int Run(Flags f) {
   auto collectors = dp::ParseHostPortList(f.collector, "--collector");
   if (!collectors.ok()) {
     spdlog::error("{}", collectors.status().message());
     return dp::kExitUsage;
+  }
+  if (!f.from.empty()) {
+    auto from = ParseFrom(f.from);
+    if (!from.ok()) {
+      spdlog::error("{}", from.status().message());
+      return dp::kExitUsage;
+    }
+    f.local_addresses = std::move(*from);
   }
   if (!f.ca_file.empty()) {
     auto tls = dp::MakeOpenSslClient({.ca_file = f.ca_file});
@@ -200,7 +252,13 @@ int Run(Flags f) {
     agents.push_back(std::make_unique<SimAgent>(io, c, devices[static_cast<std::size_t>(i % n)],
                                                 i / n, f, *collectors, history_start));
   }
-  for (auto& a : agents) asio::co_spawn(io, a->uplink().Run(), asio::detached);
+  // --ramp: agents come up one after another over that time, as a fleet
+  // does, rather than all in the same millisecond.
+  for (std::size_t i = 0; i < agents.size(); ++i) {
+    const auto delay = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+        f.ramp_s * static_cast<double>(i) / static_cast<double>(agents.size())));
+    asio::co_spawn(io, RunAfter(io, delay, agents[i].get()), asio::detached);
+  }
 
   // A ticker feeds every agent: as fast as the window allows when --rate is 0,
   // else an even share of --rate. Live reports start once history is sent.
@@ -417,7 +475,16 @@ static int Main(int argc, char** argv) {
                  "every this many seconds, a JSON line on stderr: that interval's acks and "
                  "their latency")
       ->check(dp::cli::Number(0.1, 3600.0));
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
+  app.add_option("--ramp", f.ramp_s,
+                 "seconds over which the endpoints come up one after another (0: all at once, "
+                 "a reconnect storm)")
+      ->check(dp::cli::Number(0.0, 3600.0));
+  app.add_option("--from", f.from,
+                 "connect from these local addresses, endpoint i from the i-th (modulo): "
+                 "addresses or IPv4 ranges, comma-separated, e.g. 127.0.1.1-127.0.1.16 so that a "
+                 "collector on loopback sees 16 peers rather than one");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
+      ->check(dp::cli::OneOf({"trace", "debug", "info", "warn", "error", "off"}));
   if (auto done = dp::cli::Parse(app, argc, argv)) return *done;
   if (auto s = dp::SetUpLogging("fleetsim", f.log_level); !s.ok()) {
     std::cerr << "deskpulse-fleetsim: " << s.message() << "\n";

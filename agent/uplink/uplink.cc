@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
+#include <tuple>
 
 #include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/frame_codec.h"
@@ -175,7 +176,22 @@ asio::awaitable<Status> Uplink::Session() {
     socket->close(ignored);
     if (conn->stream) conn->stream->Close();
   });
-  auto [cec, ep] = co_await asio::async_connect(*socket, results, kTuple);
+  asio::error_code cec;
+  if (options_.local_address) {
+    // Bound before connecting, so each endpoint is tried by hand: the range
+    // form of async_connect reopens the socket and would lose the bind.
+    cec = asio::error::host_not_found;
+    for (const auto& r : results) {
+      asio::error_code ignored;
+      socket->close(ignored);
+      socket->open(r.endpoint().protocol(), cec);
+      if (!cec) socket->bind(tcp::endpoint(*options_.local_address, 0), cec);
+      if (!cec) std::tie(cec) = co_await socket->async_connect(r.endpoint(), kTuple);
+      if (!cec || cec == asio::error::operation_aborted) break;  // connected, or timed out
+    }
+  } else {
+    std::tie(cec, std::ignore) = co_await asio::async_connect(*socket, results, kTuple);
+  }
   if (cec) {
     guard.cancel();
     ++stats_.connect_failures;

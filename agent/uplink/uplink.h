@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -47,6 +48,10 @@ struct UplinkOptions {
   /// Log the first failure of each kind and the recovery (the agent does; a
   /// simulator with thousands of uplinks does not).
   bool log_connection_changes = false;
+  /// Connect from this local address rather than the one the kernel picks
+  /// (the simulator spreads a fleet over loopback addresses, so that the
+  /// collector sees many peers as it would in the field).
+  std::optional<asio::ip::address> local_address;
 };
 
 /// Where to resume after a Welcome, and what the Welcome revealed.
