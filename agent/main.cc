@@ -36,7 +36,7 @@ int Fail(const std::string& prefix, const dp::Status& s) {
 static int Main(int argc, char** argv) {
   auto cl = ag::ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc));
   if (!cl.ok()) {
-    std::fprintf(stderr, "deskpulse-agent: %s\nRun with --help for more information.\n",
+    std::fprintf(stderr, "deskpulse-agent: %s (see deskpulse-agent --help)\n",
                  cl.status().message().c_str());
     return dp::kExitUsage;
   }
