@@ -55,7 +55,7 @@ Result<std::string> ReadCapped(const std::string& file, std::size_t max) {
 
 /// Says what is wrong on standard error, with nothing imported.
 int Refuse(const Status& s) {
-  std::cerr << s.message() << "; nothing imported\n";
+  std::cerr << CommandName() << ": " << s.message() << "; nothing imported\n";
   return ExitCodeFor(s);
 }
 
