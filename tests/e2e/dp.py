@@ -44,7 +44,7 @@ class Collector:
     """A deskpulse-collector serve process on 127.0.0.1."""
 
     def __init__(self, workdir, db, port=0, extra=(), wrapper=(), log_name="collector.log",
-                 http=False):
+                 http=False, preexec_fn=None):
         """http: also serve the JSON API on a free loopback port (self.http_port)."""
         self.workdir = workdir
         self.db = db
@@ -56,7 +56,7 @@ class Collector:
         self.proc = subprocess.Popen(
             [*wrapper, COLLECTOR, "serve", "--db", db, "--listen", f"127.0.0.1:{port}",
              "--port-file", self.port_file, *api, *extra],
-            stdout=subprocess.DEVNULL, stderr=self.log)
+            stdout=subprocess.DEVNULL, stderr=self.log, preexec_fn=preexec_fn)
         track(self.proc)
         self.port = self._wait_for(self.port_file)
         self.http_port = self._wait_for(self.http_port_file) if http else None
