@@ -29,6 +29,8 @@ import tempfile
 import threading
 import time
 
+import tool_version
+
 BARS = {"rss_kb": 4096, "anon_kb": 1024, "cpu_ms": 1.5, "bytes": 512}
 
 
@@ -182,6 +184,7 @@ def fmt(v, unit):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    tool_version.add_version(ap)
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build"))
     ap.add_argument("--seconds", type=int, default=90, help="run length, at least 60")
     ap.add_argument("--interval", type=int, default=10, help="collection interval of both, s")

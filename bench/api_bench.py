@@ -33,6 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import ingest_bench  # noqa: E402  (shares the collector and simulator helpers)
 
+import tool_version
+
 
 def quantile(values, q):
     if not values:
@@ -211,6 +213,7 @@ def phase(args, work, filled, db, catalog, vendor, cert, with_api, serve_http=Tr
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tool_version.add_version(ap)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--endpoints", type=int, default=100_000)
     ap.add_argument("--customers", type=int, default=500)

@@ -23,6 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from ingest_bench import make_cert, make_tokens, new_pg_database, start_collector  # noqa: E402
 
+import tool_version
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = os.path.join(HERE, "..", "tests", "fakes", "pg_cluster.sh")
 
@@ -107,6 +109,7 @@ def measure(bin_dir, work, db, agents, backend, tls=False):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tool_version.add_version(ap)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--agents", default="1000,10000,50000")
     ap.add_argument("--db", help="a postgresql:// server URI: also run on PostgreSQL")

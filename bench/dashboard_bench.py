@@ -24,6 +24,8 @@ import tempfile
 import time
 import urllib.request
 
+import tool_version
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WEB = os.path.join(ROOT, "collector", "web")
@@ -61,6 +63,7 @@ const { chromium } = req('playwright-core');
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tool_version.add_version(p)
     p.add_argument("--bin", default=os.path.join(ROOT, "build-test"))
     p.add_argument("--customers", type=int, default=500)
     p.add_argument("--endpoints", type=int, default=20000)

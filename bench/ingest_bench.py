@@ -29,6 +29,8 @@ import tempfile
 import threading
 import time
 
+import tool_version
+
 
 def make_cert(work):
     cert, key = os.path.join(work, "c.crt"), os.path.join(work, "c.key")
@@ -227,6 +229,7 @@ def run(bin_dir, agents, rate, seconds, tls, config=None, pg_server=None, collec
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tool_version.add_version(ap)
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build"))
     ap.add_argument("--rate", type=int, default=50000, help="target reports/s for the open-loop run")
     ap.add_argument("--seconds", type=int, default=40)

@@ -24,6 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from ingest_bench import make_cert, make_tokens, start_collector  # noqa: E402
 
+import tool_version
+
 
 def rss_kb(pid, field):
     with open(f"/proc/{pid}/status") as f:
@@ -111,6 +113,7 @@ def run(bin_dir, tls, connections, seconds):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tool_version.add_version(ap)
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build"))
     ap.add_argument("--connections", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=10)

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 
+import tool_version
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = os.path.join(HERE, "..", "tests", "fakes", "pg_cluster.sh")
 
@@ -36,6 +38,7 @@ def run(binary, db, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tool_version.add_version(ap)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--endpoints", type=int, default=100_000)
     ap.add_argument("--customers", type=int, default=500)

@@ -3,6 +3,10 @@
 # Usage: scripts/build.sh BUILD_DIR [cmake args...] [--target TARGET...]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+case "${1:-}" in
+  -h|--help) echo "usage: bash scripts/build.sh BUILD_DIR [cmake args...] [--target TARGET...]"; exit 0 ;;
+  --version) bash "$root/scripts/version.sh" build.sh; exit 0 ;;
+esac
 dir="${1:?usage: build.sh BUILD_DIR [cmake args] [--target TARGET...]}"
 shift
 configure=()

@@ -3,6 +3,10 @@
 # --check fails (naming the files) if any is not formatted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  -h|--help) echo "usage: bash scripts/format.sh [--check]"; exit 0 ;;
+  --version) bash scripts/version.sh format.sh; exit 0 ;;
+esac
 mapfile -t files < <(git ls-files '*.cc' '*.h')
 if [ "${1:-}" = "--check" ]; then
   if ! clang-format-14 --dry-run --Werror "${files[@]}" 2> /tmp/deskpulse-format.$$; then

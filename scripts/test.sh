@@ -8,7 +8,21 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash scripts/setup.sh
+case "${1:-}" in
+  -h|--help)
+    cat <<'EOF'
+usage: bash scripts/test.sh [CTEST_ARGS...]
+
+Installs what the tests need (scripts/setup.sh test), builds build-test/ with
+warnings as errors and runs every test, then again under ASan + UBSan
+(build-asan/), the threaded tests under TSan (build-tsan/), clang-tidy and the
+fuzzers. CTEST_ARGS go to the first ctest run (e.g. -R IngestTest).
+Environment: DESKPULSE_FUZZ_SECONDS (30).
+EOF
+    exit 0 ;;
+  --version) bash scripts/version.sh test.sh; exit 0 ;;
+esac
+bash scripts/setup.sh test
 jobs="$(nproc)"
 started=$SECONDS
 step() { echo "test.sh: $* ($((SECONDS - started)) s)" >&2; }

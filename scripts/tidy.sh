@@ -4,6 +4,10 @@
 # Usage: scripts/tidy.sh BUILD_DIR
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+case "${1:-}" in
+  -h|--help) echo "usage: bash scripts/tidy.sh BUILD_DIR (a configured build with compile commands)"; exit 0 ;;
+  --version) bash "$root/scripts/version.sh" tidy.sh; exit 0 ;;
+esac
 build="${1:?usage: tidy.sh BUILD_DIR}"
 cd "$root"
 mapfile -t files < <(git ls-files '*.cc')

@@ -11,6 +11,10 @@
 # Usage: bench/boot_truth/rig.sh AGENT_BINARY [OUT_DIR] [--fixture DIR]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+case "${1:-}" in
+  -h|--help) echo "usage: bench/boot_truth/rig.sh AGENT_BINARY [OUT_DIR] [--fixture DIR] (root)"; exit 0 ;;
+  --version) bash "$here/../../scripts/version.sh" rig.sh; exit 0 ;;
+esac
 agent="$(realpath "${1:?usage: rig.sh AGENT_BINARY [OUT_DIR] [--fixture DIR]}")"
 out="${2:-$(mktemp -d /tmp/boot-truth-XXXXXX)}"
 fixture=""

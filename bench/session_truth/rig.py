@@ -29,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tool_version  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NS_S, NS_C = "dpts", "dptc"
@@ -189,6 +191,7 @@ def record_fixture(path, seconds, truth_log, t_from):
 
 def main():
     ap = argparse.ArgumentParser()
+    tool_version.add_version(ap)
     ap.add_argument("--agent")
     ap.add_argument("--interval", type=int, default=30, help="agent report interval, s")
     ap.add_argument("--quick", action="store_true", help="two conditions and the drop tests")
