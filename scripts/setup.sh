@@ -13,7 +13,8 @@ usage: bash scripts/setup.sh [demo|demo-postgres|test]
        bash scripts/setup.sh --kernel-table DIR
 
   demo           what the demo builds and runs with (a Release build, the catalog's
-                 public sources, openssl, curl)
+                 public sources, openssl, curl; the dashboard's chart library from the
+                 npm registry as package-lock.json pins it, without Node.js)
   demo-postgres  the demo, and a PostgreSQL server for `demo.sh --postgres`
   test           everything the test suite uses (the default): the above, GoogleTest,
                  clang and its sanitizers, clang-tidy, the fakes for what this machine
@@ -76,12 +77,13 @@ packages_of() {
   case "$1" in
     demo) printf '%s\n' "${DEMO_PACKAGES[@]}" ;;
     demo-postgres) printf '%s\n' "${DEMO_POSTGRES_PACKAGES[@]}" ;;
-    test) printf '%s\n' "${TEST_PACKAGES[@]}" ;;
+    test)
+      printf '%s\n' "${TEST_PACKAGES[@]}"
+      # Node.js and npm drive Chromium in the browser tests (playwright-core);
+      # Debian's where the machine has none. The demo needs neither.
+      command -v npm >/dev/null || printf '%s\n' nodejs npm ;;
     *) echo "setup: unknown set '$1' (demo, demo-postgres or test)" >&2; usage >&2; exit 2 ;;
   esac
-  # Node.js and npm bundle the dashboard's charts (uPlot) at build time, and
-  # drive Chromium in the tests; Debian's where the machine has none.
-  command -v npm >/dev/null || printf '%s\n' nodejs npm
 }
 
 SUDO=""
@@ -185,17 +187,54 @@ kernel_table() {
 }
 
 # ---- the dashboard's npm packages, exactly as locked
-npm_packages() {
-  local web lock stamp
+# The demo needs only what the collector embeds (uPlot): fetched from the npm
+# registry as package-lock.json pins it and checked against the lock's
+# integrity hash, without Node.js (Debian's npm alone is some 400 packages).
+# The tests install everything, development packages too, with npm ci.
+web_packages() {
+  local set="$1" web lock stamp want
   web="$(cd "$(dirname "$0")/../collector/web" && pwd)"
   lock="$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)"
   stamp="$web/node_modules/.deskpulse-lock-sha256"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock" ]; then
-    echo "setup: npm packages present" >&2
+  want="$lock all"
+  [ "$set" = test ] || want="$lock"
+  if [ -f "$stamp" ] && [[ "$(cat "$stamp")" == "$want"* ]]; then
+    echo "setup: the dashboard's npm packages are present" >&2
     return
   fi
-  echo "setup: npm ci in $web" >&2
-  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  if [ "$set" = test ]; then
+    echo "setup: npm ci in $web" >&2
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$lock all" > "$stamp"
+    return
+  fi
+  echo "setup: fetching the dashboard's chart library as package-lock.json pins it" >&2
+  python3 - "$web" <<'PY'
+import base64, hashlib, io, json, os, shutil, sys, tarfile, urllib.request
+web = sys.argv[1]
+lock = json.load(open(os.path.join(web, "package-lock.json")))
+for path, p in lock["packages"].items():
+    if not path or p.get("dev"):
+        continue
+    name = path.split("node_modules/")[-1]
+    url = p.get("resolved") or "https://registry.npmjs.org/{}/-/{}-{}.tgz".format(
+        name, name.split("/")[-1], p["version"])
+    algo, want = p["integrity"].split("-", 1)
+    data = urllib.request.urlopen(url, timeout=60).read()
+    got = base64.b64encode(hashlib.new(algo, data).digest()).decode()
+    if got != want:
+        sys.exit(f"setup: {url}: {algo} {got} is not the {want} package-lock.json pins")
+    dest = os.path.join(web, path)
+    shutil.rmtree(dest, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for m in tar.getmembers():
+            if not m.name.startswith("package/") or ".." in m.name.split("/"):
+                continue
+            m.name = m.name[len("package/"):]
+            if m.isfile() or m.isdir():
+                tar.extract(m, dest)
+    print(f"setup: {name} {p['version']} ({algo} checked)", file=sys.stderr)
+PY
   echo "$lock" > "$stamp"
 }
 
@@ -214,7 +253,7 @@ install_set() {
     apt_get update -q
     apt_get install -y -q --no-install-recommends "${missing[@]}"
   fi
-  npm_packages
+  web_packages "$set"
 }
 
 case "${1:-test}" in
