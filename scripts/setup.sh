@@ -52,7 +52,7 @@ BUILD_PACKAGES=(
 # table comes from --kernel-table).
 DEMO_PACKAGES=(
   "${BUILD_PACKAGES[@]}"
-  openssl curl procps
+  openssl curl procps ca-certificates
   hwdata libsane1 foomatic-db libccid
 )
 # `demo.sh --postgres`: a server for its throwaway cluster.
@@ -160,10 +160,10 @@ apt_get() {
 # ---- the kernel's driver table for the catalog
 kernel_table() {
   local dir="$1" found release pkg deb
-  found="$(ls -d "${DESKPULSE_SETUP_MODULES:-/lib/modules}"/*/modules.alias 2>/dev/null | sort -V | tail -1)"
+  found="$(ls -d "${DESKPULSE_SETUP_MODULES:-/lib/modules}"/*/modules.alias 2>/dev/null | sort -V | tail -1 || true)"
   if [ -n "$found" ]; then dirname "$found"; return; fi
   mkdir -p "$dir"
-  found="$(ls -d "$dir"/lib/modules/*/modules.alias 2>/dev/null | sort -V | tail -1)"
+  found="$(ls -d "$dir"/lib/modules/*/modules.alias 2>/dev/null | sort -V | tail -1 || true)"
   if [ -n "$found" ]; then dirname "$found"; return; fi
   # No kernel here (a container): unpack Debian's kernel package and let
   # depmod write its modules.alias, then keep only the tables.
@@ -176,7 +176,7 @@ kernel_table() {
   [ -n "$pkg" ] || { echo "setup: no kernel package found for the catalog's driver table" >&2; exit 1; }
   command -v depmod >/dev/null || { need_root kmod; apt_get install -y -q --no-install-recommends kmod; }
   echo "setup: unpacking $pkg for the catalog's driver table (not installed: no initramfs)" >&2
-  (cd "$dir" && rm -f ./*.deb && apt-get download -q "$pkg" >&2)
+  (cd "$dir" && rm -f ./*.deb && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2)
   deb="$(ls "$dir"/*.deb)"
   dpkg-deb -x "$deb" "$dir"
   release="${pkg#linux-image-}"
