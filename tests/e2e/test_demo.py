@@ -159,6 +159,14 @@ class DemoTest(unittest.TestCase):
             cluster = dp.read_text(os.path.join(self.data, "pg", "dir")).strip()
             self.assert_stopped(pg)
             self.assertEqual(dp.run(["pgrep", "-f", f"postgres -D {cluster}"]).stdout, "")
+
+            # Again: the same cluster on the same port, so the printed URIs still work.
+            again = Demo(self.data, "--postgres")
+            self.assertTrue(any("reusing the demo made" in line for line in again.err))
+            self.assertEqual(next(line for line in again.out if line.startswith("  store")),
+                             store_line)
+            self.assertEqual(again.commands(), pg.commands())
+            self.assert_stopped(again)
             subprocess.run(["bash", os.path.join(dp.SOURCE_DIR, "tests", "fakes",
                                                  "pg_cluster.sh"), "stop",
                             os.path.join(self.data, "pg")], check=True)

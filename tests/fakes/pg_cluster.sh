@@ -13,8 +13,11 @@
 #   pg_cluster.sh stop STATE_DIR          # stop the server and delete the cluster
 set -euo pipefail
 cmd="${1:?start|ensure|halt|stop}"
-state="${2:?state directory}"
-base="${3:-/tmp}"
+state="$(realpath -m "${2:?state directory}")"
+base="$(realpath -m "${3:-/tmp}")"
+# The server's user may not enter the caller's directory (root's home):
+# its tools would say so on every call.
+cd /
 
 bindir="$(pg_config --bindir 2>/dev/null || true)"
 if [ ! -x "$bindir/initdb" ]; then
@@ -103,7 +106,8 @@ case "$cmd" in
       fi
       # Its own port again when free, so the printed URIs keep working.
       old="$(sed -nE 's#.*@127\.0\.0\.1:([0-9]+)/.*#\1#p' "$state/uri" 2>/dev/null || true)"
-      if [ -n "$old" ] && python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $old))" 2>/dev/null; then
+      # (As the server binds: with SO_REUSEADDR, past its own connections in TIME_WAIT.)
+      if [ -n "$old" ] && python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $old)); s.listen()" 2>/dev/null; then
         serve "$old"
       else
         serve
