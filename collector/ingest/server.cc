@@ -34,15 +34,6 @@ constexpr std::size_t kReadBytes = std::size_t{64} << 10;
 constexpr int kReadsPerWake = 4;
 }  // namespace
 
-std::string PeerKey(const asio::ip::address& address) {
-  if (address.is_v4()) return address.to_v4().to_string();
-  const auto v6 = address.to_v6();
-  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
-  auto bytes = v6.to_bytes();
-  std::fill(bytes.begin() + 8, bytes.end(), 0);
-  return asio::ip::address_v6(bytes).to_string() + "/64";
-}
-
 /// One agent connection. Reads are reactor-style: while nothing arrives a
 /// connection holds no read buffer and no coroutine, only its socket's wait
 /// (docs/quality.md: memory per connected endpoint); its deadline is checked

@@ -193,8 +193,4 @@ class IngestServer {
   prometheus::Histogram ack_seconds_{LatencyBucketsSeconds()};
 };
 
-/// The key per-peer limits count by: the IPv4 address, or the IPv6 /64
-/// (one subscriber's whole prefix).
-std::string PeerKey(const asio::ip::address& address);
-
 }  // namespace deskpulse::collector

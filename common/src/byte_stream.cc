@@ -78,4 +78,13 @@ bool IsLoopbackHost(const std::string& host) {
   return !ec && addr.is_loopback();
 }
 
+std::string PeerKey(const asio::ip::address& address) {
+  if (address.is_v4()) return address.to_v4().to_string();
+  const auto v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  auto bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
 }  // namespace deskpulse

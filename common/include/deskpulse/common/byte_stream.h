@@ -82,4 +82,8 @@ std::unique_ptr<ByteStream> MakePlainStream(TcpSocket socket);
 /// True for 127.0.0.0/8, ::1 and "localhost": traffic that never leaves the host.
 bool IsLoopbackHost(const std::string& host);
 
+/// The key per-peer limits count by: the IPv4 address, or the IPv6 /64
+/// (one subscriber's whole prefix).
+std::string PeerKey(const asio::ip::address& address);
+
 }  // namespace deskpulse
