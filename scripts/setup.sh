@@ -39,6 +39,8 @@ BUILD_PACKAGES=(
   libcsv-dev
   # the JSON API's HTTP server (header-only, on standalone Asio)
   librestinio-dev
+  # the HTTP server's request parser (Boost.Beast, header-only)
+  libboost-dev
   # the shared store's client library
   libpq-dev
   # agent: sd-bus/sd-journal, PC/SC and libvirt headers (the libraries are

@@ -73,8 +73,8 @@ step "build (fuzzers)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DDESKPULSE_FUZZ=ON -DDESKPULSE_BUILD_TESTS=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=function" >&2
-cmake --build build-fuzz --target ingest_fuzz spool_fuzz -j "$jobs" >&2
-for target in ingest_fuzz spool_fuzz; do
+cmake --build build-fuzz --target ingest_fuzz spool_fuzz http_fuzz -j "$jobs" >&2
+for target in ingest_fuzz spool_fuzz http_fuzz; do
   corpus="$(mktemp -d)"
   if ! (cd "$corpus" && "$root/build-fuzz/$target" -max_total_time="$fuzz_seconds" \
           -rss_limit_mb=2048 -print_final_stats=1 . > fuzz.log 2>&1); then
