@@ -1,5 +1,6 @@
 #include "collector/metrics/exposition.h"
 
+#include <fmt/format.h>
 #include <prometheus/text_serializer.h>
 
 #include <sstream>
@@ -36,6 +37,50 @@ void Gauge(Families* out, std::string name, std::string help, double v) {
 }
 
 }  // namespace
+
+void AddHttp(const http::ServerStats& s, Families* out) {
+  Counter(out, "deskpulse_http_connections_accepted_total", "HTTP connections accepted.",
+          s.connections_accepted);
+  Counter(out, "deskpulse_http_connections_refused_total",
+          "HTTP connections closed at accept: over a cap with nothing idle to close.",
+          s.connections_refused);
+  Counter(out, "deskpulse_http_connections_evicted_total",
+          "Idle HTTP connections closed to make room for new ones.", s.connections_evicted);
+  Counter(out, "deskpulse_http_tls_failures_total", "Failed TLS handshakes on the HTTP port.",
+          s.tls_failures);
+  MetricFamily timeouts{"deskpulse_http_timeouts_total",
+                        "HTTP connections closed for a missed deadline, by phase.",
+                        MetricType::Counter,
+                        {}};
+  const std::pair<const char*, std::uint64_t> phases[] = {{"handshake", s.handshake_timeouts},
+                                                          {"head", s.head_timeouts},
+                                                          {"body", s.body_timeouts},
+                                                          {"idle", s.idle_closes},
+                                                          {"write", s.write_timeouts}};
+  for (const auto& [phase, n] : phases) {
+    timeouts.metric.push_back(
+        Value(MetricType::Counter, static_cast<double>(n), {{"phase", phase}}));
+  }
+  out->push_back(std::move(timeouts));
+  Counter(out, "deskpulse_http_requests_total", "HTTP requests whose head was read.", s.requests);
+  Counter(out, "deskpulse_http_bad_requests_total",
+          "HTTP requests refused by the server itself: malformed or over a limit.", s.bad_requests);
+  MetricFamily responses{"deskpulse_http_responses_total",
+                         "HTTP responses, by status class.",
+                         MetricType::Counter,
+                         {}};
+  for (int c = 1; c <= 5; ++c) {
+    responses.metric.push_back(Value(MetricType::Counter, static_cast<double>(s.responses[c]),
+                                     {{"code", fmt::format("{}xx", c)}}));
+  }
+  out->push_back(std::move(responses));
+  Gauge(out, "deskpulse_http_connections_open", "HTTP connections open.",
+        static_cast<double>(s.connections_open));
+  Gauge(out, "deskpulse_http_connections_max", "The cap on HTTP connections.",
+        static_cast<double>(s.max_connections));
+  Gauge(out, "deskpulse_http_body_bytes", "Request bodies held in memory.",
+        static_cast<double>(s.body_bytes_held));
+}
 
 void AddIngest(const IngestSnapshot& s, Families* out) {
   const IngestStats& i = s.ingest;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "collector/http/server.h"
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
 #include "collector/reports/health.h"
@@ -42,6 +43,9 @@ struct WebhookCounts {
   std::uint64_t queued = 0, delivered = 0, failed_attempts = 0, abandoned = 0;
 };
 void AddWebhooks(const WebhookCounts& w, Families* out);
+
+/// The HTTP server's counters (the API, the dashboard, /metrics).
+void AddHttp(const http::ServerStats& s, Families* out);
 
 /// deskpulse_build_info.
 void AddBuildInfo(Families* out);
