@@ -37,8 +37,6 @@ BUILD_PACKAGES=(
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libssl-dev
   # business-signal imports: CSV (RFC 4180)
   libcsv-dev
-  # the JSON API's HTTP server (header-only, on standalone Asio)
-  librestinio-dev
   # the HTTP server's request parser (Boost.Beast, header-only)
   libboost-dev
   # the shared store's client library

@@ -895,7 +895,8 @@ const std::vector<Route>& Routes() {
        Scope::kCustomer,
        "set an override: {value, reason, expires}",
        {"application/json"},
-       PutOverride},
+       PutOverride,
+       Route::Body::kSmall},
       {"GET",
        "/api/v1/imports",
        Scope::kVendor,
@@ -907,7 +908,8 @@ const std::vector<Route>& Routes() {
        Scope::kVendor,
        "import surveys, tickets, contracts or reviews (CSV or JSON): all rows or none",
        {"text/csv", "application/json"},
-       PostImport},
+       PostImport,
+       Route::Body::kImport},
   };
   return kRoutes;
 }

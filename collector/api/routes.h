@@ -78,6 +78,11 @@ struct Route {
   /// Media types a body may have (state-changing routes); none: no body.
   std::vector<std::string_view> content_types;
   Response (*handler)(Context&, const Request&);
+  /// What body it takes: none, a small JSON document (ApiOptions::
+  /// max_body_bytes), or a vendor import (max_import_bytes), which is also
+  /// parsed and committed off the API thread (worker.h).
+  enum class Body { kNone, kSmall, kImport };
+  Body body = Body::kNone;
   bool writes() const { return method != "GET"; }
 };
 

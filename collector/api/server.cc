@@ -11,8 +11,6 @@
 #include <future>
 #include <mutex>
 #include <optional>
-#include <restinio/all.hpp>
-#include <restinio/tls.hpp>
 #include <thread>
 #include <variant>
 
@@ -20,96 +18,30 @@
 #include "collector/api/routes.h"
 #include "collector/reports/peripherals.h"
 #include "collector/web/assets.h"
-#include "deskpulse/common/byte_stream.h"
 #include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector::api {
 namespace {
 
-/// RESTinio's own messages (one per connection and parse failure) at debug
-/// level only: a peer's bad bytes must not fill the log.
-struct QuietLogger {
-  template <typename Builder>
-  void trace(Builder&&) const noexcept {}
-  template <typename Builder>
-  void info(Builder&&) const noexcept {}
-  template <typename Builder>
-  void warn(Builder&& b) const noexcept {
-    Log(std::forward<Builder>(b));
-  }
-  template <typename Builder>
-  void error(Builder&& b) const noexcept {
-    Log(std::forward<Builder>(b));
-  }
-  template <typename Builder>
-  static void Log(Builder&& b) noexcept {
-    try {
-      if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("http: {}", b());
-    } catch (...) {
-    }
-  }
-};
-
-using Router = restinio::router::express_router_t<>;
-
-struct PlainTraits : restinio::traits_t<restinio::asio_timer_manager_t, QuietLogger, Router,
-                                        restinio::noop_strand_t> {
-  static constexpr bool use_connection_count_limiter = true;
-};
-struct TlsTraits
-    : restinio::single_thread_tls_traits_t<restinio::asio_timer_manager_t, QuietLogger, Router> {
-  static constexpr bool use_connection_count_limiter = true;
-};
-
-const char* Reason(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Content Too Large";
-    case 415:
-      return "Unsupported Media Type";
-    case 429:
-      return "Too Many Requests";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return status >= 500 ? "Internal Server Error" : "Error";
-  }
+/// Every JSON answer: no sniffing, nothing to render, nothing kept.
+http::Reply JsonReply(const Response& r) {
+  http::Reply out;
+  out.status = r.status;
+  out.content_type = "application/json";
+  out.headers = {{"X-Content-Type-Options", "nosniff"},
+                 {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
+                 {"Cache-Control", "no-store"}};
+  for (const auto& h : r.headers) out.headers.push_back(h);
+  out.body = r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return out;
 }
 
-restinio::request_handling_status_t Send(const restinio::request_handle_t& req, const Response& r) {
-  auto resp = req->create_response(restinio::http_status_line_t(
-      restinio::http_status_code_t(static_cast<std::uint16_t>(r.status)), Reason(r.status)));
-  resp.append_header(restinio::http_field::content_type, "application/json")
-      .append_header("X-Content-Type-Options", "nosniff")
-      .append_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-      .append_header(restinio::http_field::cache_control, "no-store");
-  for (const auto& [k, v] : r.headers) resp.append_header(k, v);
-  resp.set_body(r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-  return resp.done();
-}
-
-restinio::request_handling_status_t SendText(const restinio::request_handle_t& req,
-                                             std::string body, const char* content_type) {
-  return req->create_response()
-      .append_header(restinio::http_field::content_type, content_type)
-      .append_header("X-Content-Type-Options", "nosniff")
-      .append_header(restinio::http_field::cache_control, "no-store")
-      .set_body(std::move(body))
-      .done();
+http::Reply TextReply(std::string body, const char* content_type) {
+  http::Reply out;
+  out.content_type = content_type;
+  out.headers = {{"X-Content-Type-Options", "nosniff"}, {"Cache-Control", "no-store"}};
+  out.body = std::move(body);
+  return out;
 }
 
 /// The dashboard's pages may load only its own scripts, styles and images and
@@ -126,28 +58,16 @@ const web::Asset* FindAsset(std::string_view name) {
   return nullptr;
 }
 
-restinio::request_handling_status_t SendAsset(const restinio::request_handle_t& req,
-                                              const web::Asset& a) {
-  return req->create_response()
-      .append_header(restinio::http_field::content_type, std::string(a.content_type))
-      .append_header("Content-Security-Policy", kDashboardCsp)
-      .append_header("X-Content-Type-Options", "nosniff")
-      .append_header("X-Frame-Options", "DENY")
-      .append_header("Referrer-Policy", "no-referrer")
-      .append_header("Cross-Origin-Opener-Policy", "same-origin")
-      .append_header(restinio::http_field::cache_control, "no-cache")
-      .set_body(std::string(a.body))
-      .done();
-}
-
-/// The names of a pattern's parameters (":customer" → "customer").
-std::vector<std::string> ParamNames(std::string_view path) {
-  std::vector<std::string> out;
-  for (std::size_t i = path.find(':'); i != std::string_view::npos; i = path.find(':', i + 1)) {
-    std::size_t end = path.find('/', i);
-    if (end == std::string_view::npos) end = path.size();
-    out.emplace_back(path.substr(i + 1, end - i - 1));
-  }
+http::Reply AssetReply(const web::Asset& a) {
+  http::Reply out;
+  out.content_type = std::string(a.content_type);
+  out.headers = {{"Content-Security-Policy", kDashboardCsp},
+                 {"X-Content-Type-Options", "nosniff"},
+                 {"X-Frame-Options", "DENY"},
+                 {"Referrer-Policy", "no-referrer"},
+                 {"Cross-Origin-Opener-Policy", "same-origin"},
+                 {"Cache-Control", "no-cache"}};
+  out.body = std::string(a.body);
   return out;
 }
 
@@ -167,6 +87,54 @@ std::string MediaType(std::string_view header) {
   return Lower(t);
 }
 
+std::vector<std::string> Split(std::string_view path) {
+  std::vector<std::string> out;
+  std::string_view rest = path.substr(1);
+  for (;;) {
+    const auto slash = rest.find('/');
+    out.emplace_back(rest.substr(0, slash));
+    if (slash == std::string_view::npos) return out;
+    rest.remove_prefix(slash + 1);
+  }
+}
+
+/// What a path leads to besides the API's own routes.
+enum class Kind { kApi, kMetrics, kPage, kAsset };
+
+/// One entry of the server's table: a route's method and path pattern
+/// (":name" segments match any one segment).
+struct Entry {
+  std::string_view method;
+  std::vector<std::string> pattern;
+  Kind kind = Kind::kApi;
+  const Route* route = nullptr;
+
+  /// The path parameters when `segments` match the pattern.
+  std::optional<std::map<std::string, std::string>> Match(
+      const std::vector<std::string>& segments) const {
+    if (segments.size() != pattern.size()) return std::nullopt;
+    std::map<std::string, std::string> params;
+    for (std::size_t i = 0; i < pattern.size(); ++i) {
+      if (!pattern[i].empty() && pattern[i].front() == ':') {
+        if (segments[i].empty()) return std::nullopt;
+        params[pattern[i].substr(1)] = segments[i];
+      } else if (pattern[i] != segments[i]) {
+        return std::nullopt;
+      }
+    }
+    return params;
+  }
+};
+
+std::vector<Entry> MakeTable() {
+  std::vector<Entry> t;
+  for (const Route& r : Routes()) t.push_back({r.method, Split(r.path), Kind::kApi, &r});
+  t.push_back({"GET", Split("/metrics"), Kind::kMetrics});
+  t.push_back({"GET", Split("/"), Kind::kPage});
+  t.push_back({"GET", Split("/assets/:name"), Kind::kAsset});
+  return t;
+}
+
 }  // namespace
 
 std::int64_t NowMs() {
@@ -183,7 +151,7 @@ void LowerThreadPriority(int nice, const char* what) {
   }
 }
 
-struct ApiServer::Impl {
+struct ApiServer::Impl final : http::Handler {
   ApiOptions options;
   StoreOptions store_options;
   HealthOptions health;
@@ -192,54 +160,47 @@ struct ApiServer::Impl {
   std::optional<catalog::Reader> catalog;
   std::unique_ptr<Context> ctx;
   FailedAuthLimiter limiter{options.failed_auth};
+  // Failed calls and refused tokens, summarised.
   WarningSummary faults;
+  const std::vector<Entry> table = MakeTable();
   asio::io_context io{1};
+  std::unique_ptr<http::Server> server;
   std::thread thread;
   std::atomic<std::uint16_t> port{0};
-  std::function<void()> close;  // closes the server on the io thread
-  std::shared_ptr<void> keep;   // the RESTinio server
+  mutable std::mutex stats_mu;
+  http::ServerStats final_stats;
+  bool stopped = false;
 
   Impl(ApiOptions o, StoreOptions s, HealthOptions h)
       : options(std::move(o)), store_options(std::move(s)), health(h) {}
 
   /// A failure of the collector's own, in full the first time a route has
   /// one in a while, then summarised (a store that is down fails every call).
-  void LogFault(const Route& route, const Response& r) {
-    LogFault(fmt::format("{} {}", route.method, route.path), r);
-  }
-  void LogFault(const std::string& where, const Response& r) {
+  void LogFault(WarningSummary& summary, const std::string& where, const Response& r) {
     const auto now = WarningSummary::Clock::now();
-    if (faults.Note("failed API calls", where, now)) {
+    if (summary.Note("failed API calls", where, now)) {
       spdlog::error("api: {} answered {}: {}", where, r.status, EscapeForLog(r.fault));
     }
-    for (const auto& line : faults.Due(now)) spdlog::error("api: {}", line.Text());
+    for (const auto& line : summary.Due(now)) spdlog::error("api: {}", line.Text());
   }
 
-  restinio::request_handling_status_t Handle(const Route& route,
-                                             const restinio::request_handle_t& req,
-                                             const restinio::router::route_params_t& rp) {
-    try {
-      return Send(req, Dispatch(route, req, rp));
-    } catch (const std::exception& e) {
-      Response r = Error(500, "internal error (the collector's log has the details)");
-      r.fault = e.what();
-      LogFault(route, r);
-      return Send(req, r);
-    }
+  http::Reply ErrorReply(int status, std::string message) override {
+    return JsonReply(Error(status, std::move(message)));
   }
 
   /// The caller's token, or the answer that refuses it: 429 for a peer that
   /// failed too often, 401 without a valid token, a store fault.
-  std::variant<ApiToken, Response> Authenticate(const restinio::request_handle_t& req,
+  std::variant<ApiToken, Response> Authenticate(const http::Head& head,
+                                                const asio::ip::address& address,
                                                 const std::string& where, std::int64_t now) {
-    const std::string peer = req->remote_endpoint().address().to_string();
+    const std::string peer = address.to_string();
     if (const std::int64_t wait = limiter.RefusedForMs(peer, now); wait > 0) {
       Response r = Error(429, "too many failed logins from this address; retry later");
       r.headers.emplace_back("Retry-After", std::to_string((wait + 999) / 1000));
       return r;
     }
-    const auto auth = req->header().opt_value_of(restinio::http_field::authorization);
-    if (!auth) {
+    const std::string* auth = head.Find("authorization");
+    if (auth == nullptr) {
       Response r =
           Error(401, "an API token is required: Authorization: Bearer dpa_...", "Authorization");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
@@ -254,8 +215,12 @@ struct ApiServer::Impl {
       if (token && token->status().code() != Code::kUnauthenticated) {
         Response r = ErrorFrom(token->status());
         if (r.fault.empty()) r.fault = token->status().ToString();
-        LogFault(where, r);
+        LogFault(faults, where, r);
         return r;
+      }
+      const auto clock = WarningSummary::Clock::now();
+      if (faults.Note("refused API tokens", peer, clock)) {
+        spdlog::warn("api: {} from {}: unknown, revoked or malformed API token", where, peer);
       }
       if (limiter.Fail(peer, now)) {
         spdlog::warn(
@@ -272,173 +237,148 @@ struct ApiServer::Impl {
 
   /// GET /metrics: open on a loopback listener (the local Prometheus);
   /// elsewhere a vendor token's, as it names every customer.
-  restinio::request_handling_status_t HandleMetrics(const restinio::request_handle_t& req) {
-    static const std::string kWhere = "GET /metrics";
-    try {
-      if (!IsLoopbackHost(options.host)) {
-        auto auth = Authenticate(req, kWhere, NowMs());
-        if (auto* refused = std::get_if<Response>(&auth)) return Send(req, *refused);
-        if (std::get<ApiToken>(auth).role != ApiRole::kVendor) {
-          return Send(req, Error(403, "/metrics names every customer: it needs a vendor token"));
-        }
-      }
-      if (!req->body().empty()) return Send(req, Error(400, "this route takes no body", "body"));
-      metrics::Families families;
-      if (options.ingest_metrics) families = options.ingest_metrics();
-      if (auto b = book->current()) metrics::AddCustomers(b->customers, b->assessed_ms, &families);
-      metrics::AddBuildInfo(&families);
-      return SendText(req, metrics::Render(families), metrics::kContentType);
-    } catch (const std::exception& e) {
-      Response r = Error(500, "internal error (the collector's log has the details)");
-      r.fault = e.what();
-      LogFault(kWhere, r);
-      return Send(req, r);
-    }
+  http::Reply Metrics() {
+    metrics::Families families;
+    if (options.ingest_metrics) families = options.ingest_metrics();
+    if (auto b = book->current()) metrics::AddCustomers(b->customers, b->assessed_ms, &families);
+    metrics::AddHttp(server->stats(), &families);
+    metrics::AddBuildInfo(&families);
+    return TextReply(metrics::Render(families), metrics::kContentType);
   }
 
-  Response Dispatch(const Route& route, const restinio::request_handle_t& req,
-                    const restinio::router::route_params_t& rp) {
-    const std::int64_t now = NowMs();
-    auto auth = Authenticate(req, fmt::format("{} {}", route.method, route.path), now);
-    if (auto* refused = std::get_if<Response>(&auth)) return std::move(*refused);
-    const ApiToken& t = std::get<ApiToken>(auth);
-
+  http::Decision OnHead(const http::Head& head, http::Target target,
+                        const asio::ip::address& peer) override {
+    // HEAD is GET without the body (the server leaves it out).
+    const std::string_view method =
+        head.method == "HEAD" ? std::string_view("GET") : std::string_view(head.method);
+    const Entry* entry = nullptr;
     std::map<std::string, std::string> params;
-    for (const std::string& name : ParamNames(route.path)) {
-      const auto v = rp.get_param(name);
-      if (!v) continue;
-      auto decoded = restinio::utils::try_unescape_percent_encoding<
-          restinio::utils::restinio_default_unescape_traits>(*v);
-      if (!decoded) return Error(400, "a path segment is not valid percent-encoding", name);
-      params[name] = std::move(*decoded);
+    std::vector<std::string_view> allowed;
+    for (const Entry& e : table) {
+      auto m = e.Match(target.segments);
+      if (!m) continue;
+      if (e.method == method) {
+        entry = &e;
+        params = std::move(*m);
+        break;
+      }
+      allowed.push_back(e.method);
     }
-    const auto ct = req->header().opt_value_of(restinio::http_field::content_type);
-    const std::string content_type = ct ? MediaType(*ct) : std::string();
-    if (auto refused = CheckAccess(route, t, params, content_type)) return *refused;
-    if (!route.writes() && !req->body().empty()) {
-      return Error(400, "this route takes no body", "body");
+    if (entry == nullptr) {
+      if (allowed.empty()) {
+        return JsonReply(Error(404, fmt::format("no route {} {}", head.method.substr(0, 16),
+                                                target.path.substr(0, 200))));
+      }
+      std::string allow;
+      for (std::string_view m : allowed) {
+        allow += fmt::format("{}{}", allow.empty() ? "" : ", ", m);
+        if (m == "GET") allow += ", HEAD";
+      }
+      Response r = Error(405, fmt::format("{} is not allowed on {}: {}", head.method.substr(0, 16),
+                                          target.path.substr(0, 200), allow));
+      r.headers.emplace_back("Allow", allow);
+      return JsonReply(r);
     }
+    switch (entry->kind) {
+      case Kind::kPage:
+        return NoBody([] { return AssetReply(*FindAsset("index.html")); });
+      case Kind::kAsset: {
+        const web::Asset* a = FindAsset(params["name"]);
+        if (a == nullptr || a->name == "index.html") {
+          return JsonReply(Error(404, "no such dashboard file", "name"));
+        }
+        return NoBody([a] { return AssetReply(*a); });
+      }
+      case Kind::kMetrics:
+        if (!IsLoopbackHost(options.host)) {
+          auto auth = Authenticate(head, peer, "GET /metrics", NowMs());
+          if (auto* refused = std::get_if<Response>(&auth)) return JsonReply(*refused);
+          if (std::get<ApiToken>(auth).role != ApiRole::kVendor) {
+            return JsonReply(Error(403, "/metrics names every customer: it needs a vendor token"));
+          }
+        }
+        return NoBody([this] { return Metrics(); });
+      case Kind::kApi:
+        break;
+    }
+    return OnApiHead(*entry->route, head, std::move(target), std::move(params), peer);
+  }
 
+  /// A route that takes no body, answered by `make` once the head is known
+  /// to bring none.
+  template <typename Make>
+  static http::Proceed NoBody(Make make) {
+    return http::Proceed{.body_limit = 0,
+                         .then = [make](std::string, const http::Respond& respond) {
+                           respond(make());
+                         }};
+  }
+
+  http::Decision OnApiHead(const Route& route, const http::Head& head, http::Target target,
+                           std::map<std::string, std::string> params,
+                           const asio::ip::address& peer) {
+    const std::int64_t now = NowMs();
+    const std::string where = fmt::format("{} {}", route.method, route.path);
+    auto auth = Authenticate(head, peer, where, now);
+    if (auto* refused = std::get_if<Response>(&auth)) return JsonReply(*refused);
+    ApiToken token = std::move(std::get<ApiToken>(auth));
+    const std::string* ct = head.Find("content-type");
+    std::string content_type = ct != nullptr ? MediaType(*ct) : std::string();
+    if (auto refused = CheckAccess(route, token, params, content_type)) {
+      return JsonReply(*refused);
+    }
     std::map<std::string, std::string> query;
-    auto parsed = restinio::try_parse_query<restinio::parse_query_traits::restinio_defaults>(
-        req->header().query());
-    if (!parsed) return Error(400, "the query string is not valid percent-encoding", "query");
-    if (parsed->tag()) return Error(400, "query parameters are name=value pairs", "query");
-    for (const auto& [k, v] : *parsed) {
-      if (!query.emplace(std::string(k), std::string(v)).second) {
-        return Error(400, fmt::format("query parameter '{}' is given twice", k.substr(0, 64)),
-                     std::string(k.substr(0, 64)));
+    for (auto& [k, v] : target.query) {
+      const std::string name = k.substr(0, 64);
+      if (query.contains(k)) {
+        return JsonReply(Error(400, fmt::format("query parameter '{}' is given twice", name), name));
       }
+      query.emplace(std::move(k), std::move(v));
     }
-    const Request call{.token = t,
-                       .params = std::move(params),
-                       .query = std::move(query),
-                       .content_type = content_type,
-                       .body = req->body(),
-                       .now_ms = now};
-    Response r = route.handler(*ctx, call);
-    if (!r.fault.empty()) LogFault(route, r);
-    return r;
+    if (route.body == Route::Body::kNone && head.has_body()) {
+      return JsonReply(Error(400, "this route takes no body", "body"));
+    }
+    const std::uint64_t limit = route.body == Route::Body::kImport ? options.max_import_bytes
+                                : route.body == Route::Body::kSmall ? options.max_body_bytes
+                                                                    : 0;
+    return http::Proceed{
+        .body_limit = limit,
+        .then = [this, &route, where, token = std::move(token), params = std::move(params),
+                 query = std::move(query), content_type = std::move(content_type),
+                 now](std::string body, const http::Respond& respond) {
+          const Request request{.token = token,
+                                .params = params,
+                                .query = query,
+                                .content_type = content_type,
+                                .body = body,
+                                .now_ms = now};
+          Response r;
+          try {
+            r = route.handler(*ctx, request);
+          } catch (const std::exception& e) {
+            r = Error(500, "internal error (the collector's log has the details)");
+            r.fault = e.what();
+          }
+          if (!r.fault.empty()) LogFault(faults, where, r);
+          respond(JsonReply(r));
+        }};
   }
 
-  template <typename Traits>
-  auto Settings() {
-    auto router = std::make_unique<Router>();
-    for (const Route& route : Routes()) {
-      const std::string method(route.method);
-      const auto m = method == "GET"   ? restinio::http_method_get()
-                     : method == "PUT" ? restinio::http_method_put()
-                                       : restinio::http_method_post();
-      router->add_handler(
-          m, std::string(route.path),
-          [this, &route](const restinio::request_handle_t& req,
-                         restinio::router::route_params_t rp) { return Handle(route, req, rp); });
-    }
-    router->http_get("/metrics",
-                     [this](const restinio::request_handle_t& req,
-                            restinio::router::route_params_t) { return HandleMetrics(req); });
-    // The dashboard: its page at /, its files under /assets/.
-    router->http_get("/",
-                     [](const restinio::request_handle_t& req, restinio::router::route_params_t) {
-                       return SendAsset(req, *FindAsset("index.html"));
-                     });
-    router->http_get("/assets/:name", [](const restinio::request_handle_t& req,
-                                         restinio::router::route_params_t rp) {
-      const web::Asset* a = FindAsset(rp["name"]);
-      if (a == nullptr || a->name == "index.html") {
-        return Send(req, Error(404, "no such dashboard file", "name"));
-      }
-      return SendAsset(req, *a);
-    });
-    router->non_matched_request_handler([](const restinio::request_handle_t& req) {
-      const std::string path(req->header().path());
-      return Send(
-          req, Error(404, fmt::format("no route {} {}", std::string(req->header().method().c_str()),
-                                      path.substr(0, 200))));
-    });
-    auto s = restinio::server_settings_t<Traits>{};
-    s.address(options.host)
-        .port(options.port)
-        .request_handler(std::move(router))
-        .max_parallel_connections(options.max_connections)
-        .read_next_http_message_timelimit(options.io_timeout)
-        .write_http_response_timelimit(options.io_timeout)
-        .handle_request_timeout(options.io_timeout)
-        .incoming_http_msg_limits(restinio::incoming_http_msg_limits_t{}
-                                      .max_url_size(8192)
-                                      .max_field_name_size(256)
-                                      .max_field_value_size(8192)
-                                      .max_field_count(100)
-                                      .max_body_size(options.max_body_bytes))
-        .acceptor_post_bind_hook(
-            [this](asio::ip::tcp::acceptor& a) { port.store(a.local_endpoint().port()); })
-        // A response leaves in more than one write (and, over TLS, more than
-        // one record): with Nagle's algorithm the second waits for the
-        // client's delayed ACK, about 40 ms on a fresh connection.
-        .socket_options_setter([](restinio::socket_options_t& o) {
-          asio::error_code ignored;
-          o.set_option(asio::ip::tcp::no_delay(true), ignored);
-        });
-    return s;
-  }
-
-  template <typename Traits, typename Setup>
-  Status Run(Setup&& setup) {
-    auto settings = Settings<Traits>();
-    setup(settings);
-    using Server = restinio::http_server_t<Traits>;
-    auto server = std::make_shared<Server>(restinio::external_io_context(io), std::move(settings));
-    std::promise<Status> opened;
-    auto result = opened.get_future();
-    server->open_async([&opened] { opened.set_value(Status::Ok()); },
-                       [&opened](const std::exception_ptr& e) {
-                         try {
-                           std::rethrow_exception(e);
-                         } catch (const std::exception& x) {
-                           opened.set_value(Status(Code::kUnavailable, x.what()));
-                         } catch (...) {
-                           opened.set_value(Status(Code::kUnavailable, "cannot listen"));
-                         }
-                       });
-    // The server lives until the io thread has joined (Stop): close_async
-    // finishes on that thread after the closing handler itself returns.
-    keep = server;
-    Server* raw = server.get();
-    close = [this, raw] {
-      raw->close_async([this] { io.stop(); }, [this](const std::exception_ptr&) { io.stop(); });
-    };
+  Status Listen() {
+    http::ServerOptions o = options.http;
+    o.host = options.host;
+    o.port = options.port;
+    o.tls = options.tls;
+    o.limits.max_chunks = std::max<std::uint64_t>(o.limits.max_chunks, 1);
+    server = std::make_unique<http::Server>(io, std::move(o), *this);
+    DP_RETURN_IF_ERROR(server->Listen());
+    port.store(server->port());
+    server->Start();
     thread = std::thread([this] {
       LowerThreadPriority(kApiNice, "the API");
       io.run();
     });
-    Status s = result.get();
-    if (!s.ok()) {
-      io.stop();
-      thread.join();
-      close = nullptr;
-      keep.reset();
-    }
-    return s;
+    return Status::Ok();
   }
 };
 
@@ -463,13 +403,8 @@ Status ApiServer::Start() {
   DP_ASSIGN_OR_RETURN(m.catalog, OpenCollectorCatalog(m.options.catalog));
   m.ctx = std::make_unique<Context>(
       Context{*m.store, *m.book, m.health, m.catalog ? &*m.catalog : nullptr});
-  Status s;
-  if (m.options.tls) {
-    s = m.Run<TlsTraits>([&m](auto& settings) { settings.tls_context(m.options.tls); });
-  } else {
-    s = m.Run<PlainTraits>([](auto&) {});
-  }
-  if (!s.ok()) {
+  if (Status s = m.Listen(); !s.ok()) {
+    m.server.reset();
     return Status(Code::kUnavailable,
                   fmt::format("--http {}:{}: {}", m.options.host, m.options.port, s.message()));
   }
@@ -477,14 +412,33 @@ Status ApiServer::Start() {
   return Status::Ok();
 }
 
+http::ServerStats ApiServer::stats() const {
+  Impl& m = *impl_;
+  {
+    std::lock_guard lock(m.stats_mu);
+    if (m.stopped || !m.server) return m.final_stats;
+  }
+  std::promise<http::ServerStats> got;
+  auto result = got.get_future();
+  asio::post(m.io, [&m, &got] { got.set_value(m.server->stats()); });
+  if (result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return {};
+  return result.get();
+}
+
 void ApiServer::Stop() {
   Impl& m = *impl_;
-  if (m.close) {
-    asio::post(m.io, m.close);
-    m.close = nullptr;
+  if (m.thread.joinable()) {
+    asio::post(m.io, [&m] {
+      m.server->Close();
+      {
+        std::lock_guard lock(m.stats_mu);
+        m.final_stats = m.server->stats();
+        m.stopped = true;
+      }
+      m.io.stop();
+    });
+    m.thread.join();
   }
-  if (m.thread.joinable()) m.thread.join();
-  m.keep.reset();
   if (m.book) m.book->Stop();
 }
 

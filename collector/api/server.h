@@ -1,9 +1,9 @@
 #pragma once
 
-// The JSON API over HTTP (docs/api.md), on RESTinio: its own thread and
-// io_context, its own store connection, and the health book's thread beside
-// it, so API calls never run on the ingest threads. It also serves /metrics
-// (docs/metrics.md).
+// The JSON API over HTTP (docs/api.md) on the collector's HTTP server
+// (collector/http): its own thread and io_context, its own store connection,
+// and the health book's thread beside it, so API calls never run on the
+// ingest threads. It also serves the dashboard and /metrics (docs/metrics.md).
 
 #include <asio/ssl.hpp>
 #include <chrono>
@@ -14,6 +14,7 @@
 
 #include "collector/api/auth_limit.h"
 #include "collector/api/book.h"
+#include "collector/http/server.h"
 #include "collector/metrics/exposition.h"
 #include "collector/reports/health.h"
 #include "collector/store/store.h"
@@ -26,10 +27,12 @@ struct ApiOptions {
   std::uint16_t port = 0;  // 0: a free port (see ApiServer::port())
   /// Set: HTTPS with the same context (certificate, key, TLS 1.2+) as ingest.
   std::shared_ptr<asio::ssl::context> tls;
-  /// Bodies above this are refused once their headers are read, unread.
-  std::size_t max_body_bytes = 16u << 20;
-  std::size_t max_connections = 256;
-  std::chrono::milliseconds io_timeout{30'000};
+  /// A body over its route's limit is refused once its head is read, unread:
+  /// a vendor import's, and any other route's (a small JSON document).
+  std::size_t max_import_bytes = 16u << 20;
+  std::size_t max_body_bytes = 64u << 10;
+  /// Connections, deadlines and limits (max_connections 256, 32 per peer).
+  http::ServerOptions http;
   /// How often the health book assesses every customer (and records the
   /// day's snapshots); imports and overrides make it assess again at once.
   std::chrono::milliseconds refresh_interval{60'000};
@@ -70,6 +73,8 @@ class ApiServer {
   std::uint16_t port() const;
   /// Closes the listener and the connections, and joins the threads.
   void Stop();
+  /// The HTTP server's counters, as of now (any thread).
+  http::ServerStats stats() const;
 
   struct Impl;
 

@@ -163,7 +163,17 @@ Status ReadFile(ConfigReader& cfg, ServeConfig* c, std::string* listen, TlsOptio
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_refresh_s", 1, 86400, &a->refresh_interval));
   DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.health_record_s", 1, 86400, &a->record_interval));
   DP_RETURN_IF_ERROR(cfg.GetString("http.catalog", &a->catalog));
-  DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_connections", 1, 100'000, &a->max_connections));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_connections", 1, 100'000, &a->http.max_connections));
+  DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_connections_per_peer", 1, 100'000,
+                              &a->http.max_connections_per_peer));
+  DP_RETURN_IF_ERROR(
+      GetSeconds(cfg, "http.handshake_timeout_s", 0.1, 3600, &a->http.handshake_timeout));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.head_timeout_s", 0.1, 3600, &a->http.head_timeout));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.idle_timeout_s", 0.1, 86400, &a->http.idle_timeout));
+  DP_RETURN_IF_ERROR(GetSeconds(cfg, "http.body_timeout_s", 0.1, 3600, &a->http.body_timeout));
+  std::size_t import_mib = a->max_import_bytes >> 20;
+  DP_RETURN_IF_ERROR(GetCount(cfg, "http.max_import_mib", 1, 1024, &import_mib));
+  a->max_import_bytes = import_mib << 20;
   DP_RETURN_IF_ERROR(
       GetCount(cfg, "http.failed_logins_per_window", 1, 1'000'000, &a->failed_auth.max_failures));
   std::chrono::milliseconds window{a->failed_auth.window_ms};

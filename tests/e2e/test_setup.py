@@ -24,7 +24,7 @@ def packages(kind):
 class PackageSetsTest(unittest.TestCase):
     def test_the_demo_installs_what_it_builds_and_runs_with_and_no_test_toolchain(self):
         demo = packages("demo")
-        for needed in ("cmake", "libprotobuf-dev", "librestinio-dev", "libpq-dev", "openssl",
+        for needed in ("cmake", "libprotobuf-dev", "libboost-dev", "libpq-dev", "openssl",
                        "curl", "hwdata", "libsane1", "foomatic-db", "libccid"):
             self.assertIn(needed, demo)
         # Nor Node.js: the chart library comes from the npm registry as the lock pins it.
