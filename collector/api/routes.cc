@@ -746,7 +746,14 @@ Response PostImport(Context& ctx, const Request& r) {
     bad.body["error"]["more_problems"] = parsed.more_errors;
     return bad;
   }
-  auto result = ctx.store.ImportSignals(*parsed.batch, r.now_ms);
+  std::optional<Result<ImportResult>> committed;
+  const auto commit = [&] { committed = ctx.store.ImportSignals(*parsed.batch, r.now_ms); };
+  if (ctx.write) {
+    ctx.write(commit);
+  } else {
+    commit();
+  }
+  const Result<ImportResult>& result = *committed;
   if (!result.ok()) {
     // A row naming a customer the store does not know: the body is at fault.
     if (result.status().code() == Code::kNotFound) {

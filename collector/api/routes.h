@@ -5,6 +5,7 @@
 // exist without its access rule.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -45,6 +46,11 @@ struct Context {
   const HealthOptions& health;
   /// Classifies devices without an endpoint's verdict; null without a catalog.
   catalog::Reader* catalog = nullptr;
+  /// Runs a long store write (an import's commit) and returns when it is
+  /// done: on the imports' worker, on a thread at the collector's own
+  /// priority, so the store's write lock is never held by a thread the
+  /// scheduler keeps waiting (worker.h). Unset: on the calling thread.
+  std::function<void(const std::function<void()>&)> write;
 };
 
 /// One authenticated call.

@@ -16,6 +16,7 @@
 
 #include "collector/api/book.h"
 #include "collector/api/routes.h"
+#include "collector/api/worker.h"
 #include "collector/reports/peripherals.h"
 #include "collector/web/assets.h"
 #include "deskpulse/common/logging.h"
@@ -159,9 +160,14 @@ struct ApiServer::Impl final : http::Handler {
   std::unique_ptr<HealthBook> book;
   std::optional<catalog::Reader> catalog;
   std::unique_ptr<Context> ctx;
+  // Outlives the HTTP server and its io_context: requests hold its tickets.
+  std::unique_ptr<Worker> worker;
   FailedAuthLimiter limiter{options.failed_auth};
-  // Failed calls and refused tokens, summarised.
+  // Failed calls and refused tokens, summarised (the API thread's; the
+  // worker's import failures have their own).
   WarningSummary faults;
+  std::mutex worker_faults_mu;
+  WarningSummary worker_faults;
   const std::vector<Entry> table = MakeTable();
   asio::io_context io{1};
   std::unique_ptr<http::Server> server;
@@ -338,29 +344,56 @@ struct ApiServer::Impl final : http::Handler {
     if (route.body == Route::Body::kNone && head.has_body()) {
       return JsonReply(Error(400, "this route takes no body", "body"));
     }
+    Worker::Ticket ticket;
+    if (route.body == Route::Body::kImport) {
+      ticket = worker->Reserve();
+      if (!ticket) {
+        Response busy = Error(503, "imports are queued as far as they may be; retry shortly");
+        busy.headers.emplace_back("Retry-After", "5");
+        return JsonReply(busy);
+      }
+    }
     const std::uint64_t limit = route.body == Route::Body::kImport ? options.max_import_bytes
                                 : route.body == Route::Body::kSmall ? options.max_body_bytes
                                                                     : 0;
+    auto call = [this, &route, where, token = std::move(token), params = std::move(params),
+                 query = std::move(query), content_type = std::move(content_type),
+                 now](Context& c, WarningSummary& summary, std::mutex* mu, std::string_view body) {
+      const Request request{.token = token,
+                            .params = params,
+                            .query = query,
+                            .content_type = content_type,
+                            .body = body,
+                            .now_ms = now};
+      Response r;
+      try {
+        r = route.handler(c, request);
+      } catch (const std::exception& e) {
+        r = Error(500, "internal error (the collector's log has the details)");
+        r.fault = e.what();
+      }
+      if (!r.fault.empty()) {
+        std::unique_lock<std::mutex> lock;
+        if (mu != nullptr) lock = std::unique_lock(*mu);
+        LogFault(summary, where, r);
+      }
+      return JsonReply(r);
+    };
+    if (!ticket) {
+      return http::Proceed{
+          .body_limit = limit,
+          .then = [this, call = std::move(call)](std::string body, const http::Respond& respond) {
+            respond(call(*ctx, faults, nullptr, body));
+          }};
+    }
     return http::Proceed{
         .body_limit = limit,
-        .then = [this, &route, where, token = std::move(token), params = std::move(params),
-                 query = std::move(query), content_type = std::move(content_type),
-                 now](std::string body, const http::Respond& respond) {
-          const Request request{.token = token,
-                                .params = params,
-                                .query = query,
-                                .content_type = content_type,
-                                .body = body,
-                                .now_ms = now};
-          Response r;
-          try {
-            r = route.handler(*ctx, request);
-          } catch (const std::exception& e) {
-            r = Error(500, "internal error (the collector's log has the details)");
-            r.fault = e.what();
-          }
-          if (!r.fault.empty()) LogFault(faults, where, r);
-          respond(JsonReply(r));
+        .then = [this, call = std::move(call), ticket = std::move(ticket)](
+                    std::string body, http::Respond respond) mutable {
+          worker->Post(std::move(ticket), [this, call = std::move(call), body = std::move(body),
+                                           respond = std::move(respond)](Context& c) {
+            respond(call(c, worker_faults, &worker_faults_mu, body));
+          });
         }};
   }
 
@@ -393,6 +426,7 @@ Status ApiServer::Start() {
   Impl& m = *impl_;
   DP_ASSIGN_OR_RETURN(m.store, OpenSideConnection(m.store_options));
   DP_ASSIGN_OR_RETURN(auto book_store, OpenSideConnection(m.store_options));
+  DP_ASSIGN_OR_RETURN(auto worker_store, OpenSideConnection(m.store_options));
   HealthOptions book_options = m.health;
   book_options.record = true;
   // The list shows each customer's top driver: its source is all it needs.
@@ -401,13 +435,18 @@ Status ApiServer::Start() {
       std::make_unique<HealthBook>(std::move(book_store), book_options, m.options.refresh_interval,
                                    m.options.record_interval, m.options.on_recorded);
   DP_ASSIGN_OR_RETURN(m.catalog, OpenCollectorCatalog(m.options.catalog));
-  m.ctx = std::make_unique<Context>(
-      Context{*m.store, *m.book, m.health, m.catalog ? &*m.catalog : nullptr});
+  catalog::Reader* reader = m.catalog ? &*m.catalog : nullptr;
+  m.ctx = std::make_unique<Context>(Context{*m.store, *m.book, m.health, reader, nullptr});
+  Store& ws = *worker_store;
+  m.worker = std::make_unique<Worker>(std::move(worker_store),
+                                      Context{ws, *m.book, m.health, reader, nullptr},
+                                      m.options.max_waiting_imports);
   if (Status s = m.Listen(); !s.ok()) {
     m.server.reset();
     return Status(Code::kUnavailable,
                   fmt::format("--http {}:{}: {}", m.options.host, m.options.port, s.message()));
   }
+  m.worker->Start();
   m.book->Start();
   return Status::Ok();
 }
@@ -427,6 +466,8 @@ http::ServerStats ApiServer::stats() const {
 
 void ApiServer::Stop() {
   Impl& m = *impl_;
+  // The worker first: its last job's answer goes to a server still running.
+  if (m.worker) m.worker->Stop();
   if (m.thread.joinable()) {
     asio::post(m.io, [&m] {
       m.server->Close();

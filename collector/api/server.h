@@ -2,8 +2,9 @@
 
 // The JSON API over HTTP (docs/api.md) on the collector's HTTP server
 // (collector/http): its own thread and io_context, its own store connection,
-// and the health book's thread beside it, so API calls never run on the
-// ingest threads. It also serves the dashboard and /metrics (docs/metrics.md).
+// the health book's thread and a worker for imports beside it, so API calls
+// never run on the ingest threads and a long import holds up no other call.
+// It also serves the dashboard and /metrics (docs/metrics.md).
 
 #include <asio/ssl.hpp>
 #include <chrono>
@@ -31,6 +32,8 @@ struct ApiOptions {
   /// a vendor import's, and any other route's (a small JSON document).
   std::size_t max_import_bytes = 16u << 20;
   std::size_t max_body_bytes = 64u << 10;
+  /// Imports waiting behind the one being committed; past it, 503.
+  std::size_t max_waiting_imports = 2;
   /// Connections, deadlines and limits (max_connections 256, 32 per peer).
   http::ServerOptions http;
   /// How often the health book assesses every customer (and records the
