@@ -83,6 +83,18 @@ std::string_view Statement::Blob(int col) const {
   return {p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col))};
 }
 
+namespace {
+// A connection waiting for another's write (ingest's writer behind an import
+// or the book's round) goes on within a millisecond of that commit, where
+// SQLite's own busy timeout sleeps in steps growing to 100 ms; it gives up
+// after about 5 s, as that timeout did.
+int RetryEveryMillisecond(void*, int tries) {
+  if (tries >= 5000) return 0;
+  sqlite3_sleep(1);
+  return 1;
+}
+}  // namespace
+
 Result<std::unique_ptr<Database>> Database::Open(const std::string& path, bool read_only,
                                                  bool create) {
   sqlite3* db = nullptr;
@@ -96,7 +108,7 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, bool r
                   "cannot open database " + path + ": " + msg);
   }
   sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_handler(db, &RetryEveryMillisecond, nullptr);
   return std::unique_ptr<Database>(new Database(db, path));
 }
 
