@@ -272,6 +272,13 @@ std::shared_ptr<asio::ssl::context> BaseContext(asio::ssl::context::method metho
   // close_notify truncates nothing unnoticed: that is the end of the stream.
   // Renegotiation is refused: neither side needs it.
   SSL_CTX_set_options(ctx->native_handle(), SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+  // TLS 1.2: forward secrecy (ECDHE) and AEAD only, no static-RSA key
+  // exchange and no CBC, as the agent offers (tls_mbedtls.cc). TLS 1.3's
+  // suites are all of that kind already.
+  SSL_CTX_set_cipher_list(ctx->native_handle(),
+                          "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                          "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                          "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
   return ctx;
 }
 }  // namespace
