@@ -110,7 +110,17 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
       stats_.commit_failures += 1;
     }
   }
-  if (!s.ok()) spdlog::error("commit of {} reports failed: {}", n, s.ToString());
+  if (!s.ok()) {
+    // A failing store fails every commit (a full disk): one line, then a count.
+    const auto now = std::chrono::steady_clock::now();
+    if (commit_faults_.Note("commits failed (nothing acknowledged; agents resend)", s.message(),
+                            now)) {
+      spdlog::error("commit of {} reports failed: {}", n, s.ToString());
+    }
+  }
+  for (const auto& line : commit_faults_.Due(std::chrono::steady_clock::now())) {
+    spdlog::error("{}", line.Text());
+  }
   for (std::size_t i = 0; i < group->size(); ++i) {
     if (s.ok()) {
       (*group)[i].done(BatchOutcome{writes[i].acked_through,
@@ -167,6 +177,9 @@ void Writer::Run() {
                      options_.final_flush.count() / 1000.0, s.message());
       } else if (!s.ok()) {
         spdlog::error("final rollup flush failed: {}", s.ToString());
+      }
+      for (const auto& line : commit_faults_.Due(Clock::now(), true)) {
+        spdlog::error("{}", line.Text());
       }
       break;
     }

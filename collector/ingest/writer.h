@@ -16,6 +16,7 @@
 
 #include "collector/ingest/report_totals.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector {
 
@@ -106,7 +107,8 @@ class Writer {
   std::atomic<std::size_t> queued_reports_{0};
   bool stopping_ = false;
   WriterStats stats_;
-  ReportTotals totals_;  // writer thread only; copied into stats_
+  ReportTotals totals_;           // writer thread only; copied into stats_
+  WarningSummary commit_faults_;  // writer thread only
   prometheus::Histogram commit_seconds_{LatencyBucketsSeconds()};
 };
 

@@ -913,10 +913,18 @@ std::chrono::steady_clock::time_point PgStore::MaintainOn(pg::Connection& db, st
   }
   if (now >= next_round_) {
     if (Status s = FlushOwn(db); !s.ok()) {
-      spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+      if (flush_faults_.Note("rollup flushes failed (will retry)", s.message(), now)) {
+        spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+      }
     }
     if (auto n = FinishFromRaw(db, /*own=*/false, 2000, 0); !n.ok()) {
-      spdlog::error("rollups of stopped collectors (will retry): {}", n.status().ToString());
+      if (flush_faults_.Note("rollups of stopped collectors failed (will retry)",
+                             n.status().message(), now)) {
+        spdlog::error("rollups of stopped collectors (will retry): {}", n.status().ToString());
+      }
+    }
+    for (const auto& line : flush_faults_.Due(now)) {
+      spdlog::error("store {}: {}", name_, line.Text());
     }
     next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;
   }

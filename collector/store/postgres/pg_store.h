@@ -13,6 +13,7 @@
 
 #include "collector/store/postgres/connection.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector {
 
@@ -170,6 +171,8 @@ class PgStore final : public Store {
   std::condition_variable maint_cv_;
   bool maint_stopping_ = false;
   std::chrono::steady_clock::time_point next_round_{};
+  // A failing flush fails at every round (a full disk): one line, then a count.
+  WarningSummary flush_faults_;
   std::chrono::steady_clock::time_point next_retention_{};
   std::chrono::steady_clock::time_point next_heartbeat_{};
   mutable std::mutex mu_;  // guards stats_

@@ -680,8 +680,11 @@ std::chrono::steady_clock::time_point SqliteStore::Maintain(std::int64_t now_ms)
   if (flush_cursor_ >= 0) {
     if (Status s = FlushRollupSlice(flush_cursor_); !s.ok()) {
       // The raw rows are committed; the rollups catch up from them later or at start.
-      spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+      if (flush_faults_.Note("rollup flushes failed (will retry)", s.message(), now)) {
+        spdlog::error("rollup flush failed (will retry): {}", s.ToString());
+      }
     }
+    for (const auto& line : flush_faults_.Due(now)) spdlog::error("store: {}", line.Text());
     flush_cursor_ = flush_cursor_ + 1 >= kRollupSlices ? -1 : flush_cursor_ + 1;
     if (flush_cursor_ < 0)
       next_round_ = std::chrono::steady_clock::now() + options_.rollup_flush_interval;

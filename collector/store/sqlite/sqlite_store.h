@@ -10,6 +10,7 @@
 
 #include "collector/store/sqlite/database.h"
 #include "collector/store/store.h"
+#include "deskpulse/common/logging.h"
 
 namespace deskpulse::collector {
 
@@ -164,6 +165,8 @@ class SqliteStore final : public Store {
   PendingRollups pending_;
   // Maintenance schedule (writer thread).
   std::chrono::steady_clock::time_point next_round_{};
+  // A failing flush fails at every step (a full disk): one line, then a count.
+  WarningSummary flush_faults_;
   int flush_cursor_ = -1;  // the next slice of this flush round; -1 between rounds
   std::chrono::steady_clock::time_point next_retention_{};
   // The checkpointer thread (serving only).
