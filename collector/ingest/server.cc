@@ -369,8 +369,11 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
 
   void CloseWithError(v1::ErrorCode code, const std::string& message) {
     if (closing_ || closed_) return;
-    if (code != v1::ERROR_CODE_UNAUTHENTICATED && code != v1::ERROR_CODE_TIMEOUT &&
-        code != v1::ERROR_CODE_SHUTTING_DOWN) {
+    if (code == v1::ERROR_CODE_STORE_UNAVAILABLE) {
+      // The collector's own failure (a full disk), not the agent's.
+      server_.mutable_stats().store_unavailable += 1;
+    } else if (code != v1::ERROR_CODE_UNAUTHENTICATED && code != v1::ERROR_CODE_TIMEOUT &&
+               code != v1::ERROR_CODE_SHUTTING_DOWN) {
       server_.mutable_stats().protocol_errors += 1;
     }
     // One line per kind and peer per interval; the rest go into its summary.

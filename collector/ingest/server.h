@@ -80,6 +80,7 @@ struct IngestStats {
   std::uint64_t connections_refused = 0;  // closed at accept: a cap or a locked-out peer
   std::uint64_t pending_evicted = 0;      // not-yet-welcomed connections closed to make room
   std::uint64_t protocol_errors = 0;
+  std::uint64_t store_unavailable = 0;  // connections closed because a commit failed
   std::uint64_t auth_failures = 0;
   std::uint64_t auth_delayed = 0;   // refusals answered late (a peer failing repeatedly)
   std::uint64_t auth_lockouts = 0;  // peers locked out after repeated failures

@@ -93,6 +93,10 @@ void AddIngest(const IngestSnapshot& s, Families* out) {
           "Not-yet-welcomed connections closed to make room.", i.pending_evicted);
   Counter(out, "deskpulse_ingest_protocol_errors_total",
           "Connections closed for a protocol violation.", i.protocol_errors);
+  Counter(out, "deskpulse_ingest_store_unavailable_total",
+          "Agent connections closed because the store could not commit (nothing "
+          "acknowledged; agents resend).",
+          i.store_unavailable);
   Counter(out, "deskpulse_ingest_auth_failures_total", "Refused agent credentials.",
           i.auth_failures);
   Counter(out, "deskpulse_ingest_auth_lockouts_total",
