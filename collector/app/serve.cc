@@ -26,6 +26,17 @@ void LogTotals(const WriterStats& ws, const StoreStats& st, const IngestStats& i
       "handshakes",
       ws.reports_stored, ws.commits, ws.duplicates, is.connections_accepted, is.protocol_errors,
       is.auth_failures, is.timeouts, is.tls_failures);
+  if (ws.commit_failures > 0 || is.store_unavailable > 0) {
+    // Nothing was acknowledged that was not committed: what failed was resent.
+    const bool failing = ws.store_failing || ws.final_flush_failed;
+    spdlog::log(failing ? spdlog::level::err : spdlog::level::warn,
+                "the store failed for a while: {} commits failed and {} connections were closed "
+                "with STORE_UNAVAILABLE (nothing acknowledged was lost; agents resent the "
+                "rest); {}",
+                ws.commit_failures, is.store_unavailable,
+                failing ? "it was still failing at stop (exit status 3)"
+                        : "it recovered: every later commit succeeded");
+  }
   spdlog::info(
       "limits: {} connections refused at accept, {} not-yet-welcomed connections "
       "evicted, {} refusals answered late, {} peers locked out, {} reads paused for "
@@ -226,7 +237,9 @@ int RunServe(const ServeFlags& flags) {
   const auto ws = writer.stats();
   LogTotals(ws, ws.store, server.stats());
   spdlog::default_logger()->flush();
-  return ws.commit_failures > 0 ? kExitStore : kExitOk;
+  // 3: the store was failing when serve stopped (its last commit, or the
+  // final rollup flush); failures it recovered from are in the log.
+  return ws.store_failing || ws.final_flush_failed ? kExitStore : kExitOk;
 }
 
 }  // namespace deskpulse::collector

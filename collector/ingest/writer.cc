@@ -106,8 +106,10 @@ void Writer::CommitGroup(std::vector<BatchJob>* group) {
         stats_.duplicates += w.duplicates;
       }
       stats_.totals = totals_.snapshot();
+      stats_.store_failing = false;
     } else {
       stats_.commit_failures += 1;
+      stats_.store_failing = true;
     }
   }
   if (!s.ok()) {
@@ -177,6 +179,8 @@ void Writer::Run() {
                      options_.final_flush.count() / 1000.0, s.message());
       } else if (!s.ok()) {
         spdlog::error("final rollup flush failed: {}", s.ToString());
+        std::lock_guard lock(mu_);
+        stats_.final_flush_failed = true;
       }
       for (const auto& line : commit_faults_.Due(Clock::now(), true)) {
         spdlog::error("{}", line.Text());

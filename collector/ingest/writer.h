@@ -42,6 +42,10 @@ struct WriterStats {
   std::uint64_t reports_stored = 0;
   std::uint64_t duplicates = 0;
   std::uint64_t commit_failures = 0;
+  /// The last commit failed (a success since clears it): the store is failing now.
+  bool store_failing = false;
+  /// The rollups' last flush at stop failed (not one cut short by its deadline).
+  bool final_flush_failed = false;
   SparseHistogram commit_us;      // one transaction of batches, begin to durable commit
   SparseHistogram group_reports;  // reports per group commit
   ReportTotalsSnapshot totals;    // what the stored reports add up to

@@ -4,6 +4,7 @@ a credential for a while, a report the collector can never take, floods of conne
 tokens before authentication, and damaged stores.
 
 Runs on the system Python (python3-protobuf decodes reports and builds raw frames)."""
+import json
 import os
 import re
 import resource
@@ -514,6 +515,60 @@ class DamagedStoreTest(unittest.TestCase):
             self.assertIn(f"report row {rowid} (", c.stdout)
             self.assertIn(f"seq {seq}): its body fails its checksum", c.stdout)
             self.assertIn("1 of ", c.stdout)
+
+
+class DiskFullTest(unittest.TestCase):
+    """A store on a tmpfs that fills up, then grows again: nothing acknowledged is lost, the
+    log stays short, the closures are not called protocol errors, and once the store has
+    recovered, serve stops with exit status 0."""
+
+    def test_a_full_disk_that_recovers(self):
+        with dp.tempdir() as work:
+            disk = os.path.join(work, "disk")
+            os.mkdir(disk)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                self.skipTest(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+            try:
+                self.run_on(work, disk)
+            finally:
+                subprocess.run(["umount", "-l", disk], capture_output=True)
+
+    def run_on(self, work, disk):
+        db = os.path.join(disk, "store.db")
+        config = os.path.join(work, "collector.toml")
+        with open(config, "w") as f:
+            f.write("[store]\nrollup_flush_s = 0.2\n")
+        tokens = dp.create_tokens(db, work, [("Contoso", "typical")])
+        collector = dp.Collector(work, db, extra=["--config", config])
+        sim = dp.track(subprocess.Popen(
+            [dp.FLEETSIM, "--collector", collector.address, "--tokens", tokens,
+             "--catalog", dp.CATALOG, "--endpoints", "20", "--duration", "5", "--rate", "2000",
+             "--timeout", "300"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        try:
+            # Failing for a while: agents' connections closed, rollup flushes failing.
+            dp.wait_until(lambda: all(w in dp.read_text(collector.log_path)
+                                      for w in ("STORE_UNAVAILABLE", "rollup flush failed")),
+                          120, "the store to fail on the full disk")
+            subprocess.run(["mount", "-o", "remount,size=256m", disk], check=True)
+            out, _ = sim.communicate(timeout=300)
+        finally:
+            if sim.poll() is None:
+                sim.kill()
+        summary = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+        self.assertEqual(sim.returncode, 0, summary)
+        self.assertEqual(collector.stop(), 0, "recovered: exit status 0")
+        log = dp.read_text(collector.log_path)
+        stored = dp.query(db, "SELECT count(*) FROM reports")[0][0]
+        self.assertEqual(stored, summary["reports_acked"])
+        self.assertLessEqual(log.count("commit of "), 3, log[-3000:])
+        self.assertLessEqual(log.count("rollup flush failed"), 3, log[-3000:])
+        self.assertRegex(log, r"the store failed for a while: \d+ commits failed and [1-9]\d* "
+                              r"connections were closed with STORE_UNAVAILABLE.*it recovered")
+        self.assertIn(" 0 protocol errors", log)
+        self.assertLess(len(log.splitlines()), 80, log[-3000:])
 
 
 if __name__ == "__main__":
