@@ -8,6 +8,7 @@
 #include <future>
 #include <iostream>
 
+#include "collector/api/server.h"
 #include "collector/ingest/server.h"
 #include "collector/ingest/writer.h"
 #include "collector/metrics/exposition.h"
@@ -18,6 +19,17 @@
 
 namespace deskpulse::collector {
 namespace {
+
+void LogHttpTotals(const http::ServerStats& h) {
+  spdlog::info(
+      "http: {} connections, {} requests ({} 2xx, {} 4xx, {} 5xx), {} refused by the server "
+      "(malformed or over a limit), {} timeouts ({} TLS handshake, {} head, {} body, {} "
+      "write), {} failed TLS handshakes, {} idle connections evicted, {} refused at accept",
+      h.connections_accepted, h.requests, h.responses[2], h.responses[4], h.responses[5],
+      h.bad_requests, h.handshake_timeouts + h.head_timeouts + h.body_timeouts + h.write_timeouts,
+      h.handshake_timeouts, h.head_timeouts, h.body_timeouts, h.write_timeouts, h.tls_failures,
+      h.connections_evicted, h.connections_refused);
+}
 
 void LogTotals(const WriterStats& ws, const StoreStats& st, const IngestStats& is) {
   spdlog::info(
@@ -231,7 +243,10 @@ int RunServe(const ServeFlags& flags) {
     server.Drain([&io] { io.stop(); });
   });
   io.run();
-  if (http) http->Stop();  // the book first: it wakes the notifier
+  if (http) {
+    http->Stop();  // the book first: it wakes the notifier
+    LogHttpTotals(http->stats());
+  }
   if (notifier) notifier->Stop();
   writer.Stop();
   const auto ws = writer.stats();
