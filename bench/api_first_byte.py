@@ -40,7 +40,15 @@ def request(path, token):
 
 def read_response(conn, buf=b""):
     """Reads one HTTP/1.1 response with a Content-Length (`buf`: what was
-    read of it already); returns its body."""
+    read of it already); returns its body, which must be a 200's."""
+    status, body = read_reply(conn, buf)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
+    return body
+
+
+def read_reply(conn, buf=b""):
+    """Reads one HTTP/1.1 response with a Content-Length; returns (status, body)."""
     while b"\r\n\r\n" not in buf:
         chunk = conn.recv(65536)
         if not chunk:
@@ -54,10 +62,7 @@ def read_response(conn, buf=b""):
             length = int(value)
     while len(body) < length:
         body += conn.recv(65536)
-    status = int(head.split(b" ", 2)[1])
-    if status != 200:
-        raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
-    return body
+    return int(head.split(b" ", 2)[1]), body
 
 
 def first_byte(conn, req):
