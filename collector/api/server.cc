@@ -307,20 +307,19 @@ struct ApiServer::Impl final : http::Handler {
       case Kind::kApi:
         break;
     }
-    return OnApiHead(*entry->route, head, std::move(target), std::move(params), peer);
+    return OnApiHead(*entry->route, head, target, std::move(params), peer);
   }
 
   /// A route that takes no body, answered by `make` once the head is known
   /// to bring none.
   template <typename Make>
   static http::Proceed NoBody(Make make) {
-    return http::Proceed{.body_limit = 0,
-                         .then = [make](std::string, const http::Respond& respond) {
-                           respond(make());
-                         }};
+    return http::Proceed{
+        .body_limit = 0,
+        .then = [make](const std::string&, const http::Respond& respond) { respond(make()); }};
   }
 
-  http::Decision OnApiHead(const Route& route, const http::Head& head, http::Target target,
+  http::Decision OnApiHead(const Route& route, const http::Head& head, const http::Target& target,
                            std::map<std::string, std::string> params,
                            const asio::ip::address& peer) {
     const std::int64_t now = NowMs();
@@ -334,12 +333,12 @@ struct ApiServer::Impl final : http::Handler {
       return JsonReply(*refused);
     }
     std::map<std::string, std::string> query;
-    for (auto& [k, v] : target.query) {
+    for (const auto& [k, v] : target.query) {
       const std::string name = k.substr(0, 64);
-      if (query.contains(k)) {
-        return JsonReply(Error(400, fmt::format("query parameter '{}' is given twice", name), name));
+      if (!query.emplace(k, v).second) {
+        return JsonReply(
+            Error(400, fmt::format("query parameter '{}' is given twice", name), name));
       }
-      query.emplace(std::move(k), std::move(v));
     }
     if (route.body == Route::Body::kNone && head.has_body()) {
       return JsonReply(Error(400, "this route takes no body", "body"));
@@ -353,7 +352,7 @@ struct ApiServer::Impl final : http::Handler {
         return JsonReply(busy);
       }
     }
-    const std::uint64_t limit = route.body == Route::Body::kImport ? options.max_import_bytes
+    const std::uint64_t limit = route.body == Route::Body::kImport  ? options.max_import_bytes
                                 : route.body == Route::Body::kSmall ? options.max_body_bytes
                                                                     : 0;
     auto call = [this, &route, where, token = std::move(token), params = std::move(params),
@@ -380,21 +379,21 @@ struct ApiServer::Impl final : http::Handler {
       return JsonReply(r);
     };
     if (!ticket) {
-      return http::Proceed{
-          .body_limit = limit,
-          .then = [this, call = std::move(call)](std::string body, const http::Respond& respond) {
-            respond(call(*ctx, faults, nullptr, body));
-          }};
+      return http::Proceed{.body_limit = limit,
+                           .then = [this, call = std::move(call)](const std::string& body,
+                                                                  const http::Respond& respond) {
+                             respond(call(*ctx, faults, nullptr, body));
+                           }};
     }
-    return http::Proceed{
-        .body_limit = limit,
-        .then = [this, call = std::move(call), ticket = std::move(ticket)](
-                    std::string body, http::Respond respond) mutable {
-          worker->Post(std::move(ticket), [this, call = std::move(call), body = std::move(body),
-                                           respond = std::move(respond)](Context& c) {
-            respond(call(c, worker_faults, &worker_faults_mu, body));
-          });
-        }};
+    return http::Proceed{.body_limit = limit,
+                         .then = [this, call = std::move(call), ticket = std::move(ticket)](
+                                     std::string body, http::Respond respond) mutable {
+                           worker->Post(std::move(ticket),
+                                        [this, call = std::move(call), body = std::move(body),
+                                         respond = std::move(respond)](Context& c) {
+                                          respond(call(c, worker_faults, &worker_faults_mu, body));
+                                        });
+                         }};
   }
 
   Status Listen() {
