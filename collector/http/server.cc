@@ -16,10 +16,6 @@ constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 namespace {
 
-std::string Seconds(std::chrono::milliseconds d) {
-  return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
-}
-
 // Each read takes up to this much into the server's one read buffer.
 constexpr std::size_t kReadBytes = std::size_t{64} << 10;
 // Reads per readiness before other connections get their turn.
@@ -95,7 +91,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
         st.handshake_timeouts += 1;
         if (server_.ShouldLog("TLS handshakes not completed in time", peer_key_)) {
           spdlog::info("http: peer {}: TLS handshake not completed within {}; closing", peer(),
-                       Seconds(opts().handshake_timeout));
+                       SecondsText(opts().handshake_timeout));
         }
         return Close();
       case Phase::kHead:
@@ -108,23 +104,23 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
             st.head_timeouts += 1;
             if (server_.ShouldLog("connections that sent no request in time", peer_key_)) {
               spdlog::info("http: peer {}: no request within {} of connecting; closing", peer(),
-                           Seconds(opts().head_timeout));
+                           SecondsText(opts().head_timeout));
             }
           }
           return Close();
         }
         st.head_timeouts += 1;
         return Refuse(408, fmt::format("the request's head did not arrive within {}",
-                                       Seconds(opts().head_timeout)));
+                                       SecondsText(opts().head_timeout)));
       case Phase::kBody:
         st.body_timeouts += 1;
-        return Refuse(
-            408, fmt::format("the body did not arrive within {}", Seconds(opts().body_timeout)));
+        return Refuse(408, fmt::format("the body did not arrive within {}",
+                                       SecondsText(opts().body_timeout)));
       case Phase::kWriting:
         st.write_timeouts += 1;
         if (server_.ShouldLog("replies not taken in time", peer_key_)) {
           spdlog::info("http: peer {}: reply not taken within {}; closing", peer(),
-                       Seconds(opts().write_timeout));
+                       SecondsText(opts().write_timeout));
         }
         return Close();
       case Phase::kLinger:
@@ -442,15 +438,7 @@ Server::Server(asio::io_context& io, ServerOptions options, Handler& handler)
 Server::~Server() = default;
 
 Status Server::Listen() {
-  asio::error_code ec;
-  const auto addr = asio::ip::make_address(options_.host, ec);
-  if (ec) return InvalidArgument("listen address '" + options_.host + "' is not an IP address");
-  tcp::endpoint ep(addr, options_.port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status(Code::kUnavailable, ec.message());
+  DP_RETURN_IF_ERROR(deskpulse::Listen(acceptor_, options_.host, options_.port));
   bound_port_ = acceptor_.local_endpoint().port();
   options_.max_connections_per_peer =
       std::min(options_.max_connections_per_peer, options_.max_connections);
@@ -522,10 +510,7 @@ void Server::Refuse(TcpSocket& socket, const std::string& peer, std::string_view
   if (ShouldLog(fmt::format("connections refused ({})", why), peer)) {
     spdlog::warn("http: peer {}: connection refused: {}; {} open", peer, why, connections_.size());
   }
-  // A reset rather than a close: no TIME_WAIT kept here for a peer we refuse.
-  asio::error_code ignored;
-  socket.set_option(asio::socket_base::linger(true, 0), ignored);
-  socket.close(ignored);
+  ResetAndClose(socket);
 }
 
 void Server::Admit(TcpSocket socket) {

@@ -143,7 +143,7 @@ class Server {
   asio::io_context& io_;
   ServerOptions options_;
   Handler& handler_;
-  asio::basic_socket_acceptor<asio::ip::tcp, asio::io_context::executor_type> acceptor_;
+  TcpAcceptor acceptor_;
   std::uint16_t bound_port_ = 0;
   std::vector<std::shared_ptr<Connection>> connections_;             // dense: each knows its slot
   std::unordered_map<std::string, std::vector<Connection*>> peers_;  // oldest first

@@ -23,10 +23,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 namespace {
-std::string Seconds(std::chrono::milliseconds d) {
-  return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
-}
-
 // Each read takes up to this much into the server's one read buffer; a
 // connection keeps only the part of a frame not yet complete.
 constexpr std::size_t kReadBytes = std::size_t{64} << 10;
@@ -88,19 +84,19 @@ class Session final : public std::enable_shared_from_this<Session>, private Read
     if (conn_->tls() && !reading_) {
       if (server_.ShouldLog("TLS handshakes not completed in time", peer_key())) {
         spdlog::warn("peer {}: TLS handshake not completed within {}; closing", peer(),
-                     Seconds(opts().handshake_timeout));
+                     SecondsText(opts().handshake_timeout));
       }
       Close();
       return;
     }
     std::string why;
     if (decoder_.mid_frame()) {
-      why = "frame not completed within " + Seconds(opts().frame_timeout);
+      why = "frame not completed within " + SecondsText(opts().frame_timeout);
     } else if (!protocol_.welcomed()) {
-      why = "no Hello accepted within " + Seconds(opts().handshake_timeout) +
+      why = "no Hello accepted within " + SecondsText(opts().handshake_timeout) +
             " of connecting (handshake timeout)";
     } else {
-      why = "no frame within " + Seconds(opts().idle_timeout) + " (idle timeout)";
+      why = "no frame within " + SecondsText(opts().idle_timeout) + " (idle timeout)";
     }
     CloseWithError(v1::ERROR_CODE_TIMEOUT, why);
   }
@@ -463,17 +459,10 @@ IngestServer::~IngestServer() {
 }
 
 Status IngestServer::Listen() {
-  asio::error_code ec;
-  const auto addr = asio::ip::make_address(options_.host, ec);
-  if (ec) return InvalidArgument("listen address '" + options_.host + "' is not an IP address");
-  tcp::endpoint ep(addr, options_.port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
+  if (Status s = deskpulse::Listen(acceptor_, options_.host, options_.port); !s.ok()) {
+    if (s.code() != Code::kUnavailable) return s;
     return Status(Code::kUnavailable, fmt::format("cannot listen on {}:{}: {}", options_.host,
-                                                  options_.port, ec.message()));
+                                                  options_.port, s.message()));
   }
   bound_port_ = acceptor_.local_endpoint().port();
   // Never run out of descriptors: connections stop short of the limit, with
@@ -573,10 +562,7 @@ void IngestServer::Refuse(TcpSocket& socket, const std::string& peer, std::strin
     spdlog::warn("peer {}: connection refused: {}; {} open, {} not yet welcomed", peer, why,
                  sessions_.size(), pending_);
   }
-  // A reset rather than a close: no TIME_WAIT kept here for a peer we refuse.
-  asio::error_code ignored;
-  socket.set_option(asio::socket_base::linger(true, 0), ignored);
-  socket.close(ignored);
+  ResetAndClose(socket);
 }
 
 void IngestServer::Admit(TcpSocket socket) {
@@ -682,7 +668,7 @@ std::chrono::milliseconds IngestServer::NoteAuthFailure(const std::string& key) 
     peer.locked_until = now + a.lockout;
     stats_.auth_lockouts += 1;
     spdlog::warn("peer {}: {} failed logins within {}: its connections are refused for {}", key,
-                 peer.failures, Seconds(a.window), Seconds(a.lockout));
+                 peer.failures, SecondsText(a.window), SecondsText(a.lockout));
   }
   if (a.failures_before_delay > 0 && peer.failures > a.failures_before_delay) return a.delay;
   return std::chrono::milliseconds(0);

@@ -174,7 +174,7 @@ class IngestServer {
   asio::io_context& io_;
   IngestOptions options_;
   Writer& writer_;
-  asio::basic_socket_acceptor<asio::ip::tcp, asio::io_context::executor_type> acceptor_;
+  TcpAcceptor acceptor_;
   std::uint16_t bound_port_ = 0;
   std::vector<std::shared_ptr<Session>> sessions_;  // dense: each knows its slot
   std::unordered_map<std::string, Peer> peers_;

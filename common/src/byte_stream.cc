@@ -2,6 +2,7 @@
 
 #include <asio/bind_allocator.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <cstdio>
 
 namespace deskpulse {
 
@@ -85,6 +86,31 @@ std::string PeerKey(const asio::ip::address& address) {
   auto bytes = v6.to_bytes();
   std::fill(bytes.begin() + 8, bytes.end(), 0);
   return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
+Status Listen(TcpAcceptor& acceptor, const std::string& host, std::uint16_t port) {
+  asio::error_code ec;
+  const auto addr = asio::ip::make_address(host, ec);
+  if (ec) return InvalidArgument("listen address '" + host + "' is not an IP address");
+  const asio::ip::tcp::endpoint ep(addr, port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status(Code::kUnavailable, ec.message());
+  return Status::Ok();
+}
+
+void ResetAndClose(TcpSocket& socket) {
+  asio::error_code ignored;
+  socket.set_option(asio::socket_base::linger(true, 0), ignored);
+  socket.close(ignored);
+}
+
+std::string SecondsText(std::chrono::milliseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", static_cast<double>(d.count()) / 1000.0);
+  return buf;
 }
 
 }  // namespace deskpulse

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -16,6 +17,19 @@ namespace deskpulse {
 /// each socket and in each operation pending on it, which a collector holding
 /// tens of thousands of idle connections pays per connection (docs/quality.md).
 using TcpSocket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
+using TcpAcceptor = asio::basic_socket_acceptor<asio::ip::tcp, asio::io_context::executor_type>;
+
+/// Opens `acceptor` on HOST:PORT (an IP address; port 0 picks a free one),
+/// with SO_REUSEADDR, and listens. The error says why, not where: the caller
+/// names the listener.
+Status Listen(TcpAcceptor& acceptor, const std::string& host, std::uint16_t port);
+
+/// Closes a connection a server refuses with a reset rather than a close: no
+/// TIME_WAIT is kept for a peer the server wants gone.
+void ResetAndClose(TcpSocket& socket);
+
+/// A deadline for the log: "10 s", "0.5 s".
+std::string SecondsText(std::chrono::milliseconds d);
 
 /// Told by WaitReadable() when its stream can be read.
 class ReadableHandler {
