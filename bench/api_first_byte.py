@@ -38,6 +38,24 @@ def request(path, token):
             "\r\n").encode()
 
 
+def serve_with_api(collector, work, db, extra=()):
+    """`collector serve` of `db` with the API on free loopback ports, once both listen:
+    (process, its log file, ingest port, HTTP port)."""
+    port_file, http_file = os.path.join(work, "port"), os.path.join(work, "http-port")
+    log = open(os.path.join(work, "collector.log"), "w")
+    proc = subprocess.Popen([collector, "serve", "--db", db, "--listen", "127.0.0.1:0",
+                             "--port-file", port_file, "--http", "127.0.0.1:0",
+                             "--http-port-file", http_file, *extra],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 30
+    while not all(os.path.exists(p) and open(p).read().strip() for p in (port_file, http_file)):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the collector did not start (see collector.log)")
+        time.sleep(0.05)
+    return proc, log, int(open(port_file).read()), int(open(http_file).read())
+
+
 def read_response(conn, buf=b""):
     """Reads one HTTP/1.1 response with a Content-Length (`buf`: what was
     read of it already); returns its body, which must be a 200's."""
@@ -116,20 +134,9 @@ def run_build(bin_dir, work, calls, endpoints):
             f.write(f"{name} {t} {profile}\n")
     token = subprocess.run([collector, "api-token", "create", "--db", db, "--role", "vendor"],
                            check=True, capture_output=True, text=True).stdout.strip()
-    port_file, http_file = os.path.join(work, "port"), os.path.join(work, "http-port")
-    log = open(os.path.join(work, "collector.log"), "w")
-    proc = subprocess.Popen([collector, "serve", "--db", db, "--listen", "127.0.0.1:0",
-                             "--port-file", port_file, "--http", "127.0.0.1:0",
-                             "--http-port-file", http_file, "--tls-cert", cert, "--tls-key", key],
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc, log, port, http_port = serve_with_api(collector, work, db,
+                                                ["--tls-cert", cert, "--tls-key", key])
     try:
-        deadline = time.monotonic() + 30
-        while not (os.path.exists(http_file) and open(http_file).read().strip()):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the collector did not start")
-            time.sleep(0.05)
-        port = int(open(port_file).read())
-        http_port = int(open(http_file).read())
         subprocess.run([fleetsim, "--collector", f"127.0.0.1:{port}", "--ca", cert, "--tokens",
                         tokens, "--catalog", catalog, "--endpoints", str(endpoints), "--days", "30"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -26,7 +26,7 @@ import threading
 import time
 
 import tool_version
-from api_first_byte import read_reply
+from api_first_byte import read_reply, serve_with_api
 
 
 def quantile(values, q):
@@ -85,17 +85,8 @@ def run_once(bin_dir, work, seconds, import_at):
         f.write(f"Bench {token} typical\n")
     vendor = subprocess.run([collector, "api-token", "create", "--db", db, "--role", "vendor"],
                             check=True, capture_output=True, text=True).stdout.strip()
-    port_file, http_file = os.path.join(work, "port"), os.path.join(work, "http-port")
-    log = open(os.path.join(work, "collector.log"), "w")
-    proc = subprocess.Popen([collector, "serve", "--db", db, "--listen", "127.0.0.1:0",
-                             "--port-file", port_file, "--http", "127.0.0.1:0",
-                             "--http-port-file", http_file], stdout=subprocess.DEVNULL, stderr=log)
+    proc, log, port, http_port = serve_with_api(collector, work, db)
     try:
-        for _ in range(500):
-            if all(os.path.exists(p) and open(p).read().strip() for p in (port_file, http_file)):
-                break
-            time.sleep(0.02)
-        port, http_port = int(open(port_file).read()), int(open(http_file).read())
         body, rows = tickets_csv("Bench")
         fleet = subprocess.Popen([sim, "--collector", f"127.0.0.1:{port}", "--tokens", tokens,
                                   "--catalog", catalog, "--endpoints", "200", "--rate", "1000",
