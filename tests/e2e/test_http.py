@@ -77,6 +77,15 @@ class Raw:
             pass
 
 
+def send_chunks(c, rounds):
+    """Sends `rounds` thousand one-byte chunks, never the last one, until the server closes."""
+    try:
+        for _ in range(rounds):
+            c.sock.sendall(b"1\r\nx\r\n" * 1000)
+    except OSError:
+        pass
+
+
 class HttpAttackTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -169,11 +178,7 @@ class HttpAttackTest(unittest.TestCase):
             c = Raw(port, f"127.0.4.{1 + i}")
             c.send("POST /api/v1/imports/surveys HTTP/1.1\r\nHost: x\r\n"
                    "Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n")
-            try:
-                for _ in range(2000):
-                    c.sock.sendall(b"1\r\nx\r\n" * 1000)
-            except OSError:
-                pass
+            send_chunks(c, 2000)
             c.close()
 
         threads = [threading.Thread(target=big_body, args=(i,)) for i in range(64)]
@@ -195,11 +200,7 @@ class HttpAttackTest(unittest.TestCase):
         c = Raw(port)
         c.send(f"POST /api/v1/imports/surveys HTTP/1.1\r\nHost: x\r\n{self.auth()}"
                "Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n")
-        try:
-            for _ in range(200):
-                c.sock.sendall(b"1\r\nx\r\n" * 1000)
-        except OSError:
-            pass
+        send_chunks(c, 200)
         got = c.reply()
         c.close()
         self.assertIsNotNone(got)
